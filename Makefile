@@ -1,0 +1,52 @@
+# CNI-Genie build entry points. `make demo` and `make test` work on a fresh
+# Debian machine with Go: they install what they need first (as root).
+GO        ?= go
+OUT       := _output
+BIN       := $(OUT)/bin
+BINARIES  := genie genied geniectl
+TEST_TIMEOUT ?= 40m
+
+.PHONY: all build deps test-bins generate verify-generate test test-unit demo bench fuzz clean
+
+all: build
+
+## build: the three product binaries into _output/bin
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+
+## deps: system packages (clang, bpftool, iproute2, iperf3, ...) and bpffs
+deps:
+	hack/install-deps.sh
+
+## test-bins: kube-apiserver, etcd, cnitool and the CNI reference plugins, from the Go module proxy
+test-bins:
+	hack/build-test-bins.sh
+
+## generate: rebuild the BPF objects with bpf2go (needs clang)
+generate:
+	$(GO) generate ./pkg/datapath/...
+
+## verify-generate: regenerate and fail if the committed objects differ
+verify-generate: generate
+	git diff --exit-code -- pkg/datapath bpf
+
+## test: everything CI runs (privileged tests need root; fuzz seeds run as tests)
+test: deps test-bins build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## test-unit: only the tests that need no root and no test binaries
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+## demo: the sandbox demo (3 nodes, two overlapping VPCs, a multihomed pod)
+demo: deps test-bins build
+	$(BIN)/geniectl sandbox demo --cni-bin-dir $(OUT)/cni/bin
+
+## bench: data-plane and CNI benchmarks (see BENCHMARKS.md)
+bench: deps test-bins build
+	hack/bench.sh
+
+clean:
+	rm -rf $(OUT)
