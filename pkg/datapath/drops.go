@@ -1,0 +1,81 @@
+package datapath
+
+import "fmt"
+
+// DropReason says why the data plane dropped a packet. The values mirror the
+// negative DROP_* codes in bpf/lib/drop.h (the reason is the code's absolute
+// value, which is also the index into the drop counter array).
+//
+// Keep in sync with bpf/lib/drop.h.
+type DropReason uint32
+
+// Drop reasons, see bpf/lib/drop.h.
+const (
+	// DropTruncated: shorter than an Ethernet header or a truncated L3/L4/Geneve header.
+	DropTruncated DropReason = 1
+	// DropUnknownEndpoint: packet from a pod veth whose ifindex is not in the endpoint-by-ifindex map.
+	DropUnknownEndpoint DropReason = 2
+	// DropSpoofedMAC: a pod sent with a source MAC that is not its own.
+	DropSpoofedMAC DropReason = 3
+	// DropSpoofedIP: a pod sent with a source IPv4 (or ARP sender IP) that is not its own.
+	DropSpoofedIP DropReason = 4
+	// DropNoRoute: no endpoint {vni, destination} in the VPC.
+	DropNoRoute DropReason = 5
+	// DropUnsupportedL3: neither IPv4 nor ARP (e.g. IPv6), on a pod veth or inside Geneve.
+	DropUnsupportedL3 DropReason = 6
+	// DropARP: ARP that is not a request the gateway answers (replies, probes, gratuitous, malformed).
+	DropARP DropReason = 7
+	// DropNoNode: the remote endpoint's node has no underlay MAC (UpsertNode missing).
+	DropNoNode DropReason = 8
+	// DropEncapFailed: bpf_skb_adjust_room or a header store failed while encapsulating.
+	DropEncapFailed DropReason = 9
+	// DropGeneveMalformed: UDP to our Geneve port with a bad Geneve header (version, options, protocol, fragment).
+	DropGeneveMalformed DropReason = 10
+	// DropUnknownVNI: Geneve for a VNI that has no endpoint on this node.
+	DropUnknownVNI DropReason = 11
+	// DropForged: inner source is not an endpoint of that VNI hosted on the outer source node.
+	DropForged DropReason = 12
+	// DropNotLocal: decapsulated packet for an endpoint that is not on this node.
+	DropNotLocal DropReason = 13
+	// DropDecapFailed: bpf_skb_adjust_room or a header store failed while decapsulating.
+	DropDecapFailed DropReason = 14
+)
+
+// maxDropReason is the size of the drop counter array (DROP_MAX in drop.h).
+const maxDropReason = 32
+
+var dropNames = map[DropReason]string{
+	DropTruncated:       "TRUNCATED",
+	DropUnknownEndpoint: "UNKNOWN_ENDPOINT",
+	DropSpoofedMAC:      "SPOOFED_MAC",
+	DropSpoofedIP:       "SPOOFED_IP",
+	DropNoRoute:         "NO_ROUTE",
+	DropUnsupportedL3:   "UNSUPPORTED_L3",
+	DropARP:             "ARP",
+	DropNoNode:          "NO_NODE",
+	DropEncapFailed:     "ENCAP_FAILED",
+	DropGeneveMalformed: "GENEVE_MALFORMED",
+	DropUnknownVNI:      "UNKNOWN_VNI",
+	DropForged:          "FORGED",
+	DropNotLocal:        "NOT_LOCAL",
+	DropDecapFailed:     "DECAP_FAILED",
+}
+
+// String returns the reason's name as used in metrics labels, e.g. "NO_ROUTE".
+func (r DropReason) String() string {
+	if n, ok := dropNames[r]; ok {
+		return n
+	}
+	return fmt.Sprintf("REASON_%d", uint32(r))
+}
+
+// DropReasons lists every known reason in code order (for metrics).
+func DropReasons() []DropReason {
+	out := make([]DropReason, 0, len(dropNames))
+	for r := DropReason(1); r < maxDropReason; r++ {
+		if _, ok := dropNames[r]; ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
