@@ -86,3 +86,72 @@ type Datapath struct {
 	cfg  Config
 	objs *bpfObjects
 }
+
+// Open loads the BPF programs and maps for cfg. Maps already pinned under
+// cfg.PinDir (by a previous agent) are re-adopted with their contents, so an
+// agent restart does not interrupt traffic; otherwise they are created and
+// pinned. Programs attached by a previous agent keep running (their links are
+// pinned) until Attach* replaces them atomically with the newly loaded ones.
+// Open (re)writes the node config map from cfg.
+func Open(cfg Config) (*Datapath, error) { return open(cfg) }
+
+// Close releases the file descriptors held by d. Pinned maps and links stay,
+// so the data plane keeps forwarding without the agent.
+func (d *Datapath) Close() error { return d.close() }
+
+// Remove detaches every program pinned under pinDir and unpins all maps and
+// links (node or sandbox teardown). Missing pins are not an error.
+func Remove(pinDir string) error { return remove(pinDir) }
+
+// AttachUplink attaches the decapsulation program to tcx ingress of the
+// uplink ifindex. The link is pinned; an existing pinned link is updated in
+// place with the current program (no gap in forwarding).
+func (d *Datapath) AttachUplink(ifindex int) error { return d.attachUplink(ifindex) }
+
+// AttachUplinkPrefilter attaches the optional XDP prefilter (xdp.frags, so GSO
+// stays on for veth peers) to the uplink. It drops malformed Geneve and
+// Geneve for VNIs without a local endpoint before an skb is built; everything
+// else passes to the tcx program. Worth it on NICs with native XDP; on a veth
+// uplink the tcx program alone is enough.
+func (d *Datapath) AttachUplinkPrefilter(ifindex int) error { return d.attachPrefilter(ifindex) }
+
+// DetachUplink removes the uplink tcx program and XDP prefilter (idempotent).
+func (d *Datapath) DetachUplink(ifindex int) error { return d.detachUplink(ifindex) }
+
+// AttachEndpoint attaches the pod program to tcx ingress of the host-side
+// veth hostIfindex (packets the pod sends). Idempotent; the link is pinned.
+// Attach after UpsertLocalEndpoint: until the endpoint is known its packets
+// are dropped as UNKNOWN_ENDPOINT.
+func (d *Datapath) AttachEndpoint(hostIfindex int) error { return d.attachEndpoint(hostIfindex) }
+
+// DetachEndpoint detaches the pod program from hostIfindex and removes the
+// pin. Idempotent: a missing link or interface is not an error.
+func (d *Datapath) DetachEndpoint(hostIfindex int) error { return d.detachEndpoint(hostIfindex) }
+
+// UpsertLocalEndpoint writes a local endpoint to the endpoints map and the
+// endpoint-by-ifindex map and counts its VNI as hosted here (prefilter).
+func (d *Datapath) UpsertLocalEndpoint(ep LocalEndpoint) error { return d.upsertLocal(ep) }
+
+// UpsertRemoteEndpoint writes an endpoint hosted on another node.
+func (d *Datapath) UpsertRemoteEndpoint(ep RemoteEndpoint) error { return d.upsertRemote(ep) }
+
+// DeleteEndpoint removes {vni, ip} from the endpoints map (and, if it was
+// local, its endpoint-by-ifindex entry and VNI reference). Idempotent.
+func (d *Datapath) DeleteEndpoint(vni uint32, ip netip.Addr) error { return d.deleteEndpoint(vni, ip) }
+
+// UpsertNode records the underlay MAC of a node, used as outer destination
+// MAC of packets encapsulated to it. With all nodes on one L2 underlay this
+// is the node's uplink MAC; behind a router it is the next hop's MAC.
+func (d *Datapath) UpsertNode(ip netip.Addr, mac net.HardwareAddr) error {
+	return d.upsertNode(ip, mac)
+}
+
+// DeleteNode forgets a node's underlay MAC. Idempotent.
+func (d *Datapath) DeleteNode(ip netip.Addr) error { return d.deleteNode(ip) }
+
+// Endpoints lists the endpoints map, for reconcile diffing.
+func (d *Datapath) Endpoints() ([]Entry, error) { return d.endpoints() }
+
+// Drops returns the drop counters summed over CPUs, by reason. Reasons that
+// never occurred are present with 0.
+func (d *Datapath) Drops() (map[DropReason]uint64, error) { return d.drops() }
