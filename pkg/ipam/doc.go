@@ -1,0 +1,35 @@
+// Package ipam allocates pod addresses from per-node blocks of VPC
+// subnets.
+//
+// # Design notes
+//
+// A node claims an aligned block of a subnet (a /26 unless the subnet says
+// otherwise) atomically in the store, then hands out addresses from it
+// locally: a pod ADD costs no store round trip while one of the node's
+// blocks of that subnet has room. Two nodes never share a block (the store
+// enforces one owner per block key with a create-if-absent transaction),
+// so two nodes never hand out the same address; the store additionally
+// refuses an endpoint whose IP is outside a block of its node.
+//
+// When all blocks of a subnet are full the allocator claims the lowest free
+// block; when a block becomes empty it is released unless it is the node's
+// last block of that subnet (to avoid claim/release churn for a single pod
+// coming and going). A kept-empty block is re-verified against the store
+// before it is used again, because an operator may have deleted the subnet
+// (which deletes its blocks) meanwhile.
+//
+// The subnet's network, broadcast and gateway addresses are never handed
+// out. Addresses within a block are chosen lowest-free-first.
+//
+// Allocations persist in a JSON state file (written to a temporary file,
+// fsynced and renamed, so a crash leaves the old or the new state), so they
+// survive an agent restart. On start the file is cross-checked with the
+// store: allocations in blocks the store no longer gives this node are
+// dropped, blocks the store gives this node but the file lacks are adopted,
+// and their addresses are recovered from the store's endpoints of this
+// node. GC frees allocations of owners the runtime no longer knows, so a
+// pod that vanished without a DEL leaks nothing.
+//
+// Scale: the state is O(pods on the node); a claim is one store
+// transaction over the subnet's block list, O(blocks of the subnet).
+package ipam
