@@ -182,13 +182,28 @@ func (c *Client) SetNetworkStatusForUID(ctx context.Context, namespace, name str
 	if lastErr == nil {
 		lastErr = werr
 	}
-	if uid != "" && apierrors.IsInvalid(lastErr) || uid != "" && apierrors.IsConflict(lastErr) {
+	if uid != "" && uidMismatch(lastErr) {
 		// The UID is immutable: a mismatch means the Pod was re-created.
 		gone := apierrors.NewNotFound(corev1.Resource("pods"), name)
 		return fmt.Errorf("set network-status on pod %s/%s: pod with uid %s is gone (%v): %w",
 			namespace, name, uid, lastErr, gone)
 	}
 	return c.wrap(lastErr, "set network-status on pod %s/%s", namespace, name)
+}
+
+// uidMismatch reports whether err is the API server refusing a patch whose
+// metadata.uid differs from the stored Pod's (the field is immutable).
+func uidMismatch(err error) bool {
+	var st apierrors.APIStatus
+	if !apierrors.IsInvalid(err) || !errors.As(err, &st) || st.Status().Details == nil {
+		return false
+	}
+	for _, c := range st.Status().Details.Causes {
+		if c.Field == "metadata.uid" {
+			return true
+		}
+	}
+	return false
 }
 
 // IsNotFound reports whether err says the object (Pod or NAD) does not exist.
