@@ -2,7 +2,7 @@
 // API: read a Pod's network selection, resolve NetworkAttachmentDefinitions
 // and write back the NPWG network-status annotation.
 //
-// Design notes
+// # Design notes
 //
 // A Client is built per CNI invocation from the kubeconfig file on disk
 // (NewFromKubeconfig) and never cached across invocations. The kubeconfig is
