@@ -1,0 +1,419 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cni-genie/cni-genie/pkg/agentapi"
+	"github.com/cni-genie/cni-genie/pkg/datapath"
+	"github.com/cni-genie/cni-genie/pkg/ipam"
+	"github.com/cni-genie/cni-genie/pkg/store"
+	"github.com/cni-genie/cni-genie/pkg/store/etcdstore"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
+	"github.com/vishvananda/netlink"
+)
+
+// Agent is the node agent. Create it with New and start it with Run.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	// Set during start-up, read-only afterwards.
+	st       store.Store
+	dp       *datapath.Datapath
+	ipam     *ipam.Allocator
+	state    *stateStore
+	m        *metrics
+	node     vpc.Node
+	uplinkIx int
+	podMTU   int
+	gwMAC    net.HardwareAddr
+	// runCtx lives as long as Run; watches derive from it.
+	runCtx context.Context
+
+	ready    atomic.Bool
+	notReady atomic.Value // string: why not ready
+
+	// gcMu: attach/detach hold it shared, GC exclusively, so GC never sees
+	// a half-done attachment.
+	gcMu sync.RWMutex
+	// keys serialises operations on one attachment.
+	keys keyedMutex
+
+	// mu guards everything below and every data plane write.
+	mu sync.Mutex
+	// atts are the local attachments by key (host veth name).
+	atts map[string]*attachment
+	// local is the set of {vni, ip} of local endpoints, so a remote delete
+	// never removes a local entry that reused the address.
+	local map[vniIP]string
+	// vpcs are the VPCs hosted here (at least one local attachment).
+	vpcs map[string]*vpcState
+	// stopping are the done channels of VPC watches being torn down.
+	stopping map[string]chan struct{}
+	// nodes are the known nodes by name.
+	nodes map[string]vpc.Node
+	// listening is closed once the socket serves.
+	listening chan struct{}
+	sockAddr  string
+}
+
+type vniIP struct {
+	vni uint32
+	ip  netip.Addr
+}
+
+// New checks cfg and returns an agent; nothing is touched until Run.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	gw, _ := parseMAC(cfg.GatewayMAC)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	a := &Agent{
+		cfg:       cfg,
+		log:       log.With("node", cfg.NodeName),
+		gwMAC:     gw,
+		atts:      map[string]*attachment{},
+		local:     map[vniIP]string{},
+		vpcs:      map[string]*vpcState{},
+		stopping:  map[string]chan struct{}{},
+		nodes:     map[string]vpc.Node{},
+		listening: make(chan struct{}),
+	}
+	a.notReady.Store("starting")
+	return a, nil
+}
+
+// Listening is closed once the agent serves its socket (for tests and
+// supervisors that start the agent in-process).
+func (a *Agent) Listening() <-chan struct{} { return a.listening }
+
+// Run starts the agent and serves until ctx ends, then shuts down: it stops
+// serving, closes the store and closes the data plane without unpinning,
+// so pods keep their connectivity while no agent runs.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.runCtx = ctx
+	if err := a.start(ctx); err != nil {
+		a.shutdown()
+		return err
+	}
+	l, err := agentapi.Listen(a.cfg.Socket)
+	if err != nil {
+		a.shutdown()
+		return fmt.Errorf("serving socket: %w", err)
+	}
+	srv := &http.Server{Handler: agentapi.Handler(a), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(l) }()
+	if a.cfg.MetricsAddr != "" {
+		addr, err := a.m.serve(ctx, a.cfg.MetricsAddr, a.log)
+		if err != nil {
+			a.log.Error("metrics disabled", "err", err)
+		} else {
+			a.log.Info("serving metrics", "addr", addr.String())
+		}
+	}
+	a.ready.Store(true)
+	a.log.Info("agent ready", "socket", a.cfg.Socket, "underlay", a.node.UnderlayIP, "pod_mtu", a.podMTU)
+	close(a.listening)
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-serveErr:
+		err = fmt.Errorf("serving socket: %w", err)
+	}
+	a.ready.Store(false)
+	a.notReady.Store("shutting down")
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_ = srv.Shutdown(sctx)
+	scancel()
+	cancel()
+	a.shutdown()
+	a.log.Info("agent stopped (data plane left running)")
+	return err
+}
+
+// start performs every start-up step up to (not including) serving.
+func (a *Agent) start(ctx context.Context) error {
+	var err error
+	if a.state, err = newStateStore(filepath.Join(a.cfg.StateDir, "attachments")); err != nil {
+		return err
+	}
+	a.notReady.Store("connecting to store")
+	st, err := etcdstore.New(ctx, a.cfg.StoreEndpoints, etcdstore.Options{Logger: a.log.With("component", "store")})
+	if err != nil {
+		return fmt.Errorf("connecting to store %v: %w", a.cfg.StoreEndpoints, err)
+	}
+	a.st = st
+
+	ip, mac, ix, mtu, err := uplinkInfo(a.cfg.Uplink)
+	if err != nil {
+		return err
+	}
+	addr, _ := netip.AddrFromSlice(ip)
+	a.uplinkIx = ix
+	a.podMTU = mtu - datapath.EncapOverhead
+	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink}
+	if err := a.st.RegisterNode(ctx, a.node); err != nil {
+		return fmt.Errorf("registering node %q: %w", a.node.Name, err)
+	}
+
+	a.notReady.Store("loading data plane")
+	dp, err := datapath.Open(datapath.Config{
+		PinDir: a.cfg.PinDir, UnderlayIP: addr, UplinkIfindex: ix, UplinkMAC: mac, GatewayMAC: a.gwMAC,
+	})
+	if err != nil {
+		return fmt.Errorf("opening data plane at %s: %w", a.cfg.PinDir, err)
+	}
+	a.dp = dp
+	if err := dp.AttachUplink(ix); err != nil {
+		return fmt.Errorf("attaching uplink program to %s: %w", a.cfg.Uplink, err)
+	}
+	if a.cfg.XDPPrefilter {
+		if err := dp.AttachUplinkPrefilter(ix); err != nil {
+			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
+		}
+	}
+	a.m = newMetrics(a.drops)
+
+	a.notReady.Store("loading IPAM state")
+	alloc, err := ipam.New(ctx, a.st, a.cfg.NodeName, filepath.Join(a.cfg.StateDir, "ipam"),
+		ipam.Options{Logger: a.log.With("component", "ipam")})
+	if err != nil {
+		return fmt.Errorf("loading IPAM state: %w", err)
+	}
+	a.ipam = alloc
+
+	a.notReady.Store("syncing nodes")
+	if err := a.startNodeWatch(ctx); err != nil {
+		return err
+	}
+	a.notReady.Store("restoring local endpoints")
+	if err := a.restore(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// shutdown releases the store and the data plane handles; pins stay.
+func (a *Agent) shutdown() {
+	a.mu.Lock()
+	vs := make([]*vpcState, 0, len(a.vpcs))
+	for _, v := range a.vpcs {
+		vs = append(vs, v)
+	}
+	a.mu.Unlock()
+	for _, v := range vs {
+		v.cancel()
+		<-v.done
+	}
+	if a.st != nil {
+		if err := a.st.Close(); err != nil {
+			a.log.Warn("closing store", "err", err)
+		}
+	}
+	if a.dp != nil {
+		if err := a.dp.Close(); err != nil {
+			a.log.Warn("closing data plane", "err", err)
+		}
+	}
+}
+
+// drops adapts datapath.Drops for the metrics collector.
+func (a *Agent) drops() (map[string]uint64, error) {
+	d, err := a.dp.Drops()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint64, len(d))
+	for r, n := range d {
+		out[r.String()] = n
+	}
+	return out, nil
+}
+
+// restore re-adopts the attachments recorded in the state dir after a
+// restart: complete ones whose host veth still exists are re-programmed
+// (map entries rewritten, pod program re-attached in place, endpoint
+// re-published); incomplete or vanished ones are undone. Then data plane
+// entries, IPAM allocations and store endpoints of this node that belong to
+// no attachment are removed.
+func (a *Agent) restore(ctx context.Context) error {
+	atts, errs := a.state.load()
+	for _, err := range errs {
+		a.log.Warn("skipping unreadable attachment record", "err", err)
+	}
+	var keep []*attachment
+	for _, at := range atts {
+		link, err := netlink.LinkByName(at.HostIf)
+		if !at.Complete || err != nil {
+			a.log.Info("undoing stale attachment", "container", at.ContainerID, "if", at.IfName, "complete", at.Complete)
+			a.undo(ctx, at)
+			continue
+		}
+		at.HostIndex = link.Attrs().Index
+		keep = append(keep, at)
+	}
+	// Remove local data plane entries that no attachment backs.
+	entries, err := a.dp.Endpoints()
+	if err != nil {
+		return fmt.Errorf("listing data plane endpoints: %w", err)
+	}
+	want := map[vniIP]bool{}
+	for _, at := range keep {
+		want[vniIP{at.VNI, at.IP}] = true
+	}
+	hostedVNI := map[uint32]bool{}
+	for _, at := range keep {
+		hostedVNI[at.VNI] = true
+	}
+	for _, e := range entries {
+		k := vniIP{e.VNI, e.IP}
+		// Local entries without attachment, and remote entries of VPCs
+		// this node no longer hosts, go; remote entries of hosted VPCs are
+		// diffed by the VPC's first sync.
+		if (e.Local() && !want[k]) || (!e.Local() && !hostedVNI[e.VNI]) {
+			if err := a.dp.DeleteEndpoint(e.VNI, e.IP); err != nil {
+				a.log.Warn("deleting stale data plane entry", "vni", e.VNI, "ip", e.IP, "err", err)
+			}
+			if e.Local() {
+				_ = a.dp.DetachEndpoint(e.HostIfindex)
+			}
+		}
+	}
+	for _, at := range keep {
+		if err := a.programLocal(at); err != nil {
+			return fmt.Errorf("restoring attachment %s/%s: %w", at.ContainerID, at.IfName, err)
+		}
+		a.mu.Lock()
+		a.atts[at.key()] = at
+		a.local[vniIP{at.VNI, at.IP}] = at.key()
+		a.mu.Unlock()
+		if err := a.state.save(at); err != nil {
+			return err
+		}
+	}
+	a.m.endpoints.WithLabelValues("local").Set(float64(len(keep)))
+	// Re-publish our endpoints (the store may have lost them) and start
+	// the watches of the hosted VPCs.
+	for _, at := range keep {
+		if _, err := a.st.PutEndpoint(ctx, at.endpoint(a.cfg.NodeName)); err != nil {
+			a.m.storeErrors.WithLabelValues("put_endpoint").Inc()
+			a.log.Warn("re-publishing endpoint", "vpc", at.VPC, "ip", at.IP, "err", err)
+		}
+		if _, err := a.acquireVPC(ctx, at.VPC); err != nil {
+			return fmt.Errorf("watching vpc %q: %w", at.VPC, err)
+		}
+	}
+	// IPAM allocations and store endpoints of this node without an
+	// attachment are leaks from a crash: free them.
+	valid := make([]string, 0, len(keep))
+	validID := map[string]bool{}
+	for _, at := range keep {
+		valid = append(valid, at.owner())
+		validID[at.VPC+"/"+at.owner()] = true
+	}
+	if freed, err := a.ipam.GC(ctx, valid); err != nil {
+		a.log.Warn("IPAM GC at start-up", "err", err)
+	} else if len(freed) > 0 {
+		a.log.Info("freed leaked addresses", "owners", freed)
+	}
+	eps, _, err := a.st.ListEndpoints(ctx, "")
+	if err != nil {
+		a.m.storeErrors.WithLabelValues("list_endpoints").Inc()
+		a.log.Warn("listing endpoints for start-up cleanup", "err", err)
+		return nil
+	}
+	for _, e := range eps {
+		if e.Node == a.cfg.NodeName && !validID[e.VPC+"/"+e.ID] {
+			a.log.Info("deleting leaked endpoint", "vpc", e.VPC, "id", e.ID, "ip", e.IP)
+			if err := a.st.DeleteEndpoint(ctx, e.VPC, e.ID); err != nil {
+				a.m.storeErrors.WithLabelValues("delete_endpoint").Inc()
+			}
+		}
+	}
+	return nil
+}
+
+// programLocal writes a local endpoint to the data plane and attaches the
+// pod program to its host veth.
+func (a *Agent) programLocal(at *attachment) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.dp.UpsertLocalEndpoint(datapath.LocalEndpoint{
+		VNI: at.VNI, IP: at.IP, MAC: at.hwAddr(), HostIfindex: at.HostIndex,
+	}); err != nil {
+		return fmt.Errorf("writing endpoint map: %w", err)
+	}
+	if err := a.dp.AttachEndpoint(at.HostIndex); err != nil {
+		return fmt.Errorf("attaching pod program to %s: %w", at.HostIf, err)
+	}
+	return nil
+}
+
+// keyedMutex is a set of mutexes by key, created on demand.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// parseMAC parses a 6-byte unicast MAC.
+func parseMAC(s string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(s)
+	if err != nil {
+		return nil, fmt.Errorf("mac %q: %w", s, err)
+	}
+	if len(mac) != 6 {
+		return nil, fmt.Errorf("mac %q is not a 6-byte MAC", s)
+	}
+	if mac[0]&1 != 0 {
+		return nil, fmt.Errorf("mac %q is a multicast address", s)
+	}
+	return mac, nil
+}
+
+var errNotReady = errors.New("node agent is not ready")

@@ -1,0 +1,465 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/cni-genie/cni-genie/pkg/agentapi"
+	"github.com/cni-genie/cni-genie/pkg/datapath"
+	"github.com/cni-genie/cni-genie/pkg/ipam"
+	"github.com/cni-genie/cni-genie/pkg/store"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+)
+
+var _ agentapi.Backend = (*Agent)(nil)
+
+// stepError is an attach failure with the CNI code to report.
+type stepError struct {
+	code uint
+	step string
+	err  error
+}
+
+func (e *stepError) Error() string { return e.step + ": " + e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+func fail(code uint, step string, err error) error { return &stepError{code, step, err} }
+
+// codeFor picks the CNI error code for a store or IPAM failure.
+func codeFor(err error) uint {
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, vpc.ErrInvalid),
+		errors.Is(err, ipam.ErrAddressInUse), errors.Is(err, ipam.ErrAddressReserved),
+		errors.Is(err, ipam.ErrOwnerConflict), errors.Is(err, store.ErrConflict):
+		return types.ErrInvalidNetworkConfig
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return types.ErrTryAgainLater
+	}
+	return types.ErrInternal
+}
+
+// podRef names the pod in messages: namespace/name, or the container ID.
+func podRef(ns, name, containerID string) string {
+	if name != "" {
+		if ns == "" {
+			return "pod " + name
+		}
+		return "pod " + ns + "/" + name
+	}
+	if len(containerID) > 12 {
+		containerID = containerID[:12]
+	}
+	return "container " + containerID
+}
+
+// Attach implements agentapi.Backend: it attaches a pod to a VPC subnet.
+// Every step is undone if a later one fails.
+func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *current.Result, err error) {
+	start := time.Now()
+	what := fmt.Sprintf("attach vpc %q subnet %q to %s", req.VPC, req.Subnet, podRef(req.PodNamespace, req.PodName, req.ContainerID))
+	defer func() {
+		a.m.addSeconds.Observe(time.Since(start).Seconds())
+		if err != nil {
+			a.m.addErrors.Inc()
+			var se *stepError
+			code := uint(types.ErrInternal)
+			if errors.As(err, &se) {
+				code = se.code
+			}
+			a.log.Warn("attach failed", "container", req.ContainerID, "if", req.IfName, "err", err)
+			err = &types.Error{Code: code, Msg: what + ": " + err.Error()}
+			return
+		}
+		a.log.Info("attached", "container", req.ContainerID, "if", req.IfName, "vpc", req.VPC, "subnet", req.Subnet,
+			"ip", res.IPs[0].Address.String(), "took", time.Since(start))
+	}()
+	if !a.ready.Load() {
+		return nil, fail(types.ErrTryAgainLater, "agent", errNotReady)
+	}
+	a.gcMu.RLock()
+	defer a.gcMu.RUnlock()
+	key := hostVethName(req.ContainerID, req.IfName)
+	defer a.keys.lock(key)()
+
+	// Parse the request before touching anything.
+	var requested netip.Addr
+	var requestedBits int
+	switch len(req.IPs) {
+	case 0:
+	case 1:
+		requested, requestedBits, err = parseRequestedIP(req.IPs[0])
+		if err != nil {
+			return nil, fail(types.ErrInvalidNetworkConfig, "requested ip", err)
+		}
+	default:
+		return nil, fail(types.ErrInvalidNetworkConfig, "requested ips",
+			fmt.Errorf("%d addresses requested, a VPC attachment has exactly one IPv4 address", len(req.IPs)))
+	}
+	mac := podMAC(req.ContainerID, req.IfName)
+	if req.MAC != "" {
+		if mac, err = parseMAC(req.MAC); err != nil {
+			return nil, fail(types.ErrInvalidNetworkConfig, "requested mac", err)
+		}
+	}
+
+	a.mu.Lock()
+	prev := a.atts[key]
+	a.mu.Unlock()
+	if prev != nil {
+		if prev.Complete && prev.VPC == req.VPC && prev.Subnet == req.Subnet && prev.Netns == req.Netns {
+			// A repeated ADD: report the existing attachment.
+			v, s, err := a.lookup(ctx, req.VPC, req.Subnet)
+			if err != nil {
+				return nil, fail(codeFor(err), "resolve network", err)
+			}
+			return a.result(prev, v, s), nil
+		}
+		return nil, fail(types.ErrInvalidNetworkConfig, "attachment",
+			fmt.Errorf("container %s already has interface %q (vpc %q subnet %q)", req.ContainerID, req.IfName, prev.VPC, prev.Subnet))
+	}
+
+	// 1. Resolve the network and hold a reference on the VPC's watch, so
+	//    its remote endpoints are programmed before the ADD returns.
+	v, err := a.acquireVPC(ctx, req.VPC)
+	if err != nil {
+		return nil, fail(codeFor(err), "resolve vpc", err)
+	}
+	acquired := true
+	success := false
+	defer func() {
+		if !success && acquired {
+			a.releaseVPC(req.VPC)
+		}
+	}()
+	_, sub, err := a.lookup(ctx, req.VPC, req.Subnet)
+	if err != nil {
+		return nil, fail(codeFor(err), "resolve subnet", err)
+	}
+	if requested.IsValid() && requestedBits != 0 && requestedBits != sub.CIDR.Bits() {
+		return nil, fail(types.ErrInvalidNetworkConfig, "requested ip",
+			fmt.Errorf("%s has prefix length /%d, subnet %s is a /%d", req.IPs[0], requestedBits, sub.CIDR, sub.CIDR.Bits()))
+	}
+
+	at := &attachment{
+		ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns,
+		PodNamespace: req.PodNamespace, PodName: req.PodName,
+		VPC: req.VPC, Subnet: req.Subnet, VNI: v.VNI, HostIf: key,
+		Prefix: sub.CIDR.Bits(), MAC: mac.String(),
+	}
+	// 2. Record the attachment before creating anything, so a crash
+	//    leaves a record the next start-up undoes.
+	if err := a.state.save(at); err != nil {
+		return nil, fail(types.ErrInternal, "save state", err)
+	}
+	a.mu.Lock()
+	a.atts[key] = at
+	a.mu.Unlock()
+	defer func() {
+		if !success {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			a.undo(cctx, at)
+			cancel()
+		}
+	}()
+
+	// 3. Allocate the address (local unless the node's blocks are full).
+	alloc, err := a.ipam.Allocate(ctx, req.VPC, req.Subnet, at.owner(), requested)
+	if err != nil {
+		return nil, fail(codeFor(err), "allocate IP", err)
+	}
+	at.IP = alloc.IP.Addr()
+	if err := a.state.save(at); err != nil {
+		return nil, fail(types.ErrInternal, "save state", err)
+	}
+
+	// 4. The veth pair, configured inside the pod's netns.
+	podAddr := &net.IPNet{IP: net.IP(at.IP.AsSlice()), Mask: net.CIDRMask(sub.CIDR.Bits(), 32)}
+	var vpcCIDR *net.IPNet
+	if v.CIDR != sub.CIDR {
+		vpcCIDR = prefixToIPNet(v.CIDR)
+	}
+	lr, err := setupPodLink(&podLink{
+		netns: req.Netns, ifName: req.IfName, hostName: key, mac: mac, mtu: a.podMTU,
+		addr: podAddr, gateway: net.IP(sub.Gateway.AsSlice()), subnet: prefixToIPNet(sub.CIDR),
+		vpcCIDR: vpcCIDR, defRoute: req.DefaultRoute,
+	})
+	if lr != nil {
+		at.HostIndex = lr.hostIndex
+	}
+	if err != nil {
+		var nsErr ns.NSPathNotExistErr
+		code := uint(types.ErrInternal)
+		if errors.As(err, &nsErr) {
+			code = types.ErrInvalidEnvironmentVariables
+		}
+		return nil, fail(code, "create interface", err)
+	}
+	if err := a.state.save(at); err != nil {
+		return nil, fail(types.ErrInternal, "save state", err)
+	}
+
+	// 5. The data plane: map entry first, then the program (a packet
+	//    before the entry exists would be dropped as UNKNOWN_ENDPOINT).
+	if err := a.programLocal(at); err != nil {
+		return nil, fail(types.ErrInternal, "program data plane", err)
+	}
+	a.mu.Lock()
+	a.local[vniIP{at.VNI, at.IP}] = key
+	a.mu.Unlock()
+
+	// 6. Publish the endpoint so other nodes of the VPC learn it.
+	if _, err := a.st.PutEndpoint(ctx, at.endpoint(a.cfg.NodeName)); err != nil {
+		a.m.storeErrors.WithLabelValues("put_endpoint").Inc()
+		return nil, fail(codeFor(err), "publish endpoint", err)
+	}
+	at.Complete = true
+	if err := a.state.save(at); err != nil {
+		return nil, fail(types.ErrInternal, "save state", err)
+	}
+	success = true
+	a.m.endpoints.WithLabelValues("local").Inc()
+	return a.result(at, v, sub), nil
+}
+
+// result builds the CNI 1.1.0 result of an attachment.
+func (a *Agent) result(at *attachment, v vpc.VPC, sub vpc.Subnet) *current.Result {
+	gw := net.IP(sub.Gateway.AsSlice())
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: at.HostIf},
+			{Name: at.IfName, Mac: at.MAC, Mtu: a.podMTU, Sandbox: at.Netns},
+		},
+		IPs: []*current.IPConfig{{
+			Interface: current.Int(1),
+			Address:   net.IPNet{IP: net.IP(at.IP.AsSlice()), Mask: net.CIDRMask(sub.CIDR.Bits(), 32)},
+			Gateway:   gw,
+		}},
+	}
+	if link, err := netlink.LinkByName(at.HostIf); err == nil {
+		res.Interfaces[0].Mac = link.Attrs().HardwareAddr.String()
+	}
+	if v.CIDR != sub.CIDR {
+		res.Routes = append(res.Routes, &types.Route{Dst: *prefixToIPNet(v.CIDR), GW: gw})
+	}
+	// The default route is reported only when it was requested; the
+	// caller (genie) knows whether it asked.
+	return res
+}
+
+// undo removes everything an attachment may have created, in reverse
+// order, tolerating what is already gone. It is the rollback of a failed
+// Attach, the body of Detach and the cleanup of stale records.
+func (a *Agent) undo(ctx context.Context, at *attachment) []error {
+	var errs []error
+	if err := a.st.DeleteEndpoint(ctx, at.VPC, at.owner()); err != nil {
+		a.m.storeErrors.WithLabelValues("delete_endpoint").Inc()
+		errs = append(errs, fmt.Errorf("delete endpoint from store: %w", err))
+	}
+	a.mu.Lock()
+	if at.IP.IsValid() && a.local[vniIP{at.VNI, at.IP}] == at.key() {
+		if err := a.dp.DeleteEndpoint(at.VNI, at.IP); err != nil {
+			errs = append(errs, fmt.Errorf("delete map entry: %w", err))
+		}
+		delete(a.local, vniIP{at.VNI, at.IP})
+	} else if at.IP.IsValid() && !at.Complete {
+		// A failed attach may have written the entry before recording it.
+		if _, taken := a.local[vniIP{at.VNI, at.IP}]; !taken {
+			_ = a.dp.DeleteEndpoint(at.VNI, at.IP)
+		}
+	}
+	if at.HostIndex != 0 {
+		if err := a.dp.DetachEndpoint(at.HostIndex); err != nil {
+			errs = append(errs, fmt.Errorf("detach pod program: %w", err))
+		}
+	}
+	a.mu.Unlock()
+	if err := deleteHostLink(at.HostIf); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.ipam.Release(ctx, at.owner()); err != nil {
+		errs = append(errs, fmt.Errorf("release IP: %w", err))
+	}
+	if len(errs) == 0 {
+		if err := a.state.remove(at.key()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	a.mu.Lock()
+	if a.atts[at.key()] == at {
+		delete(a.atts, at.key())
+	}
+	a.mu.Unlock()
+	return errs
+}
+
+// Detach implements agentapi.Backend. It is idempotent and works when the
+// pod's netns is already gone (the veth went with it).
+func (a *Agent) Detach(ctx context.Context, req *agentapi.DetachRequest) error {
+	start := time.Now()
+	defer func() { a.m.delSeconds.Observe(time.Since(start).Seconds()) }()
+	if req.ContainerID == "" || req.IfName == "" {
+		return &types.Error{Code: types.ErrInvalidNetworkConfig, Msg: "detach request: containerID and ifName are required"}
+	}
+	a.gcMu.RLock()
+	defer a.gcMu.RUnlock()
+	key := hostVethName(req.ContainerID, req.IfName)
+	defer a.keys.lock(key)()
+	if err := a.detach(ctx, key, req.ContainerID, req.IfName); err != nil {
+		return &types.Error{Code: types.ErrInternal,
+			Msg: fmt.Sprintf("detach container %s interface %q: %v", req.ContainerID, req.IfName, err)}
+	}
+	return nil
+}
+
+// detach undoes the attachment key; the caller holds its key lock.
+func (a *Agent) detach(ctx context.Context, key, containerID, ifName string) error {
+	a.mu.Lock()
+	at := a.atts[key]
+	a.mu.Unlock()
+	if at == nil {
+		// Unknown to this agent (never attached, already detached, or a
+		// lost record): still remove what may exist under the
+		// deterministic names.
+		at = &attachment{ContainerID: containerID, IfName: ifName, HostIf: key}
+		alloc, ok := a.ipam.Get(at.owner())
+		if !ok {
+			if err := deleteHostLink(key); err != nil {
+				return err
+			}
+			return nil
+		}
+		at.VPC, at.Subnet, at.IP = alloc.VPC, alloc.Subnet, alloc.IP.Addr()
+	}
+	errs := a.undo(ctx, at)
+	if at.VPC != "" && at.Complete {
+		a.m.endpoints.WithLabelValues("local").Dec()
+		a.releaseVPC(at.VPC)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	a.log.Info("detached", "container", containerID, "if", ifName, "vpc", at.VPC, "ip", at.IP)
+	return nil
+}
+
+// Check implements agentapi.Backend: the host veth, the pod interface with
+// its address and MAC, and the data plane entry must all be in place.
+func (a *Agent) Check(ctx context.Context, req *agentapi.CheckRequest) error {
+	key := hostVethName(req.ContainerID, req.IfName)
+	a.mu.Lock()
+	at := a.atts[key]
+	a.mu.Unlock()
+	what := fmt.Sprintf("check container %s interface %q", req.ContainerID, req.IfName)
+	if at == nil || !at.Complete {
+		return &types.Error{Code: types.ErrInvalidNetworkConfig, Msg: what + ": no such attachment"}
+	}
+	if _, err := netlink.LinkByName(at.HostIf); err != nil {
+		return &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("%s: host veth %s: %v", what, at.HostIf, err)}
+	}
+	netnsPath := req.Netns
+	if netnsPath == "" {
+		netnsPath = at.Netns
+	}
+	addr := &net.IPNet{IP: net.IP(at.IP.AsSlice()), Mask: net.CIDRMask(at.Prefix, 32)}
+	if err := checkPodLink(netnsPath, at.IfName, addr, at.hwAddr()); err != nil {
+		return &types.Error{Code: types.ErrInternal, Msg: what + ": " + err.Error()}
+	}
+	entries, err := a.dp.Endpoints()
+	if err != nil {
+		return &types.Error{Code: types.ErrInternal, Msg: what + ": reading data plane: " + err.Error()}
+	}
+	for _, e := range entries {
+		if e.VNI == at.VNI && e.IP == at.IP {
+			if !e.Local() || e.HostIfindex != at.HostIndex || e.MAC.String() != at.MAC {
+				return &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("%s: data plane entry for %s is %+v", what, at.IP, e)}
+			}
+			return nil
+		}
+	}
+	return &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("%s: no data plane entry for vni %d ip %s", what, at.VNI, at.IP)}
+}
+
+// GC implements agentapi.Backend: every local attachment the runtime no
+// longer lists is detached, then IPAM frees addresses of unknown owners.
+func (a *Agent) GC(ctx context.Context, req *agentapi.GCRequest) (*agentapi.GCResponse, error) {
+	a.gcMu.Lock()
+	defer a.gcMu.Unlock()
+	valid := map[string]bool{}
+	for _, v := range req.Valid {
+		valid[hostVethName(v.ContainerID, v.IfName)] = true
+	}
+	a.mu.Lock()
+	var stale []*attachment
+	for k, at := range a.atts {
+		if !valid[k] {
+			stale = append(stale, at)
+		}
+	}
+	a.mu.Unlock()
+	resp := &agentapi.GCResponse{}
+	var errs []string
+	for _, at := range stale {
+		if err := a.detach(ctx, at.key(), at.ContainerID, at.IfName); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		resp.Freed = append(resp.Freed, agentapi.Attachment{ContainerID: at.ContainerID, IfName: at.IfName})
+	}
+	a.mu.Lock()
+	owners := make([]string, 0, len(a.atts))
+	for _, at := range a.atts {
+		owners = append(owners, at.owner())
+	}
+	a.mu.Unlock()
+	if freed, err := a.ipam.GC(ctx, owners); err != nil {
+		errs = append(errs, "ipam gc: "+err.Error())
+	} else if len(freed) > 0 {
+		a.log.Info("gc freed addresses without attachment", "owners", freed)
+	}
+	if len(errs) > 0 {
+		return resp, &types.Error{Code: types.ErrInternal, Msg: "gc: " + strings.Join(errs, "; ")}
+	}
+	return resp, nil
+}
+
+// Status implements agentapi.Backend.
+func (a *Agent) Status(ctx context.Context) (*agentapi.StatusResponse, error) {
+	if a.ready.Load() {
+		return &agentapi.StatusResponse{Ready: true}, nil
+	}
+	msg, _ := a.notReady.Load().(string)
+	return &agentapi.StatusResponse{Ready: false, Message: msg}, nil
+}
+
+// parseRequestedIP accepts "10.1.0.5" or "10.1.0.5/24" and returns the
+// address and the prefix length (0 when bare).
+func parseRequestedIP(s string) (netip.Addr, int, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			return netip.Addr{}, 0, fmt.Errorf("%q is not an IPv4 address or CIDR", s)
+		}
+		return p.Addr(), p.Bits(), nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil || !ip.Is4() {
+		return netip.Addr{}, 0, fmt.Errorf("%q is not an IPv4 address or CIDR", s)
+	}
+	return ip, 0, nil
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Masked().Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+var _ = datapath.EncapOverhead

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/cni-genie/cni-genie/pkg/agentapi"
+)
+
+// Config is the agent's configuration; every field has a command-line flag
+// (see RegisterFlags).
+type Config struct {
+	// NodeName is this node's name in the store.
+	NodeName string
+	// Uplink is the underlay interface: its IPv4 address is the tunnel
+	// endpoint and the uplink program is attached to it.
+	Uplink string
+	// PinDir is the bpffs directory holding the pinned maps and links.
+	PinDir string
+	// Socket is the unix socket served to the CNI plugin.
+	Socket string
+	// StoreEndpoints are the etcd endpoints (comma separated on the
+	// command line); "unix:///path" reaches an etcd on a unix socket.
+	StoreEndpoints []string
+	// StateDir keeps the IPAM state and the local attachment records.
+	StateDir string
+	// MetricsAddr serves Prometheus metrics on /metrics; empty disables.
+	MetricsAddr string
+	// GatewayMAC is the MAC the data plane answers the subnet gateways'
+	// ARP with (empty: a fixed locally administered default).
+	GatewayMAC string
+	// XDPPrefilter also attaches the XDP prefilter to the uplink (worth it
+	// on NICs with native XDP; a veth uplink needs only the tcx program).
+	XDPPrefilter bool
+	// Logger receives the agent's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultGatewayMAC is the virtual gateway MAC used unless configured.
+const DefaultGatewayMAC = "02:67:6e:00:00:01"
+
+// DefaultConfig returns the configuration used when no flag is given.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:       strings.ToLower(host),
+		Uplink:         "eth0",
+		PinDir:         "/sys/fs/bpf/genie",
+		Socket:         agentapi.DefaultSocket,
+		StoreEndpoints: []string{"http://127.0.0.1:2379"},
+		StateDir:       "/var/lib/genie",
+		MetricsAddr:    "127.0.0.1:9465",
+		GatewayMAC:     DefaultGatewayMAC,
+	}
+}
+
+// RegisterFlags binds c's fields to flags on fs; the current values of c
+// are the defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "this node's name in the store")
+	fs.StringVar(&c.Uplink, "uplink", c.Uplink, "underlay interface: its IPv4 is the tunnel endpoint, the decapsulation program attaches to it")
+	fs.StringVar(&c.PinDir, "pin-dir", c.PinDir, "bpffs directory for pinned maps and programs (kept across restarts)")
+	fs.StringVar(&c.Socket, "socket", c.Socket, "unix socket served to the genie CNI plugin")
+	fs.Func("store-endpoints", "comma-separated etcd endpoints, e.g. http://10.0.0.1:2379 or unix:///run/genie/etcd.sock (default "+strings.Join(c.StoreEndpoints, ",")+")", func(s string) error {
+		c.StoreEndpoints = nil
+		for _, e := range strings.Split(s, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				c.StoreEndpoints = append(c.StoreEndpoints, e)
+			}
+		}
+		if len(c.StoreEndpoints) == 0 {
+			return fmt.Errorf("no endpoint given")
+		}
+		return nil
+	})
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for IPAM state and attachment records")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus /metrics on (empty disables)")
+	fs.BoolVar(&c.XDPPrefilter, "xdp-prefilter", c.XDPPrefilter, "also attach the XDP prefilter to the uplink (drops foreign Geneve before an skb is built)")
+	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC of the virtual subnet gateways answered by BPF")
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeName == "":
+		return fmt.Errorf("config: node name is empty")
+	case c.Uplink == "":
+		return fmt.Errorf("config: uplink is empty")
+	case c.PinDir == "":
+		return fmt.Errorf("config: pin dir is empty")
+	case c.Socket == "":
+		return fmt.Errorf("config: socket is empty")
+	case len(c.StoreEndpoints) == 0:
+		return fmt.Errorf("config: no store endpoint")
+	case c.StateDir == "":
+		return fmt.Errorf("config: state dir is empty")
+	}
+	if _, err := parseMAC(c.GatewayMAC); err != nil {
+		return fmt.Errorf("config: gateway mac: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+// Package agent is genied, the CNI-Genie node agent of the eBPF VPC
+// overlay. One agent runs per node (a DaemonSet in Kubernetes, a process per
+// node namespace in the sandbox).
+//
+// # What it does
+//
+// Start-up: connect to the store (etcd, --store-endpoints; unix:///path
+// works), read the uplink's IPv4 and MAC (--uplink), register the node,
+// open the data plane under --pin-dir (re-adopting the maps and links a
+// previous agent pinned), attach the uplink program, load the IPAM state
+// (--state-dir/ipam), list the nodes, restore the local attachments
+// recorded in --state-dir/attachments, start the per-VPC watches, then serve
+// the genie plugin on --socket (package agentapi) and Prometheus metrics on
+// --metrics-addr.
+//
+// Attach (CNI ADD of a VPC network): resolve the VPC and subnet, allocate
+// the address (a static request is honoured or refused), create a veth
+// whose host side is named "gv"+10 hex digits of a hash of containerID and
+// ifname (deterministic, so DEL and a restarted agent find it), configure
+// the pod side in the pod's netns (MAC, MTU = uplink MTU minus
+// datapath.EncapOverhead, address with the subnet's prefix, route to the
+// VPC CIDR via the gateway, optionally the default route; offloads stay on),
+// write the endpoint into the data plane, attach the pod program and
+// publish the endpoint in the store. Each step is undone if a later one
+// fails; errors name the VPC, subnet, pod and step. Detach undoes the same
+// steps and is idempotent, also when the netns is gone. GC detaches every
+// local attachment the runtime no longer lists and lets IPAM free
+// addresses without an owner.
+//
+// # Why it is shaped so
+//
+// Restart safety. Maps and links are pinned, so the data plane forwards
+// while no agent runs. Every attachment is recorded in the state dir before
+// anything is created for it and marked complete at the end; on start-up
+// complete records whose veth still exists are re-programmed in place
+// (the datapath updates pinned links atomically), incomplete or vanished
+// ones are undone, and data plane entries, IPAM allocations and store
+// endpoints of this node without a record are removed. Shutdown closes
+// handles and never unpins.
+//
+// One writer. The agent is the only writer of the node's maps; a single
+// mutex orders all map writes from ADD/DEL and the watches, and the VPC's
+// remote entries never overwrite a local entry that reuses an address.
+//
+// # How it scales
+//
+// The ADD path is local: a hosted VPC and its subnets are cached, IPAM
+// allocates from blocks the node already holds, and the only store write is
+// publishing the endpoint (plus a block claim when the node's blocks of the
+// subnet are full). ADDs of different attachments run concurrently (a lock
+// per attachment); GC excludes them.
+//
+// A node learns only the VPCs it hosts: the first local endpoint of a VPC
+// starts a list-then-watch of that VPC's endpoints (from the listing's
+// revision, so no change is missed), and the ADD returns only after the
+// VPC's current remote endpoints are programmed, so the pod can reach every
+// pod of its VPC when its network is reported ready. The last local
+// endpoint of a VPC stops the watch and removes the VPC's remote entries.
+// A failed watch is re-listed and diffed (with backoff). The node list is
+// watched in full (nodes are few) for the underlay MACs. Memory and map
+// entries are therefore O(endpoints of the VPCs hosted here), not
+// O(cluster). The DHT directory of the design brief would replace the
+// per-VPC watch with on-demand lookups for very large VPCs.
+package agent

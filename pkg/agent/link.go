@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// hostVethName is the host-side veth name of an attachment: "gv" and 10 hex
+// digits of a hash of containerID and ifName. It is deterministic so that
+// DEL, GC and a restarted agent find the link without any saved state, and it
+// fits IFNAMSIZ (15).
+func hostVethName(containerID, ifName string) string {
+	h := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return "gv" + hex.EncodeToString(h[:5])
+}
+
+// podMAC derives a locally administered unicast MAC for an attachment.
+func podMAC(containerID, ifName string) net.HardwareAddr {
+	h := sha256.Sum256([]byte("mac/" + containerID + "/" + ifName))
+	mac := net.HardwareAddr{0x02, h[0], h[1], h[2], h[3], h[4]}
+	return mac
+}
+
+// podLink describes the pod side of a veth to create.
+type podLink struct {
+	netns    string
+	ifName   string
+	hostName string
+	mac      net.HardwareAddr
+	mtu      int
+	addr     *net.IPNet // pod IP with the subnet's prefix length
+	gateway  net.IP
+	subnet   *net.IPNet
+	vpcCIDR  *net.IPNet
+	defRoute bool
+}
+
+// podLinkResult is what setupPodLink created.
+type podLinkResult struct {
+	hostIndex int
+	hostMAC   net.HardwareAddr
+	podIndex  int
+	podMAC    net.HardwareAddr
+	routes    []*net.IPNet // destinations routed via the gateway
+}
+
+// setupPodLink creates the veth pair, configures the pod side in its netns
+// and brings the host side up in the agent's namespace. The caller removes the
+// host side (which removes both ends) on a later failure.
+//
+// Addressing: the pod gets its IP with the subnet's prefix length, so the
+// kernel adds the connected route and the pod ARPs for its subnet peers and
+// the gateway; BPF answers every such request with the virtual gateway MAC,
+// so nothing is flooded and every packet goes through the pod program. The
+// VPC CIDR (when larger than the subnet) and optionally the default route go
+// via the subnet gateway.
+func setupPodLink(pl *podLink) (*podLinkResult, error) {
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return nil, fmt.Errorf("opening agent netns: %w", err)
+	}
+	defer hostNS.Close()
+	podNS, err := ns.GetNS(pl.netns)
+	if err != nil {
+		return nil, fmt.Errorf("opening pod netns %s: %w", pl.netns, err)
+	}
+	defer podNS.Close()
+
+	res := &podLinkResult{}
+	err = podNS.Do(func(ns.NetNS) error {
+		if _, err := netlink.LinkByName(pl.ifName); err == nil {
+			return fmt.Errorf("interface %q already exists in pod netns", pl.ifName)
+		}
+		hostIf, podIf, err := ip.SetupVethWithName(pl.ifName, pl.hostName, pl.mtu, pl.mac.String(), hostNS)
+		if err != nil {
+			return fmt.Errorf("creating veth %s/%s: %w", pl.hostName, pl.ifName, err)
+		}
+		res.hostIndex, res.hostMAC = hostIf.Index, hostIf.HardwareAddr
+		res.podIndex, res.podMAC = podIf.Index, podIf.HardwareAddr
+		link, err := netlink.LinkByIndex(podIf.Index)
+		if err != nil {
+			return fmt.Errorf("finding %s: %w", pl.ifName, err)
+		}
+		if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: pl.addr}); err != nil {
+			return fmt.Errorf("adding address %s to %s: %w", pl.addr, pl.ifName, err)
+		}
+		if err := netlink.LinkSetUp(link); err != nil {
+			return fmt.Errorf("setting %s up: %w", pl.ifName, err)
+		}
+		var dsts []*net.IPNet
+		if pl.vpcCIDR != nil && pl.vpcCIDR.String() != pl.subnet.String() {
+			dsts = append(dsts, pl.vpcCIDR)
+		}
+		if pl.defRoute {
+			dsts = append(dsts, &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)})
+		}
+		for _, dst := range dsts {
+			r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: pl.gateway, Src: pl.addr.IP}
+			if err := netlink.RouteAdd(r); err != nil {
+				return fmt.Errorf("adding route %s via %s: %w", dst, pl.gateway, err)
+			}
+		}
+		res.routes = dsts
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Host side: up (done by SetupVethWithName), no address, no IPv6.
+	if err := writeSysctl(fmt.Sprintf("/proc/sys/net/ipv6/conf/%s/disable_ipv6", pl.hostName), "1"); err != nil {
+		return res, fmt.Errorf("disabling ipv6 on %s: %w", pl.hostName, err)
+	}
+	return res, nil
+}
+
+// deleteHostLink removes the host side of a veth (and so its peer). A
+// missing link is not an error.
+func deleteHostLink(name string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("finding %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(link); err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil
+		}
+		return fmt.Errorf("deleting %s: %w", name, err)
+	}
+	return nil
+}
+
+// checkPodLink verifies the pod side: the interface exists in the netns,
+// is up and carries addr.
+func checkPodLink(netnsPath, ifName string, addr *net.IPNet, mac net.HardwareAddr) error {
+	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		link, err := netlink.LinkByName(ifName)
+		if err != nil {
+			return fmt.Errorf("interface %q: %w", ifName, err)
+		}
+		if link.Attrs().Flags&net.FlagUp == 0 {
+			return fmt.Errorf("interface %q is down", ifName)
+		}
+		if mac != nil && link.Attrs().HardwareAddr.String() != mac.String() {
+			return fmt.Errorf("interface %q has MAC %s, want %s", ifName, link.Attrs().HardwareAddr, mac)
+		}
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("listing addresses of %q: %w", ifName, err)
+		}
+		for _, a := range addrs {
+			if a.IPNet.String() == addr.String() {
+				return nil
+			}
+		}
+		return fmt.Errorf("interface %q lacks address %s", ifName, addr)
+	})
+}
+
+func writeSysctl(path, value string) error {
+	return os.WriteFile(path, []byte(value), 0o644)
+}
+
+// uplinkInfo reads the uplink's first IPv4 address, MAC, index and MTU.
+func uplinkInfo(name string) (ipv4 net.IP, mac net.HardwareAddr, index, mtu int, err error) {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, nil, 0, 0, fmt.Errorf("finding uplink %q: %w", name, err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, nil, 0, 0, fmt.Errorf("listing addresses of uplink %q: %w", name, err)
+	}
+	for _, a := range addrs {
+		if v4 := a.IP.To4(); v4 != nil && a.Scope == int(netlink.SCOPE_UNIVERSE) {
+			ipv4 = v4
+			break
+		}
+	}
+	if ipv4 == nil {
+		return nil, nil, 0, 0, fmt.Errorf("uplink %q has no global IPv4 address", name)
+	}
+	a := link.Attrs()
+	return ipv4, a.HardwareAddr, a.Index, a.MTU, nil
+}

@@ -1,0 +1,99 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics holds the agent's Prometheus instruments, on a registry of its
+// own so that tests can run several agents in one process.
+type metrics struct {
+	reg         *prometheus.Registry
+	addSeconds  prometheus.Histogram
+	delSeconds  prometheus.Histogram
+	addErrors   prometheus.Counter
+	endpoints   *prometheus.GaugeVec
+	storeErrors *prometheus.CounterVec
+	watches     prometheus.Gauge
+	resyncs     prometheus.Counter
+}
+
+// dropsCollector reads the data plane's per-reason drop counters at scrape
+// time, so the agent keeps no copy of them.
+type dropsCollector struct {
+	desc  *prometheus.Desc
+	drops func() (map[string]uint64, error)
+}
+
+func (c *dropsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *dropsCollector) Collect(ch chan<- prometheus.Metric) {
+	drops, err := c.drops()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for reason, n := range drops {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), reason)
+	}
+}
+
+func newMetrics(drops func() (map[string]uint64, error)) *metrics {
+	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		addSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "genie_attach_duration_seconds", Help: "Latency of VPC attachments (CNI ADD).", Buckets: buckets}),
+		delSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "genie_detach_duration_seconds", Help: "Latency of VPC detachments (CNI DEL).", Buckets: buckets}),
+		addErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "genie_attach_errors_total", Help: "VPC attachments that failed."}),
+		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "genie_endpoints", Help: "Endpoints programmed in the data plane, by scope (local or remote)."}, []string{"scope"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "genie_store_errors_total", Help: "Failed store operations, by operation."}, []string{"op"}),
+		watches: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "genie_vpc_watches", Help: "VPCs whose endpoints this node watches (the VPCs it hosts)."}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "genie_watch_resyncs_total", Help: "Full re-lists after a watch error."}),
+	}
+	m.reg.MustRegister(m.addSeconds, m.delSeconds, m.addErrors, m.endpoints, m.storeErrors, m.watches, m.resyncs,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if drops != nil {
+		m.reg.MustRegister(&dropsCollector{
+			desc:  prometheus.NewDesc("genie_datapath_drops_total", "Packets dropped by the data plane, by reason.", []string{"reason"}, nil),
+			drops: drops,
+		})
+	}
+	return m
+}
+
+// serveMetrics serves /metrics on addr until ctx ends.
+func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger) (net.Addr, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	return l.Addr(), nil
+}
