@@ -83,8 +83,9 @@ func (e Entry) Local() bool { return e.HostIfindex != 0 }
 // node. It is safe for use by one goroutine at a time per method group; the
 // agent serialises writes (it is the only writer of the maps).
 type Datapath struct {
-	cfg  Config
-	objs *bpfObjects
+	cfg    Config
+	lxc    lxcObjects
+	uplink uplinkObjects
 }
 
 // Open loads the BPF programs and maps for cfg. Maps already pinned under

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Drop reasons and the per-CPU drop counter.
+ *
+ * Keep in sync with pkg/datapath/drops.go: the Go DropReason is the absolute
+ * value of the code and the index into genie_drops. Every drop path calls
+ * drop_skb()/drop_xdp() so no packet disappears uncounted.
+ */
+#pragma once
+
+#include "common.h"
+#include "maps.h"
+
+#define DROP_TRUNCATED		-1	/* short frame or truncated L3/L4/Geneve header */
+#define DROP_UNKNOWN_ENDPOINT	-2	/* ingress ifindex not in genie_lxc */
+#define DROP_SPOOFED_MAC	-3	/* pod's source MAC (eth or ARP sender) is not its own */
+#define DROP_SPOOFED_IP		-4	/* pod's source IPv4 (IP or ARP sender) is not its own */
+#define DROP_NO_ROUTE		-5	/* no endpoint {vni, dst} */
+#define DROP_UNSUPPORTED_L3	-6	/* not IPv4/ARP (pod) or not IPv4 inside Geneve */
+#define DROP_ARP		-7	/* ARP we do not answer: reply, probe, gratuitous, malformed */
+#define DROP_NO_NODE		-8	/* remote node has no underlay MAC in genie_nodes */
+#define DROP_ENCAP_FAILED	-9	/* adjust_room/store failed while encapsulating */
+#define DROP_GENEVE_MALFORMED	-10	/* to our Geneve port but bad version/options/protocol/fragment */
+#define DROP_UNKNOWN_VNI	-11	/* Geneve VNI without endpoints on this node */
+#define DROP_FORGED		-12	/* inner src is not an endpoint of that VNI on the outer src node */
+#define DROP_NOT_LOCAL		-13	/* decapsulated packet for an endpoint not on this node */
+#define DROP_DECAP_FAILED	-14	/* adjust_room/store failed while decapsulating */
+
+__inline void count_drop(int reason)
+{
+	__u32 key = (__u32)(-reason);
+	__u64 *cnt = bpf_map_lookup_elem(&genie_drops, &key);
+
+	if (cnt)
+		*cnt += 1; /* per-CPU slot: no atomic needed */
+}
+
+__inline int drop_skb(int reason)
+{
+	count_drop(reason);
+	return TC_ACT_SHOT;
+}
+
+__inline int drop_xdp(int reason)
+{
+	count_drop(reason);
+	return XDP_DROP;
+}

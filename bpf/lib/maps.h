@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every map of the data plane, with its purpose. All maps are pinned by name
+ * (LIBBPF_PIN_BY_NAME) under the agent's pin directory, so every object file
+ * shares them and they survive agent restarts. Every key that concerns a VPC
+ * includes its VNI: isolation is by construction, not by policy.
+ *
+ * IPv4 addresses are stored as in the packet (network byte order); VNIs and
+ * ifindexes in host byte order. Keep the struct layouts in sync with
+ * pkg/datapath/maps.go.
+ */
+#pragma once
+
+#include "common.h"
+
+#ifndef MAX_LXC
+#define MAX_LXC 4096		/* pod interfaces on one node */
+#endif
+#ifndef MAX_ENDPOINTS
+#define MAX_ENDPOINTS 65536	/* local + remote endpoints known to a node */
+#endif
+#ifndef MAX_NODES
+#define MAX_NODES 4096		/* underlay nodes */
+#endif
+#ifndef MAX_VNIS
+#define MAX_VNIS 4096		/* VPCs with endpoints on one node */
+#endif
+#define DROP_MAX 32		/* size of the drop counter array (> largest reason) */
+
+/* The endpoint bound to a host-side pod veth: identity comes from here. */
+struct lxc_info {
+	__u32 vni;
+	__be32 ip;
+	__u8 mac[ETH_ALEN];
+	__u16 flags;		/* reserved (QoS class, policy bits) */
+};
+
+struct endpoint_key {
+	__u32 vni;
+	__be32 ip;
+};
+
+struct endpoint_info {
+	__u32 ifindex;		/* host-side veth if local, 0 if remote */
+	__be32 node_ip;		/* underlay IPv4 of the hosting node (remote) */
+	__u8 mac[ETH_ALEN];	/* pod MAC */
+	__u16 pad;
+};
+
+struct node_info {
+	__u8 mac[ETH_ALEN];	/* outer destination MAC towards the node */
+	__u16 pad;
+};
+
+struct node_config {
+	__be32 underlay_ip;
+	__u32 uplink_ifindex;
+	__u8 uplink_mac[ETH_ALEN];
+	__u8 gw_mac[ETH_ALEN];
+};
+
+/* host-side veth ifindex -> the pod endpoint behind it (VNI, IP, MAC). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lxc_info);
+	__uint(max_entries, MAX_LXC);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_lxc SEC(".maps");
+
+/* {vni, ipv4} -> where the endpoint lives (local veth or remote node). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_endpoints SEC(".maps");
+
+/* node underlay ipv4 -> underlay MAC, so encapsulation needs no neighbour lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, struct node_info);
+	__uint(max_entries, MAX_NODES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_nodes SEC(".maps");
+
+/* VNI -> number of local endpoints; the uplink accepts Geneve only for these. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, MAX_VNIS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_vnis SEC(".maps");
+
+/* The node's own addresses (single entry, written by the agent on start). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct node_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_config SEC(".maps");
+
+/* Per-CPU drop counters indexed by -DROP_* (see drop.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, DROP_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_drops SEC(".maps");
+
+/* Room for later features, each its own map keyed by VNI:
+ *   genie_svc / genie_backends   {vni, vip, port, proto} -> backends (service LB)
+ *   genie_egress                 {vni, pod ip} -> egress gateway node
+ *   genie_qos                    host ifindex -> priority class (or lxc_info.flags)
+ */
