@@ -2,7 +2,7 @@
 // several networks, each either delegated to an installed CNI plugin through
 // libcni or served by the node agent's VPC overlay, and reports the result.
 //
-// Design notes
+// # Design notes
 //
 // ADD is plan, record, execute:
 //

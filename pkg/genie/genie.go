@@ -40,9 +40,19 @@ func setup(args *skel.CmdArgs) (*invocation, func(), error) {
 // CmdAdd is the ADD verb: it prints the merged result in the requested
 // version.
 func CmdAdd(args *skel.CmdArgs) error {
-	inv, done, err := setup(args)
+	res, err := Add(args)
 	if err != nil {
 		return err
+	}
+	return res.Print()
+}
+
+// Add runs ADD and returns the merged result in the version of the config
+// (CmdAdd without the printing, for callers embedding genie).
+func Add(args *skel.CmdArgs) (types.Result, error) {
+	inv, done, err := setup(args)
+	if err != nil {
+		return nil, err
 	}
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
@@ -50,13 +60,13 @@ func CmdAdd(args *skel.CmdArgs) error {
 	res, err := inv.add(ctx)
 	if err != nil {
 		inv.log.Error("add failed", "container", args.ContainerID, "ifname", args.IfName, "err", err)
-		return err
+		return nil, err
 	}
 	out, err := res.GetAsVersion(inv.conf.CNIVersion)
 	if err != nil {
-		return stepError(types.ErrIncompatibleCNIVersion, "convert result", err)
+		return nil, stepError(types.ErrIncompatibleCNIVersion, "convert result", err)
 	}
-	return out.Print()
+	return out, nil
 }
 
 // add resolves, records, attaches in order (rolling back on failure), and
@@ -87,12 +97,24 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 	inv.log.Info("adding", "container", rec.ContainerID, "source", source, "networks", len(rec.Networks))
 
 	results := make([]*current.Result, 0, len(rec.Networks))
-	fail := func(i int, step string, cause error) (*current.Result, error) {
+	// fail rolls back and reports a failure at network i; addFailed says
+	// ADD of network i itself failed (later networks were never attached).
+	fail := func(i int, step string, cause error, addFailed bool) (*current.Result, error) {
 		n := &rec.Networks[i]
 		e := stepError(types.ErrInternal, fmt.Sprintf("network %q (%s): %s", n.Selection, n.IfName, step), cause)
 		// Roll back everything, the failed network included (its plugin
-		// may have left part of its work behind).
-		if rbErr := inv.detachAll(ctx, rec, len(rec.Networks)-1, rec.Netns); rbErr != nil {
+		// may have left part of its work behind). A DEL failure of the
+		// failed network itself is only logged: its plugin had to clean up
+		// after its own failed ADD, and its DEL often fails for the same
+		// reason (bad config).
+		last := len(rec.Networks) - 1
+		if addFailed {
+			if err := inv.detach(ctx, rec, n, rec.Netns); err != nil {
+				inv.log.Warn("rollback: delete of the failed network", "network", n.Selection, "ifname", n.IfName, "err", err)
+			}
+			last = i - 1
+		}
+		if rbErr := inv.detachAll(ctx, rec, last, rec.Netns); rbErr != nil {
 			e.Details = "rollback incomplete, DEL will retry: " + rbErr.Error()
 		} else if err := inv.store.remove(rec.ContainerID, rec.IfName); err != nil {
 			e.Details = err.Error()
@@ -104,7 +126,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 		n := &rec.Networks[i]
 		res, err := inv.attach(ctx, rec, n)
 		if err != nil {
-			return fail(i, "add", err)
+			return fail(i, "add", err, true)
 		}
 		results = append(results, res)
 		if len(n.DefaultRoute) > 0 {
@@ -114,7 +136,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 	if owner >= 0 {
 		n := &rec.Networks[owner]
 		if err := applyDefaultRoute(rec.Netns, n.IfName, parseGateways(n.DefaultRoute), results, owner); err != nil {
-			return fail(owner, "set default-route", err)
+			return fail(owner, "set default-route", err, false)
 		}
 	}
 	if inv.kube != nil {
@@ -127,7 +149,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 			uid = inv.podObj.UID
 		}
 		if err := inv.kube.SetNetworkStatusForUID(ctx, rec.PodNamespace, rec.PodName, uid, st); err != nil {
-			return fail(len(rec.Networks)-1, "write network-status", err)
+			return fail(len(rec.Networks)-1, "write network-status", err, false)
 		}
 	}
 	return mergeResults(results), nil
@@ -294,6 +316,11 @@ func (inv *invocation) gc(ctx context.Context) error {
 		for _, n := range cd.networks {
 			if n.IsVPC() {
 				vpcSeen = true
+				continue
+			}
+			if _, known := nets[n.Name]; !known && !inv.binariesPresent(n) {
+				// Never used by genie and not installed: nothing to collect.
+				inv.log.Info("gc: skipping network without plugin binary", "network", n.Name)
 				continue
 			}
 			addNet(n.Name, n.List)

@@ -250,6 +250,16 @@ func (inv *invocation) preflight(p *planned) error {
 	return nil
 }
 
+// binariesPresent reports whether every plugin of n is installed.
+func (inv *invocation) binariesPresent(n *Network) bool {
+	for _, pl := range n.List.Plugins {
+		if _, err := invoke.FindInPath(pl.Network.Type, inv.conf.binPaths()); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // recordNetwork turns a planned attachment into its record entry: the exact
 // config and runtimeConfig the delegate gets.
 func (inv *invocation) recordNetwork(i int, p *planned) (RecordNetwork, error) {
