@@ -14,9 +14,9 @@ type fixture struct {
 	ifindex int    // ingress ifindex (lxc only)
 	in      []byte // input frame
 	verdict uint32
-	out     []byte                // expected output frame (nil: same as input)
+	out     []byte                   // expected output frame (nil: same as input)
 	check   func(*testing.T, []byte) // extra checks on the output (encap)
-	drop    DropReason            // expected counter (0: none may change)
+	drop    DropReason               // expected counter (0: none may change)
 }
 
 func runFixtures(t *testing.T, d *Datapath, fixtures []fixture, run func(*testing.T, fixture) (uint32, []byte)) {

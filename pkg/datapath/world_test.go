@@ -27,7 +27,7 @@ const (
 // a shorter context and zero-fills the rest.
 type skbCtx struct {
 	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority uint32
-	IngressIfindex, Ifindex                                                           uint32
+	IngressIfindex, Ifindex                                                               uint32
 }
 
 // The fixture world: this node (A) and a peer (B) on one underlay, two VPCs
@@ -170,6 +170,5 @@ func dropDelta(tb testing.TB, d *Datapath, f func()) map[DropReason]uint64 {
 	}
 	return out
 }
-
 
 func macOf(b []byte) net.HardwareAddr { return net.HardwareAddr(append([]byte(nil), b...)) }
