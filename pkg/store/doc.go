@@ -1,7 +1,7 @@
 // Package store defines the control plane's storage interface: VPCs (with
 // VNI allocation), subnets, nodes, endpoints and IPAM blocks.
 //
-// Design notes
+// # Design notes
 //
 // The interface is small and backend-neutral, in the spirit of flannel's
 // subnet.Manager: the etcd backend (package etcdstore, embedded or

@@ -1,7 +1,7 @@
 // Package vpc defines the control-plane objects of the eBPF overlay: VPCs,
 // subnets, endpoints (pod attachments) and nodes, with their validation.
 //
-// Design notes
+// # Design notes
 //
 // A VPC is an isolated IPv4 network identified in the data plane by its
 // 24-bit VNI. Its CIDR may overlap other VPCs' CIDRs: isolation comes from

@@ -80,11 +80,10 @@ func (s Subnet) Key() string { return s.VPC + "/" + s.Name }
 // String returns `subnet "vpc/name" cidr`.
 func (s Subnet) String() string { return fmt.Sprintf("subnet %q %s", s.Key(), s.CIDR) }
 
-// WithDefaults returns s with the gateway and block size filled in and the
-// CIDR masked. It does not validate.
+// WithDefaults returns s with the gateway and block size filled in. It
+// does not validate (a CIDR with host bits set stays invalid).
 func (s Subnet) WithDefaults() Subnet {
 	if s.CIDR.IsValid() {
-		s.CIDR = s.CIDR.Masked()
 		if !s.Gateway.IsValid() && s.CIDR.Addr().Is4() && s.CIDR.Bits() <= MaxSubnetPrefixLen {
 			s.Gateway = s.CIDR.Addr().Next()
 		}
@@ -109,25 +108,25 @@ func (s Subnet) Validate(parent VPC) error {
 		return fmt.Errorf("subnet %q: cidr: %w", s.Key(), err)
 	}
 	if s.CIDR.Bits() > MaxSubnetPrefixLen {
-		return fmt.Errorf("subnet %q: cidr %s is smaller than a /%d: %w", s.Key(), s.CIDR, MaxSubnetPrefixLen, ErrInvalid)
+		return invalidf("subnet %q: cidr %s is too small (longest prefix accepted: /%d)", s.Key(), s.CIDR, MaxSubnetPrefixLen)
 	}
 	if parent.Name != s.VPC {
-		return fmt.Errorf("subnet %q: validated against vpc %q: %w", s.Key(), parent.Name, ErrInvalid)
+		return invalidf("subnet %q: validated against vpc %q", s.Key(), parent.Name)
 	}
 	if !Contains(parent.CIDR, s.CIDR) {
-		return fmt.Errorf("subnet %q: cidr %s is outside vpc %q %s: %w", s.Key(), s.CIDR, parent.Name, parent.CIDR, ErrInvalid)
+		return invalidf("subnet %q: cidr %s is outside vpc %q %s", s.Key(), s.CIDR, parent.Name, parent.CIDR)
 	}
 	if !s.Gateway.IsValid() {
-		return fmt.Errorf("subnet %q: gateway is not set: %w", s.Key(), ErrInvalid)
+		return invalidf("subnet %q: gateway is not set", s.Key())
 	}
 	if !s.Gateway.Is4() || !s.CIDR.Contains(s.Gateway) {
-		return fmt.Errorf("subnet %q: gateway %s is outside %s: %w", s.Key(), s.Gateway, s.CIDR, ErrInvalid)
+		return invalidf("subnet %q: gateway %s is outside %s", s.Key(), s.Gateway, s.CIDR)
 	}
 	if s.Gateway == s.CIDR.Addr() || s.Gateway == LastAddr(s.CIDR) {
-		return fmt.Errorf("subnet %q: gateway %s is the network or broadcast address of %s: %w", s.Key(), s.Gateway, s.CIDR, ErrInvalid)
+		return invalidf("subnet %q: gateway %s is the network or broadcast address of %s", s.Key(), s.Gateway, s.CIDR)
 	}
 	if s.BlockPrefixLen < s.CIDR.Bits() || s.BlockPrefixLen > 32 {
-		return fmt.Errorf("subnet %q: block prefix length /%d must be between /%d and /32: %w", s.Key(), s.BlockPrefixLen, s.CIDR.Bits(), ErrInvalid)
+		return invalidf("subnet %q: block prefix length /%d must be between /%d and /32", s.Key(), s.BlockPrefixLen, s.CIDR.Bits())
 	}
 	return nil
 }
@@ -140,7 +139,7 @@ func CheckOverlap(s Subnet, others []Subnet) error {
 			continue
 		}
 		if o.CIDR.Overlaps(s.CIDR) {
-			return fmt.Errorf("subnet %q %s overlaps subnet %q %s: %w", s.Key(), s.CIDR, o.Key(), o.CIDR, ErrInvalid)
+			return invalidf("subnet %q %s overlaps subnet %q %s", s.Key(), s.CIDR, o.Key(), o.CIDR)
 		}
 	}
 	return nil
@@ -184,10 +183,10 @@ func (e Endpoint) Validate() error {
 		return fmt.Errorf("endpoint %q: %w", e.Key(), err)
 	}
 	if !e.IP.IsValid() || !e.IP.Is4() {
-		return fmt.Errorf("endpoint %q: ip %q is not an IPv4 address: %w", e.Key(), e.IP, ErrInvalid)
+		return invalidf("endpoint %q: ip %q is not an IPv4 address", e.Key(), e.IP)
 	}
 	if len(e.MAC) != 0 && len(e.MAC) != 6 {
-		return fmt.Errorf("endpoint %q: mac %s is not a 6-byte MAC: %w", e.Key(), e.MAC, ErrInvalid)
+		return invalidf("endpoint %q: mac %s is not a 6-byte MAC", e.Key(), e.MAC)
 	}
 	if err := ValidateNodeName(e.Node); err != nil {
 		return fmt.Errorf("endpoint %q: node: %w", e.Key(), err)
@@ -242,10 +241,10 @@ func (n Node) Validate() error {
 		return fmt.Errorf("node %q: %w", n.Name, err)
 	}
 	if !n.UnderlayIP.IsValid() || !n.UnderlayIP.Is4() {
-		return fmt.Errorf("node %q: underlay ip %q is not an IPv4 address: %w", n.Name, n.UnderlayIP, ErrInvalid)
+		return invalidf("node %q: underlay ip %q is not an IPv4 address", n.Name, n.UnderlayIP)
 	}
 	if len(n.UnderlayMAC) != 0 && len(n.UnderlayMAC) != 6 {
-		return fmt.Errorf("node %q: underlay mac %s is not a 6-byte MAC: %w", n.Name, n.UnderlayMAC, ErrInvalid)
+		return invalidf("node %q: underlay mac %s is not a 6-byte MAC", n.Name, n.UnderlayMAC)
 	}
 	return nil
 }
@@ -287,10 +286,10 @@ var (
 // alphanumerics and '-', at most 63 characters).
 func ValidateName(name string) error {
 	if name == "" {
-		return fmt.Errorf("name is empty: %w", ErrInvalid)
+		return invalidf("name is empty")
 	}
 	if len(name) > 63 || !labelRE.MatchString(name) {
-		return fmt.Errorf("name %q is not a DNS-1123 label (lowercase letters, digits, '-', at most 63): %w", name, ErrInvalid)
+		return invalidf("name %q is not a DNS-1123 label (lowercase letters, digits, '-', at most 63)", name)
 	}
 	return nil
 }
@@ -299,10 +298,10 @@ func ValidateName(name string) error {
 // characters).
 func ValidateNodeName(name string) error {
 	if name == "" {
-		return fmt.Errorf("node name is empty: %w", ErrInvalid)
+		return invalidf("node name is empty")
 	}
 	if len(name) > 253 || !subdomainRE.MatchString(name) {
-		return fmt.Errorf("node name %q is not a DNS-1123 subdomain: %w", name, ErrInvalid)
+		return invalidf("node name %q is not a DNS-1123 subdomain", name)
 	}
 	return nil
 }
@@ -310,14 +309,14 @@ func ValidateNodeName(name string) error {
 // validateID accepts printable, non-space ASCII ids of at most 256 bytes.
 func validateID(id string) error {
 	if id == "" {
-		return fmt.Errorf("id is empty: %w", ErrInvalid)
+		return invalidf("id is empty")
 	}
 	if len(id) > 256 {
-		return fmt.Errorf("id is longer than 256 bytes: %w", ErrInvalid)
+		return invalidf("id is longer than 256 bytes")
 	}
 	for _, c := range []byte(id) {
 		if c <= ' ' || c > '~' {
-			return fmt.Errorf("id %q contains a space or non-printable byte: %w", id, ErrInvalid)
+			return invalidf("id %q contains a space or non-printable byte", id)
 		}
 	}
 	return nil
@@ -325,13 +324,13 @@ func validateID(id string) error {
 
 func validatePrefix(p netip.Prefix) error {
 	if !p.IsValid() {
-		return fmt.Errorf("not set: %w", ErrInvalid)
+		return invalidf("not set")
 	}
 	if !p.Addr().Is4() {
-		return fmt.Errorf("%s is not IPv4: %w", p, ErrInvalid)
+		return invalidf("%s is not IPv4", p)
 	}
 	if p.Masked() != p {
-		return fmt.Errorf("%s has host bits set (did you mean %s?): %w", p, p.Masked(), ErrInvalid)
+		return invalidf("%s has host bits set (did you mean %s?)", p, p.Masked())
 	}
 	return nil
 }
@@ -362,10 +361,10 @@ func parseMAC(s string) (net.HardwareAddr, error) {
 	}
 	m, err := net.ParseMAC(strings.TrimSpace(s))
 	if err != nil {
-		return nil, fmt.Errorf("mac %q: %w", s, ErrInvalid)
+		return nil, invalidf("mac %q is not a MAC address", s)
 	}
 	if len(m) != 6 {
-		return nil, fmt.Errorf("mac %q is not a 6-byte MAC: %w", s, ErrInvalid)
+		return nil, invalidf("mac %q is not a 6-byte MAC", s)
 	}
 	return m, nil
 }
@@ -375,7 +374,7 @@ func parseMAC(s string) (net.HardwareAddr, error) {
 func ParseVPC(name, cidr string) (VPC, error) {
 	p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
 	if err != nil {
-		return VPC{}, fmt.Errorf("vpc %q: cidr %q: %w", name, cidr, ErrInvalid)
+		return VPC{}, invalidf("vpc %q: cidr %q is not a CIDR like 10.1.0.0/16", name, cidr)
 	}
 	v := VPC{Name: name, CIDR: p}
 	return v, v.Validate()
@@ -389,24 +388,24 @@ func ParseSubnet(vpcName, name, cidr, gateway, blockLen string) (Subnet, error) 
 	s := Subnet{VPC: vpcName, Name: name}
 	p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
 	if err != nil {
-		return Subnet{}, fmt.Errorf("subnet %q: cidr %q: %w", s.Key(), cidr, ErrInvalid)
+		return Subnet{}, invalidf("subnet %q: cidr %q is not a CIDR like 10.1.0.0/24", s.Key(), cidr)
 	}
 	s.CIDR = p
 	if g := strings.TrimSpace(gateway); g != "" {
 		if s.Gateway, err = netip.ParseAddr(g); err != nil {
-			return Subnet{}, fmt.Errorf("subnet %q: gateway %q: %w", s.Key(), gateway, ErrInvalid)
+			return Subnet{}, invalidf("subnet %q: gateway %q is not an IP address", s.Key(), gateway)
 		}
 	}
 	if b := strings.TrimPrefix(strings.TrimSpace(blockLen), "/"); b != "" {
 		n := 0
 		for _, c := range []byte(b) {
 			if c < '0' || c > '9' || n > 32 {
-				return Subnet{}, fmt.Errorf("subnet %q: block size %q is not a prefix length: %w", s.Key(), blockLen, ErrInvalid)
+				return Subnet{}, invalidf("subnet %q: block size %q is not a prefix length", s.Key(), blockLen)
 			}
 			n = n*10 + int(c-'0')
 		}
 		if n == 0 {
-			return Subnet{}, fmt.Errorf("subnet %q: block size %q is not a prefix length: %w", s.Key(), blockLen, ErrInvalid)
+			return Subnet{}, invalidf("subnet %q: block size %q is not a prefix length", s.Key(), blockLen)
 		}
 		s.BlockPrefixLen = n
 	}
@@ -419,4 +418,21 @@ func ParseSubnet(vpcName, name, cidr, gateway, blockLen string) (Subnet, error) 
 		return Subnet{}, err
 	}
 	return s, nil
+}
+
+// invalidError is a validation failure: its message is the sentence alone,
+// and errors.Is(err, ErrInvalid) holds.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalidf(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Assignable reports whether a may be given to a pod: inside the subnet and
+// neither its network, broadcast nor gateway address.
+func (s Subnet) Assignable(a netip.Addr) bool {
+	return a.Is4() && s.CIDR.Contains(a) && a != s.CIDR.Addr() && a != LastAddr(s.CIDR) && a != s.Gateway
 }
