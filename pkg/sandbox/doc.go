@@ -1,0 +1,48 @@
+// Package sandbox runs a virtual multi-node CNI-Genie cluster inside
+// network namespaces on one machine. It is the project's demo and test bed:
+// geniectl's sandbox commands, the end-to-end tests and the data-plane
+// benchmarks all drive this one Go API (Up, PodAdd, PodDel, Exec, Status,
+// Down).
+//
+// # Design notes
+//
+// Topology. A fabric namespace holds the underlay: a linux bridge br0. Each
+// node is a namespace whose eth0 is a veth into br0 (port pN in the
+// fabric), addressed from 172.30.0.0/24. These addresses exist only inside
+// the sandbox's own namespaces, and the host's interfaces are never
+// touched: every link is created directly in its target namespace through
+// a netlink handle bound to that namespace.
+//
+// Processes. The store is an embedded etcd (pkg/store/etcdstore) run by a
+// detached `geniectl sandbox serve-store`, serving on a filesystem unix
+// socket: unlike loopback TCP, a path is reachable from every namespace.
+// Each node runs its own genied inside its namespace (nsenter --net, not
+// `ip netns exec`, which remounts /sys and would hide the agent's bpffs
+// pins), with its own pin dir /sys/fs/bpf/genie-sb-<name>/<node>, socket,
+// state dir and log under /run/genie-sandbox/<name>/. All of them run in
+// their own session, so Up returns while they keep running.
+//
+// Pods. A pod is a namespace attached through the real genie binary,
+// exactly as a runtime would call it: libcni with CNI_PATH = the genie
+// binary's dir plus the reference plugins, stdin config naming the node's
+// agent socket, and the selection in CNI_ARGS GENIE_NETWORKS. libcni runs
+// on a thread that entered the node's namespace, so genie and its
+// delegates see the node's network as on a real node. Baseline pods (the
+// reference bridge plugin, hand-built flannel-style paths) use the same
+// machinery, so the overlay is measured against them on the same nodes.
+//
+// State and concurrency. sandbox.json in the state dir records nodes, pids
+// and pods; every mutation reloads and saves it under a flock, so the CLI
+// and tests can act on one sandbox from several processes.
+//
+// Teardown. Down deletes pods through CNI DEL (releasing IPs and endpoints
+// the normal way), stops the agents and then the store, deletes the
+// namespaces (pods, nodes, fabric), unpins the bpffs dirs and removes the
+// state dir. It also finds leftovers by name — namespaces named
+// gsb.<name>.*, processes whose command line points into the state dir,
+// the pin dir — so it is idempotent and cleans up after a crash.
+//
+// Scale. Nodes are cheap (a namespace, a veth and one agent process); the
+// limit is one /24 underlay (MaxNodes). Several sandboxes can run side by
+// side: names keep their namespaces, state and pins apart.
+package sandbox
