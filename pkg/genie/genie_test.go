@@ -1,0 +1,327 @@
+package genie
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cni-genie/cni-genie/pkg/agentapi"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"g","type":"genie"}`), "/a:/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ConfDir != DefaultConfDir || c.StateDir != DefaultStateDir || c.BinDir != "/a:/b" ||
+		c.AgentSocket != agentapi.DefaultSocket || c.LogLevel != DefaultLogLevel || c.Kubeconfig != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if p := c.binPaths(); !slices.Equal(p, []string{"/a", "/b"}) {
+		t.Fatalf("bin paths %v", p)
+	}
+	c, _ = ParseConfig([]byte(`{"cniVersion":"0.3.1","name":"g","type":"genie"}`), "")
+	if c.BinDir != DefaultBinDir {
+		t.Fatalf("bin dir without CNI_PATH: %q", c.BinDir)
+	}
+	for _, bad := range []string{
+		`{"cniVersion":"1.1.0","logLevel":"loud"}`,
+		`{"cniVersion":"1.1.0","stateDir":"relative"}`,
+		`{"cniVersion":"x.y"}`,
+		`{"cniVersion":"1.1.0","defaultNetworks":[""]}`,
+		`{"confDir":5}`,
+		`not json`,
+	} {
+		if _, err := ParseConfig([]byte(bad), ""); err == nil {
+			t.Errorf("%s: want error", bad)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(`{"cniVersion":"1.1.0","name":"g","type":"genie","confDir":"/etc/cni/net.d","defaultNetworks":["a"],"logLevel":"debug"}`))
+	f.Add([]byte(`{"cniVersion":"0.3.1","runtimeConfig":{"portMappings":[]},"cni.dev/valid-attachments":[{"containerID":"c","ifname":"eth0"}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data, "")
+		if err != nil {
+			return
+		}
+		if c.ConfDir == "" || c.StateDir == "" || c.BinDir == "" || c.AgentSocket == "" ||
+			!filepath.IsAbs(c.StateDir) || !filepath.IsAbs(c.ConfDir) {
+			t.Fatalf("defaults not applied: %+v", c)
+		}
+		if _, err := parseLevel(c.LogLevel); err != nil {
+			t.Fatalf("accepted bad level %q", c.LogLevel)
+		}
+	})
+}
+
+func FuzzParseNetwork(f *testing.F) {
+	f.Add([]byte(`{"cniVersion":"1.1.0","name":"a","type":"bridge"}`), "nad")
+	f.Add([]byte(`{"cniVersion":"1.0.0","plugins":[{"type":"macvlan"},{"type":"tuning"}]}`), "n")
+	f.Add([]byte(`{"cniVersion":"1.1.0","type":"genie-vpc","vpc":"blue","subnet":"web"}`), "v")
+	f.Fuzz(func(t *testing.T, data []byte, name string) {
+		n, err := ParseNetwork(data, name, "fuzz")
+		if err != nil {
+			return
+		}
+		if n.Name == "" || (n.List == nil) == (n.VPC == "") {
+			t.Fatalf("inconsistent network %+v", n)
+		}
+		if n.List != nil && len(n.List.Plugins) == 0 {
+			t.Fatalf("list without plugins")
+		}
+	})
+}
+
+// unprivEnv is a conf dir and state dir without namespaces: for failures
+// that happen before anything is attached, and for VPC networks served by an
+// in-test agent.
+type unprivEnv struct {
+	dir, confDir, stateDir, socket string
+}
+
+func newUnprivEnv(t *testing.T) *unprivEnv {
+	dir := t.TempDir()
+	e := &unprivEnv{dir: dir, confDir: filepath.Join(dir, "net.d"), stateDir: filepath.Join(dir, "state"),
+		socket: filepath.Join(dir, "agent.sock")}
+	os.MkdirAll(e.confDir, 0o755)
+	return e
+}
+
+func (e *unprivEnv) write(t *testing.T, file, body string) {
+	if err := os.WriteFile(filepath.Join(e.confDir, file), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *unprivEnv) args(cid, cniArgs, binDir string) *skel.CmdArgs {
+	conf, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "genie", "type": "genie",
+		"confDir": e.confDir, "stateDir": e.stateDir, "binDir": binDir, "agentSocket": e.socket,
+		"logFile": filepath.Join(e.dir, "genie.log")})
+	return &skel.CmdArgs{ContainerID: cid, IfName: "eth0", Netns: "/var/run/netns/genie-test-none",
+		Args: cniArgs, Path: binDir, StdinData: conf}
+}
+
+// TestBadInput checks refusals that must happen before anything is
+// attached: the error is a CNI error naming the network and step, and no
+// record is written.
+func TestBadInput(t *testing.T) {
+	bin := cniBinDir(t)
+	e := newUnprivEnv(t)
+	e.write(t, "10-a.conf", `{"cniVersion":"1.1.0","name":"net-a","type":"bridge","ipam":{"type":"host-local","subnet":"10.1.0.0/24"}}`)
+	e.write(t, "20-b.conf", `{"cniVersion":"1.1.0","name":"net-b","type":"macvlan","ipam":{"type":"no-such-ipam"}}`)
+	e.write(t, "30-c.conf", `{"cniVersion":"1.1.0","name":"net-c","type":"no-such-plugin"}`)
+	for _, tc := range []struct {
+		args, want string
+		code       uint
+	}{
+		{"GENIE_NETWORKS=net-a,unknown-net", `"unknown-net"`, types.ErrInvalidNetworkConfig},
+		{"GENIE_NETWORKS=net-a,net-a@eth0", `interface "eth0"`, types.ErrInvalidNetworkConfig},
+		{"GENIE_NETWORKS=net-a,net-c", "missing plugin binary", types.ErrInvalidNetworkConfig},
+		{"GENIE_NETWORKS=net-a,net-b", "missing ipam plugin binary", types.ErrInvalidNetworkConfig},
+		{"GENIE_NETWORKS=net-a,,net-b", "element 2 is empty", types.ErrInvalidEnvironmentVariables},
+		{"GENIE_NETWORKS=ns/net-a", "namespaces are not allowed", types.ErrInvalidEnvironmentVariables},
+		{"GENIE_NETWORKS=a=b", "CNI_ARGS", types.ErrInvalidEnvironmentVariables},
+	} {
+		_, err := Add(e.args("bad", tc.args, bin))
+		var te *types.Error
+		if !errors.As(err, &te) || te.Code != tc.code || !strings.Contains(te.Msg, tc.want) {
+			t.Errorf("%s: want code %d containing %q, got %v", tc.args, tc.code, tc.want, err)
+		}
+		if entries, _ := os.ReadDir(e.stateDir); len(entries) != 0 {
+			t.Fatalf("%s: state left behind: %v", tc.args, entries)
+		}
+	}
+	// No conf at all and no default: an error, never a hard-coded plugin.
+	empty := newUnprivEnv(t)
+	if _, err := Add(empty.args("c", "", bin)); err == nil || !strings.Contains(err.Error(), "no default network") {
+		t.Fatalf("empty conf dir: %v", err)
+	}
+}
+
+// TestDefaultNetworkSelection checks the default is genie-independent: the
+// configured defaultNetworks, else the first valid conf that is not genie's.
+func TestDefaultNetworkSelection(t *testing.T) {
+	e := newUnprivEnv(t)
+	e.write(t, "00-genie.conflist", `{"cniVersion":"1.1.0","name":"genie","plugins":[{"type":"genie"}]}`)
+	e.write(t, "05-broken.conf", `{"cniVersion":"1.1.0","name":"broken"`)
+	e.write(t, "10-first.conf", `{"cniVersion":"1.1.0","name":"first","type":"bridge"}`)
+	e.write(t, "20-second.conflist", `{"cniVersion":"1.1.0","name":"second","plugins":[{"type":"ptp"},{"type":"tuning"}]}`)
+	cd, err := loadConfDir(e.confDir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := cd.defaults(nil)
+	if err != nil || d[0].Name != "first" {
+		t.Fatalf("default: %v %v", d, err)
+	}
+	d, err = cd.defaults([]string{"second", "bridge"})
+	if err != nil || d[0].Name != "second" || d[1].Name != "first" {
+		t.Fatalf("configured defaults (by name, then by type): %v %v", d, err)
+	}
+	if n, err := cd.lookup("ptp"); err != nil || n.Name != "second" {
+		t.Fatalf("lookup by type: %v %v", n, err)
+	}
+}
+
+// vpcAgent is an in-test agent backend behind the real agentapi handler and
+// socket: the protocol boundary genie talks to.
+type vpcAgent struct {
+	mu       sync.Mutex
+	attached []string // containerID/ifname in attach order
+	detached []string
+	attachRq []agentapi.AttachRequest
+	gcValid  []agentapi.Attachment
+	failVPC  string
+	ready    bool
+}
+
+func (a *vpcAgent) Attach(_ context.Context, r *agentapi.AttachRequest) (*current.Result, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r.VPC == a.failVPC {
+		return nil, &types.Error{Code: types.ErrInvalidNetworkConfig, Msg: "subnet " + r.Subnet + " is full"}
+	}
+	a.attached = append(a.attached, r.ContainerID+"/"+r.IfName)
+	a.attachRq = append(a.attachRq, *r)
+	idx := 0
+	ip := net.IPv4(10, 77, byte(len(a.attached)), 5)
+	return &current.Result{CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{{Name: r.IfName, Sandbox: r.Netns, Mac: "02:00:00:00:00:0" + string(rune('0'+len(a.attached)))}},
+		IPs:        []*current.IPConfig{{Interface: &idx, Address: net.IPNet{IP: ip, Mask: net.CIDRMask(24, 32)}}},
+	}, nil
+}
+
+func (a *vpcAgent) Detach(_ context.Context, r *agentapi.DetachRequest) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.detached = append(a.detached, r.ContainerID+"/"+r.IfName)
+	return nil
+}
+func (a *vpcAgent) Check(context.Context, *agentapi.CheckRequest) error { return nil }
+func (a *vpcAgent) GC(_ context.Context, r *agentapi.GCRequest) (*agentapi.GCResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.gcValid = r.Valid
+	return &agentapi.GCResponse{}, nil
+}
+func (a *vpcAgent) Status(context.Context) (*agentapi.StatusResponse, error) {
+	return &agentapi.StatusResponse{Ready: a.ready, Message: "warming up"}, nil
+}
+
+func startAgent(t *testing.T, socket string) *vpcAgent {
+	l, err := agentapi.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &vpcAgent{ready: true}
+	srv := &http.Server{Handler: agentapi.Handler(a)}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return a
+}
+
+// TestVPCNetworks drives VPC networks (shorthand and conf file) through the
+// real agent socket protocol: ADD order and ifnames, merged result, rollback,
+// DEL order, GC forwarding and STATUS.
+func TestVPCNetworks(t *testing.T) {
+	e := newUnprivEnv(t)
+	e.write(t, "10-blue-web.conf", `{"cniVersion":"1.1.0","name":"blue-web","type":"genie-vpc","vpc":"blue","subnet":"web"}`)
+	agent := startAgent(t, e.socket)
+	bin := t.TempDir()
+
+	a := e.args("vpc1", "IgnoreUnknown=1;GENIE_NETWORKS=blue-web,vpc:red/db@eth9,vpc:green/app", bin)
+	res, err := Add(a)
+	if err != nil {
+		t.Fatalf("add: %v", err)
+	}
+	if want := []string{"vpc1/eth0", "vpc1/eth9", "vpc1/net1"}; !slices.Equal(agent.attached, want) {
+		t.Fatalf("attached %v, want %v", agent.attached, want)
+	}
+	if agent.attachRq[1].VPC != "red" || agent.attachRq[1].Subnet != "db" || agent.attachRq[0].VPC != "blue" {
+		t.Fatalf("attach requests %+v", agent.attachRq)
+	}
+	r := res.(*current.Result)
+	if len(r.Interfaces) != 3 || len(r.IPs) != 3 {
+		t.Fatalf("merged result %+v", r)
+	}
+	for i, ip := range r.IPs {
+		if *ip.Interface != i || r.Interfaces[i].Name != []string{"eth0", "eth9", "net1"}[i] {
+			t.Fatalf("IP %d points at interface %d (%s)", i, *ip.Interface, r.Interfaces[*ip.Interface].Name)
+		}
+	}
+
+	// A second pod whose second network fails: the first is detached again.
+	agent.failVPC = "red"
+	_, err = Add(e.args("vpc2", "GENIE_NETWORKS=vpc:blue/web,vpc:red/db", bin))
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig || !strings.Contains(te.Msg, "vpc:red/db") ||
+		!strings.Contains(te.Msg, "is full") {
+		t.Fatalf("failing attach: %v", err)
+	}
+	if !slices.Equal(agent.detached, []string{"vpc2/net1", "vpc2/eth0"}) {
+		t.Fatalf("rollback detached %v", agent.detached)
+	}
+	if _, err := os.Stat(filepath.Join(e.stateDir, "vpc2+eth0.json")); !os.IsNotExist(err) {
+		t.Fatalf("record of failed ADD left: %v", err)
+	}
+
+	// GC: vpc1 valid; a stale record is detached and the agent gets the
+	// valid VPC attachments.
+	agent.failVPC = ""
+	if _, err := Add(e.args("vpc3", "GENIE_NETWORKS=vpc:blue/web", bin)); err != nil {
+		t.Fatal(err)
+	}
+	agent.detached = nil
+	gc := e.args("", "", bin)
+	conf := map[string]any{}
+	json.Unmarshal(gc.StdinData, &conf)
+	conf["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "vpc1", "ifname": "eth0"}}
+	gc.StdinData, _ = json.Marshal(conf)
+	if err := CmdGC(gc); err != nil {
+		t.Fatalf("gc: %v", err)
+	}
+	if !slices.Equal(agent.detached, []string{"vpc3/eth0"}) {
+		t.Fatalf("gc detached %v", agent.detached)
+	}
+	want := []agentapi.Attachment{{ContainerID: "vpc1", IfName: "eth0"}, {ContainerID: "vpc1", IfName: "eth9"}, {ContainerID: "vpc1", IfName: "net1"}}
+	if !slices.Equal(agent.gcValid, want) {
+		t.Fatalf("agent gc valid %+v, want %+v", agent.gcValid, want)
+	}
+
+	// STATUS follows the agent.
+	if err := CmdStatus(e.args("", "", bin)); err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	agent.ready = false
+	if err := CmdStatus(e.args("", "", bin)); !errors.As(err, &te) || te.Code != agentapi.ErrCodeNotAvailable {
+		t.Fatalf("status with agent not ready: %v", err)
+	}
+
+	// DEL in reverse order, then idempotent.
+	agent.detached = nil
+	if err := CmdDel(a); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(agent.detached, []string{"vpc1/net1", "vpc1/eth9", "vpc1/eth0"}) {
+		t.Fatalf("del order %v", agent.detached)
+	}
+	if err := CmdDel(a); err != nil {
+		t.Fatalf("second del: %v", err)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
