@@ -1,0 +1,235 @@
+package integration
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+)
+
+var specVersions = []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+func moduleRoot(t testing.TB) string {
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Dir(file)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("module root not found")
+		}
+		dir = parent
+	}
+}
+
+func envDir(t testing.TB, key string, def ...string) string {
+	if d := os.Getenv(key); d != "" {
+		return d
+	}
+	return filepath.Join(append([]string{moduleRoot(t)}, def...)...)
+}
+
+// tools returns the reference plugin dir and the cnitool path, skipping
+// when they have not been built.
+func tools(t testing.TB) (cniBin, cnitool string) {
+	cniBin = envDir(t, "GENIE_TEST_CNI_BINDIR", "_output", "cni", "bin")
+	cnitool = filepath.Join(envDir(t, "GENIE_TEST_BINDIR", "_output", "bin"), "cnitool")
+	for _, p := range []string{filepath.Join(cniBin, "bridge"), filepath.Join(cniBin, "host-local"), cnitool} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("needs %s (run hack/build-test-bins.sh): %v", p, err)
+		}
+	}
+	return cniBin, cnitool
+}
+
+var (
+	buildOnce sync.Once
+	genieDir  string
+	buildErr  error
+)
+
+// genieBinary builds cmd/genie once per test process into a temp dir (which
+// holds only genie, so it can be prepended to CNI_PATH).
+func genieBinary(t testing.TB) string {
+	buildOnce.Do(func() {
+		genieDir, buildErr = os.MkdirTemp("", "genie-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(genieDir, "genie"), "./cmd/genie")
+		cmd.Dir = moduleRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building genie: %v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return genieDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if genieDir != "" {
+		os.RemoveAll(genieDir)
+	}
+	os.Exit(code)
+}
+
+func requireRoot(t testing.TB) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and links")
+	}
+}
+
+func randSuffix() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newNS(t testing.TB) ns.NetNS {
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("creating netns: %v", err)
+	}
+	t.Cleanup(func() {
+		n.Close()
+		_ = testutils.UnmountNS(n)
+	})
+	return n
+}
+
+// node is a test "host" netns with a conf dir holding genie's conflist and
+// real delegate confs, as a runtime's node would have.
+type node struct {
+	t        testing.TB
+	version  string
+	host     ns.NetNS
+	cniBin   string
+	cnitool  string
+	cniPath  string
+	confDir  string
+	stateDir string
+	ipamDir  string
+	sfx      string
+}
+
+func newNode(t testing.TB, version string, genieKeys map[string]any) *node {
+	requireRoot(t)
+	cniBin, cnitool := tools(t)
+	n := &node{t: t, version: version, cniBin: cniBin, cnitool: cnitool, sfx: randSuffix()}
+	n.cniPath = genieBinary(t) + string(os.PathListSeparator) + cniBin
+	dir := t.TempDir()
+	n.confDir, n.stateDir, n.ipamDir = filepath.Join(dir, "net.d"), filepath.Join(dir, "state"), filepath.Join(dir, "ipam")
+	os.MkdirAll(n.confDir, 0o755)
+	n.host = newNS(t)
+	err := n.host.Do(func(ns.NetNS) error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "gmv" + n.sfx}, PeerName: "gmp" + n.sfx}
+		if err := netlink.LinkAdd(v); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(v)
+	})
+	if err != nil {
+		t.Fatalf("creating macvlan master: %v", err)
+	}
+	genie := map[string]any{"type": "genie", "confDir": n.confDir, "stateDir": n.stateDir,
+		"logFile": filepath.Join(dir, "genie.log"), "logLevel": "info"}
+	for k, v := range genieKeys {
+		genie[k] = v
+	}
+	n.write("00-genie.conflist", map[string]any{"cniVersion": version, "name": "genie-net", "plugins": []any{genie}})
+	n.write("10-br-a.conf", n.bridge("br-a", "gba"+n.sfx, "10.10.0.0/24", true))
+	n.write("20-mv.conf", map[string]any{"cniVersion": version, "name": "mv", "type": "macvlan",
+		"master": "gmv" + n.sfx, "mode": "bridge", "ipam": n.hostLocal("10.20.0.0/24")})
+	n.write("30-br-b.conf", n.bridge("br-b", "gbb"+n.sfx, "10.30.0.0/24", false))
+	return n
+}
+
+func (n *node) hostLocal(subnet string) map[string]any {
+	return map[string]any{"type": "host-local", "dataDir": n.ipamDir,
+		"ranges": []any{[]any{map[string]any{"subnet": subnet}}}}
+}
+
+func (n *node) bridge(name, br, subnet string, def bool) map[string]any {
+	return map[string]any{"cniVersion": n.version, "name": name, "type": "bridge", "bridge": br,
+		"isGateway": true, "isDefaultGateway": def, "ipam": n.hostLocal(subnet)}
+}
+
+func (n *node) write(file string, v any) {
+	data, _ := json.Marshal(v)
+	if err := os.WriteFile(filepath.Join(n.confDir, file), data, 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// cnitool runs the real cnitool in the host netns, exactly as a runtime
+// would drive a plugin: network name, netns path, CNI_ARGS in env.
+func (n *node) run(verb, network string, pod ns.NetNS, cniArgs string) ([]byte, error) {
+	var out []byte
+	var err error
+	podPath := "/nonexistent"
+	if pod != nil {
+		podPath = pod.Path()
+	}
+	derr := n.host.Do(func(ns.NetNS) error {
+		cmd := exec.Command(n.cnitool, verb, network, podPath)
+		cmd.Env = append(os.Environ(), "NETCONFPATH="+n.confDir, "CNI_PATH="+n.cniPath, "CNI_ARGS="+cniArgs)
+		out, err = cmd.CombinedOutput()
+		return nil
+	})
+	if derr != nil {
+		n.t.Fatal(derr)
+	}
+	return out, err
+}
+
+func (n *node) allocations() []string {
+	var out []string
+	_ = filepath.Walk(n.ipamDir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && net.ParseIP(info.Name()) != nil {
+			out = append(out, filepath.Base(filepath.Dir(p))+"/"+info.Name())
+		}
+		return nil
+	})
+	return out
+}
+
+func podLinks(t testing.TB, pod ns.NetNS) map[string][]string {
+	out := map[string][]string{}
+	err := pod.Do(func(ns.NetNS) error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if l.Attrs().Name == "lo" {
+				continue
+			}
+			addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+			out[l.Attrs().Name] = nil
+			for _, a := range addrs {
+				out[l.Attrs().Name] = append(out[l.Attrs().Name], a.IPNet.String())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
