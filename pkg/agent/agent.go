@@ -62,7 +62,7 @@ type Agent struct {
 	stopping map[string]chan struct{}
 	// nodes are the known nodes by name.
 	nodes map[string]vpc.Node
-	// listening is closed once the socket serves.
+	// listening is closed once the agent is ready.
 	listening chan struct{}
 	sockAddr  string
 }
@@ -94,12 +94,13 @@ func New(cfg Config) (*Agent, error) {
 		listening: make(chan struct{}),
 	}
 	a.notReady.Store("starting")
+	a.m = newMetrics(a.drops)
 	return a, nil
 }
 
-// Listening is closed once the agent serves its socket (for tests and
-// supervisors that start the agent in-process).
-func (a *Agent) Listening() <-chan struct{} { return a.listening }
+// Ready is closed once the agent is ready to serve attachments (for tests
+// and supervisors that run the agent in-process).
+func (a *Agent) Ready() <-chan struct{} { return a.listening }
 
 // Run starts the agent and serves until ctx ends, then shuts down: it stops
 // serving, closes the store and closes the data plane without unpinning,
@@ -108,18 +109,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.runCtx = ctx
-	if err := a.start(ctx); err != nil {
-		a.shutdown()
-		return err
-	}
+	// Serve the socket first: STATUS then reports why the agent is not
+	// ready yet, and the other verbs ask the runtime to try again later.
 	l, err := agentapi.Listen(a.cfg.Socket)
 	if err != nil {
-		a.shutdown()
 		return fmt.Errorf("serving socket: %w", err)
 	}
 	srv := &http.Server{Handler: agentapi.Handler(a), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
+	defer srv.Close()
+	if err := a.start(ctx); err != nil {
+		srv.Close()
+		a.shutdown()
+		return err
+	}
 	if a.cfg.MetricsAddr != "" {
 		addr, err := a.m.serve(ctx, a.cfg.MetricsAddr, a.log)
 		if err != nil {
@@ -190,7 +194,6 @@ func (a *Agent) start(ctx context.Context) error {
 			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
 		}
 	}
-	a.m = newMetrics(a.drops)
 
 	a.notReady.Store("loading IPAM state")
 	alloc, err := ipam.New(ctx, a.st, a.cfg.NodeName, filepath.Join(a.cfg.StateDir, "ipam"),
@@ -237,6 +240,9 @@ func (a *Agent) shutdown() {
 
 // drops adapts datapath.Drops for the metrics collector.
 func (a *Agent) drops() (map[string]uint64, error) {
+	if !a.ready.Load() {
+		return nil, nil // no data plane handle yet (or any more)
+	}
 	d, err := a.dp.Drops()
 	if err != nil {
 		return nil, err

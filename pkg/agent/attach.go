@@ -310,6 +310,9 @@ func (a *Agent) Detach(ctx context.Context, req *agentapi.DetachRequest) error {
 	if req.ContainerID == "" || req.IfName == "" {
 		return &types.Error{Code: types.ErrInvalidNetworkConfig, Msg: "detach request: containerID and ifName are required"}
 	}
+	if !a.ready.Load() {
+		return notReadyError("detach")
+	}
 	a.gcMu.RLock()
 	defer a.gcMu.RUnlock()
 	key := hostVethName(req.ContainerID, req.IfName)
@@ -355,6 +358,9 @@ func (a *Agent) detach(ctx context.Context, key, containerID, ifName string) err
 // Check implements agentapi.Backend: the host veth, the pod interface with
 // its address and MAC, and the data plane entry must all be in place.
 func (a *Agent) Check(ctx context.Context, req *agentapi.CheckRequest) error {
+	if !a.ready.Load() {
+		return notReadyError("check")
+	}
 	key := hostVethName(req.ContainerID, req.IfName)
 	a.mu.Lock()
 	at := a.atts[key]
@@ -392,6 +398,9 @@ func (a *Agent) Check(ctx context.Context, req *agentapi.CheckRequest) error {
 // GC implements agentapi.Backend: every local attachment the runtime no
 // longer lists is detached, then IPAM frees addresses of unknown owners.
 func (a *Agent) GC(ctx context.Context, req *agentapi.GCRequest) (*agentapi.GCResponse, error) {
+	if !a.ready.Load() {
+		return nil, notReadyError("gc")
+	}
 	a.gcMu.Lock()
 	defer a.gcMu.Unlock()
 	valid := map[string]bool{}
@@ -439,6 +448,10 @@ func (a *Agent) Status(ctx context.Context) (*agentapi.StatusResponse, error) {
 	}
 	msg, _ := a.notReady.Load().(string)
 	return &agentapi.StatusResponse{Ready: false, Message: msg}, nil
+}
+
+func notReadyError(verb string) error {
+	return &types.Error{Code: types.ErrTryAgainLater, Msg: verb + ": " + errNotReady.Error()}
 }
 
 // parseRequestedIP accepts "10.1.0.5" or "10.1.0.5/24" and returns the
