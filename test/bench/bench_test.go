@@ -1,0 +1,318 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/store/etcdstore"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
+)
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// path is one measured pair of namespaces.
+type path struct {
+	name     string
+	from, to sandbox.Endpoint
+	ip       netip.Addr
+}
+
+type result struct {
+	gbps     []float64
+	p50, p99 []time.Duration
+}
+
+func median[T int64 | float64 | time.Duration](v []T) T {
+	s := append([]T(nil), v...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// TestPrivilegedDataPlaneBench measures the overlay against its baselines
+// in one sandbox. It only runs with GENIE_BENCH=1 (hack/bench.sh).
+// GENIE_BENCH_BASELINES_ONLY=1 measures the baselines without agents.
+func TestPrivilegedDataPlaneBench(t *testing.T) {
+	if os.Getenv("GENIE_BENCH") != "1" {
+		t.Skip("benchmarks run only with GENIE_BENCH=1 (hack/bench.sh)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Skip("needs iperf3")
+	}
+	cniDir, ok := sandbox.TestCNIBinDir()
+	if !ok {
+		t.Skipf("needs the CNI reference plugins in %s (hack/build-test-bins.sh)", cniDir)
+	}
+	overlay := os.Getenv("GENIE_BENCH_BASELINES_ONLY") != "1"
+	if overlay {
+		if err := sandbox.CheckBPFFS(sandbox.DefaultBPFRoot); err != nil {
+			t.Skipf("needs bpffs: %v", err)
+		}
+	}
+	rounds := envInt("GENIE_BENCH_ROUNDS", 3)
+	secs := envInt("GENIE_BENCH_SECONDS", 5)
+	rtts := envInt("GENIE_BENCH_RTTS", 20000)
+
+	bin := t.TempDir()
+	if err := sandbox.BuildBinaries(bin); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sfx := make([]byte, 3)
+	rand.Read(sfx)
+	name := "bench" + hex.EncodeToString(sfx)
+	sb, err := sandbox.Up(ctx, sandbox.Options{Name: name, Nodes: 2, BinDir: bin, CNIBinDir: cniDir,
+		NoAgents: !overlay, Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Down(context.Background()); err != nil {
+			t.Errorf("down: %v", err)
+		}
+	})
+
+	ep := func(ref string) sandbox.Endpoint {
+		p, err := sb.Netns(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sandbox.Endpoint{Netns: p}
+	}
+	podIP := func(p *sandbox.Pod) netip.Addr {
+		ip, ok := p.IP("")
+		if !ok {
+			t.Fatalf("pod %s has no IPv4 address: %+v", p.Name, p.Interfaces)
+		}
+		return ip
+	}
+
+	var paths []path
+	// Baselines.
+	brA, err := sb.BridgePod(ctx, "br-a", "node1", "10.99.0.0/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	brB, err := sb.BridgePod(ctx, "br-b", "node1", "10.99.0.0/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flA, flB, err := sb.FlannelPair("node1", "node2", "fl-a", "fl-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2 := sb.Nodes()[1]
+	paths = append(paths,
+		path{"bridge same-node", ep(brA.Name), ep(brB.Name), podIP(brB)},
+		path{"underlay node-to-node", ep("node1"), ep("node2"), n2.UnderlayIP},
+		path{"flannel-style cross-node", ep(flA.Name), ep(flB.Name), podIP(flB)},
+	)
+	if overlay {
+		st, err := etcdstore.New(ctx, []string{sb.StoreEndpoint()}, etcdstore.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if _, err := st.CreateVPC(ctx, vpc.VPC{Name: "bench", CIDR: netip.MustParsePrefix("10.20.0.0/16")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.CreateSubnet(ctx, vpc.Subnet{VPC: "bench", Name: "pods", CIDR: netip.MustParsePrefix("10.20.1.0/24")}); err != nil {
+			t.Fatal(err)
+		}
+		ovA, err := sb.PodAdd(ctx, "ov-a", "node1", []string{"bench/pods"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ovB, err := sb.PodAdd(ctx, "ov-b", "node1", []string{"bench/pods"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ovC, err := sb.PodAdd(ctx, "ov-c", "node2", []string{"bench/pods"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths,
+			path{"overlay same-node", ep(ovA.Name), ep(ovB.Name), podIP(ovB)},
+			path{"overlay cross-node", ep(ovA.Name), ep(ovC.Name), podIP(ovC)},
+		)
+	}
+	// Every path must carry traffic before it is measured.
+	for _, p := range paths {
+		if err := sandbox.ProbeTCP(ctx, p.from, p.to, p.ip, 7000, 5*time.Second); err != nil {
+			t.Fatalf("%s: no connectivity: %v", p.name, err)
+		}
+	}
+
+	res := map[string]*result{}
+	for _, p := range paths {
+		res[p.name] = &result{}
+	}
+	latPaths := map[string]bool{"underlay node-to-node": true, "overlay cross-node": true, "flannel-style cross-node": true}
+	for r := 0; r < rounds; r++ {
+		for _, p := range paths {
+			bps, err := iperf3(ctx, p, secs)
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			res[p.name].gbps = append(res[p.name].gbps, bps/1e9)
+			t.Logf("round %d %-26s %6.2f Gbit/s", r+1, p.name, bps/1e9)
+		}
+		for _, p := range paths {
+			if !latPaths[p.name] {
+				continue
+			}
+			p50, p99, err := pingPong(ctx, p, rtts)
+			if err != nil {
+				t.Fatalf("%s latency: %v", p.name, err)
+			}
+			res[p.name].p50 = append(res[p.name].p50, p50)
+			res[p.name].p99 = append(res[p.name].p99, p99)
+			t.Logf("round %d %-26s p50 %v p99 %v", r+1, p.name, p50, p99)
+		}
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "Data-plane benchmarks: %d rounds x %ds iperf3, %d TCP 1-byte round trips per latency sample; medians.\n\n", rounds, secs, rtts)
+	fmt.Fprintf(&b, "| path | TCP throughput | latency p50 | latency p99 |\n|---|---|---|---|\n")
+	for _, p := range paths {
+		r := res[p.name]
+		p50, p99 := "-", "-"
+		if len(r.p50) > 0 {
+			p50, p99 = median(r.p50).String(), median(r.p99).String()
+		}
+		fmt.Fprintf(&b, "| %s | %.2f Gbit/s | %s | %s |\n", p.name, median(r.gbps), p50, p99)
+	}
+	if overlay {
+		g := func(n string) float64 { return median(res[n].gbps) }
+		l := func(n string, q func(*result) []time.Duration) float64 {
+			return float64(median(q(res[n])))
+		}
+		p50 := func(r *result) []time.Duration { return r.p50 }
+		p99 := func(r *result) []time.Duration { return r.p99 }
+		fmt.Fprintf(&b, "\n| ratio | value | target |\n|---|---|---|\n")
+		fmt.Fprintf(&b, "| same-node overlay / bridge plugin (throughput) | %.2fx | >= 1.00x |\n", g("overlay same-node")/g("bridge same-node"))
+		fmt.Fprintf(&b, "| cross-node overlay / underlay (throughput) | %.2fx | >= 0.95x |\n", g("overlay cross-node")/g("underlay node-to-node"))
+		fmt.Fprintf(&b, "| cross-node overlay / flannel-style (throughput) | %.2fx | >= 1.05x |\n", g("overlay cross-node")/g("flannel-style cross-node"))
+		fmt.Fprintf(&b, "| cross-node overlay / underlay (latency p50) | %.2fx | <= 1.05x |\n", l("overlay cross-node", p50)/l("underlay node-to-node", p50))
+		fmt.Fprintf(&b, "| cross-node overlay / underlay (latency p99) | %.2fx | - |\n", l("overlay cross-node", p99)/l("underlay node-to-node", p99))
+	}
+	t.Log("\n" + b.String())
+	if out := os.Getenv("GENIE_BENCH_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// iperf3 runs a one-off iperf3 server in p.to and a client in p.from and
+// returns the received throughput in bit/s.
+func iperf3(ctx context.Context, p path, secs int) (float64, error) {
+	port := "5201"
+	srv := exec.CommandContext(ctx, "nsenter", "--net="+p.to.Netns, "--", "iperf3", "-s", "-1", "-p", port)
+	srv.Stdout, srv.Stderr = io.Discard, io.Discard
+	if err := srv.Start(); err != nil {
+		return 0, fmt.Errorf("iperf3 server: %w", err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	type report struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	var r report
+	for try := 0; ; try++ {
+		cli := exec.CommandContext(ctx, "nsenter", "--net="+p.from.Netns, "--", "iperf3", "-c", p.ip.String(), "-p", port,
+			"-t", strconv.Itoa(secs), "-J")
+		out, err := cli.Output()
+		r = report{}
+		if jerr := json.Unmarshal(out, &r); jerr != nil {
+			return 0, fmt.Errorf("iperf3 client: %v: output %q", err, out)
+		}
+		// The server may not listen yet: retry "unable to connect" for 5s.
+		if r.Error != "" && strings.Contains(r.Error, "connect") && try < 50 {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if r.Error != "" {
+			return 0, fmt.Errorf("iperf3: %s", r.Error)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("iperf3 client: %w", err)
+		}
+		break
+	}
+	return r.End.SumReceived.BitsPerSecond, nil
+}
+
+// pingPong measures n TCP round trips of one byte between p.from and p.to
+// (after a warm-up) and returns the p50 and p99 of the round-trip times.
+func pingPong(ctx context.Context, p path, n int) (time.Duration, time.Duration, error) {
+	l, err := sandbox.ListenTCP(p.to, ":7001")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	c, err := sandbox.DialTCP(ctx, p.from, netip.AddrPortFrom(p.ip, 7001).String())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	buf := []byte{1}
+	warm := n / 10
+	rtt := make([]time.Duration, 0, n)
+	for i := 0; i < n+warm; i++ {
+		t0 := time.Now()
+		if _, err := c.Write(buf); err != nil {
+			return 0, 0, err
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return 0, 0, err
+		}
+		if i >= warm {
+			rtt = append(rtt, time.Since(t0))
+		}
+	}
+	sort.Slice(rtt, func(i, j int) bool { return rtt[i] < rtt[j] })
+	return rtt[len(rtt)/2], rtt[len(rtt)*99/100], nil
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}

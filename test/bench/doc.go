@@ -1,0 +1,22 @@
+// Package bench holds the data-plane benchmarks: the eBPF overlay against
+// the paths it must beat, all built on the same sandbox in the same run.
+//
+// # Design notes
+//
+// Throughput numbers on a shared 2-core machine move by ±10% between runs,
+// so absolute figures mean little; every result is a ratio against a
+// baseline measured minutes apart on the same nodes. Measurements are
+// interleaved (overlay, baseline, overlay, ...) over several rounds and
+// the median of each is kept, so a burst of background load hits both
+// sides. iperf3 measures TCP throughput (run in the namespaces through
+// nsenter); latency is a Go TCP 1-byte ping-pong whose sockets live in the
+// pod namespaces (p50/p99 of per-round-trip times).
+//
+// Paths:
+//   - same node: overlay pod to pod vs the reference bridge plugin's pods;
+//   - cross node: overlay vs node-to-node on the underlay, and vs a
+//     flannel-style path (pod veth, linux bridge, kernel vxlan device);
+//   - latency: overlay vs underlay, cross node.
+//
+// Run with hack/bench.sh (GENIE_BENCH=1); CI does not run it.
+package bench
