@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -353,7 +354,8 @@ func (n *node) writeConf(file string, v any) {
 // agent rotates it: the file is replaced atomically.
 func (n *node) writeKubeconfig(t *testing.T, c *cluster, addr string) {
 	t.Helper()
-	tok, revoke, err := c.srv.ServiceAccountToken(t.Context(), c.ns, "genie")
+	// Not t.Context(): this also runs from t.Cleanup.
+	tok, revoke, err := c.srv.ServiceAccountToken(context.Background(), c.ns, "genie")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,9 +393,9 @@ func (n *node) genie(command, containerID string, pod ns.NetNS, k8sPod *corev1.P
 	// Started from a thread inside the node netns, the process runs there.
 	err := n.netns.Do(func(ns.NetNS) error { return cmd.Run() })
 	if err != nil {
-		var te types.Error
-		if json.Unmarshal(stdout.Bytes(), &te) == nil && te.Msg != "" {
-			return stdout.Bytes(), fmt.Errorf("genie %s: code %d: %s (%s); stderr: %s", command, te.Code, te.Msg, te.Details, stderr.String())
+		te := &types.Error{}
+		if json.Unmarshal(stdout.Bytes(), te) == nil && te.Msg != "" {
+			return stdout.Bytes(), fmt.Errorf("genie %s (stderr %q): %w", command, stderr.String(), te)
 		}
 		return stdout.Bytes(), fmt.Errorf("genie %s: %w; stdout %q stderr %q", command, err, stdout.String(), stderr.String())
 	}
@@ -709,4 +711,143 @@ func revoke(t *testing.T, c *cluster, token string, revokeFn func(context.Contex
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// cniError extracts the CNI error genie printed.
+func cniError(t *testing.T, err error) *types.Error {
+	t.Helper()
+	var te *types.Error
+	if !errors.As(err, &te) {
+		t.Fatalf("genie failed without a CNI error object: %v", err)
+	}
+	t.Logf("genie error (code %d): %s", te.Code, te.Msg)
+	return te
+}
+
+// assertNothingAttached checks that a failed ADD left nothing behind: no
+// link in the pod, no address held, no record, no network-status.
+func assertNothingAttached(t *testing.T, c *cluster, n *node, pod ns.NetNS, podName string) {
+	t.Helper()
+	if links, _ := readPod(t, pod); len(links) != 0 {
+		t.Errorf("pod netns links after failed ADD = %v, want none", links)
+	}
+	if got := n.allocations(); len(got) != 0 {
+		t.Errorf("host-local allocations after failed ADD = %v, want none", got)
+	}
+	if got := n.records(); len(got) != 0 {
+		t.Errorf("genie records after failed ADD = %v, want none", got)
+	}
+	p, err := c.admin.CoreV1().Pods(c.ns).Get(t.Context(), podName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := p.Annotations[kube.NetworkStatusAnnotation]; ok {
+		t.Errorf("pod %s got network-status %s from a failed ADD", podName, v)
+	}
+}
+
+// TestPrivilegedGenieK8sEdges covers the Kubernetes-side failure modes and
+// the no-selection case: every failed ADD must say why and leave nothing
+// attached.
+func TestPrivilegedGenieK8sEdges(t *testing.T) {
+	requireRoot(t)
+	plugins := cniBinDir(t)
+	c := newCluster(t)
+	binDir := buildGenie(t, plugins)
+	n := newNode(t, c, binDir, "1.0.0")
+	defer func() {
+		if t.Failed() {
+			n.dumpLog()
+		}
+	}()
+	c.createNAD(t, c.ns, "br-"+n.sfx, map[string]any{
+		"cniVersion": "1.0.0", "type": "bridge", "bridge": "gkb" + n.sfx, "ipam": n.hostLocal("10.78.0.0/24"),
+	})
+
+	t.Run("no selection gets the default network only", func(t *testing.T) {
+		pod := c.createPod(t, "plain-"+n.sfx, "")
+		netns := newNS(t)
+		if _, err := n.add("plain-"+n.sfx, netns, pod); err != nil {
+			t.Fatalf("ADD: %v", err)
+		}
+		st := c.networkStatus(t, pod.Name)
+		if len(st) != 1 || !st[0].Default || st[0].Interface != "eth0" || st[0].Name != "genie-default" ||
+			len(st[0].IPs) != 1 || !strings.HasPrefix(st[0].IPs[0], "10.77.0.") {
+			t.Errorf("network-status %+v, want only genie-default on eth0, default", st)
+		}
+		if _, err := n.genie("DEL", "plain-"+n.sfx, netns, pod); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		if got := n.allocations(); len(got) != 0 {
+			t.Errorf("allocations after DEL = %v", got)
+		}
+	})
+
+	t.Run("missing NAD", func(t *testing.T) {
+		pod := c.createPod(t, "missing-"+n.sfx, "br-"+n.sfx+",no-such-net")
+		netns := newNS(t)
+		_, err := n.add("missing-"+n.sfx, netns, pod)
+		if err == nil {
+			t.Fatal("ADD with a missing NAD succeeded")
+		}
+		te := cniError(t, err)
+		if te.Code != types.ErrInvalidNetworkConfig || !strings.Contains(te.Msg, "no-such-net") || !strings.Contains(te.Msg, "not found") {
+			t.Errorf("error = code %d %q, want code %d naming no-such-net as not found", te.Code, te.Msg, types.ErrInvalidNetworkConfig)
+		}
+		assertNothingAttached(t, c, n, netns, pod.Name)
+	})
+
+	t.Run("NAD in a namespace genie may not read", func(t *testing.T) {
+		locked := c.srv.CreateNamespace(t, "genie-locked")
+		c.createNAD(t, locked, "secret-net", map[string]any{"cniVersion": "1.0.0", "type": "bridge", "bridge": "gkx" + n.sfx,
+			"ipam": n.hostLocal("10.80.0.0/24")})
+		pod := c.createPod(t, "locked-"+n.sfx, locked+"/secret-net")
+		netns := newNS(t)
+		_, err := n.add("locked-"+n.sfx, netns, pod)
+		if err == nil {
+			t.Fatal("ADD with a forbidden NAD succeeded")
+		}
+		if te := cniError(t, err); !strings.Contains(te.Msg, "RBAC") || !strings.Contains(te.Msg, locked+"/secret-net") {
+			t.Errorf("error %q does not name the NAD and point at RBAC", te.Msg)
+		}
+		assertNothingAttached(t, c, n, netns, pod.Name)
+	})
+
+	t.Run("pod re-created under the same name", func(t *testing.T) {
+		old := c.createPod(t, "sts-0-"+n.sfx, "br-"+n.sfx)
+		c.deletePod(t, old.Name)
+		fresh := c.createPod(t, old.Name, "br-"+n.sfx)
+		netns := newNS(t)
+		// The runtime still sets up the old pod's sandbox (K8S_POD_UID is
+		// the old UID): its status must not land on the new pod.
+		_, err := n.add("sts-"+n.sfx, netns, old)
+		if err == nil {
+			t.Fatal("ADD for a pod UID that no longer exists succeeded")
+		}
+		if te := cniError(t, err); !strings.Contains(te.Msg, string(old.UID)) {
+			t.Errorf("error %q does not name the vanished pod UID", te.Msg)
+		}
+		assertNothingAttached(t, c, n, netns, fresh.Name)
+	})
+
+	t.Run("revoked token without rotation", func(t *testing.T) {
+		pod := c.createPod(t, "stale-"+n.sfx, "br-"+n.sfx)
+		revoke(t, c, n.token, n.revoke)
+		t.Cleanup(func() { n.writeKubeconfig(t, c, n.relay.addr()) })
+		netns := newNS(t)
+		_, err := n.add("stale-"+n.sfx, netns, pod)
+		if err == nil {
+			t.Fatal("ADD with a revoked token succeeded")
+		}
+		te := cniError(t, err)
+		for _, want := range []string{n.kubecfg, "rejected"} {
+			if !strings.Contains(te.Msg, want) {
+				t.Errorf("error %q does not mention %q", te.Msg, want)
+			}
+		}
+		if te.Code != types.ErrTryAgainLater {
+			t.Errorf("error code %d, want %d (try again later: the token may be rotated)", te.Code, types.ErrTryAgainLater)
+		}
+		assertNothingAttached(t, c, n, netns, pod.Name)
+	})
 }
