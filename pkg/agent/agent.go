@@ -222,9 +222,12 @@ func (a *Agent) shutdown() {
 		vs = append(vs, v)
 	}
 	a.mu.Unlock()
+	// Stop the watches but keep every map entry: pods keep forwarding.
 	for _, v := range vs {
-		v.cancel()
-		<-v.done
+		if v.cancel != nil {
+			v.cancel()
+			<-v.watchDone
+		}
 	}
 	if a.st != nil {
 		if err := a.st.Close(); err != nil {

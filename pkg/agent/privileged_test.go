@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"fmt"
 	"net"
 	"net/netip"
@@ -30,18 +31,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// env is one node: an embedded etcd, a node netns with an uplink veth into
-// an underlay netns, and genied running inside the node netns.
-type env struct {
+// cluster is an embedded etcd, a fabric netns with a bridge (the
+// underlay) and nodes: netns with an eth0 veth into the bridge, each running
+// its own genied (started with nsenter --net, so it sees the host's bpffs).
+type cluster struct {
 	t        *testing.T
 	bin      string
 	dir      string
-	pinDir   string
-	socket   string
 	st       *etcdstore.Store
 	storeURL []string
-	nodeNS   ns.NetNS
-	underNS  ns.NetNS
+	fabric   ns.NetNS
+	nodes    []*node
+}
+
+// node is one node of the cluster.
+type node struct {
+	c        *cluster
+	name     string
+	ns       ns.NetNS
+	dir      string
+	pinDir   string
+	socket   string
 	agent    *exec.Cmd
 	agentErr chan error
 	logPath  string
@@ -68,7 +78,6 @@ func randSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// buildGenied builds the agent binary once per test binary run.
 func buildGenied(t *testing.T) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "genied")
@@ -79,47 +88,68 @@ func buildGenied(t *testing.T) string {
 	return out
 }
 
-func newEnv(t *testing.T) *env {
+func newCluster(t *testing.T, nodes int) *cluster {
 	skipUnlessPrivileged(t)
 	ctx := context.Background()
-	e := &env{t: t, dir: t.TempDir()}
-	e.bin = buildGenied(t)
-	e.pinDir = "/sys/fs/bpf/genie-agent-test-" + randSuffix()
-	e.socket = filepath.Join(e.dir, "agent.sock")
+	c := &cluster{t: t, dir: t.TempDir()}
+	c.bin = buildGenied(t)
 
-	emb, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{DataDir: filepath.Join(e.dir, "etcd")})
+	emb, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{DataDir: filepath.Join(c.dir, "etcd")})
 	if err != nil {
 		t.Fatalf("starting embedded etcd: %v", err)
 	}
 	t.Cleanup(func() { emb.Close() })
-	e.storeURL = emb.Endpoints()
-	if e.st, err = etcdstore.New(ctx, e.storeURL, etcdstore.Options{}); err != nil {
+	c.storeURL = emb.Endpoints()
+	if c.st, err = etcdstore.New(ctx, c.storeURL, etcdstore.Options{}); err != nil {
 		t.Fatalf("connecting to etcd: %v", err)
 	}
-	t.Cleanup(func() { e.st.Close() })
+	t.Cleanup(func() { c.st.Close() })
 
-	if e.nodeNS, err = testutils.NewNS(); err != nil {
+	if c.fabric, err = testutils.NewNS(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.nodeNS.Close(); testutils.UnmountNS(e.nodeNS) })
-	if e.underNS, err = testutils.NewNS(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.underNS.Close(); testutils.UnmountNS(e.underNS) })
-	// Pins are removed before the namespaces go (cleanups run LIFO).
-	t.Cleanup(func() {
-		if err := datapath.Remove(e.pinDir); err != nil {
-			t.Errorf("removing pins: %v", err)
+	t.Cleanup(func() { c.fabric.Close(); testutils.UnmountNS(c.fabric) })
+	err = c.fabric.Do(func(ns.NetNS) error {
+		la := netlink.NewLinkAttrs()
+		la.Name = "br0"
+		br := &netlink.Bridge{LinkAttrs: la}
+		if err := netlink.LinkAdd(br); err != nil {
+			return err
 		}
-		os.Remove(e.pinDir)
+		return netlink.LinkSetUp(br)
 	})
+	if err != nil {
+		t.Fatalf("creating underlay bridge: %v", err)
+	}
+	for i := range nodes {
+		c.nodes = append(c.nodes, c.addNode(fmt.Sprintf("node-%c", 'a'+i), i))
+	}
+	return c
+}
 
-	// Uplink: eth0 in the node netns, its peer "under0" in the underlay.
-	err = e.nodeNS.Do(func(ns.NetNS) error {
+func (c *cluster) addNode(name string, i int) *node {
+	t := c.t
+	n := &node{c: c, name: name, dir: filepath.Join(c.dir, name)}
+	n.pinDir = "/sys/fs/bpf/genie-agent-test-" + randSuffix()
+	n.socket = filepath.Join(n.dir, "agent.sock")
+	var err error
+	if n.ns, err = testutils.NewNS(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.ns.Close(); testutils.UnmountNS(n.ns) })
+	// Pins go before the namespaces (cleanups run LIFO).
+	t.Cleanup(func() {
+		if err := datapath.Remove(n.pinDir); err != nil {
+			t.Errorf("removing pins of %s: %v", name, err)
+		}
+		os.Remove(n.pinDir)
+	})
+	port := fmt.Sprintf("p%d-%s", i, randSuffix())
+	err = n.ns.Do(func(ns.NetNS) error {
 		la := netlink.NewLinkAttrs()
 		la.Name = "eth0"
 		la.MTU = 1500
-		veth := &netlink.Veth{LinkAttrs: la, PeerName: "under0", PeerNamespace: netlink.NsFd(int(e.underNS.Fd()))}
+		veth := &netlink.Veth{LinkAttrs: la, PeerName: port, PeerNamespace: netlink.NsFd(int(c.fabric.Fd()))}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return err
 		}
@@ -127,7 +157,8 @@ func newEnv(t *testing.T) *env {
 		if err != nil {
 			return err
 		}
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: mustCIDR("192.168.77.2/24")}); err != nil {
+		addr := mustCIDR(fmt.Sprintf("192.168.77.%d/24", 10+i))
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: addr}); err != nil {
 			return err
 		}
 		if err := netlink.LinkSetUp(l); err != nil {
@@ -137,25 +168,29 @@ func newEnv(t *testing.T) *env {
 		return netlink.LinkSetUp(lo)
 	})
 	if err != nil {
-		t.Fatalf("creating uplink: %v", err)
+		t.Fatalf("creating uplink of %s: %v", name, err)
 	}
-	err = e.underNS.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName("under0")
+	err = c.fabric.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(port)
 		if err != nil {
 			return err
 		}
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: mustCIDR("192.168.77.1/24")}); err != nil {
+		br, err := netlink.LinkByName("br0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(l, br); err != nil {
 			return err
 		}
 		return netlink.LinkSetUp(l)
 	})
 	if err != nil {
-		t.Fatalf("configuring underlay: %v", err)
+		t.Fatalf("plugging %s into the underlay: %v", name, err)
 	}
-	e.client = agentapi.NewClient(e.socket, 30*time.Second)
-	e.startAgent()
-	t.Cleanup(e.stopAgent)
-	return e
+	n.client = agentapi.NewClient(n.socket, 30*time.Second)
+	n.startAgent(t)
+	t.Cleanup(n.stopAgent)
+	return n
 }
 
 func mustCIDR(s string) *net.IPNet {
@@ -167,63 +202,104 @@ func mustCIDR(s string) *net.IPNet {
 	return n
 }
 
-func (e *env) startAgent() {
-	t := e.t
-	e.logPath = filepath.Join(e.dir, fmt.Sprintf("genied-%d.log", time.Now().UnixNano()))
-	logf, err := os.Create(e.logPath)
+func (n *node) startAgent(t *testing.T) {
+	t.Helper()
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n.logPath = filepath.Join(n.dir, fmt.Sprintf("genied-%d.log", time.Now().UnixNano()))
+	logf, err := os.Create(n.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.agent = exec.Command("nsenter", "--net="+e.nodeNS.Path(), "--",
-		e.bin, "--node-name", "node-a", "--uplink", "eth0", "--pin-dir", e.pinDir,
-		"--socket", e.socket, "--state-dir", filepath.Join(e.dir, "state"),
-		"--store-endpoints", strings.Join(e.storeURL, ","), "--metrics-addr", "127.0.0.1:0")
-	e.agent.Stdout, e.agent.Stderr = logf, logf
-	if err := e.agent.Start(); err != nil {
+	n.agent = exec.Command("nsenter", "--net="+n.ns.Path(), "--",
+		n.c.bin, "--node-name", n.name, "--uplink", "eth0", "--pin-dir", n.pinDir,
+		"--socket", n.socket, "--state-dir", filepath.Join(n.dir, "state"),
+		"--store-endpoints", strings.Join(n.c.storeURL, ","), "--metrics-addr", "127.0.0.1:9465")
+	n.agent.Stdout, n.agent.Stderr = logf, logf
+	if err := n.agent.Start(); err != nil {
 		t.Fatalf("starting genied: %v", err)
 	}
-	e.agentErr = make(chan error, 1)
-	go func() { e.agentErr <- e.agent.Wait(); logf.Close() }()
+	n.agentErr = make(chan error, 1)
+	go func() { n.agentErr <- n.agent.Wait(); logf.Close() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		st, err := e.client.Status(context.Background())
+		st, err := n.client.Status(context.Background())
 		if err == nil && st.Ready {
 			return
 		}
 		select {
-		case err := <-e.agentErr:
-			e.agent = nil
-			t.Fatalf("genied exited during start-up: %v\n%s", err, e.logs())
+		case err := <-n.agentErr:
+			n.agent = nil
+			t.Fatalf("genied on %s exited during start-up: %v\n%s", n.name, err, n.logs())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("genied not ready after 30s (status %+v, %v)\n%s", st, err, e.logs())
+			t.Fatalf("genied on %s not ready after 30s (status %+v, %v)\n%s", n.name, st, err, n.logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func (e *env) stopAgent() {
-	if e.agent == nil {
+func (n *node) stopAgent() {
+	if n.agent == nil {
 		return
 	}
-	_ = e.agent.Process.Signal(syscall.SIGTERM)
+	_ = n.agent.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-e.agentErr:
+	case err := <-n.agentErr:
 		if err != nil {
-			e.t.Errorf("genied exited with %v\n%s", err, e.logs())
+			n.c.t.Errorf("genied on %s exited with %v\n%s", n.name, err, n.logs())
 		}
 	case <-time.After(20 * time.Second):
-		_ = e.agent.Process.Kill()
-		<-e.agentErr
-		e.t.Errorf("genied did not stop on SIGTERM\n%s", e.logs())
+		_ = n.agent.Process.Kill()
+		<-n.agentErr
+		n.c.t.Errorf("genied on %s did not stop on SIGTERM\n%s", n.name, n.logs())
 	}
-	e.agent = nil
+	n.agent = nil
 }
 
-func (e *env) logs() string {
-	b, _ := os.ReadFile(e.logPath)
+func (n *node) logs() string {
+	b, _ := os.ReadFile(n.logPath)
 	return string(b)
+}
+
+// metrics scrapes the node agent's /metrics (inside the node netns) and
+// returns the sample lines by "name{labels}".
+func (n *node) metrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	var body []byte
+	err := n.ns.Do(func(ns.NetNS) error {
+		conn, err := net.DialTimeout("tcp4", "127.0.0.1:9465", 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("GET /metrics HTTP/1.0\r\nHost: genied\r\n\r\n")); err != nil {
+			return err
+		}
+		body, err = io.ReadAll(conn)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("scraping metrics of %s: %v", n.name, err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[i+1:], &v); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
 
 // pod is a pod netns attached through the agent.
@@ -235,18 +311,19 @@ type pod struct {
 	res    *current.Result
 }
 
-func (e *env) newPodNS() ns.NetNS {
+func (n *node) newPodNS() ns.NetNS {
 	p, err := testutils.NewNS()
 	if err != nil {
-		e.t.Fatal(err)
+		n.c.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { p.Close(); testutils.UnmountNS(p) })
+	n.c.t.Cleanup(func() { p.Close(); testutils.UnmountNS(p) })
 	return p
 }
 
-func (e *env) attach(name, vpcName, subnet string, ips ...string) (*pod, error) {
-	p := &pod{ns: e.newPodNS(), id: "ctr-" + name + "-" + randSuffix(), ifName: "eth1"}
-	res, err := e.client.Attach(context.Background(), &agentapi.AttachRequest{
+func (n *node) attach(name, vpcName, subnet string, ips ...string) (*pod, error) {
+	// The pod's netns lives until the cluster goes.
+	p := &pod{ns: n.newPodNS(), id: "ctr-" + name + "-" + randSuffix(), ifName: "eth1"}
+	res, err := n.client.Attach(context.Background(), &agentapi.AttachRequest{
 		ContainerID: p.id, IfName: p.ifName, Netns: p.ns.Path(),
 		PodNamespace: "default", PodName: name, VPC: vpcName, Subnet: subnet, IPs: ips,
 	})
@@ -258,18 +335,25 @@ func (e *env) attach(name, vpcName, subnet string, ips ...string) (*pod, error) 
 	return p, nil
 }
 
-func (e *env) mustAttach(name, vpcName, subnet string, ips ...string) *pod {
-	e.t.Helper()
-	p, err := e.attach(name, vpcName, subnet, ips...)
+func (n *node) mustAttach(t *testing.T, name, vpcName, subnet string, ips ...string) *pod {
+	t.Helper()
+	p, err := n.attach(name, vpcName, subnet, ips...)
 	if err != nil {
-		e.t.Fatalf("attach %s: %v\n%s", name, err, e.logs())
+		t.Fatalf("attach %s on %s: %v\n%s", name, n.name, err, n.logs())
 	}
 	return p
 }
 
-// listen opens a TCP echo server on p's address; it lives until the test
-// ends.
-func (e *env) listen(p *pod, port int) {
+func (n *node) detach(t *testing.T, p *pod) {
+	t.Helper()
+	if err := n.client.Detach(context.Background(), &agentapi.DetachRequest{ContainerID: p.id, IfName: p.ifName, Netns: p.ns.Path()}); err != nil {
+		t.Fatalf("detach %s: %v", p.id, err)
+	}
+}
+
+// listen opens a TCP echo server on p's address until the test ends.
+func listen(t *testing.T, p *pod, port int) {
+	t.Helper()
 	var l net.Listener
 	err := p.ns.Do(func(ns.NetNS) error {
 		var err error
@@ -277,9 +361,9 @@ func (e *env) listen(p *pod, port int) {
 		return err
 	})
 	if err != nil {
-		e.t.Fatalf("listening in pod: %v", err)
+		t.Fatalf("listening in pod: %v", err)
 	}
-	e.t.Cleanup(func() { l.Close() })
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -355,19 +439,31 @@ func hostLinks(n ns.NetNS) []string {
 }
 
 func TestPrivilegedAgent(t *testing.T) {
-	e := newEnv(t)
+	c := newCluster(t, 1)
+	e := c.nodes[0]
 	ctx := context.Background()
-	if _, err := e.st.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
+	if _, err := c.st.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
 		t.Fatal(err)
 	}
-	sub, err := e.st.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24")})
+	sub, err := c.st.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24")})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	a := e.mustAttach("a", "blue", "web")
-	b := e.mustAttach("b", "blue", "web")
+	a := e.mustAttach(t, "a", "blue", "web")
+	b := e.mustAttach(t, "b", "blue", "web")
 	t.Logf("pod a %s, pod b %s", a.ip, b.ip)
+
+	t.Run("metrics", func(t *testing.T) {
+		m := e.metrics(t)
+		if m[`genie_endpoints{scope="local"}`] != 2 || m["genie_attach_duration_seconds_count"] != 2 || m["genie_vpc_watches"] != 1 {
+			t.Fatalf("unexpected metrics: local=%v adds=%v watches=%v", m[`genie_endpoints{scope="local"}`],
+				m["genie_attach_duration_seconds_count"], m["genie_vpc_watches"])
+		}
+		if _, ok := m[`genie_datapath_drops_total{reason="NO_ROUTE"}`]; !ok {
+			t.Fatal("drop counters are not exported")
+		}
+	})
 
 	t.Run("distinct addresses of the subnet", func(t *testing.T) {
 		if a.ip == b.ip || !sub.CIDR.Contains(a.ip) || !sub.CIDR.Contains(b.ip) || a.ip == sub.Gateway || b.ip == sub.Gateway {
@@ -407,13 +503,13 @@ func TestPrivilegedAgent(t *testing.T) {
 		if err := e.client.Check(ctx, &agentapi.CheckRequest{ContainerID: a.id, IfName: "eth1", Netns: a.ns.Path()}); err != nil {
 			t.Fatalf("check: %v", err)
 		}
-		ep, err := e.st.GetEndpoint(ctx, "blue", vpc.EndpointID(a.id, "eth1"))
+		ep, err := c.st.GetEndpoint(ctx, "blue", vpc.EndpointID(a.id, "eth1"))
 		if err != nil || ep.IP != a.ip || ep.Node != "node-a" || ep.MAC.String() != pi.Mac {
 			t.Fatalf("store endpoint %+v, %v", ep, err)
 		}
 	})
 
-	e.listen(b, 5001)
+	listen(t, b, 5001)
 	conn, err := dial(a, b.ip, 5001)
 	if err != nil {
 		t.Fatalf("TCP from a to b: %v\n%s", err, e.logs())
@@ -424,7 +520,7 @@ func TestPrivilegedAgent(t *testing.T) {
 	}
 
 	t.Run("unknown vpc leaves nothing behind", func(t *testing.T) {
-		before := hostLinks(e.nodeNS)
+		before := hostLinks(e.ns)
 		p, err := e.attach("x", "nope", "web")
 		var te *types.Error
 		if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig ||
@@ -434,7 +530,7 @@ func TestPrivilegedAgent(t *testing.T) {
 		if linkExists(p.ns, "eth1") {
 			t.Fatal("pod got an interface")
 		}
-		if after := hostLinks(e.nodeNS); len(after) != len(before) {
+		if after := hostLinks(e.ns); len(after) != len(before) {
 			t.Fatalf("host veths %v, before %v", after, before)
 		}
 		recs, _ := filepath.Glob(filepath.Join(e.dir, "state", "attachments", "*.json"))
@@ -448,7 +544,7 @@ func TestPrivilegedAgent(t *testing.T) {
 		if _, err := e.attach("z", "blue", "web", "10.2.0.9"); err == nil {
 			t.Fatal("address outside the subnet was accepted")
 		}
-		if after := hostLinks(e.nodeNS); len(after) != len(before) {
+		if after := hostLinks(e.ns); len(after) != len(before) {
 			t.Fatalf("host veths %v, before %v", after, before)
 		}
 	})
@@ -458,7 +554,7 @@ func TestPrivilegedAgent(t *testing.T) {
 		if err := echo(conn, "while-down"); err != nil {
 			t.Fatalf("TCP echo with the agent stopped: %v", err)
 		}
-		e.startAgent()
+		e.startAgent(t)
 		if err := echo(conn, "after-restart"); err != nil {
 			t.Fatalf("TCP echo after restart: %v\n%s", err, e.logs())
 		}
@@ -466,12 +562,12 @@ func TestPrivilegedAgent(t *testing.T) {
 			t.Fatalf("check after restart: %v", err)
 		}
 		// The restored agent keeps allocating distinct addresses.
-		c := e.mustAttach("c", "blue", "web")
-		if c.ip == a.ip || c.ip == b.ip {
-			t.Fatalf("pod c got %s, already used", c.ip)
+		pc := e.mustAttach(t, "c", "blue", "web")
+		if pc.ip == a.ip || pc.ip == b.ip {
+			t.Fatalf("pod c got %s, already used", pc.ip)
 		}
-		e.listen(c, 5002)
-		cc, err := dial(a, c.ip, 5002)
+		listen(t, pc, 5002)
+		cc, err := dial(a, pc.ip, 5002)
 		if err != nil {
 			t.Fatalf("TCP a->c after restart: %v", err)
 		}
@@ -482,14 +578,14 @@ func TestPrivilegedAgent(t *testing.T) {
 	})
 
 	t.Run("detach frees the address and removes the link", func(t *testing.T) {
-		hostIf := e.hostIfOf(b)
+		hostIf := hostIfOf(t, b)
 		if err := e.client.Detach(ctx, &agentapi.DetachRequest{ContainerID: b.id, IfName: "eth1", Netns: b.ns.Path()}); err != nil {
 			t.Fatalf("detach: %v", err)
 		}
-		if linkExists(b.ns, "eth1") || linkExists(e.nodeNS, hostIf) {
+		if linkExists(b.ns, "eth1") || linkExists(e.ns, hostIf) {
 			t.Fatal("veth still exists after detach")
 		}
-		if _, err := e.st.GetEndpoint(ctx, "blue", vpc.EndpointID(b.id, "eth1")); !errors.Is(err, store.ErrNotFound) {
+		if _, err := c.st.GetEndpoint(ctx, "blue", vpc.EndpointID(b.id, "eth1")); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("endpoint still in store: %v", err)
 		}
 		// Idempotent, also with the netns gone.
@@ -497,7 +593,7 @@ func TestPrivilegedAgent(t *testing.T) {
 			t.Fatalf("second detach: %v", err)
 		}
 		// The address is free again: a static request for it succeeds.
-		d := e.mustAttach("d", "blue", "web", b.ip.String()+"/24")
+		d := e.mustAttach(t, "d", "blue", "web", b.ip.String()+"/24")
 		if d.ip != b.ip {
 			t.Fatalf("static request got %s, want %s", d.ip, b.ip)
 		}
@@ -514,22 +610,145 @@ func TestPrivilegedAgent(t *testing.T) {
 		if len(resp.Freed) != 2 {
 			t.Fatalf("gc freed %+v, want pods c and d", resp.Freed)
 		}
-		if links := hostLinks(e.nodeNS); len(links) != 1 {
+		if links := hostLinks(e.ns); len(links) != 1 {
 			t.Fatalf("host veths after gc: %v", links)
 		}
-		eps, _, err := e.st.ListEndpoints(ctx, "blue")
+		eps, _, err := c.st.ListEndpoints(ctx, "blue")
 		if err != nil || len(eps) != 1 || eps[0].IP != a.ip {
 			t.Fatalf("endpoints after gc: %+v %v", eps, err)
 		}
 	})
 }
 
-func (e *env) hostIfOf(p *pod) string {
+func hostIfOf(t *testing.T, p *pod) string {
 	for _, i := range p.res.Interfaces {
 		if i.Sandbox == "" {
 			return i.Name
 		}
 	}
-	e.t.Fatalf("no host interface in %+v", p.res)
+	t.Fatalf("no host interface in %+v", p.res)
 	return ""
+}
+
+// waitMetric polls a node's metric until it has the wanted value: remote
+// endpoints arrive through the store asynchronously.
+func waitMetric(t *testing.T, n *node, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := n.metrics(t)[name]
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s on %s is %v, want %v\n%s", name, n.name, got, want, n.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestPrivilegedTwoNodes(t *testing.T) {
+	c := newCluster(t, 2)
+	na, nb := c.nodes[0], c.nodes[1]
+	ctx := context.Background()
+	// Two VPCs with the same CIDR.
+	for _, name := range []string{"blue", "red"} {
+		if _, err := c.st.CreateVPC(ctx, vpc.VPC{Name: name, CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.st.CreateSubnet(ctx, vpc.Subnet{VPC: name, Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a1 := na.mustAttach(t, "a1", "blue", "web")
+	b1 := nb.mustAttach(t, "b1", "blue", "web")
+	r1 := nb.mustAttach(t, "r1", "red", "web")
+	r2 := nb.mustAttach(t, "r2", "red", "web")
+	t.Logf("blue: a1 %s (node-a), b1 %s (node-b); red: r1 %s, r2 %s (node-b)", a1.ip, b1.ip, r1.ip, r2.ip)
+
+	listen(t, b1, 6001)
+	listen(t, r2, 6001)
+	// b1 was attached after a1: node-a learns it through its watch.
+	waitMetric(t, na, `genie_endpoints{scope="remote"}`, 1)
+	conn, err := dial(a1, b1.ip, 6001)
+	if err != nil {
+		t.Fatalf("TCP a1 (node-a) -> b1 (node-b): %v\n%s\n%s", err, na.logs(), nb.logs())
+	}
+	defer conn.Close()
+	if err := echo(conn, "cross-node"); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("a node learns only the VPCs it hosts", func(t *testing.T) {
+		ma, mb := na.metrics(t), nb.metrics(t)
+		if ma["genie_vpc_watches"] != 1 || ma[`genie_endpoints{scope="remote"}`] != 1 {
+			t.Fatalf("node-a watches %v VPCs and has %v remote endpoints, want 1 and 1 (blue only)",
+				ma["genie_vpc_watches"], ma[`genie_endpoints{scope="remote"}`])
+		}
+		if mb["genie_vpc_watches"] != 2 || mb[`genie_endpoints{scope="remote"}`] != 1 {
+			t.Fatalf("node-b watches %v VPCs and has %v remote endpoints, want 2 and 1",
+				mb["genie_vpc_watches"], mb[`genie_endpoints{scope="remote"}`])
+		}
+	})
+
+	t.Run("vpcs with the same cidr stay isolated", func(t *testing.T) {
+		if r2.ip == b1.ip || a1.ip == r2.ip {
+			t.Skipf("address layout %s %s %s does not allow the check", a1.ip, b1.ip, r2.ip)
+		}
+		// r2's address exists only in red: blue's a1 must not reach it.
+		if c, err := dialTimeout(a1, r2.ip, 6001, time.Second); err == nil {
+			c.Close()
+			t.Fatalf("blue pod a1 reached red pod r2 at %s", r2.ip)
+		}
+	})
+
+	t.Run("new remote endpoints propagate", func(t *testing.T) {
+		b2 := nb.mustAttach(t, "b2", "blue", "web")
+		listen(t, b2, 6002)
+		waitMetric(t, na, `genie_endpoints{scope="remote"}`, 2)
+		cc, err := dial(a1, b2.ip, 6002)
+		if err != nil {
+			t.Fatalf("TCP a1 -> b2: %v", err)
+		}
+		defer cc.Close()
+		if err := echo(cc, "b2"); err != nil {
+			t.Fatal(err)
+		}
+		nb.detach(t, b2)
+		waitMetric(t, na, `genie_endpoints{scope="remote"}`, 1)
+	})
+
+	t.Run("agent restart keeps the cross-node stream", func(t *testing.T) {
+		na.stopAgent()
+		nb.stopAgent()
+		if err := echo(conn, "both-down"); err != nil {
+			t.Fatalf("echo with both agents stopped: %v", err)
+		}
+		na.startAgent(t)
+		nb.startAgent(t)
+		if err := echo(conn, "both-restarted"); err != nil {
+			t.Fatalf("echo after restart: %v", err)
+		}
+		waitMetric(t, na, `genie_endpoints{scope="remote"}`, 1)
+	})
+
+	t.Run("last local endpoint stops the vpc watch", func(t *testing.T) {
+		na.detach(t, a1)
+		m := na.metrics(t)
+		if m["genie_vpc_watches"] != 0 || m[`genie_endpoints{scope="remote"}`] != 0 || m[`genie_endpoints{scope="local"}`] != 0 {
+			t.Fatalf("node-a after its last detach: watches %v remote %v local %v", m["genie_vpc_watches"],
+				m[`genie_endpoints{scope="remote"}`], m[`genie_endpoints{scope="local"}`])
+		}
+		waitMetric(t, nb, `genie_endpoints{scope="remote"}`, 0)
+	})
+}
+
+func dialTimeout(src *pod, dst netip.Addr, port int, d time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := src.ns.Do(func(ns.NetNS) error {
+		var err error
+		c, err = net.DialTimeout("tcp4", net.JoinHostPort(dst.String(), fmt.Sprint(port)), d)
+		return err
+	})
+	return c, err
 }

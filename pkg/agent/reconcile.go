@@ -25,8 +25,10 @@ type vpcState struct {
 	synced  chan struct{}
 	syncErr error
 	cancel  context.CancelFunc
-	// done is closed when the watch stopped and the VPC's remote entries
-	// are gone from the data plane.
+	// watchDone is closed when the watch goroutine returned.
+	watchDone chan struct{}
+	// done is closed when the VPC is no longer hosted and its remote
+	// entries are gone from the data plane.
 	done chan struct{}
 	// remote are the programmed remote endpoints by endpoint ID.
 	remote map[string]remoteEP
@@ -64,7 +66,7 @@ func (a *Agent) acquireVPC(ctx context.Context, name string) (vpc.VPC, error) {
 		}
 		return vs.vpc, nil
 	}
-	vs = &vpcState{name: name, refs: 1, synced: make(chan struct{}), done: make(chan struct{}),
+	vs = &vpcState{name: name, refs: 1, synced: make(chan struct{}), done: make(chan struct{}), watchDone: make(chan struct{}),
 		subnets: map[string]vpc.Subnet{}, remote: map[string]remoteEP{}}
 	a.vpcs[name] = vs
 	// A previous watch of this VPC may still be removing its entries.
@@ -96,6 +98,7 @@ func (a *Agent) acquireVPC(ctx context.Context, name string) (vpc.VPC, error) {
 		vs.syncErr = err
 		a.mu.Unlock()
 		close(vs.synced)
+		close(vs.watchDone)
 		close(vs.done)
 		return vpc.VPC{}, err
 	}
@@ -135,13 +138,20 @@ func (a *Agent) releaseState(vs *vpcState) {
 	a.stopping[name] = vs.done
 	a.mu.Unlock()
 	vs.cancel()
-	<-vs.done
+	<-vs.watchDone
 	a.m.watches.Dec()
 	a.mu.Lock()
+	for id := range vs.remote {
+		if err := a.deleteRemoteLocked(vs, id); err != nil {
+			a.log.Warn("removing remote endpoint of unhosted vpc", "vpc", name, "err", err)
+		}
+	}
+	a.updateRemoteGaugeLocked()
 	if a.stopping[name] == vs.done {
 		delete(a.stopping, name)
 	}
 	a.mu.Unlock()
+	close(vs.done)
 }
 
 // lookup resolves a VPC and one of its subnets, from the cache of a hosted
@@ -291,20 +301,11 @@ func (a *Agent) updateRemoteGaugeLocked() {
 }
 
 // watchVPC applies the VPC's endpoint changes from rev on, re-listing
-// after any watch failure, until ctx ends; then it removes the VPC's
-// remote entries and closes vs.done.
+// after any watch failure, until ctx ends; then it closes vs.done. It
+// leaves the data plane as it is: on agent shutdown the entries must stay,
+// and releaseState removes them when the VPC is no longer hosted.
 func (a *Agent) watchVPC(ctx context.Context, vs *vpcState, rev int64) {
-	defer close(vs.done)
-	defer func() {
-		a.mu.Lock()
-		for id := range vs.remote {
-			if err := a.deleteRemoteLocked(vs, id); err != nil {
-				a.log.Warn("removing remote endpoint of unhosted vpc", "vpc", vs.vpc.Name, "err", err)
-			}
-		}
-		a.updateRemoteGaugeLocked()
-		a.mu.Unlock()
-	}()
+	defer close(vs.watchDone)
 	backoff := minBackoff
 	needSync := rev == 0
 	for ctx.Err() == nil {
