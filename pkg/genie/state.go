@@ -63,7 +63,13 @@ func (s store) path(containerID, ifName string) string {
 	return filepath.Join(s.dir, containerID+"+"+ifName+".json")
 }
 
-// save writes r atomically and durably (temp file, fsync, rename).
+// save writes r atomically (temp file, rename): a reader sees the old record
+// or the new one, never a torn one, and a crash of genie or of the runtime
+// leaves a complete record in the page cache. There is deliberately no
+// fsync: it cost 15-30 ms per ADD on a busy disk (p99 far worse), and it
+// would only guard against power loss, after which every pod netns is gone
+// anyway and the delegates' own state (host-local writes without fsync) is
+// no more durable than the record.
 func (s store) save(r *Record) error {
 	r.Format = recordFormat
 	data, err := json.Marshal(r)
@@ -79,9 +85,6 @@ func (s store) save(r *Record) error {
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -1,0 +1,125 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// samples holds each sub-benchmark's per-iteration ADD+DEL durations, so the
+// genie run can report its overhead against the direct run of the same
+// process.
+var samples = map[string][]time.Duration{}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[int(q*float64(len(s)-1))]
+}
+
+// BenchmarkAddDel compares one ADD+DEL of a bridge+host-local network called
+// directly through libcni (as a runtime would) with the same network reached
+// through genie (runtime -> genie -> bridge -> host-local), in the same run
+// and the same namespaces. Run direct first:
+//
+//	go test ./test/integration -run '^$' -bench BenchmarkAddDel -benchtime 200x -count 1
+func BenchmarkAddDel(b *testing.B) {
+	n := newNode(b, "1.1.0", map[string]any{"defaultNetworks": []string{"br-a"}, "logLevel": "warn"})
+	pod := newNS(b)
+	cniPath := filepath.SplitList(n.cniPath)
+	// The runtime's libcni cache goes to a temp dir, not /var/lib/cni.
+	cni := libcni.NewCNIConfigWithCacheDir(cniPath, b.TempDir(), nil)
+	lists := map[string]*libcni.NetworkConfigList{}
+	for name, file := range map[string]string{"direct": "10-br-a.conf", "genie": "00-genie.conflist"} {
+		data, err := os.ReadFile(filepath.Join(n.confDir, file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		l, err := parseList(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lists[name] = l
+	}
+	ctx := context.Background()
+	i := 0
+	// addDel runs one ADD+DEL of mode and returns its wall time.
+	addDel := func(b *testing.B, mode string) time.Duration {
+		rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("bench-%s-%d", mode, i), NetNS: pod.Path(),
+			IfName: "eth0", Args: [][2]string{{"IgnoreUnknown", "1"}}}
+		i++
+		start := time.Now()
+		err := n.host.Do(func(ns.NetNS) error {
+			if _, err := cni.AddNetworkList(ctx, lists[mode], rt); err != nil {
+				return fmt.Errorf("add: %w", err)
+			}
+			return cni.DelNetworkList(ctx, lists[mode], rt)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	report := func(b *testing.B, prefix string, d []time.Duration) {
+		b.ReportMetric(float64(quantile(d, 0.5).Microseconds())/1000, prefix+"median-ms")
+		b.ReportMetric(float64(quantile(d, 0.99).Microseconds())/1000, prefix+"p99-ms")
+	}
+	overhead := func(b *testing.B, direct, genie []time.Duration) {
+		b.ReportMetric(100*(float64(quantile(genie, 0.5))/float64(quantile(direct, 0.5))-1), "median-overhead-%")
+		b.ReportMetric(100*(float64(quantile(genie, 0.99))/float64(quantile(direct, 0.99))-1), "p99-overhead-%")
+	}
+	for _, mode := range []string{"direct", "genie"} {
+		b.Run(mode, func(b *testing.B) {
+			var durs []time.Duration
+			for b.Loop() {
+				durs = append(durs, addDel(b, mode))
+			}
+			samples[mode] = durs
+			report(b, "", durs)
+			if d := samples["direct"]; mode == "genie" && len(d) > 0 {
+				overhead(b, d, durs)
+			}
+		})
+	}
+	// paired alternates direct and genie iteration by iteration, so load
+	// from other processes on the machine hits both alike: the fairest
+	// overhead figure on a shared machine.
+	b.Run("paired", func(b *testing.B) {
+		var direct, genie []time.Duration
+		k := 0
+		for b.Loop() {
+			if k%2 == 0 {
+				direct = append(direct, addDel(b, "direct"))
+				genie = append(genie, addDel(b, "genie"))
+			} else {
+				genie = append(genie, addDel(b, "genie"))
+				direct = append(direct, addDel(b, "direct"))
+			}
+			k++
+		}
+		report(b, "direct-", direct)
+		report(b, "genie-", genie)
+		overhead(b, direct, genie)
+	})
+	if a := n.allocations(); len(a) != 0 {
+		b.Fatalf("allocations left: %v", a)
+	}
+}
+
+func parseList(data []byte) (*libcni.NetworkConfigList, error) {
+	if l, err := libcni.NetworkConfFromBytes(data); err == nil && len(l.Plugins) > 0 {
+		return l, nil
+	}
+	pc, err := libcni.NetworkPluginConfFromBytes(data)
+	if err != nil {
+		return nil, err
+	}
+	return libcni.ConfListFromConf(pc) //nolint:staticcheck // up-converting a .conf, as runtimes do
+}
