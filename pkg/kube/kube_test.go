@@ -251,6 +251,7 @@ func TestSetNetworkStatusPodGone(t *testing.T) {
 }
 
 func TestKubeconfigTokenRotation(t *testing.T) {
+	t.Parallel() // waits out the API server's 10s token cache
 	e := setup(t)
 	e.createPod(t, e.ns, "web", nil)
 	dir := t.TempDir()
@@ -313,6 +314,66 @@ func TestKubeconfigTokenRotation(t *testing.T) {
 	}
 	if _, err := after.GetPod(t.Context(), e.ns, "web"); err != nil {
 		t.Errorf("new token after revocation of the old one: %v", err)
+	}
+}
+
+// TestKubeconfigTokenFileRotation: the kubeconfig names a token file (a
+// projected service-account token); rotation rewrites only that file.
+func TestKubeconfigTokenFileRotation(t *testing.T) {
+	t.Parallel() // waits out the API server's 10s token cache
+	e := setup(t)
+	e.createPod(t, e.ns, "web", nil)
+	dir := t.TempDir()
+	path, tokenFile := filepath.Join(dir, "kubeconfig"), filepath.Join(dir, "token")
+	if err := kubeapi.WriteKubeconfigTokenFile(path, e.srv.URL, e.srv.CAData, tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	writeToken := func() (string, func(context.Context) error) {
+		tok, revoke, err := e.srv.ServiceAccountToken(t.Context(), e.ns, "genie")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tokenFile+".tmp", []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tokenFile+".tmp", tokenFile); err != nil {
+			t.Fatal(err)
+		}
+		return tok, revoke
+	}
+	oldTok, revokeOld := writeToken()
+	c, err := kube.NewFromKubeconfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetPod(t.Context(), e.ns, "web"); err != nil {
+		t.Fatalf("GetPod with the first token file: %v", err)
+	}
+	writeToken()
+	if err := revokeOld(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := kube.NewFromConfig(e.srv.RESTConfigForToken(oldTok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := stale.GetPod(t.Context(), e.ns, "web")
+		if kube.IsUnauthorized(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked token still accepted: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	c, err = kube.NewFromKubeconfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetPod(t.Context(), e.ns, "web"); err != nil {
+		t.Fatalf("GetPod after the token file was rotated: %v", err)
 	}
 }
 

@@ -70,6 +70,9 @@ func cniBinDir(t *testing.T) string {
 	}
 	for _, p := range []string{"bridge", "macvlan", "host-local"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			if os.Getenv(kubeapi.EnvRequire) == "1" {
+				t.Fatalf("CNI reference plugins missing in %s (run hack/build-test-bins.sh): %v", dir, err)
+			}
 			t.Skipf("needs the CNI reference plugins in %s (run hack/build-test-bins.sh): %v", dir, err)
 		}
 	}

@@ -158,6 +158,7 @@ func TestInstallProjectCRDs(t *testing.T) {
 }
 
 func TestServiceAccountTokenRevocation(t *testing.T) {
+	t.Parallel() // waits out the API server's 10s token cache
 	s := Shared(t)
 	ns := s.CreateNamespace(t, "satoken")
 	tok, revoke, err := s.ServiceAccountToken(t.Context(), ns, "genie")

@@ -382,9 +382,20 @@ func (s *Server) WriteKubeconfig(path, token string) error {
 // authenticating with token, replacing path atomically. Tests use it to point
 // a client at an unreachable address.
 func WriteKubeconfig(path, server string, caData []byte, token string) error {
+	return writeKubeconfig(path, server, caData, &clientcmdapi.AuthInfo{Token: token})
+}
+
+// WriteKubeconfigTokenFile is WriteKubeconfig with the token read from
+// tokenFile (the kubeconfig "tokenFile" key), the way a projected
+// service-account token is usually wired: rotation rewrites only tokenFile.
+func WriteKubeconfigTokenFile(path, server string, caData []byte, tokenFile string) error {
+	return writeKubeconfig(path, server, caData, &clientcmdapi.AuthInfo{TokenFile: tokenFile})
+}
+
+func writeKubeconfig(path, server string, caData []byte, auth *clientcmdapi.AuthInfo) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caData}
-	cfg.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.AuthInfos["test"] = auth
 	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
 	cfg.CurrentContext = "test"
 	data, err := clientcmd.Write(*cfg)
