@@ -1,26 +1,602 @@
 package ipam
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
 
 	"github.com/cni-genie/cni-genie/pkg/store"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
-var errTODO = errors.New("ipam: not implemented yet")
+const stateVersion = 1
 
-type impl struct{}
+// fileState is the JSON layout of the state file.
+type fileState struct {
+	Version     int           `json:"version"`
+	Node        string        `json:"node"`
+	Subnets     []vpc.Subnet  `json:"subnets,omitempty"`
+	Blocks      []store.Block `json:"blocks,omitempty"`
+	Allocations []Allocation  `json:"allocations,omitempty"`
+}
+
+// block is a block the node holds, with its addresses in use.
+type block struct {
+	store.Block
+	used map[netip.Addr]string // address -> owner
+	// verified: known to be held in the store. False for a block kept
+	// empty after its last release; checked again before reuse.
+	verified bool
+}
+
+type impl struct {
+	mu      sync.Mutex
+	st      store.Store
+	node    string
+	dir     string
+	log     *slog.Logger
+	lock    *os.File
+	subnets map[string]vpc.Subnet // "vpc/subnet" -> subnet
+	blocks  map[string][]*block   // "vpc/subnet" -> blocks, sorted
+	allocs  map[string]Allocation // owner -> allocation
+	closed  bool
+}
+
+func subnetKey(v, s string) string { return v + "/" + s }
 
 func newAllocator(ctx context.Context, st store.Store, node, stateDir string, opts Options) (*Allocator, error) {
-	return nil, errTODO
+	if err := vpc.ValidateNodeName(node); err != nil {
+		return nil, fmt.Errorf("ipam: %w", err)
+	}
+	if stateDir == "" {
+		return nil, fmt.Errorf("ipam for node %q: state dir is empty", node)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("ipam for node %q: %w", node, err)
+	}
+	lf, err := os.OpenFile(filepath.Join(stateDir, "ipam.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("ipam for node %q: %w", node, err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("ipam for node %q: state dir %s is in use by another allocator: %w", node, stateDir, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &Allocator{impl{
+		st: st, node: node, dir: stateDir, log: log.With("component", "ipam", "node", node), lock: lf,
+		subnets: map[string]vpc.Subnet{}, blocks: map[string][]*block{}, allocs: map[string]Allocation{},
+	}}
+	if err := a.load(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("ipam for node %q: %w", node, err)
+	}
+	if err := a.resync(ctx); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("ipam for node %q: %w", node, err)
+	}
+	return a, nil
 }
+
+func (a *impl) close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil
+	}
+	a.closed = true
+	return a.lock.Close()
+}
+
+func (a *impl) statePath() string { return filepath.Join(a.dir, StateFile) }
+
+// load reads the state file, if any, into memory (blocks unverified).
+func (a *impl) load() error {
+	b, err := os.ReadFile(a.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	var fs fileState
+	if err := json.Unmarshal(b, &fs); err != nil {
+		return fmt.Errorf("decode state %s: %w", a.statePath(), err)
+	}
+	if fs.Version != stateVersion {
+		return fmt.Errorf("state %s: version %d, want %d", a.statePath(), fs.Version, stateVersion)
+	}
+	if fs.Node != a.node {
+		return fmt.Errorf("state %s belongs to node %q", a.statePath(), fs.Node)
+	}
+	for _, s := range fs.Subnets {
+		a.subnets[s.Key()] = s
+	}
+	for _, b := range fs.Blocks {
+		a.addBlock(b, false)
+	}
+	for _, al := range fs.Allocations {
+		blk := a.findBlock(al.VPC, al.Subnet, al.IP.Addr())
+		if blk == nil {
+			a.log.Warn("dropping allocation outside the node's blocks", "owner", al.Owner, "ip", al.IP)
+			continue
+		}
+		blk.used[al.IP.Addr()] = al.Owner
+		a.allocs[al.Owner] = al
+	}
+	return nil
+}
+
+// resync cross-checks memory with the store: subnets refreshed, local
+// blocks the store no longer gives this node dropped with their
+// allocations, store blocks of this node adopted, and addresses of this
+// node's endpoints recovered.
+func (a *impl) resync(ctx context.Context) error {
+	subnets, err := a.st.ListSubnets(ctx, "")
+	if err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	all, err := a.st.ListBlocks(ctx, "", "")
+	if err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.subnets = map[string]vpc.Subnet{}
+	for _, s := range subnets {
+		a.subnets[s.Key()] = s
+	}
+	held := map[string]bool{}
+	for _, b := range all {
+		if b.Node == a.node {
+			held[subnetKey(b.VPC, b.Subnet)+"/"+b.CIDR.String()] = true
+		}
+	}
+	for key, bs := range a.blocks {
+		kept := bs[:0]
+		for _, b := range bs {
+			if held[key+"/"+b.CIDR.String()] {
+				b.verified = true
+				kept = append(kept, b)
+				continue
+			}
+			a.log.Warn("dropping block the store no longer assigns to this node", "subnet", key, "block", b.CIDR, "allocations", len(b.used))
+			for _, owner := range b.used {
+				delete(a.allocs, owner)
+			}
+		}
+		a.blocks[key] = kept
+	}
+	adopted := 0
+	for _, b := range all {
+		if b.Node == a.node && a.findBlock(b.VPC, b.Subnet, b.CIDR.Addr()) == nil {
+			a.addBlock(b, true)
+			adopted++
+		}
+	}
+	if adopted > 0 {
+		a.log.Info("adopted blocks the state file lacked", "count", adopted)
+	}
+	{
+		// Recover addresses the state file lacks from the node's
+		// published endpoints.
+		eps, _, err := a.st.ListEndpoints(ctx, "")
+		if err != nil {
+			return fmt.Errorf("resync: %w", err)
+		}
+		for _, e := range eps {
+			if e.Node != a.node {
+				continue
+			}
+			if _, ok := a.allocs[e.ID]; ok {
+				continue
+			}
+			blk := a.findBlock(e.VPC, e.Subnet, e.IP)
+			sn, ok := a.subnets[subnetKey(e.VPC, e.Subnet)]
+			if blk == nil || !ok || blk.used[e.IP] != "" {
+				continue
+			}
+			blk.used[e.IP] = e.ID
+			a.allocs[e.ID] = Allocation{Owner: e.ID, VPC: e.VPC, Subnet: e.Subnet, IP: netip.PrefixFrom(e.IP, sn.CIDR.Bits()),
+				Gateway: sn.Gateway, Block: blk.CIDR}
+			a.log.Info("recovered allocation from the store", "owner", e.ID, "ip", e.IP)
+		}
+	}
+	return a.persist()
+}
+
+func (a *impl) addBlock(b store.Block, verified bool) *block {
+	key := subnetKey(b.VPC, b.Subnet)
+	nb := &block{Block: b, used: map[netip.Addr]string{}, verified: verified}
+	a.blocks[key] = append(a.blocks[key], nb)
+	slices.SortFunc(a.blocks[key], func(x, y *block) int { return x.CIDR.Addr().Compare(y.CIDR.Addr()) })
+	return nb
+}
+
+func (a *impl) removeBlock(b *block) {
+	key := subnetKey(b.VPC, b.Subnet)
+	a.blocks[key] = slices.DeleteFunc(a.blocks[key], func(x *block) bool { return x == b })
+	if len(a.blocks[key]) == 0 {
+		delete(a.blocks, key)
+	}
+}
+
+func (a *impl) findBlock(v, s string, ip netip.Addr) *block {
+	for _, b := range a.blocks[subnetKey(v, s)] {
+		if b.CIDR.Contains(ip) {
+			return b
+		}
+	}
+	return nil
+}
+
+// persist writes the state atomically: temp file, fsync, rename, fsync dir.
+func (a *impl) persist() error {
+	fs := fileState{Version: stateVersion, Node: a.node}
+	used := map[string]bool{}
+	for key, bs := range a.blocks {
+		used[key] = true
+		for _, b := range bs {
+			fs.Blocks = append(fs.Blocks, b.Block)
+		}
+	}
+	for key, s := range a.subnets {
+		if used[key] {
+			fs.Subnets = append(fs.Subnets, s)
+		}
+	}
+	for _, al := range a.allocs {
+		fs.Allocations = append(fs.Allocations, al)
+	}
+	slices.SortFunc(fs.Subnets, func(x, y vpc.Subnet) int { return cmp.Compare(x.Key(), y.Key()) })
+	slices.SortFunc(fs.Blocks, func(x, y store.Block) int {
+		return cmp.Or(cmp.Compare(x.VPC, y.VPC), cmp.Compare(x.Subnet, y.Subnet), x.CIDR.Addr().Compare(y.CIDR.Addr()))
+	})
+	slices.SortFunc(fs.Allocations, func(x, y Allocation) int { return cmp.Compare(x.Owner, y.Owner) })
+	b, err := json.MarshalIndent(fs, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	tmp, err := os.CreateTemp(a.dir, StateFile+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), a.statePath()); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if d, err := os.Open(a.dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
 func (a *impl) allocate(ctx context.Context, vpcName, subnetName, owner string, requested netip.Addr) (Allocation, error) {
-	return Allocation{}, errTODO
+	what := fmt.Sprintf("allocate address for %q in subnet %q", owner, subnetKey(vpcName, subnetName))
+	if owner == "" {
+		return Allocation{}, fmt.Errorf("%s: owner is empty: %w", what, vpc.ErrInvalid)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return Allocation{}, fmt.Errorf("%s: allocator is closed", what)
+	}
+	if al, ok := a.allocs[owner]; ok {
+		if al.VPC == vpcName && al.Subnet == subnetName && (!requested.IsValid() || requested == al.IP.Addr()) {
+			return al, nil
+		}
+		return Allocation{}, fmt.Errorf("%s: owner holds %s in subnet %q: %w", what, al.IP, subnetKey(al.VPC, al.Subnet), ErrOwnerConflict)
+	}
+	key := subnetKey(vpcName, subnetName)
+	sn, ok := a.subnets[key]
+	if !ok || len(a.blocks[key]) == 0 {
+		// No block here yet: learn (or refresh) the subnet.
+		s, err := a.st.GetSubnet(ctx, vpcName, subnetName)
+		if err != nil {
+			return Allocation{}, fmt.Errorf("%s: %w", what, err)
+		}
+		sn = s
+		a.subnets[key] = s
+	}
+	var (
+		blk *block
+		ip  netip.Addr
+		err error
+	)
+	if requested.IsValid() {
+		blk, ip, err = a.takeStatic(ctx, &sn, requested)
+	} else {
+		blk, ip, err = a.takeAny(ctx, &sn)
+	}
+	if err != nil {
+		return Allocation{}, fmt.Errorf("%s: %w", what, err)
+	}
+	al := Allocation{Owner: owner, VPC: vpcName, Subnet: subnetName, IP: netip.PrefixFrom(ip, sn.CIDR.Bits()), Gateway: sn.Gateway, Block: blk.CIDR}
+	blk.used[ip] = owner
+	a.allocs[owner] = al
+	if err := a.persist(); err != nil {
+		delete(blk.used, ip)
+		delete(a.allocs, owner)
+		return Allocation{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return al, nil
 }
-func (a *impl) release(ctx context.Context, owner string) error               { return errTODO }
-func (a *impl) gc(ctx context.Context, valid []string) ([]string, error)      { return nil, errTODO }
-func (a *impl) allocations() []Allocation                                     { return nil }
-func (a *impl) get(owner string) (Allocation, bool)                           { return Allocation{}, false }
-func (a *impl) blocks() []store.Block                                         { return nil }
-func (a *impl) releaseEmptyBlocks(ctx context.Context) ([]store.Block, error) { return nil, errTODO }
+
+// verify makes sure an unverified block is still the node's in the store,
+// refreshing the subnet; it drops the block if not.
+func (a *impl) verify(ctx context.Context, sn *vpc.Subnet, b *block) (bool, error) {
+	if b.verified {
+		return true, nil
+	}
+	fresh, err := a.st.GetSubnet(ctx, b.VPC, b.Subnet)
+	if errors.Is(err, store.ErrNotFound) {
+		a.log.Info("subnet gone; dropping its empty blocks", "subnet", sn.Key())
+		for _, x := range slices.Clone(a.blocks[sn.Key()]) {
+			if len(x.used) == 0 {
+				a.removeBlock(x)
+			}
+		}
+		return false, err
+	}
+	if err != nil {
+		return false, err
+	}
+	if fresh.CIDR != sn.CIDR || fresh.BlockPrefixLen != sn.BlockPrefixLen || fresh.Gateway != sn.Gateway {
+		// Recreated differently: an empty block of the old shape is void.
+		*sn = fresh
+		a.subnets[sn.Key()] = fresh
+		if len(b.used) == 0 {
+			a.removeBlock(b)
+			return false, nil
+		}
+	}
+	got, err := a.st.ClaimBlockContaining(ctx, b.VPC, b.Subnet, a.node, b.CIDR.Addr())
+	if err != nil || got.CIDR != b.CIDR {
+		a.log.Info("empty block no longer ours; dropping it", "block", b.CIDR, "err", err)
+		if len(b.used) == 0 {
+			a.removeBlock(b)
+		}
+		if errors.Is(err, store.ErrConflict) || err == nil {
+			return false, nil
+		}
+		return false, err
+	}
+	b.verified = true
+	return true, nil
+}
+
+func (a *impl) takeAny(ctx context.Context, sn *vpc.Subnet) (*block, netip.Addr, error) {
+	for _, b := range slices.Clone(a.blocks[sn.Key()]) {
+		ip := lowestFree(*sn, b)
+		if !ip.IsValid() {
+			continue
+		}
+		ok, err := a.verify(ctx, sn, b)
+		if err != nil {
+			return nil, netip.Addr{}, err
+		}
+		if ok {
+			return b, lowestFree(*sn, b), nil
+		}
+	}
+	nb, err := a.st.ClaimBlock(ctx, sn.VPC, sn.Name, a.node)
+	if errors.Is(err, store.ErrNotFound) {
+		delete(a.subnets, sn.Key())
+	}
+	if errors.Is(err, store.ErrSubnetFull) {
+		return nil, netip.Addr{}, fmt.Errorf("the node's %d block(s) are full and %w", len(a.blocks[sn.Key()]), err)
+	}
+	if err != nil {
+		return nil, netip.Addr{}, err
+	}
+	a.log.Info("claimed block", "subnet", sn.Key(), "block", nb.CIDR)
+	b := a.addBlock(nb, true)
+	ip := lowestFree(*sn, b)
+	if !ip.IsValid() {
+		return nil, netip.Addr{}, fmt.Errorf("claimed block %s has no assignable address", nb.CIDR)
+	}
+	return b, ip, nil
+}
+
+func (a *impl) takeStatic(ctx context.Context, sn *vpc.Subnet, ip netip.Addr) (*block, netip.Addr, error) {
+	switch {
+	case !ip.Is4() || !sn.CIDR.Contains(ip):
+		return nil, ip, fmt.Errorf("requested %s is outside %s: %w", ip, sn, ErrAddressReserved)
+	case ip == sn.Gateway:
+		return nil, ip, fmt.Errorf("requested %s is the gateway of %s: %w", ip, sn, ErrAddressReserved)
+	case !sn.Assignable(ip):
+		return nil, ip, fmt.Errorf("requested %s is the network or broadcast address of %s: %w", ip, sn, ErrAddressReserved)
+	}
+	b := a.findBlock(sn.VPC, sn.Name, ip)
+	if b != nil {
+		if o := b.used[ip]; o != "" {
+			return nil, ip, fmt.Errorf("requested %s is held by %q: %w", ip, o, ErrAddressInUse)
+		}
+		ok, err := a.verify(ctx, sn, b)
+		if err != nil {
+			return nil, ip, err
+		}
+		if ok {
+			return b, ip, nil
+		}
+	}
+	nb, err := a.st.ClaimBlockContaining(ctx, sn.VPC, sn.Name, a.node, ip)
+	if errors.Is(err, store.ErrConflict) {
+		return nil, ip, fmt.Errorf("requested %s: %w: %w", ip, err, ErrAddressInUse)
+	}
+	if err != nil {
+		return nil, ip, err
+	}
+	a.log.Info("claimed block for a static address", "subnet", sn.Key(), "block", nb.CIDR, "ip", ip)
+	return a.addBlock(nb, true), ip, nil
+}
+
+// lowestFree returns the lowest assignable free address of b, or zero.
+func lowestFree(sn vpc.Subnet, b *block) netip.Addr {
+	for ip := b.CIDR.Addr(); ip.IsValid() && b.CIDR.Contains(ip); ip = ip.Next() {
+		if sn.Assignable(ip) && b.used[ip] == "" {
+			return ip
+		}
+	}
+	return netip.Addr{}
+}
+
+func (a *impl) release(ctx context.Context, owner string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return fmt.Errorf("release address of %q: allocator is closed", owner)
+	}
+	if err := a.releaseLocked(ctx, owner); err != nil {
+		return err
+	}
+	if err := a.persist(); err != nil {
+		return fmt.Errorf("release address of %q: %w", owner, err)
+	}
+	return nil
+}
+
+// releaseLocked frees owner's address in memory and gives back its block
+// if it became empty and is not the node's last of the subnet.
+func (a *impl) releaseLocked(ctx context.Context, owner string) error {
+	al, ok := a.allocs[owner]
+	if !ok {
+		return nil
+	}
+	delete(a.allocs, owner)
+	b := a.findBlock(al.VPC, al.Subnet, al.IP.Addr())
+	if b == nil {
+		return nil
+	}
+	delete(b.used, al.IP.Addr())
+	if len(b.used) > 0 {
+		return nil
+	}
+	if len(a.blocks[subnetKey(b.VPC, b.Subnet)]) == 1 {
+		// Keep the last block; check it again before reuse.
+		b.verified = false
+		return nil
+	}
+	if err := a.st.ReleaseBlock(ctx, b.VPC, b.Subnet, b.CIDR, a.node); err != nil {
+		// Still ours in the store: keep it, to be reused or released later.
+		a.log.Warn("could not release empty block", "block", b.CIDR, "err", err)
+		b.verified = false
+		return nil
+	}
+	a.log.Info("released empty block", "subnet", subnetKey(b.VPC, b.Subnet), "block", b.CIDR)
+	a.removeBlock(b)
+	return nil
+}
+
+func (a *impl) gc(ctx context.Context, valid []string) ([]string, error) {
+	keep := make(map[string]bool, len(valid))
+	for _, v := range valid {
+		keep[v] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var freed []string
+	for owner := range a.allocs {
+		if !keep[owner] {
+			freed = append(freed, owner)
+		}
+	}
+	slices.Sort(freed)
+	for _, owner := range freed {
+		if err := a.releaseLocked(ctx, owner); err != nil {
+			return nil, fmt.Errorf("gc: %w", err)
+		}
+	}
+	if err := a.persist(); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	return freed, nil
+}
+
+func (a *impl) allocations() []Allocation {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]Allocation, 0, len(a.allocs))
+	for _, al := range a.allocs {
+		out = append(out, al)
+	}
+	slices.SortFunc(out, func(x, y Allocation) int { return cmp.Compare(x.Owner, y.Owner) })
+	return out
+}
+
+func (a *impl) get(owner string) (Allocation, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	al, ok := a.allocs[owner]
+	return al, ok
+}
+
+func (a *impl) heldBlocks() []store.Block {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []store.Block
+	for _, bs := range a.blocks {
+		for _, b := range bs {
+			out = append(out, b.Block)
+		}
+	}
+	slices.SortFunc(out, func(x, y store.Block) int {
+		return cmp.Or(cmp.Compare(x.VPC, y.VPC), cmp.Compare(x.Subnet, y.Subnet), x.CIDR.Addr().Compare(y.CIDR.Addr()))
+	})
+	return out
+}
+
+func (a *impl) releaseEmptyBlocks(ctx context.Context) ([]store.Block, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []store.Block
+	var errs []error
+	for _, bs := range a.blocks {
+		for _, b := range slices.Clone(bs) {
+			if len(b.used) > 0 {
+				continue
+			}
+			if err := a.st.ReleaseBlock(ctx, b.VPC, b.Subnet, b.CIDR, a.node); err != nil && !errors.Is(err, store.ErrConflict) {
+				errs = append(errs, err)
+				continue
+			}
+			a.removeBlock(b)
+			out = append(out, b.Block)
+		}
+	}
+	if err := a.persist(); err != nil {
+		errs = append(errs, err)
+	}
+	slices.SortFunc(out, func(x, y store.Block) int {
+		return cmp.Or(cmp.Compare(x.VPC, y.VPC), cmp.Compare(x.Subnet, y.Subnet), x.CIDR.Addr().Compare(y.CIDR.Addr()))
+	})
+	if err := errors.Join(errs...); err != nil {
+		return out, fmt.Errorf("release empty blocks: %w", err)
+	}
+	return out, nil
+}

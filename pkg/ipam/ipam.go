@@ -96,7 +96,11 @@ func (a *Allocator) Allocations() []Allocation { return a.allocations() }
 func (a *Allocator) Get(owner string) (Allocation, bool) { return a.get(owner) }
 
 // Blocks returns the blocks the node holds, sorted.
-func (a *Allocator) Blocks() []store.Block { return a.blocks() }
+func (a *Allocator) Blocks() []store.Block { return a.heldBlocks() }
+
+// Close releases the state directory (its lock). Allocations stay in the
+// state file and blocks in the store, for the next New.
+func (a *Allocator) Close() error { return a.close() }
 
 // ReleaseEmptyBlocks releases every block without allocations, including
 // the last one of a subnet (for node drain/shutdown), and returns them.

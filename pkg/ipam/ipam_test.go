@@ -1,0 +1,445 @@
+package ipam_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cni-genie/cni-genie/pkg/ipam"
+	"github.com/cni-genie/cni-genie/pkg/store"
+	"github.com/cni-genie/cni-genie/pkg/store/etcdstore/etcdtest"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
+)
+
+var (
+	srv *etcdtest.Server
+	ctx = context.Background()
+)
+
+func TestMain(m *testing.M) { etcdtest.Main(m, &srv) }
+
+// setup creates VPC "blue" 10.1.0.0/16 and subnet "web" with cidr/block.
+func setup(t *testing.T, cidr string, blockLen int) (store.Store, string) {
+	t.Helper()
+	prefix := etcdtest.UniquePrefix(t)
+	s := srv.NewStore(t, prefix)
+	if _, err := s.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix(cidr), BlockPrefixLen: blockLen}); err != nil {
+		t.Fatal(err)
+	}
+	return s, prefix
+}
+
+func newAlloc(t *testing.T, s store.Store, node, dir string) *ipam.Allocator {
+	t.Helper()
+	a, err := ipam.New(ctx, s, node, dir, ipam.Options{})
+	if err != nil {
+		t.Fatalf("new allocator %s: %v", node, err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func mustAlloc(t *testing.T, a *ipam.Allocator, owner string) ipam.Allocation {
+	t.Helper()
+	al, err := a.Allocate(ctx, "blue", "web", owner, netip.Addr{})
+	if err != nil {
+		t.Fatalf("allocate %s: %v", owner, err)
+	}
+	return al
+}
+
+func TestAllocateRelease(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 0)
+	a := newAlloc(t, s, "n1", t.TempDir())
+	al := mustAlloc(t, a, "c1/eth0")
+	want := ipam.Allocation{Owner: "c1/eth0", VPC: "blue", Subnet: "web", IP: netip.MustParsePrefix("10.1.0.2/24"),
+		Gateway: netip.MustParseAddr("10.1.0.1"), Block: netip.MustParsePrefix("10.1.0.0/26")}
+	if al != want {
+		t.Fatalf("allocation = %+v, want %+v", al, want)
+	}
+	// Idempotent per owner.
+	if again := mustAlloc(t, a, "c1/eth0"); again != al {
+		t.Fatalf("second allocate = %+v", again)
+	}
+	if _, err := a.Allocate(ctx, "blue", "web", "c1/eth0", netip.MustParseAddr("10.1.0.9")); !errors.Is(err, ipam.ErrOwnerConflict) {
+		t.Fatalf("owner asks for another ip: %v", err)
+	}
+	b := mustAlloc(t, a, "c2/eth0")
+	if b.IP.Addr() != netip.MustParseAddr("10.1.0.3") {
+		t.Fatalf("second owner got %s", b.IP)
+	}
+	if err := a.Release(ctx, "c1/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, "c1/eth0"); err != nil {
+		t.Fatalf("release twice: %v", err)
+	}
+	if _, ok := a.Get("c1/eth0"); ok {
+		t.Fatal("released owner still allocated")
+	}
+	// Lowest free first: the freed .2 is reused.
+	if c := mustAlloc(t, a, "c3/eth0"); c.IP.Addr() != netip.MustParseAddr("10.1.0.2") {
+		t.Fatalf("third owner got %s", c.IP)
+	}
+	if got := a.Allocations(); len(got) != 2 || got[0].Owner != "c2/eth0" || got[1].Owner != "c3/eth0" {
+		t.Fatalf("allocations = %+v", got)
+	}
+	if _, err := a.Allocate(ctx, "blue", "nope", "x/eth0", netip.Addr{}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing subnet: %v", err)
+	}
+}
+
+// Every assignable address of a small subnet is handed out once; the
+// network, broadcast and gateway never; then a clear "full" error.
+func TestExhaustionNeverReserved(t *testing.T) {
+	prefix := etcdtest.UniquePrefix(t)
+	s := srv.NewStore(t, prefix)
+	if _, err := s.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	// /26 with /28 blocks and the gateway in the middle of a block.
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.64/26"),
+		Gateway: netip.MustParseAddr("10.1.0.100"), BlockPrefixLen: 28}); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*ipam.Allocator{newAlloc(t, s, "n1", t.TempDir()), newAlloc(t, srv.NewStore(t, prefix), "n2", t.TempDir())}
+	seen := map[netip.Addr]bool{}
+	var err error
+	full := map[int]bool{}
+	// Alternate nodes until both are full (a node is full when its own
+	// blocks are and no block is left, even if the other has room).
+	for i := 0; len(full) < 2; i++ {
+		n := i % 2
+		if full[n] {
+			continue
+		}
+		al, e := nodes[n].Allocate(ctx, "blue", "web", fmt.Sprintf("c%d/eth0", i), netip.Addr{})
+		if e != nil {
+			full[n], err = true, e
+			continue
+		}
+		ip := al.IP.Addr()
+		if seen[ip] {
+			t.Fatalf("%s handed out twice", ip)
+		}
+		seen[ip] = true
+	}
+	for _, r := range []string{"10.1.0.64", "10.1.0.127", "10.1.0.100"} {
+		if seen[netip.MustParseAddr(r)] {
+			t.Errorf("reserved address %s handed out", r)
+		}
+	}
+	if len(seen) != 64-3 {
+		t.Errorf("%d addresses handed out, want 61", len(seen))
+	}
+	if !errors.Is(err, store.ErrSubnetFull) || !strings.Contains(err.Error(), `subnet "blue/web" 10.1.0.64/26`) {
+		t.Fatalf("exhaustion error = %v", err)
+	}
+	t.Logf("exhaustion error: %v", err)
+}
+
+// A node claims another block when its blocks are full and gives back
+// empty blocks, keeping its last one until drained.
+func TestBlockClaimAndRelease(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 0)
+	a := newAlloc(t, s, "n1", t.TempDir())
+	// Block 10.1.0.0/26 holds 62 assignable addresses (.0 and .1 reserved).
+	for i := range 62 {
+		mustAlloc(t, a, fmt.Sprintf("a%d", i))
+	}
+	if bs, _ := s.ListBlocks(ctx, "blue", "web"); len(bs) != 1 {
+		t.Fatalf("blocks after 62 = %+v", bs)
+	}
+	x := mustAlloc(t, a, "x")
+	if x.Block != netip.MustParsePrefix("10.1.0.64/26") || x.IP.Addr() != netip.MustParseAddr("10.1.0.64") {
+		t.Fatalf("63rd allocation = %+v", x)
+	}
+	if bs, _ := s.ListBlocks(ctx, "blue", "web"); len(bs) != 2 {
+		t.Fatalf("blocks after 63 = %+v", bs)
+	}
+	// Emptying the second block gives it back.
+	if err := a.Release(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if bs, _ := s.ListBlocks(ctx, "blue", "web"); len(bs) != 1 || bs[0].CIDR != netip.MustParsePrefix("10.1.0.0/26") {
+		t.Fatalf("blocks after release = %+v", bs)
+	}
+	// Emptying the last block keeps it.
+	for i := range 62 {
+		if err := a.Release(ctx, fmt.Sprintf("a%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bs := a.Blocks(); len(bs) != 1 {
+		t.Fatalf("local blocks after draining = %+v", bs)
+	}
+	// ...until a drain releases it.
+	rel, err := a.ReleaseEmptyBlocks(ctx)
+	if err != nil || len(rel) != 1 {
+		t.Fatalf("release empty = %+v, %v", rel, err)
+	}
+	if bs, _ := s.ListBlocks(ctx, "blue", "web"); len(bs) != 0 {
+		t.Fatalf("store blocks after drain = %+v", bs)
+	}
+}
+
+// Several nodes (separate store connections) and many goroutines on one
+// subnet: no address twice, every published endpoint accepted by the
+// store (so every address is inside a block of its node), nothing left
+// after releasing everything.
+func TestConcurrentNodes(t *testing.T) {
+	s, prefix := setup(t, "10.1.0.0/22", 0) // 16 blocks, 1021 addresses
+	const nodes, workers, perWorker = 4, 8, 25
+	allocs := make([]*ipam.Allocator, nodes)
+	stores := make([]store.Store, nodes)
+	for n := range nodes {
+		stores[n] = srv.NewStore(t, prefix)
+		allocs[n] = newAlloc(t, stores[n], fmt.Sprintf("node-%d", n), t.TempDir())
+	}
+	var mu sync.Mutex
+	holder := map[netip.Addr]string{}
+	var wg sync.WaitGroup
+	for n := range nodes {
+		for w := range workers {
+			wg.Go(func() {
+				for i := range perWorker {
+					owner := fmt.Sprintf("n%d-w%d-%d/eth0", n, w, i)
+					al, err := allocs[n].Allocate(ctx, "blue", "web", owner, netip.Addr{})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					if h, dup := holder[al.IP.Addr()]; dup {
+						t.Errorf("%s given to %s and %s", al.IP, h, owner)
+					}
+					holder[al.IP.Addr()] = owner
+					mu.Unlock()
+					if _, err := stores[n].PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: owner, IP: al.IP.Addr(), Node: fmt.Sprintf("node-%d", n)}); err != nil {
+						t.Errorf("store refused allocation: %v", err)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if len(holder) != nodes*workers*perWorker {
+		t.Fatalf("%d addresses, want %d", len(holder), nodes*workers*perWorker)
+	}
+	blocks, _ := s.ListBlocks(ctx, "blue", "web")
+	seen := map[netip.Prefix]bool{}
+	for _, b := range blocks {
+		if seen[b.CIDR] {
+			t.Fatalf("block %s twice", b.CIDR)
+		}
+		seen[b.CIDR] = true
+	}
+	t.Logf("%d addresses from %d blocks", len(holder), len(blocks))
+
+	// Release everything concurrently.
+	for n := range nodes {
+		for w := range workers {
+			wg.Go(func() {
+				for i := range perWorker {
+					owner := fmt.Sprintf("n%d-w%d-%d/eth0", n, w, i)
+					if err := stores[n].DeleteEndpoint(ctx, "blue", owner); err != nil {
+						t.Error(err)
+					}
+					if err := allocs[n].Release(ctx, owner); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for n, a := range allocs {
+		if al := a.Allocations(); len(al) != 0 {
+			t.Fatalf("node %d still has %d allocations", n, len(al))
+		}
+		if bs := a.Blocks(); len(bs) > 1 {
+			t.Fatalf("node %d kept %d empty blocks, want at most 1", n, len(bs))
+		}
+		if _, err := a.ReleaseEmptyBlocks(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bs, _ := s.ListBlocks(ctx, "blue", "web"); len(bs) != 0 {
+		t.Fatalf("blocks left: %+v", bs)
+	}
+	if err := s.DeleteSubnet(ctx, "blue", "web"); err != nil {
+		t.Fatalf("subnet not deletable after all released: %v", err)
+	}
+}
+
+func TestStaticAddress(t *testing.T) {
+	s, prefix := setup(t, "10.1.0.0/24", 0)
+	a := newAlloc(t, s, "n1", t.TempDir())
+	b := newAlloc(t, srv.NewStore(t, prefix), "n2", t.TempDir())
+	al, err := a.Allocate(ctx, "blue", "web", "s1", netip.MustParseAddr("10.1.0.77"))
+	if err != nil || al.IP != netip.MustParsePrefix("10.1.0.77/24") || al.Block != netip.MustParsePrefix("10.1.0.64/26") {
+		t.Fatalf("static = %+v, %v", al, err)
+	}
+	// Same request by the same owner: idempotent.
+	if again, err := a.Allocate(ctx, "blue", "web", "s1", netip.MustParseAddr("10.1.0.77")); err != nil || again != al {
+		t.Fatalf("again = %+v, %v", again, err)
+	}
+	// A dynamic allocation now uses the claimed block too.
+	if d := mustAlloc(t, a, "d1"); d.IP.Addr() != netip.MustParseAddr("10.1.0.64") {
+		t.Fatalf("dynamic after static = %s", d.IP)
+	}
+	for _, tc := range []struct {
+		a       *ipam.Allocator
+		ip      string
+		wantErr error
+		want    string
+	}{
+		{a, "10.1.0.77", ipam.ErrAddressInUse, `requested 10.1.0.77 is held by "s1"`},
+		{b, "10.1.0.78", ipam.ErrAddressInUse, `block 10.1.0.64/26 containing 10.1.0.78 is held by node "n1"`},
+		{a, "10.1.0.1", ipam.ErrAddressReserved, "is the gateway"},
+		{b, "10.1.0.255", ipam.ErrAddressReserved, "network or broadcast"},
+		{b, "10.1.0.0", ipam.ErrAddressReserved, "network or broadcast"},
+		{b, "10.1.1.5", ipam.ErrAddressReserved, "is outside"},
+	} {
+		_, err := tc.a.Allocate(ctx, "blue", "web", "other", netip.MustParseAddr(tc.ip))
+		if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("request %s: err = %v; want %v containing %q", tc.ip, err, tc.wantErr, tc.want)
+		}
+	}
+	// Node 2 may take a static address in a free block.
+	if al, err := b.Allocate(ctx, "blue", "web", "s2", netip.MustParseAddr("10.1.0.200")); err != nil || al.Block != netip.MustParsePrefix("10.1.0.192/26") {
+		t.Fatalf("static on n2 = %+v, %v", al, err)
+	}
+}
+
+func TestGC(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 0)
+	a := newAlloc(t, s, "n1", t.TempDir())
+	for _, o := range []string{"a/eth0", "b/eth0", "c/eth0"} {
+		mustAlloc(t, a, o)
+	}
+	freed, err := a.GC(ctx, []string{"b/eth0", "unknown/eth0"})
+	if err != nil || !slices.Equal(freed, []string{"a/eth0", "c/eth0"}) {
+		t.Fatalf("gc = %v, %v", freed, err)
+	}
+	if got := a.Allocations(); len(got) != 1 || got[0].Owner != "b/eth0" {
+		t.Fatalf("after gc: %+v", got)
+	}
+}
+
+func TestRestart(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 0)
+	dir := t.TempDir()
+	a := newAlloc(t, s, "n1", dir)
+	if _, err := ipam.New(ctx, s, "n1", dir, ipam.Options{}); err == nil || !strings.Contains(err.Error(), "in use by another allocator") {
+		t.Fatalf("second allocator on one dir: %v", err)
+	}
+	var before []ipam.Allocation
+	for i := range 70 { // two blocks
+		al := mustAlloc(t, a, fmt.Sprintf("c%d/eth0", i))
+		if i%2 == 0 {
+			if _, err := s.PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: al.Owner, IP: al.IP.Addr(), Node: "n1"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before = a.Allocations()
+	a.Close()
+
+	// Restart from the state file: same allocations, no reuse.
+	a = newAlloc(t, s, "n1", dir)
+	if got := a.Allocations(); !slices.Equal(got, before) {
+		t.Fatalf("after restart: %d allocations, want %d", len(got), len(before))
+	}
+	n := mustAlloc(t, a, "new/eth0")
+	for _, b := range before {
+		if b.IP == n.IP {
+			t.Fatalf("restarted allocator reused %s", n.IP)
+		}
+	}
+	if err := a.Release(ctx, "new/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+
+	// Lost state file: blocks adopted from the store, published
+	// endpoints' addresses recovered, so they are not handed out again.
+	if err := os.Remove(filepath.Join(dir, ipam.StateFile)); err != nil {
+		t.Fatal(err)
+	}
+	a = newAlloc(t, s, "n1", dir)
+	if bs := a.Blocks(); len(bs) != 2 {
+		t.Fatalf("adopted blocks = %+v", bs)
+	}
+	got := a.Allocations()
+	if len(got) != 35 {
+		t.Fatalf("recovered %d allocations, want the 35 published", len(got))
+	}
+	for i := range 70 {
+		al := mustAlloc(t, a, fmt.Sprintf("c%d/eth0", i))
+		if i%2 == 1 {
+			if _, err := s.PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: al.Owner, IP: al.IP.Addr(), Node: "n1"}); err != nil {
+				t.Fatalf("re-allocated address conflicts in the store: %v", err)
+			}
+		}
+	}
+}
+
+// A block the store no longer gives this node (subnet deleted and
+// recreated while the agent was down) is dropped on start, and an empty
+// kept block is re-verified before reuse.
+func TestStaleBlocks(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 0)
+	dir := t.TempDir()
+	a := newAlloc(t, s, "n1", dir)
+	mustAlloc(t, a, "c1/eth0")
+	a.Close()
+	if err := s.DeleteSubnet(ctx, "blue", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimBlock(ctx, "blue", "web", "n2"); err != nil { // takes 10.1.0.0/26
+		t.Fatal(err)
+	}
+	a = newAlloc(t, s, "n1", dir)
+	if got := a.Allocations(); len(got) != 0 {
+		t.Fatalf("stale allocations kept: %+v", got)
+	}
+	if al := mustAlloc(t, a, "c2/eth0"); al.Block != netip.MustParsePrefix("10.1.0.64/26") {
+		t.Fatalf("allocation after resync = %+v", al)
+	}
+
+	// Kept-empty last block, then the subnet is recreated with another
+	// CIDR behind the agent's back: the next allocation notices.
+	if err := a.Release(ctx, "c2/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSubnet(ctx, "blue", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.8.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	al := mustAlloc(t, a, "c3/eth0")
+	if al.IP != netip.MustParsePrefix("10.1.8.2/24") || al.Gateway != netip.MustParseAddr("10.1.8.1") {
+		t.Fatalf("allocation after recreate = %+v", al)
+	}
+	if _, err := s.PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: al.Owner, IP: al.IP.Addr(), Node: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+}
