@@ -105,7 +105,15 @@ func setupPodLink(pl *podLink) (*podLinkResult, error) {
 		}
 		for _, dst := range dsts {
 			r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: pl.gateway, Src: pl.addr.IP}
-			if err := netlink.RouteAdd(r); err != nil {
+			err := netlink.RouteAdd(r)
+			if errors.Is(err, unix.EEXIST) {
+				// A pod in two VPCs with overlapping CIDRs: another
+				// interface already routes dst. IPv4 routes are keyed by
+				// (dst, metric), not device, so give this one its own metric.
+				r.Priority = 100 + link.Attrs().Index
+				err = netlink.RouteAdd(r)
+			}
+			if err != nil {
 				return fmt.Errorf("adding route %s via %s: %w", dst, pl.gateway, err)
 			}
 		}
