@@ -43,10 +43,12 @@ func Main(m *testing.M) {
 
 // Shared returns the test binary's one Server, starting it on first use. It
 // skips the test when the binaries are missing (fails if
-// GENIE_REQUIRE_KUBE=1) and fails it when start-up failed. The package's
-// TestMain must call Main, which stops the Server at exit.
+// GENIE_REQUIRE_KUBE=1) or under go test -short, and fails it when start-up
+// failed. The package's TestMain must call Main, which stops the Server at
+// exit.
 func Shared(t testing.TB) *Server {
 	t.Helper()
+	skipShort(t)
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if !shared.inMain {
@@ -69,6 +71,7 @@ func Shared(t testing.TB) *Server {
 // for tests that restart the API server; others should use Shared.
 func New(t testing.TB, opts Options) *Server {
 	t.Helper()
+	skipShort(t)
 	if opts.Logf == nil {
 		opts.Logf = t.Logf
 	}
@@ -78,6 +81,15 @@ func New(t testing.TB, opts Options) *Server {
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// skipShort skips in go test -short, which runs only the tests needing no
+// test binaries.
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("short mode: needs a real kube-apiserver")
+	}
 }
 
 // SkipOrFail ends the test for a Start error: a skip when the binaries are
