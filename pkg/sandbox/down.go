@@ -155,3 +155,29 @@ func Down(ctx context.Context, stateRoot, bpfRoot, name string, log io.Writer) e
 	s.SetLog(log)
 	return s.Down(ctx)
 }
+
+// Leftovers lists what a sandbox leaves on the machine: namespaces,
+// processes, pins and state. Empty after a successful Down.
+func Leftovers(stateRoot, bpfRoot, name string) []string {
+	if stateRoot == "" {
+		stateRoot = DefaultStateRoot
+	}
+	if bpfRoot == "" {
+		bpfRoot = DefaultBPFRoot
+	}
+	var out []string
+	nss, _ := listNetns(nsPrefix(name))
+	for _, n := range nss {
+		out = append(out, "netns "+n)
+	}
+	dir := stateDir(stateRoot, name)
+	for _, pid := range findProcesses(dir) {
+		out = append(out, fmt.Sprintf("process %d", pid))
+	}
+	for _, p := range []string{pinRoot(bpfRoot, name), dir} {
+		if _, err := os.Stat(p); err == nil {
+			out = append(out, "path "+p)
+		}
+	}
+	return out
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cni-genie/cni-genie/pkg/selection"
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -111,7 +112,31 @@ func (s *Sandbox) PodAdd(ctx context.Context, name, node string, nets []string) 
 		return nil, err
 	}
 	p.Nets = nets
+	labelInterfaces(p, sel)
 	return p, s.save()
+}
+
+// labelInterfaces records which selection element made each interface,
+// planning interface names exactly as genie does.
+func labelInterfaces(p *Pod, sel string) {
+	elems, err := selection.ParseClassic(sel)
+	if err != nil {
+		return
+	}
+	plan, err := selection.Plan(PodIfName, elems)
+	if err != nil {
+		return
+	}
+	for _, a := range plan {
+		for _, ifc := range p.Interfaces {
+			if ifc.Name == a.IfName {
+				ifc.Network = a.Element.Name
+				if a.Element.IsVPC() {
+					ifc.VPC, ifc.Subnet = a.Element.VPC, a.Element.Subnet
+				}
+			}
+		}
+	}
 }
 
 // PodAddConf creates pod name on node and attaches it with an arbitrary

@@ -178,6 +178,10 @@ func minTime(a, b time.Time) time.Time {
 // Ping sends ICMP echo requests to ip from inside from's namespace (a raw
 // socket, no ping binary) and succeeds on the first matching reply.
 func Ping(ctx context.Context, from Endpoint, ip netip.Addr, timeout time.Duration) error {
+	return ping(ctx, from, ip, uint16(time.Now().UnixNano()>>8)|1, timeout)
+}
+
+func ping(ctx context.Context, from Endpoint, ip netip.Addr, id uint16, timeout time.Duration) error {
 	var pc net.PacketConn
 	err := inNetns(from.Netns, func() error {
 		var err error
@@ -189,7 +193,6 @@ func Ping(ctx context.Context, from Endpoint, ip netip.Addr, timeout time.Durati
 		return fmt.Errorf("ping %s: icmp socket: %w", ip, err)
 	}
 	defer pc.Close()
-	id := uint16(time.Now().UnixNano())
 	deadline := time.Now().Add(timeout)
 	buf := make([]byte, 1500)
 	for seq := uint16(1); time.Now().Before(deadline) && ctx.Err() == nil; seq++ {
@@ -237,4 +240,46 @@ func checksum(b []byte) uint16 {
 		s = s&0xffff + s>>16
 	}
 	return ^uint16(s)
+}
+
+// PingTo pings ip from from's namespace and succeeds only if the echo
+// request arrived in to's namespace (seen by a raw ICMP socket there) and
+// a reply came back: with overlapping VPCs the same address may answer
+// from another namespace, which must not count.
+func PingTo(ctx context.Context, from, to Endpoint, ip netip.Addr, timeout time.Duration) error {
+	var witness net.PacketConn
+	err := inNetns(to.Netns, func() error {
+		var err error
+		witness, err = net.ListenPacket("ip4:icmp", "0.0.0.0")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ping %s: witness socket: %w", ip, err)
+	}
+	defer witness.Close()
+	id := uint16(time.Now().UnixNano()>>8) | 1
+	seen := make(chan struct{})
+	go func() {
+		buf := make([]byte, 1500)
+		witness.SetReadDeadline(time.Now().Add(timeout + time.Second))
+		for {
+			n, _, err := witness.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if n >= 8 && buf[0] == 8 && binary.BigEndian.Uint16(buf[4:]) == id {
+				close(seen)
+				return
+			}
+		}
+	}()
+	if err := ping(ctx, from, ip, id, timeout); err != nil {
+		return err
+	}
+	select {
+	case <-seen:
+		return nil
+	case <-time.After(200 * time.Millisecond):
+		return fmt.Errorf("ping %s: answered, but not by the target namespace", ip)
+	}
 }

@@ -131,6 +131,9 @@ type PodInterface struct {
 	// Network is the selection element that created it ("vpc:blue/web"),
 	// when known.
 	Network string `json:"network,omitempty"`
+	// VPC and Subnet are set for overlay interfaces.
+	VPC    string `json:"vpc,omitempty"`
+	Subnet string `json:"subnet,omitempty"`
 	// IPs are the interface's addresses in CIDR form.
 	IPs []netip.Prefix `json:"ips,omitempty"`
 }
