@@ -81,7 +81,11 @@ func randSuffix() string {
 func buildGenied(t *testing.T) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "genied")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/cni-genie/cni-genie/cmd/genied")
+	args := []string{"build", "-o", out}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "github.com/cni-genie/cni-genie/cmd/genied")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building genied: %v\n%s", err, b)
 	}
@@ -546,6 +550,66 @@ func TestPrivilegedAgent(t *testing.T) {
 		}
 		if after := hostLinks(e.ns); len(after) != len(before) {
 			t.Fatalf("host veths %v, before %v", after, before)
+		}
+	})
+
+	t.Run("parallel attaches to a new vpc", func(t *testing.T) {
+		if _, err := c.st.CreateVPC(ctx, vpc.VPC{Name: "green", CIDR: netip.MustParsePrefix("10.9.0.0/24")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.st.CreateSubnet(ctx, vpc.Subnet{VPC: "green", Name: "all", CIDR: netip.MustParsePrefix("10.9.0.0/24")}); err != nil {
+			t.Fatal(err)
+		}
+		const n = 12
+		pods := make([]*pod, n)
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				p, err := e.attach(fmt.Sprintf("g%d", i), "green", "all")
+				pods[i] = p
+				errs <- err
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatalf("parallel attach: %v", err)
+			}
+		}
+		seen := map[netip.Addr]bool{}
+		for _, p := range pods {
+			if seen[p.ip] {
+				t.Fatalf("address %s handed out twice", p.ip)
+			}
+			seen[p.ip] = true
+		}
+		// The VPC route is absent when the subnet is the whole VPC.
+		if len(pods[0].res.Routes) != 0 {
+			t.Fatalf("unexpected routes %+v", pods[0].res.Routes)
+		}
+		listen(t, pods[n-1], 7000)
+		gc, err := dial(pods[0], pods[n-1].ip, 7000)
+		if err != nil {
+			t.Fatalf("TCP between green pods: %v", err)
+		}
+		if err := echo(gc, "green"); err != nil {
+			t.Fatal(err)
+		}
+		gc.Close()
+		for i := range n {
+			go func() {
+				errs <- e.client.Detach(ctx, &agentapi.DetachRequest{ContainerID: pods[i].id, IfName: "eth1"})
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatalf("parallel detach: %v", err)
+			}
+		}
+		if m := e.metrics(t); m["genie_vpc_watches"] != 1 || m[`genie_endpoints{scope="local"}`] != 2 {
+			t.Fatalf("after detaching green: watches %v local %v", m["genie_vpc_watches"], m[`genie_endpoints{scope="local"}`])
+		}
+		if eps, _, err := c.st.ListEndpoints(ctx, "green"); err != nil || len(eps) != 0 {
+			t.Fatalf("green endpoints left: %+v %v", eps, err)
 		}
 	})
 
