@@ -263,6 +263,16 @@ func (n *node) stopAgent() {
 	n.agent = nil
 }
 
+// killAgent stops the agent with SIGKILL, as a crash would.
+func (n *node) killAgent() {
+	if n.agent == nil {
+		return
+	}
+	_ = n.agent.Process.Kill()
+	<-n.agentErr
+	n.agent = nil
+}
+
 func (n *node) logs() string {
 	b, _ := os.ReadFile(n.logPath)
 	return string(b)
@@ -618,7 +628,28 @@ func TestPrivilegedAgent(t *testing.T) {
 		if err := echo(conn, "while-down"); err != nil {
 			t.Fatalf("TCP echo with the agent stopped: %v", err)
 		}
+		// An attach the previous agent crashed in the middle of: its
+		// record is incomplete and its veth exists. Start-up undoes it.
+		const crashed = "gvdeadbeef01"
+		rec := `{"containerID":"crashed","ifName":"eth1","vpc":"blue","subnet":"web","vni":1,"hostIf":"` + crashed + `","complete":false}`
+		if err := os.WriteFile(filepath.Join(e.dir, "state", "attachments", crashed+".json"), []byte(rec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := e.ns.Do(func(ns.NetNS) error {
+			la := netlink.NewLinkAttrs()
+			la.Name = crashed
+			return netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: crashed + "p"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 		e.startAgent(t)
+		if linkExists(e.ns, crashed) {
+			t.Fatal("veth of the crashed attach survived the restart")
+		}
+		if _, err := os.Stat(filepath.Join(e.dir, "state", "attachments", crashed+".json")); !os.IsNotExist(err) {
+			t.Fatalf("record of the crashed attach survived the restart: %v", err)
+		}
 		if err := echo(conn, "after-restart"); err != nil {
 			t.Fatalf("TCP echo after restart: %v\n%s", err, e.logs())
 		}
@@ -784,7 +815,7 @@ func TestPrivilegedTwoNodes(t *testing.T) {
 
 	t.Run("agent restart keeps the cross-node stream", func(t *testing.T) {
 		na.stopAgent()
-		nb.stopAgent()
+		nb.killAgent() // a crash: no shutdown path runs
 		if err := echo(conn, "both-down"); err != nil {
 			t.Fatalf("echo with both agents stopped: %v", err)
 		}
