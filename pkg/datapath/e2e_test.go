@@ -300,9 +300,9 @@ func TestPrivilegedE2ETwoNodes(t *testing.T) {
 		to   string
 		want string
 	}{
-		{redA1, "10.0.0.2", "red-a2"},  // local delivery
-		{redA1, "10.0.0.3", "red-b3"},  // encap; blue-a3 (local, same ip) must not answer
-		{redB3, "10.0.0.1", "red-a1"},  // encap the other way; blue-b1 is local to B
+		{redA1, "10.0.0.2", "red-a2"},   // local delivery
+		{redA1, "10.0.0.3", "red-b3"},   // encap; blue-a3 (local, same ip) must not answer
+		{redB3, "10.0.0.1", "red-a1"},   // encap the other way; blue-b1 is local to B
 		{blueB1, "10.0.0.3", "blue-a3"}, // blue across nodes
 		{blueA3, "10.0.0.1", "blue-b1"}, // red-a1 (local, same ip) must not answer
 	}
