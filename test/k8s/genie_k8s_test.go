@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -282,6 +283,9 @@ type node struct {
 	version  string
 	token    string                      // genie's current token
 	revoke   func(context.Context) error // revokes token
+
+	mu        sync.Mutex
+	maxRSSKiB int64 // largest max RSS of a genie process (KiB)
 }
 
 func newNode(t *testing.T, c *cluster, binDir, version string) *node {
@@ -395,6 +399,13 @@ func (n *node) genie(command, containerID string, pod ns.NetNS, k8sPod *corev1.P
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// Started from a thread inside the node netns, the process runs there.
 	err := n.netns.Do(func(ns.NetNS) error { return cmd.Run() })
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			n.mu.Lock()
+			n.maxRSSKiB = max(n.maxRSSKiB, ru.Maxrss)
+			n.mu.Unlock()
+		}
+	}
 	if err != nil {
 		te := &types.Error{}
 		if json.Unmarshal(stdout.Bytes(), te) == nil && te.Msg != "" {
@@ -853,4 +864,90 @@ func TestPrivilegedGenieK8sEdges(t *testing.T) {
 		}
 		assertNothingAttached(t, c, n, netns, pod.Name)
 	})
+}
+
+// TestPrivilegedGenieBurst runs many ADDs at once on one node, as a kubelet
+// does when a deployment scales up: every pod gets distinct addresses and its
+// own network-status, and the DELs that follow free every address.
+func TestPrivilegedGenieBurst(t *testing.T) {
+	requireRoot(t)
+	plugins := cniBinDir(t)
+	c := newCluster(t)
+	binDir := buildGenie(t, plugins)
+	n := newNode(t, c, binDir, "1.0.0")
+	defer func() {
+		if t.Failed() {
+			n.dumpLog()
+		}
+	}()
+	nad := "br-" + n.sfx
+	c.createNAD(t, c.ns, nad, map[string]any{
+		"cniVersion": "1.0.0", "type": "bridge", "bridge": "gkb" + n.sfx, "ipam": n.hostLocal("10.78.0.0/24"),
+	})
+	const pods = 12
+	type podRun struct {
+		pod   *corev1.Pod
+		netns ns.NetNS
+		cid   string
+	}
+	runs := make([]podRun, pods)
+	for i := range runs {
+		runs[i] = podRun{pod: c.createPod(t, fmt.Sprintf("burst-%d-%s", i, n.sfx), nad), netns: newNS(t),
+			cid: fmt.Sprintf("burst-%d-%s", i, n.sfx)}
+	}
+	each := func(verb string) time.Duration {
+		start := time.Now()
+		var wg sync.WaitGroup
+		errs := make([]error, pods)
+		for i := range runs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = n.genie(verb, runs[i].cid, runs[i].netns, runs[i].pod)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("%s of pod %d: %v", verb, i, err)
+			}
+		}
+		return time.Since(start)
+	}
+	addTime := each("ADD")
+	if t.Failed() {
+		t.FailNow()
+	}
+	seen := map[string]string{}
+	for i, r := range runs {
+		st := c.networkStatus(t, r.pod.Name)
+		if len(st) != 2 || !st[0].Default || st[0].Interface != "eth0" || st[1].Interface != "net1" {
+			t.Errorf("pod %d network-status %+v, want eth0 (default) and net1", i, st)
+			continue
+		}
+		links, _ := readPod(t, r.netns)
+		for _, s := range st {
+			for _, ip := range s.IPs {
+				if other, dup := seen[ip]; dup {
+					t.Errorf("address %s given to %s and %s", ip, other, r.pod.Name)
+				}
+				seen[ip] = r.pod.Name
+				if l := links[s.Interface]; len(l.addrs) != 1 || !strings.HasPrefix(l.addrs[0], ip+"/") {
+					t.Errorf("pod %d: status says %s has %s, netns has %v", i, s.Interface, ip, l.addrs)
+				}
+			}
+		}
+	}
+	if got := n.allocations(); len(got) != 2*pods {
+		t.Errorf("host-local allocations after %d ADDs = %d, want %d", pods, len(got), 2*pods)
+	}
+	delTime := each("DEL")
+	if got := n.allocations(); len(got) != 0 {
+		t.Errorf("host-local allocations after the DELs = %v, want none", got)
+	}
+	if got := n.records(); len(got) != 0 {
+		t.Errorf("genie records after the DELs = %v, want none", got)
+	}
+	t.Logf("%d concurrent ADDs (2 networks each) in %v, DELs in %v; largest genie max RSS %d KiB",
+		pods, addTime.Round(time.Millisecond), delTime.Round(time.Millisecond), n.maxRSSKiB)
 }
