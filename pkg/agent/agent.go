@@ -27,6 +27,10 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
+	// nodeWatchDone is closed when the node watch stopped.
+	nodeWatchDone    chan struct{}
+	nodeWatchStarted bool
+
 	// Set during start-up, read-only afterwards.
 	st       store.Store
 	dp       *datapath.Datapath
@@ -92,6 +96,8 @@ func New(cfg Config) (*Agent, error) {
 		stopping:  map[string]chan struct{}{},
 		nodes:     map[string]vpc.Node{},
 		listening: make(chan struct{}),
+
+		nodeWatchDone: make(chan struct{}),
 	}
 	a.notReady.Store("starting")
 	a.m = newMetrics(a.drops)
@@ -229,6 +235,9 @@ func (a *Agent) shutdown() {
 			<-v.watchDone
 		}
 	}
+	if a.nodeWatchStarted {
+		<-a.nodeWatchDone
+	}
 	if a.st != nil {
 		if err := a.st.Close(); err != nil {
 			a.log.Warn("closing store", "err", err)
@@ -279,32 +288,8 @@ func (a *Agent) restore(ctx context.Context) error {
 		at.HostIndex = link.Attrs().Index
 		keep = append(keep, at)
 	}
-	// Remove local data plane entries that no attachment backs.
-	entries, err := a.dp.Endpoints()
-	if err != nil {
-		return fmt.Errorf("listing data plane endpoints: %w", err)
-	}
-	want := map[vniIP]bool{}
-	for _, at := range keep {
-		want[vniIP{at.VNI, at.IP}] = true
-	}
-	hostedVNI := map[uint32]bool{}
-	for _, at := range keep {
-		hostedVNI[at.VNI] = true
-	}
-	for _, e := range entries {
-		k := vniIP{e.VNI, e.IP}
-		// Local entries without attachment, and remote entries of VPCs
-		// this node no longer hosts, go; remote entries of hosted VPCs are
-		// diffed by the VPC's first sync.
-		if (e.Local() && !want[k]) || (!e.Local() && !hostedVNI[e.VNI]) {
-			if err := a.dp.DeleteEndpoint(e.VNI, e.IP); err != nil {
-				a.log.Warn("deleting stale data plane entry", "vni", e.VNI, "ip", e.IP, "err", err)
-			}
-			if e.Local() {
-				_ = a.dp.DetachEndpoint(e.HostIfindex)
-			}
-		}
+	if err := a.removeStaleEntries(keep); err != nil {
+		return err
 	}
 	for _, at := range keep {
 		if err := a.programLocal(at); err != nil {
@@ -354,6 +339,35 @@ func (a *Agent) restore(ctx context.Context) error {
 			a.log.Info("deleting leaked endpoint", "vpc", e.VPC, "id", e.ID, "ip", e.IP)
 			if err := a.st.DeleteEndpoint(ctx, e.VPC, e.ID); err != nil {
 				a.m.storeErrors.WithLabelValues("delete_endpoint").Inc()
+			}
+		}
+	}
+	return nil
+}
+
+// removeStaleEntries deletes local data plane entries no kept attachment
+// backs, and remote entries of VPCs this node no longer hosts; remote
+// entries of hosted VPCs are diffed by the VPC's first sync.
+func (a *Agent) removeStaleEntries(keep []*attachment) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	entries, err := a.dp.Endpoints()
+	if err != nil {
+		return fmt.Errorf("listing data plane endpoints: %w", err)
+	}
+	want := map[vniIP]bool{}
+	hostedVNI := map[uint32]bool{}
+	for _, at := range keep {
+		want[vniIP{at.VNI, at.IP}] = true
+		hostedVNI[at.VNI] = true
+	}
+	for _, e := range entries {
+		if (e.Local() && !want[vniIP{e.VNI, e.IP}]) || (!e.Local() && !hostedVNI[e.VNI]) {
+			if err := a.dp.DeleteEndpoint(e.VNI, e.IP); err != nil {
+				a.log.Warn("deleting stale data plane entry", "vni", e.VNI, "ip", e.IP, "err", err)
+			}
+			if e.Local() {
+				_ = a.dp.DetachEndpoint(e.HostIfindex)
 			}
 		}
 	}

@@ -153,7 +153,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns,
 		PodNamespace: req.PodNamespace, PodName: req.PodName,
 		VPC: req.VPC, Subnet: req.Subnet, VNI: v.VNI, HostIf: key,
-		Prefix: sub.CIDR.Bits(), MAC: mac.String(),
+		Prefix: sub.CIDR.Bits(), MAC: mac.String(), DefaultRoute: req.DefaultRoute,
 	}
 	// 2. Record the attachment before creating anything, so a crash
 	//    leaves a record the next start-up undoes.
@@ -177,6 +177,14 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		return nil, fail(codeFor(err), "allocate IP", err)
 	}
 	at.IP = alloc.IP.Addr()
+	if alloc.IP.Bits() != sub.CIDR.Bits() || alloc.Gateway != sub.Gateway {
+		// The cached subnet is stale (deleted and re-created with
+		// another range): read it again.
+		if _, sub, err = a.lookupFresh(ctx, req.VPC, req.Subnet); err != nil {
+			return nil, fail(codeFor(err), "resolve subnet", err)
+		}
+		at.Prefix = sub.CIDR.Bits()
+	}
 	if err := a.state.save(at); err != nil {
 		return nil, fail(types.ErrInternal, "save state", err)
 	}
@@ -251,8 +259,9 @@ func (a *Agent) result(at *attachment, v vpc.VPC, sub vpc.Subnet) *current.Resul
 	if v.CIDR != sub.CIDR {
 		res.Routes = append(res.Routes, &types.Route{Dst: *prefixToIPNet(v.CIDR), GW: gw})
 	}
-	// The default route is reported only when it was requested; the
-	// caller (genie) knows whether it asked.
+	if at.DefaultRoute {
+		res.Routes = append(res.Routes, &types.Route{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: gw})
+	}
 	return res
 }
 
@@ -380,7 +389,9 @@ func (a *Agent) Check(ctx context.Context, req *agentapi.CheckRequest) error {
 	if err := checkPodLink(netnsPath, at.IfName, addr, at.hwAddr()); err != nil {
 		return &types.Error{Code: types.ErrInternal, Msg: what + ": " + err.Error()}
 	}
+	a.mu.Lock()
 	entries, err := a.dp.Endpoints()
+	a.mu.Unlock()
 	if err != nil {
 		return &types.Error{Code: types.ErrInternal, Msg: what + ": reading data plane: " + err.Error()}
 	}

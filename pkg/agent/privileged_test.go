@@ -533,6 +533,47 @@ func TestPrivilegedAgent(t *testing.T) {
 		t.Fatalf("TCP echo a->b: %v", err)
 	}
 
+	t.Run("default route on request", func(t *testing.T) {
+		p := &pod{ns: e.newPodNS(), id: "ctr-dr-" + randSuffix(), ifName: "net1"}
+		res, err := e.client.Attach(ctx, &agentapi.AttachRequest{ContainerID: p.id, IfName: p.ifName, Netns: p.ns.Path(),
+			VPC: "blue", Subnet: "web", DefaultRoute: true, MAC: "02:aa:bb:cc:dd:ee"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Routes) != 2 || res.Routes[1].Dst.String() != "0.0.0.0/0" || !res.Routes[1].GW.Equal(net.IP(sub.Gateway.AsSlice())) {
+			t.Fatalf("routes %+v", res.Routes)
+		}
+		err = p.ns.Do(func(ns.NetNS) error {
+			l, err := netlink.LinkByName("net1")
+			if err != nil {
+				return err
+			}
+			if l.Attrs().HardwareAddr.String() != "02:aa:bb:cc:dd:ee" {
+				return fmt.Errorf("requested MAC not set: %s", l.Attrs().HardwareAddr)
+			}
+			routes, err := netlink.RouteList(l, netlink.FAMILY_V4)
+			if err != nil {
+				return err
+			}
+			for _, r := range routes {
+				if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(net.IP(sub.Gateway.AsSlice())) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no default route via %s in %+v", sub.Gateway, routes)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.client.Detach(ctx, &agentapi.DetachRequest{ContainerID: p.id, IfName: p.ifName}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.client.Attach(ctx, &agentapi.AttachRequest{ContainerID: "bad-mac", IfName: "eth1", Netns: p.ns.Path(),
+			VPC: "blue", Subnet: "web", MAC: "01:00:5e:00:00:01"}); err == nil || !strings.Contains(err.Error(), "multicast") {
+			t.Fatalf("multicast MAC: %v", err)
+		}
+	})
+
 	t.Run("unknown vpc leaves nothing behind", func(t *testing.T) {
 		before := hostLinks(e.ns)
 		p, err := e.attach("x", "nope", "web")

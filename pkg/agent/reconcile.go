@@ -157,6 +157,15 @@ func (a *Agent) releaseState(vs *vpcState) {
 // lookup resolves a VPC and one of its subnets, from the cache of a hosted
 // VPC or else from the store.
 func (a *Agent) lookup(ctx context.Context, vpcName, subnet string) (vpc.VPC, vpc.Subnet, error) {
+	return a.lookupOpt(ctx, vpcName, subnet, false)
+}
+
+// lookupFresh is lookup bypassing the subnet cache (and refreshing it).
+func (a *Agent) lookupFresh(ctx context.Context, vpcName, subnet string) (vpc.VPC, vpc.Subnet, error) {
+	return a.lookupOpt(ctx, vpcName, subnet, true)
+}
+
+func (a *Agent) lookupOpt(ctx context.Context, vpcName, subnet string, fresh bool) (vpc.VPC, vpc.Subnet, error) {
 	a.mu.Lock()
 	vs := a.vpcs[vpcName]
 	var v vpc.VPC
@@ -164,7 +173,7 @@ func (a *Agent) lookup(ctx context.Context, vpcName, subnet string) (vpc.VPC, vp
 		select {
 		case <-vs.synced:
 			v = vs.vpc
-			if s, ok := vs.subnets[subnet]; ok && vs.syncErr == nil {
+			if s, ok := vs.subnets[subnet]; ok && vs.syncErr == nil && !fresh {
 				a.mu.Unlock()
 				return v, s, nil
 			}
@@ -373,7 +382,9 @@ func (a *Agent) startNodeWatch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.nodeWatchStarted = true
 	go func() {
+		defer close(a.nodeWatchDone)
 		backoff := minBackoff
 		for ctx.Err() == nil {
 			for ev := range a.st.WatchNodes(ctx, rev) {

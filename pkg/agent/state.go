@@ -35,6 +35,9 @@ type attachment struct {
 	IP     netip.Addr `json:"ip,omitzero"`
 	Prefix int        `json:"prefix,omitempty"`
 	MAC    string     `json:"mac,omitempty"`
+	// DefaultRoute records that the pod got a default route via the
+	// gateway.
+	DefaultRoute bool `json:"defaultRoute,omitempty"`
 	// Complete is set once the attachment is fully programmed.
 	Complete bool `json:"complete"`
 }
