@@ -1,6 +1,85 @@
 // Package datapath loads, attaches and feeds the eBPF data plane of the VPC
-// overlay (C sources in bpf/). It knows nothing of Kubernetes or the store:
-// the agent translates its desired state into Upsert*/Delete* calls.
+// overlay (C sources in bpf/, compiled by bpf2go into lxc_bpfel.o and
+// uplink_bpfel.o). It knows nothing of Kubernetes or the store: the agent
+// translates its desired state into Upsert*/Delete* calls and Attach*.
 //
-// Design notes are being written; see bpf/README.md.
+// # Attach points
+//
+//   - from_pod (bpf/lxc.c), tcx ingress of every host-side pod veth, i.e.
+//     every packet a pod sends. The pod's identity (VNI, IP, MAC) is looked
+//     up by skb->ingress_ifindex, never taken from the packet. ARP requests
+//     are answered with the virtual gateway MAC for any target (L3 gateway,
+//     nothing floods); IPv4 is anti-spoofed (source MAC and IP must be the
+//     endpoint's) and looked up as {vni, dst}: a local endpoint gets an L2
+//     rewrite and bpf_redirect_peer into its netns, a remote one gets a
+//     Geneve header (RFC 8926, UDP 6081, built by the program: this kernel
+//     has no geneve module) and bpf_redirect to the uplink.
+//   - from_uplink (bpf/uplink.c), tcx ingress of the node uplink. Geneve to
+//     our underlay address is validated, its inner destination must be a
+//     local endpoint of the packet's VNI and its inner source an endpoint of
+//     that VNI hosted on the outer source node (no forged VNI, no spoofing
+//     from the underlay). It is decapsulated and redirect_peer'ed into the
+//     pod. Everything else continues untouched (TCX_NEXT: next tcx program,
+//     or the stack).
+//   - uplink_prefilter (bpf/uplink.c), optional XDP (xdp.frags) on the
+//     uplink: drops malformed Geneve and Geneve for VNIs not hosted here
+//     (genie_vnis, maintained by Upsert/DeleteEndpoint) before an skb exists.
+//     It never delivers.
+//
+// # Why tc and not XDP on veths
+//
+// The issue asked for XDP on the uplink. Measured on this kind of machine
+// (kernel 6.18, veth): XDP_REDIRECT between veths needs checksum offload off
+// in the pod and reached 5.2 Gbit/s against 12.0 for tc + redirect_peer; XDP
+// cannot redirect_peer at all; and an XDP program on a veth makes the peer
+// hand it linearised, un-GSO'd frames. BenchmarkE2EThroughput measures it
+// again: with the xdp.frags prefilter attached on the veth underlay, pod to
+// pod TCP across nodes fell to roughly a third to a half of the tc-only path
+// (noisy 2-core machine, same run). So delivery is tc-only, the prefilter is
+// a separate opt-in (AttachUplinkPrefilter) for NICs with native multi-buffer
+// XDP where an early drop is worth it, and the agent should not attach it on
+// veth uplinks (the sandbox).
+//
+// # Maps (bpf/lib/maps.h; all pinned by name under Config.PinDir)
+//
+//	genie_lxc        host ifindex -> {vni, ip, mac, flags}      the pod behind a veth
+//	genie_endpoints  {vni, ip} -> {ifindex | node ip, mac}      where an endpoint lives
+//	genie_nodes      node underlay ip -> underlay mac           outer dst MAC, no neighbour lookup
+//	genie_vnis       vni -> number of local endpoints            prefilter/decap: VPCs hosted here
+//	genie_config     [0] -> {underlay ip, uplink ifindex/mac, gateway mac}
+//	genie_drops      per-CPU [reason] -> count                   see DropReason
+//
+// Every key that concerns a VPC includes the VNI, so two VPCs with the same
+// CIDR and the same pod addresses never see each other: isolation is by
+// construction, a miss is a counted drop. Maps are shared by both objects and
+// survive the agent; links are pinned under PinDir/links, so the programs stay
+// attached when the agent exits. Open re-adopts the pins and Attach* replaces
+// the programs atomically through the pinned link (no gap in forwarding).
+//
+// # Drops
+//
+// Every drop path increments genie_drops[reason] first. The reasons are
+// defined once in bpf/lib/drop.h as negative codes and mirrored by
+// DropReason (keep in sync); Drops sums them over CPUs for metrics.
+//
+// # MTU and offloads
+//
+// Encapsulation adds EncapOverhead (50) bytes: overlay interfaces must use
+// MTU = uplink MTU - 50. GSO/TSO and checksum offload stay ON in pods:
+// bpf_skb_adjust_room with the ENCAP_L3_IPV4|ENCAP_L4_UDP|ENCAP_L2_ETH flags
+// marks GSO packets as UDP tunnel packets, so the uplink segments them and
+// fills inner checksums; the outer UDP checksum is 0 (allowed for IPv4) and
+// the outer IPv4 checksum is computed by the program. The outer UDP source
+// port is 49152 + 14 bits of the flow hash, for ECMP/RSS entropy. The
+// measured prototype of this design reached 1.01x of the underlay.
+//
+// # Scale
+//
+// Per packet: one hash lookup for the sender, one for the destination (plus
+// one node lookup for remote, one source lookup on decap): O(1) regardless
+// of the number of VPCs, endpoints or nodes, about 30 ns of program time for
+// a local forward (see the Benchmark* functions). Map sizes are compile-time
+// constants overridable with -D (MAX_ENDPOINTS etc.); a full map is reported
+// as ErrMapFull naming the map. Remote endpoints are written by the agent on
+// demand, so a node only holds the endpoints its pods talk to.
 package datapath
