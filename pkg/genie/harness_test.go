@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -80,32 +79,16 @@ func newNS(t testing.TB) ns.NetNS {
 	return n
 }
 
-var (
-	noopOnce sync.Once
-	noopPath string
-	noopErr  error
-)
-
 // noopPlugin builds the CNI project's own test plugin (it records every
-// command and its stdin), used to observe what genie hands a delegate on GC
-// and STATUS.
+// command and its stdin) into a test temp dir, used to observe what genie
+// hands a delegate on GC and STATUS.
 func noopPlugin(t testing.TB) string {
-	noopOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "genie-noop-")
-		if err != nil {
-			noopErr = err
-			return
-		}
-		noopPath = filepath.Join(dir, "noop")
-		out, err := exec.Command("go", "build", "-o", noopPath, "github.com/containernetworking/cni/plugins/test/noop").CombinedOutput()
-		if err != nil {
-			noopErr = fmt.Errorf("building noop plugin: %v: %s", err, out)
-		}
-	})
-	if noopErr != nil {
-		t.Fatal(noopErr)
+	p := filepath.Join(t.TempDir(), "noop")
+	out, err := exec.Command("go", "build", "-o", p, "github.com/containernetworking/cni/plugins/test/noop").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building noop plugin: %v: %s", err, out)
 	}
-	return noopPath
+	return p
 }
 
 // testEnv is a "host" netns with a bridge/macvlan-ready setup, a conf dir
