@@ -46,6 +46,7 @@ type impl struct {
 	dir     string
 	log     *slog.Logger
 	lock    *os.File
+	sync    bool
 	subnets map[string]vpc.Subnet // "vpc/subnet" -> subnet
 	blocks  map[string][]*block   // "vpc/subnet" -> blocks, sorted
 	allocs  map[string]Allocation // owner -> allocation
@@ -77,7 +78,7 @@ func newAllocator(ctx context.Context, st store.Store, node, stateDir string, op
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := &Allocator{impl{
-		st: st, node: node, dir: stateDir, log: log.With("component", "ipam", "node", node), lock: lf,
+		st: st, node: node, dir: stateDir, log: log.With("component", "ipam", "node", node), lock: lf, sync: opts.Sync,
 		subnets: map[string]vpc.Subnet{}, blocks: map[string][]*block{}, allocs: map[string]Allocation{},
 	}}
 	if err := a.load(); err != nil {
@@ -114,7 +115,14 @@ func (a *impl) load() error {
 	}
 	var fs fileState
 	if err := json.Unmarshal(b, &fs); err != nil {
-		return fmt.Errorf("decode state %s: %w", a.statePath(), err)
+		// A torn or corrupt file (power loss without Sync): set it aside
+		// and rebuild from the store.
+		bad := a.statePath() + ".corrupt"
+		a.log.Warn("state file is corrupt; rebuilding from the store", "file", a.statePath(), "saved-as", bad, "err", err)
+		if err := os.Rename(a.statePath(), bad); err != nil {
+			return fmt.Errorf("set aside corrupt state: %w", err)
+		}
+		return nil
 	}
 	if fs.Version != stateVersion {
 		return fmt.Errorf("state %s: version %d, want %d", a.statePath(), fs.Version, stateVersion)
@@ -279,9 +287,11 @@ func (a *impl) persist() error {
 		tmp.Close()
 		return fmt.Errorf("write state: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write state: %w", err)
+	if a.sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return fmt.Errorf("write state: %w", err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write state: %w", err)
@@ -289,9 +299,11 @@ func (a *impl) persist() error {
 	if err := os.Rename(tmp.Name(), a.statePath()); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
-	if d, err := os.Open(a.dir); err == nil {
-		d.Sync()
-		d.Close()
+	if a.sync {
+		if d, err := os.Open(a.dir); err == nil {
+			d.Sync()
+			d.Close()
+		}
 	}
 	return nil
 }

@@ -21,9 +21,10 @@
 // The subnet's network, broadcast and gateway addresses are never handed
 // out. Addresses within a block are chosen lowest-free-first.
 //
-// Allocations persist in a JSON state file (written to a temporary file,
-// fsynced and renamed, so a crash leaves the old or the new state), so they
-// survive an agent restart. On start the file is cross-checked with the
+// Allocations persist in a JSON state file (written to a temporary file
+// and renamed, so a crash leaves the old or the new state; fsynced only with
+// Options.Sync, see there), so they survive an agent restart. A corrupt file
+// is set aside and the state rebuilt from the store. On start the file is cross-checked with the
 // store: allocations in blocks the store no longer gives this node are
 // dropped, blocks the store gives this node but the file lacks are adopted,
 // and their addresses are recovered from the store's endpoints of this

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cni-genie/cni-genie/pkg/ipam"
 	"github.com/cni-genie/cni-genie/pkg/store"
+	"github.com/cni-genie/cni-genie/pkg/store/etcdstore"
 	"github.com/cni-genie/cni-genie/pkg/store/etcdstore/etcdtest"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
@@ -375,6 +376,19 @@ func TestRestart(t *testing.T) {
 	}
 	a.Close()
 
+	// Corrupt state file: set aside, rebuilt from the store.
+	if err := os.WriteFile(filepath.Join(dir, ipam.StateFile), []byte(`{"version":1,"node":"n1","allo`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a = newAlloc(t, s, "n1", dir)
+	if got := a.Allocations(); len(got) != 35 {
+		t.Fatalf("after corrupt state: %d allocations, want the 35 published", len(got))
+	}
+	if _, err := os.Stat(filepath.Join(dir, ipam.StateFile+".corrupt")); err != nil {
+		t.Fatalf("corrupt file not kept aside: %v", err)
+	}
+	a.Close()
+
 	// Lost state file: blocks adopted from the store, published
 	// endpoints' addresses recovered, so they are not handed out again.
 	if err := os.Remove(filepath.Join(dir, ipam.StateFile)); err != nil {
@@ -441,5 +455,74 @@ func TestStaleBlocks(t *testing.T) {
 	}
 	if _, err := s.PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: al.Owner, IP: al.IP.Addr(), Node: "n1"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An allocation from a block with room makes no store round trip: it
+// works with the allocator's store connection closed; one needing a new
+// block then fails with the store's error.
+func TestLocalAllocationNeedsNoStore(t *testing.T) {
+	_, prefix := setup(t, "10.1.0.0/24", 0)
+	own, err := etcdstore.New(ctx, srv.Endpoints(), etcdstore.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAlloc(t, own, "n1", t.TempDir())
+	mustAlloc(t, a, "first") // claims 10.1.0.0/26
+	own.Close()
+	for i := range 61 {
+		mustAlloc(t, a, fmt.Sprintf("c%d", i))
+	}
+	if err := a.Release(ctx, "c3"); err != nil { // non-empty block: no store call
+		t.Fatal(err)
+	}
+	mustAlloc(t, a, "c3-again")
+	if _, err := a.Allocate(ctx, "blue", "web", "needs-claim", netip.Addr{}); err == nil {
+		t.Fatal("allocation needing a new block succeeded without a store")
+	} else {
+		t.Logf("with the store gone: %v", err)
+	}
+}
+
+// BenchmarkAllocate compares allocate+release pairs served from a block
+// with room (local: state file writes only; local-sync: fsynced) with pairs
+// that claim and release a block in etcd each time. Compare the ns/op of
+// the same run.
+func BenchmarkAllocate(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		block int
+		sync  bool
+	}{{"local", 24, false}, {"local-sync", 24, true}, {"claim-per-add", 32, false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			prefix := etcdtest.UniquePrefix(b)
+			s := srv.NewStore(b, prefix)
+			if _, err := s.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.0.0.0/8")}); err != nil {
+				b.Fatal(err)
+			}
+			// /32 blocks: every allocation claims, every release releases.
+			if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24"), BlockPrefixLen: bc.block}); err != nil {
+				b.Fatal(err)
+			}
+			a, err := ipam.New(ctx, s, "n1", b.TempDir(), ipam.Options{Sync: bc.sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer a.Close()
+			// Keep one address allocated so the block of "local" stays.
+			if _, err := a.Allocate(ctx, "blue", "web", "anchor", netip.Addr{}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				owner := fmt.Sprintf("c%d", i)
+				if _, err := a.Allocate(ctx, "blue", "web", owner, netip.Addr{}); err != nil {
+					b.Fatal(err)
+				}
+				if err := a.Release(ctx, owner); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

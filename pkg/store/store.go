@@ -40,8 +40,9 @@ type EventType int
 const (
 	// EventPut: the object was created or updated.
 	EventPut EventType = iota + 1
-	// EventDelete: the object was deleted. Only its key fields are set
-	// (VPC and ID for an endpoint, Name for a node).
+	// EventDelete: the object was deleted. The event carries the last
+	// stored object when the backend knows it (etcd always does), else
+	// only its key fields (VPC and ID for an endpoint, Name for a node).
 	EventDelete
 	// EventError: the watch failed (Err is set) and its channel closes
 	// right after this event. On ErrCompacted, list again and re-watch.
