@@ -36,10 +36,10 @@ type env struct {
 	role  string // ClusterRole holding kube.PolicyRules
 }
 
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	t.Helper()
 	s := kubeapi.Shared(t)
-	if err := s.InstallProjectCRDs(t.Context()); err != nil {
+	if err := s.InstallProjectCRDs(t.Context(), kubeapi.NADCRDFile); err != nil {
 		t.Fatal(err)
 	}
 	admin, err := s.Clientset()
@@ -73,7 +73,7 @@ func setup(t *testing.T) *env {
 
 // kubeconfig writes a kubeconfig with a fresh token of the genie service
 // account and returns its path and the token's revoke function.
-func (e *env) kubeconfig(t *testing.T, path string) func(context.Context) error {
+func (e *env) kubeconfig(t testing.TB, path string) func(context.Context) error {
 	t.Helper()
 	tok, revoke, err := e.srv.ServiceAccountToken(t.Context(), e.ns, "genie")
 	if err != nil {
@@ -85,7 +85,7 @@ func (e *env) kubeconfig(t *testing.T, path string) func(context.Context) error 
 	return revoke
 }
 
-func (e *env) client(t *testing.T) *kube.Client {
+func (e *env) client(t testing.TB) *kube.Client {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	e.kubeconfig(t, path)
@@ -96,7 +96,7 @@ func (e *env) client(t *testing.T) *kube.Client {
 	return c
 }
 
-func (e *env) createPod(t *testing.T, ns, name string, ann map[string]string) *corev1.Pod {
+func (e *env) createPod(t testing.TB, ns, name string, ann map[string]string) *corev1.Pod {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: ann, Labels: map[string]string{"app": "x"}},
@@ -111,7 +111,7 @@ func (e *env) createPod(t *testing.T, ns, name string, ann map[string]string) *c
 
 var nadGVR = schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1", Resource: "network-attachment-definitions"}
 
-func (e *env) createNAD(t *testing.T, ns, name, config string) {
+func (e *env) createNAD(t testing.TB, ns, name, config string) {
 	t.Helper()
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "k8s.cni.cncf.io/v1",

@@ -194,7 +194,7 @@ type cluster struct {
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	srv := kubeapi.Shared(t)
-	if err := srv.InstallProjectCRDs(t.Context()); err != nil {
+	if err := srv.InstallProjectCRDs(t.Context(), kubeapi.NADCRDFile); err != nil {
 		t.Fatal(err)
 	}
 	admin, err := srv.Clientset()

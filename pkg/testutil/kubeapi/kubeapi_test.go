@@ -101,7 +101,7 @@ func TestInstallProjectCRDs(t *testing.T) {
 	s := Shared(t)
 	// Twice, as parallel test packages might: the second is an update.
 	for range 2 {
-		if err := s.InstallProjectCRDs(t.Context()); err != nil {
+		if err := s.InstallProjectCRDs(t.Context(), NADCRDFile); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,6 +155,24 @@ func TestInstallProjectCRDs(t *testing.T) {
 	if !found {
 		t.Error("network-attachment-definitions not in discovery")
 	}
+}
+
+// TestInstallAllProjectCRDs installs every CRD in deploy/crds: each must be
+// accepted (schema, CEL rules) and become Established on a real API server.
+func TestInstallAllProjectCRDs(t *testing.T) {
+	s := Shared(t)
+	dir, err := CRDDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds, err := ReadCRDs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InstallProjectCRDs(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d CRDs from %s established", len(crds), dir)
 }
 
 func TestServiceAccountTokenRevocation(t *testing.T) {
