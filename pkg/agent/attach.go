@@ -22,6 +22,9 @@ import (
 
 var _ agentapi.Backend = (*Agent)(nil)
 
+// attachTimeout bounds one Attach, store round trips included.
+const attachTimeout = 20 * time.Second
+
 // stepError is an attach failure with the CNI code to report.
 type stepError struct {
 	code uint
@@ -85,6 +88,10 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	if !a.ready.Load() {
 		return nil, fail(types.ErrTryAgainLater, "agent", errNotReady)
 	}
+	// Answer before the plugin's own timeout (agentapi: 30s), so a hung
+	// store gives a clear error instead of a dropped connection.
+	ctx, cancel := context.WithTimeout(ctx, attachTimeout)
+	defer cancel()
 	a.gcMu.RLock()
 	defer a.gcMu.RUnlock()
 	key := hostVethName(req.ContainerID, req.IfName)

@@ -738,6 +738,11 @@ func TestPrivilegedAgent(t *testing.T) {
 		}
 	})
 
+	m := e.metrics(t)
+	t.Logf("attach latency: %v attaches, mean %.1f ms; detach: %v, mean %.1f ms",
+		m["genie_attach_duration_seconds_count"], 1000*m["genie_attach_duration_seconds_sum"]/m["genie_attach_duration_seconds_count"],
+		m["genie_detach_duration_seconds_count"], 1000*m["genie_detach_duration_seconds_sum"]/m["genie_detach_duration_seconds_count"])
+
 	t.Run("gc frees attachments the runtime forgot", func(t *testing.T) {
 		resp, err := e.client.GC(ctx, &agentapi.GCRequest{Valid: []agentapi.Attachment{{ContainerID: a.id, IfName: "eth1"}}})
 		if err != nil {
