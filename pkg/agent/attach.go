@@ -130,6 +130,10 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 			}
 			return a.result(prev, v, s), nil
 		}
+		if !prev.Complete {
+			return nil, fail(types.ErrTryAgainLater, "attachment",
+				fmt.Errorf("interface %q of container %s is half removed after a failed detach; DEL it first", req.IfName, req.ContainerID))
+		}
 		return nil, fail(types.ErrInvalidNetworkConfig, "attachment",
 			fmt.Errorf("container %s already has interface %q (vpc %q subnet %q)", req.ContainerID, req.IfName, prev.VPC, prev.Subnet))
 	}
@@ -310,11 +314,16 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 			errs = append(errs, err)
 		}
 	}
-	a.mu.Lock()
-	if a.atts[at.key()] == at {
-		delete(a.atts, at.key())
+	// On failure the attachment stays known (and recorded), so a retried
+	// DEL, GC or the next start-up finishes the job; every step above is
+	// idempotent.
+	if len(errs) == 0 {
+		a.mu.Lock()
+		if a.atts[at.key()] == at {
+			delete(a.atts, at.key())
+		}
+		a.mu.Unlock()
 	}
-	a.mu.Unlock()
 	return errs
 }
 
@@ -359,8 +368,12 @@ func (a *Agent) detach(ctx context.Context, key, containerID, ifName string) err
 		}
 		at.VPC, at.Subnet, at.IP = alloc.VPC, alloc.Subnet, alloc.IP.Addr()
 	}
+	// The first detach of a complete attachment drops its VPC reference;
+	// a retry after a partial failure does not.
+	wasComplete := at.Complete
+	at.Complete = false
 	errs := a.undo(ctx, at)
-	if at.VPC != "" && at.Complete {
+	if at.VPC != "" && wasComplete {
 		a.m.endpoints.WithLabelValues("local").Dec()
 		a.releaseVPC(at.VPC)
 	}
@@ -378,6 +391,7 @@ func (a *Agent) Check(ctx context.Context, req *agentapi.CheckRequest) error {
 		return notReadyError("check")
 	}
 	key := hostVethName(req.ContainerID, req.IfName)
+	defer a.keys.lock(key)()
 	a.mu.Lock()
 	at := a.atts[key]
 	a.mu.Unlock()
@@ -436,7 +450,10 @@ func (a *Agent) GC(ctx context.Context, req *agentapi.GCRequest) (*agentapi.GCRe
 	resp := &agentapi.GCResponse{}
 	var errs []string
 	for _, at := range stale {
-		if err := a.detach(ctx, at.key(), at.ContainerID, at.IfName); err != nil {
+		unlock := a.keys.lock(at.key()) // CHECK may look at it meanwhile
+		err := a.detach(ctx, at.key(), at.ContainerID, at.IfName)
+		unlock()
+		if err != nil {
 			errs = append(errs, err.Error())
 			continue
 		}
