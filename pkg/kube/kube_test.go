@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -409,6 +410,57 @@ func TestUnreachableAPIServer(t *testing.T) {
 	<-ctx.Done()
 	if _, err := c.GetNAD(ctx, "ns", "n"); !kube.IsUnavailable(err) {
 		t.Errorf("GetNAD with an expired context: err = %v, want IsUnavailable", err)
+	}
+}
+
+// TestSilentAPIServer: a server that accepts connections and never answers
+// (a wedged apiserver or a half-dead load balancer) must not hang a CNI
+// invocation. Without a caller deadline the call ends after DefaultTimeout.
+func TestSilentAPIServer(t *testing.T) {
+	t.Parallel() // waits DefaultTimeout
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never read
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := kubeapi.WriteKubeconfig(path, "https://"+l.Addr().String(), nil, "any"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := kube.NewFromKubeconfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The caller's shorter deadline wins.
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.GetPod(ctx, "ns", "p"); !kube.IsUnavailable(err) {
+		t.Errorf("GetPod with a 200ms deadline against a silent server: err = %v, want IsUnavailable", err)
+	}
+	// No caller deadline: DefaultTimeout ends it (the test binary's own
+	// timeout would catch a hang).
+	if _, err := c.GetNAD(context.Background(), "ns", "n"); !kube.IsUnavailable(err) {
+		t.Errorf("GetNAD without a deadline against a silent server: err = %v, want IsUnavailable", err)
 	}
 }
 

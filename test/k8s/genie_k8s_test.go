@@ -383,7 +383,7 @@ func (n *node) stdinConf() []byte {
 }
 
 // genie runs the genie binary in the node netns as a runtime would.
-func (n *node) genie(command, containerID string, pod ns.NetNS, k8sPod *corev1.Pod) ([]byte, error) {
+func (n *node) genie(command, containerID string, pod interface{ Path() string }, k8sPod *corev1.Pod) ([]byte, error) {
 	args := "IgnoreUnknown=1"
 	if k8sPod != nil {
 		args += fmt.Sprintf(";K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s",
@@ -727,6 +727,12 @@ func revoke(t *testing.T, c *cluster, token string, revokeFn func(context.Contex
 	}
 }
 
+// pathNS names a netns path that may no longer exist (genie only passes it
+// on as CNI_NETNS).
+type pathNS string
+
+func (p pathNS) Path() string { return string(p) }
+
 // cniError extracts the CNI error genie printed.
 func cniError(t *testing.T, err error) *types.Error {
 	t.Helper()
@@ -794,6 +800,39 @@ func TestPrivilegedGenieK8sEdges(t *testing.T) {
 		}
 		if got := n.allocations(); len(got) != 0 {
 			t.Errorf("allocations after DEL = %v", got)
+		}
+	})
+
+	t.Run("DEL after the pod netns and the Pod object are gone", func(t *testing.T) {
+		pod := c.createPod(t, "gone-"+n.sfx, "br-"+n.sfx)
+		netns, err := testutils.NewNS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := netns.Path()
+		if _, err := n.add("gone-"+n.sfx, netns, pod); err != nil {
+			netns.Close()
+			testutils.UnmountNS(netns)
+			t.Fatalf("ADD: %v", err)
+		}
+		if got := n.allocations(); len(got) != 2 {
+			t.Errorf("allocations after ADD = %v, want 2", got)
+		}
+		// The runtime tore the sandbox down first (or crashed): the netns
+		// path no longer exists when DEL comes.
+		netns.Close()
+		if err := testutils.UnmountNS(netns); err != nil {
+			t.Fatal(err)
+		}
+		c.deletePod(t, pod.Name)
+		if _, err := n.genie("DEL", "gone-"+n.sfx, pathNS(path), pod); err != nil {
+			t.Fatalf("DEL with the netns gone: %v", err)
+		}
+		if got := n.allocations(); len(got) != 0 {
+			t.Errorf("host-local allocations after DEL = %v, want none", got)
+		}
+		if got := n.records(); len(got) != 0 {
+			t.Errorf("genie records after DEL = %v, want none", got)
 		}
 	})
 
