@@ -124,7 +124,8 @@ func setupPodLink(pl *podLink) (*podLinkResult, error) {
 		return nil, err
 	}
 	// Host side: up (done by SetupVethWithName), no address, no IPv6.
-	if err := writeSysctl(fmt.Sprintf("/proc/sys/net/ipv6/conf/%s/disable_ipv6", pl.hostName), "1"); err != nil {
+	// (A kernel without IPv6 has no such file: nothing to disable.)
+	if err := writeSysctl(fmt.Sprintf("/proc/sys/net/ipv6/conf/%s/disable_ipv6", pl.hostName), "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return res, fmt.Errorf("disabling ipv6 on %s: %w", pl.hostName, err)
 	}
 	return res, nil
