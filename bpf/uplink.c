@@ -91,8 +91,11 @@ int from_uplink(struct __sk_buff *skb)
 	ifindex = dst->ifindex;
 	mac_copy(pod_mac, dst->mac);
 
+	/* FIXED_GSO: gso_size stays the inner one. For UDP GSO it is the
+	 * datagram size (the kernel refuses to change it), for TCP the pod's
+	 * MSS already fits the overlay MTU. */
 	if (bpf_skb_adjust_room(skb, -(__s32)ENCAP_LEN, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
 		return drop_skb(DROP_DECAP_FAILED);
 	if (l2_rewrite(skb, pod_mac, cfg->gw_mac))
 		return drop_skb(DROP_DECAP_FAILED);

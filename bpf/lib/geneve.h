@@ -34,7 +34,12 @@ struct encap_hdrs {
 	struct ethhdr ieth;
 } __attribute__((packed));
 
-#define ENCAP_FLAGS (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | \
+/* FIXED_GSO: keep gso_size. The pod MTU is the uplink MTU - EncapOverhead,
+ * so its TCP segments already fit once encapsulated; and for UDP GSO the
+ * gso_size is the application's datagram size, which must not change (the
+ * e2e test sends UDP_SEGMENT writes through the tunnel). */
+#define ENCAP_FLAGS (BPF_F_ADJ_ROOM_FIXED_GSO | \
+		     BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | \
 		     BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))
 
 /* geneve_encap wraps the IPv4 packet in skb (starting with an Ethernet

@@ -3,11 +3,13 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/safchain/ethtool"
 )
 
 func (d *Datapath) linkPin(kind string, ifindex int) string {
@@ -15,6 +17,9 @@ func (d *Datapath) linkPin(kind string, ifindex int) string {
 }
 
 func (d *Datapath) attachUplink(ifindex int) error {
+	if err := tuneVethUplink(ifindex); err != nil {
+		return fmt.Errorf("attach uplink ifindex %d: %w", ifindex, err)
+	}
 	if err := d.attach(d.linkPin("uplink", ifindex), ifindex, d.uplink.FromUplink, attachTCXIngress); err != nil {
 		return fmt.Errorf("attach uplink ifindex %d: %w", ifindex, err)
 	}
@@ -46,6 +51,47 @@ func (d *Datapath) attachEndpoint(hostIfindex int) error {
 func (d *Datapath) detachEndpoint(hostIfindex int) error {
 	if err := detachPinned(d.linkPin("lxc", hostIfindex)); err != nil {
 		return fmt.Errorf("detach endpoint ifindex %d: %w", hostIfindex, err)
+	}
+	return nil
+}
+
+// udpSegFeature is the ethtool feature for UDP GSO (NETIF_F_GSO_UDP_L4).
+const udpSegFeature = "tx-udp-segmentation"
+
+// tuneVethUplink turns UDP segmentation offload off on a veth uplink.
+//
+// Why: a veth hands GSO super-packets to its peer unsegmented. An
+// encapsulated UDP GSO packet (gso_type UDP_L4|UDP_TUNNEL) then reaches the
+// peer node's decap still marked as a tunnel packet; kernels before the
+// BPF_F_ADJ_ROOM_DECAP_L4_UDP flags (7.x) cannot clear that, and the pod's
+// UDP stack fails to segment it (the datagrams vanish). Without the feature
+// the sending node's stack segments such packets at the uplink, keeping
+// datagram boundaries; TCP super-packets (TCPV4|UDP_TUNNEL) still cross
+// whole, so TCP throughput is unaffected. Real NICs segment on the wire and
+// are left alone.
+func tuneVethUplink(ifindex int) error {
+	ifc, err := net.InterfaceByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("find uplink: %w", err)
+	}
+	et, err := ethtool.NewEthtool()
+	if err != nil {
+		return fmt.Errorf("open ethtool: %w", err)
+	}
+	defer et.Close()
+	drv, err := et.DriverName(ifc.Name)
+	if err != nil || drv != "veth" {
+		return nil // not a veth (or no driver info): nothing to fix
+	}
+	feats, err := et.Features(ifc.Name)
+	if err != nil {
+		return fmt.Errorf("read offloads of %s: %w", ifc.Name, err)
+	}
+	if !feats[udpSegFeature] {
+		return nil
+	}
+	if err := et.Change(ifc.Name, map[string]bool{udpSegFeature: false}); err != nil {
+		return fmt.Errorf("turn %s off on %s: %w", udpSegFeature, ifc.Name, err)
 	}
 	return nil
 }
