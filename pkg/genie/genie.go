@@ -343,10 +343,11 @@ func (inv *invocation) gc(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// CmdStatus is the STATUS verb: genie is ready when every delegate network of
-// the conf dir reports ready and, when a VPC network is configured, the node
-// agent does. Failures are CNI code 50 (or 51 when a delegate says existing
-// attachments are affected).
+// CmdStatus is the STATUS verb: genie is ready when the default network's
+// plugins are installed, every installed delegate network of the conf dir
+// reports ready and, when a VPC network is configured, the node agent does.
+// Failures are CNI code 50 (or 51 when a delegate says existing attachments
+// are affected).
 func CmdStatus(args *skel.CmdArgs) error {
 	inv, done, err := setup(args)
 	if err != nil {
@@ -363,8 +364,15 @@ func (inv *invocation) status(ctx context.Context) error {
 	if err != nil {
 		return &types.Error{Code: agentapi.ErrCodeNotAvailable, Msg: "status: " + err.Error()}
 	}
-	if _, err := cd.defaults(inv.conf.DefaultNetworks); err != nil {
+	defs, err := cd.defaults(inv.conf.DefaultNetworks)
+	if err != nil {
 		return &types.Error{Code: agentapi.ErrCodeNotAvailable, Msg: "status: " + err.Error()}
+	}
+	for _, d := range defs {
+		if !d.IsVPC() && !inv.binariesPresent(d) {
+			return &types.Error{Code: agentapi.ErrCodeNotAvailable,
+				Msg: fmt.Sprintf("status: default network %q: plugin binary missing from %s", d.Name, inv.conf.BinDir)}
+		}
 	}
 	code := uint(0)
 	var msgs []error
@@ -372,6 +380,11 @@ func (inv *invocation) status(ctx context.Context) error {
 	for _, n := range cd.networks {
 		if n.IsVPC() {
 			vpc = true
+			continue
+		}
+		if !inv.binariesPresent(n) {
+			// Not installed: no pod can use it, and it must not make the
+			// whole node not-ready (a stale conf file is common).
 			continue
 		}
 		if err := inv.cni.GetStatusNetworkList(ctx, n.List); err != nil {

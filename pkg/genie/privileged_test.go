@@ -317,6 +317,18 @@ func TestPrivilegedStatus(t *testing.T) {
 		if err := status(); err != nil {
 			t.Fatalf("status with healthy delegates: %v", err)
 		}
+		// An uninstalled non-default network does not matter; an
+		// uninstalled default network does.
+		e.writeConf("50-missing.conf", map[string]any{"cniVersion": v, "name": "missing", "type": "genie-test-no-such-plugin"})
+		if err := status(); err != nil {
+			t.Fatalf("status with an uninstalled non-default network: %v", err)
+		}
+		e.extra["defaultNetworks"] = []string{"missing"}
+		var te *types.Error
+		if err := status(); !errors.As(err, &te) || te.Code != 50 || !strings.Contains(te.Msg, `"missing"`) {
+			t.Fatalf("status with an uninstalled default network: want code 50, got %v", err)
+		}
+		delete(e.extra, "defaultNetworks")
 		noop := noopPlugin(t)
 		binDir := filepath.Join(filepath.Dir(e.confDir), "bin2")
 		os.MkdirAll(binDir, 0o755)
@@ -328,7 +340,6 @@ func TestPrivilegedStatus(t *testing.T) {
 		os.WriteFile(debugFile, []byte(`{"ReportError":"backend down","ReportErrorCode":50}`), 0o644)
 		e.writeConf("60-sick.conf", map[string]any{"cniVersion": "1.1.0", "name": "sick", "type": "noop", "debugFile": debugFile})
 		err := status()
-		var te *types.Error
 		if !errors.As(err, &te) || te.Code != 50 || !strings.Contains(te.Msg, `"sick"`) {
 			t.Fatalf("status with a sick delegate: want code 50 naming it, got %v", err)
 		}
