@@ -514,6 +514,27 @@ func TestPrivilegedAgent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		hostIf := hostIfOf(t, a)
+		err = e.ns.Do(func(ns.NetNS) error {
+			l, err := netlink.LinkByName(hostIf)
+			if err != nil {
+				return err
+			}
+			if l.Attrs().Flags&net.FlagUp == 0 {
+				return fmt.Errorf("host veth %s is down", hostIf)
+			}
+			if addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4); len(addrs) != 0 {
+				return fmt.Errorf("host veth %s has addresses %v", hostIf, addrs)
+			}
+			v6, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + hostIf + "/disable_ipv6")
+			if err == nil && strings.TrimSpace(string(v6)) != "1" {
+				return fmt.Errorf("IPv6 is enabled on host veth %s", hostIf)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := e.client.Check(ctx, &agentapi.CheckRequest{ContainerID: a.id, IfName: "eth1", Netns: a.ns.Path()}); err != nil {
 			t.Fatalf("check: %v", err)
 		}
@@ -564,6 +585,21 @@ func TestPrivilegedAgent(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		// CHECK notices a pod interface that lost its address.
+		err = p.ns.Do(func(ns.NetNS) error {
+			l, err := netlink.LinkByName("net1")
+			if err != nil {
+				return err
+			}
+			return netlink.AddrDel(l, &netlink.Addr{IPNet: &res.IPs[0].Address})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.client.Check(ctx, &agentapi.CheckRequest{ContainerID: p.id, IfName: p.ifName, Netns: p.ns.Path()}); err == nil ||
+			!strings.Contains(err.Error(), "lacks address") {
+			t.Fatalf("check of a broken attachment: %v", err)
 		}
 		if err := e.client.Detach(ctx, &agentapi.DetachRequest{ContainerID: p.id, IfName: p.ifName}); err != nil {
 			t.Fatal(err)
