@@ -291,6 +291,17 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 			errs = append(errs, fmt.Errorf("delete map entry: %w", err))
 		}
 		delete(a.local, vniIP{at.VNI, at.IP})
+		// A remote endpoint that meanwhile took the address (its block
+		// moved to another node) gets its entry now.
+		if vs := a.vpcs[at.VPC]; vs != nil {
+			for id, r := range vs.remote {
+				if r.ip == at.IP {
+					if err := a.writeRemoteLocked(at.VNI, id, r); err != nil {
+						a.log.Warn("programming remote endpoint", "vpc", at.VPC, "id", id, "err", err)
+					}
+				}
+			}
+		}
 	} else if at.IP.IsValid() && !at.Complete {
 		// A failed attach may have written the entry before recording it.
 		if _, taken := a.local[vniIP{at.VNI, at.IP}]; !taken {
