@@ -487,9 +487,13 @@ func (a *Agent) GC(ctx context.Context, req *agentapi.GCRequest) (*agentapi.GCRe
 	return resp, nil
 }
 
-// Status implements agentapi.Backend.
+// Status implements agentapi.Backend: ready once the data plane and the
+// store are up, and not ready while watches cannot re-list the store.
 func (a *Agent) Status(ctx context.Context) (*agentapi.StatusResponse, error) {
 	if a.ready.Load() {
+		if msg, _ := a.storeErr.Load().(string); msg != "" {
+			return &agentapi.StatusResponse{Ready: false, Message: "store unreachable: " + msg}, nil
+		}
 		return &agentapi.StatusResponse{Ready: true}, nil
 	}
 	msg, _ := a.notReady.Load().(string)

@@ -210,8 +210,11 @@ func (a *Agent) syncVPC(ctx context.Context, vs *vpcState) (int64, error) {
 	eps, rev, err := a.st.ListEndpoints(ctx, vs.vpc.Name)
 	if err != nil {
 		a.m.storeErrors.WithLabelValues("list_endpoints").Inc()
-		return 0, fmt.Errorf("listing endpoints of vpc %q: %w", vs.vpc.Name, err)
+		err = fmt.Errorf("listing endpoints of vpc %q: %w", vs.vpc.Name, err)
+		a.storeErr.Store(err.Error())
+		return 0, err
 	}
+	a.storeErr.Store("")
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	seen := map[string]bool{}
@@ -422,8 +425,11 @@ func (a *Agent) syncNodes(ctx context.Context) (int64, error) {
 	nodes, rev, err := a.st.ListNodes(ctx)
 	if err != nil {
 		a.m.storeErrors.WithLabelValues("list_nodes").Inc()
-		return 0, fmt.Errorf("listing nodes: %w", err)
+		err = fmt.Errorf("listing nodes: %w", err)
+		a.storeErr.Store(err.Error())
+		return 0, err
 	}
+	a.storeErr.Store("")
 	seen := map[string]bool{}
 	for _, n := range nodes {
 		seen[n.Name] = true
