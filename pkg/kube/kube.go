@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -230,10 +232,24 @@ func (c *Client) wrap(err error, format string, args ...any) error {
 		return fmt.Errorf("%s: api server rejected %s (token expired, revoked or unknown): %w", what, src, err)
 	case apierrors.IsForbidden(err):
 		return fmt.Errorf("%s: not permitted (check genie's RBAC): %w", what, err)
+	case badCertificate(err):
+		return fmt.Errorf("%s: api server certificate not trusted (check certificate-authority in the kubeconfig): %w", what, err)
 	case unreachable(err):
 		return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// badCertificate reports whether err is a TLS verification failure: a
+// configuration error, not an outage.
+func badCertificate(err error) bool {
+	var (
+		verr *tls.CertificateVerificationError
+		uerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+		cerr x509.CertificateInvalidError
+	)
+	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &cerr)
 }
 
 // unreachable reports whether err is a transport failure or a timeout rather

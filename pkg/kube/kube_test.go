@@ -2,7 +2,14 @@ package kube_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -461,6 +468,37 @@ func TestSilentAPIServer(t *testing.T) {
 	// timeout would catch a hang).
 	if _, err := c.GetNAD(context.Background(), "ns", "n"); !kube.IsUnavailable(err) {
 		t.Errorf("GetNAD without a deadline against a silent server: err = %v, want IsUnavailable", err)
+	}
+}
+
+// TestUntrustedServerCertificate: a kubeconfig with the wrong CA is a
+// configuration error, reported as such and not as an outage.
+func TestUntrustedServerCertificate(t *testing.T) {
+	s := kubeapi.Shared(t)
+	// A CA that did not sign the server's certificate.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "other-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := kubeapi.WriteKubeconfig(path, s.URL, otherCA, s.AdminToken); err != nil {
+		t.Fatal(err)
+	}
+	c, err := kube.NewFromKubeconfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GetPod(t.Context(), "default", "p")
+	if err == nil || kube.IsUnavailable(err) || !strings.Contains(err.Error(), "certificate-authority") {
+		t.Errorf("GetPod with the wrong CA: err = %v, want a certificate error pointing at certificate-authority", err)
 	}
 }
 
