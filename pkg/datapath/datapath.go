@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 )
 
 // EncapOverhead is the number of bytes the Geneve encapsulation adds to every
@@ -80,9 +81,11 @@ type Entry struct {
 func (e Entry) Local() bool { return e.HostIfindex != 0 }
 
 // Datapath is a handle on the loaded programs and the pinned maps of one
-// node. It is safe for use by one goroutine at a time per method group; the
-// agent serialises writes (it is the only writer of the maps).
+// node. Its methods are safe for concurrent use; map writes and attaches are
+// serialised (some writes, like the per-VNI endpoint count, are
+// read-modify-write). One agent per PinDir is assumed.
 type Datapath struct {
+	mu     sync.Mutex
 	cfg    Config
 	lxc    lxcObjects
 	uplink uplinkObjects
@@ -107,48 +110,86 @@ func Remove(pinDir string) error { return remove(pinDir) }
 // AttachUplink attaches the decapsulation program to tcx ingress of the
 // uplink ifindex. The link is pinned; an existing pinned link is updated in
 // place with the current program (no gap in forwarding).
-func (d *Datapath) AttachUplink(ifindex int) error { return d.attachUplink(ifindex) }
+func (d *Datapath) AttachUplink(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.attachUplink(ifindex)
+}
 
 // AttachUplinkPrefilter attaches the optional XDP prefilter (xdp.frags, so GSO
 // stays on for veth peers) to the uplink. It drops malformed Geneve and
 // Geneve for VNIs without a local endpoint before an skb is built; everything
 // else passes to the tcx program. Worth it on NICs with native XDP; on a veth
 // uplink the tcx program alone is enough.
-func (d *Datapath) AttachUplinkPrefilter(ifindex int) error { return d.attachPrefilter(ifindex) }
+func (d *Datapath) AttachUplinkPrefilter(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.attachPrefilter(ifindex)
+}
 
 // DetachUplink removes the uplink tcx program and XDP prefilter (idempotent).
-func (d *Datapath) DetachUplink(ifindex int) error { return d.detachUplink(ifindex) }
+func (d *Datapath) DetachUplink(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.detachUplink(ifindex)
+}
 
 // AttachEndpoint attaches the pod program to tcx ingress of the host-side
 // veth hostIfindex (packets the pod sends). Idempotent; the link is pinned.
 // Attach after UpsertLocalEndpoint: until the endpoint is known its packets
 // are dropped as UNKNOWN_ENDPOINT.
-func (d *Datapath) AttachEndpoint(hostIfindex int) error { return d.attachEndpoint(hostIfindex) }
+func (d *Datapath) AttachEndpoint(hostIfindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.attachEndpoint(hostIfindex)
+}
 
 // DetachEndpoint detaches the pod program from hostIfindex and removes the
 // pin. Idempotent: a missing link or interface is not an error.
-func (d *Datapath) DetachEndpoint(hostIfindex int) error { return d.detachEndpoint(hostIfindex) }
+func (d *Datapath) DetachEndpoint(hostIfindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.detachEndpoint(hostIfindex)
+}
 
 // UpsertLocalEndpoint writes a local endpoint to the endpoints map and the
 // endpoint-by-ifindex map and counts its VNI as hosted here (prefilter).
-func (d *Datapath) UpsertLocalEndpoint(ep LocalEndpoint) error { return d.upsertLocal(ep) }
+func (d *Datapath) UpsertLocalEndpoint(ep LocalEndpoint) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.upsertLocal(ep)
+}
 
 // UpsertRemoteEndpoint writes an endpoint hosted on another node.
-func (d *Datapath) UpsertRemoteEndpoint(ep RemoteEndpoint) error { return d.upsertRemote(ep) }
+func (d *Datapath) UpsertRemoteEndpoint(ep RemoteEndpoint) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.upsertRemote(ep)
+}
 
 // DeleteEndpoint removes {vni, ip} from the endpoints map (and, if it was
 // local, its endpoint-by-ifindex entry and VNI reference). Idempotent.
-func (d *Datapath) DeleteEndpoint(vni uint32, ip netip.Addr) error { return d.deleteEndpoint(vni, ip) }
+func (d *Datapath) DeleteEndpoint(vni uint32, ip netip.Addr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deleteEndpoint(vni, ip)
+}
 
 // UpsertNode records the underlay MAC of a node, used as outer destination
 // MAC of packets encapsulated to it. With all nodes on one L2 underlay this
 // is the node's uplink MAC; behind a router it is the next hop's MAC.
 func (d *Datapath) UpsertNode(ip netip.Addr, mac net.HardwareAddr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return d.upsertNode(ip, mac)
 }
 
 // DeleteNode forgets a node's underlay MAC. Idempotent.
-func (d *Datapath) DeleteNode(ip netip.Addr) error { return d.deleteNode(ip) }
+func (d *Datapath) DeleteNode(ip netip.Addr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deleteNode(ip)
+}
 
 // Endpoints lists the endpoints map, for reconcile diffing.
 func (d *Datapath) Endpoints() ([]Entry, error) { return d.endpoints() }
