@@ -492,7 +492,14 @@ func (a *Agent) GC(ctx context.Context, req *agentapi.GCRequest) (*agentapi.GCRe
 func (a *Agent) Status(ctx context.Context) (*agentapi.StatusResponse, error) {
 	if a.ready.Load() {
 		if msg, _ := a.storeErr.Load().(string); msg != "" {
-			return &agentapi.StatusResponse{Ready: false, Message: "store unreachable: " + msg}, nil
+			// Probe before reporting: the failure may be over.
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := a.st.GetNode(pctx, a.cfg.NodeName)
+			cancel()
+			if err != nil {
+				return &agentapi.StatusResponse{Ready: false, Message: "store unreachable: " + msg}, nil
+			}
+			a.storeErr.CompareAndSwap(msg, "")
 		}
 		return &agentapi.StatusResponse{Ready: true}, nil
 	}
