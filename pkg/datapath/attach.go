@@ -41,6 +41,13 @@ func (d *Datapath) detachUplink(ifindex int) error {
 	return nil
 }
 
+func (d *Datapath) detachPrefilter(ifindex int) error {
+	if err := detachPinned(d.linkPin("prefilter", ifindex)); err != nil {
+		return fmt.Errorf("detach uplink prefilter ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
 func (d *Datapath) attachEndpoint(hostIfindex int) error {
 	if err := d.attach(d.linkPin("lxc", hostIfindex), hostIfindex, d.lxc.FromPod, attachTCXIngress); err != nil {
 		return fmt.Errorf("attach endpoint ifindex %d: %w", hostIfindex, err)

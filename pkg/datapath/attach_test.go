@@ -147,6 +147,20 @@ func TestPrivilegedAttachLifecycle(t *testing.T) {
 		if x := l.Attrs().Xdp; x == nil || !x.Attached {
 			return fmt.Errorf("xdp prefilter not attached: %+v", x)
 		}
+		for range 2 {
+			if err := d2.DetachUplinkPrefilter(up); err != nil {
+				return err
+			}
+		}
+		if l, _ = netlink.LinkByIndex(up); l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
+			return fmt.Errorf("xdp still attached after DetachUplinkPrefilter")
+		}
+		if ids := tcxIngress(up); len(ids) != 1 {
+			return fmt.Errorf("DetachUplinkPrefilter touched the tcx program: %v", ids)
+		}
+		if err := d2.AttachUplinkPrefilter(up); err != nil {
+			return err
+		}
 		if err := Remove(pin); err != nil {
 			return err
 		}

@@ -127,6 +127,14 @@ func (d *Datapath) AttachUplinkPrefilter(ifindex int) error {
 	return d.attachPrefilter(ifindex)
 }
 
+// DetachUplinkPrefilter removes only the XDP prefilter (idempotent), e.g.
+// when a restarted agent no longer wants it.
+func (d *Datapath) DetachUplinkPrefilter(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.detachPrefilter(ifindex)
+}
+
 // DetachUplink removes the uplink tcx program and XDP prefilter (idempotent).
 func (d *Datapath) DetachUplink(ifindex int) error {
 	d.mu.Lock()
