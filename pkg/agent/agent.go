@@ -46,9 +46,6 @@ type Agent struct {
 
 	ready    atomic.Bool
 	notReady atomic.Value // string: why not ready
-	// storeErr is the last failed re-list of a watch ("" once a re-list
-	// succeeds): the store is unreachable, so ADDs would fail.
-	storeErr atomic.Value // string
 
 	// gcMu: attach/detach hold it shared, GC exclusively, so GC never sees
 	// a half-done attachment.
@@ -103,7 +100,6 @@ func New(cfg Config) (*Agent, error) {
 		nodeWatchDone: make(chan struct{}),
 	}
 	a.notReady.Store("starting")
-	a.storeErr.Store("")
 	a.m = newMetrics(a.drops)
 	return a, nil
 }

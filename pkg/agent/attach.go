@@ -488,18 +488,17 @@ func (a *Agent) GC(ctx context.Context, req *agentapi.GCRequest) (*agentapi.GCRe
 }
 
 // Status implements agentapi.Backend: ready once the data plane and the
-// store are up, and not ready while watches cannot re-list the store.
+// store are up, not ready while the store does not answer.
 func (a *Agent) Status(ctx context.Context) (*agentapi.StatusResponse, error) {
 	if a.ready.Load() {
-		if msg, _ := a.storeErr.Load().(string); msg != "" {
-			// Probe before reporting: the failure may be over.
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_, err := a.st.GetNode(pctx, a.cfg.NodeName)
-			cancel()
-			if err != nil {
-				return &agentapi.StatusResponse{Ready: false, Message: "store unreachable: " + msg}, nil
-			}
-			a.storeErr.CompareAndSwap(msg, "")
+		// ADDs need the store (publishing the endpoint): probe it with a
+		// cheap read. The runtime calls STATUS every few seconds.
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := a.st.GetNode(pctx, a.cfg.NodeName)
+		cancel()
+		if err != nil {
+			a.m.storeErrors.WithLabelValues("status_probe").Inc()
+			return &agentapi.StatusResponse{Ready: false, Message: "store unreachable: " + err.Error()}, nil
 		}
 		return &agentapi.StatusResponse{Ready: true}, nil
 	}

@@ -38,6 +38,7 @@ type cluster struct {
 	t        *testing.T
 	bin      string
 	dir      string
+	emb      *etcdstore.Embedded
 	st       *etcdstore.Store
 	storeURL []string
 	fabric   ns.NetNS
@@ -98,12 +99,10 @@ func newCluster(t *testing.T, nodes int) *cluster {
 	c := &cluster{t: t, dir: t.TempDir()}
 	c.bin = buildGenied(t)
 
-	emb, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{DataDir: filepath.Join(c.dir, "etcd")})
-	if err != nil {
-		t.Fatalf("starting embedded etcd: %v", err)
-	}
-	t.Cleanup(func() { emb.Close() })
-	c.storeURL = emb.Endpoints()
+	c.startStore()
+	t.Cleanup(func() { c.emb.Close() })
+	c.storeURL = c.emb.Endpoints()
+	var err error
 	if c.st, err = etcdstore.New(ctx, c.storeURL, etcdstore.Options{}); err != nil {
 		t.Fatalf("connecting to etcd: %v", err)
 	}
@@ -129,6 +128,16 @@ func newCluster(t *testing.T, nodes int) *cluster {
 		c.nodes = append(c.nodes, c.addNode(fmt.Sprintf("node-%c", 'a'+i), i))
 	}
 	return c
+}
+
+// startStore starts (or restarts, on the same data dir and socket) the
+// embedded etcd.
+func (c *cluster) startStore() {
+	emb, err := etcdstore.StartEmbedded(context.Background(), etcdstore.EmbeddedConfig{DataDir: filepath.Join(c.dir, "etcd")})
+	if err != nil {
+		c.t.Fatalf("starting embedded etcd: %v", err)
+	}
+	c.emb = emb
 }
 
 func (c *cluster) addNode(name string, i int) *node {
@@ -774,6 +783,13 @@ func TestPrivilegedAgent(t *testing.T) {
 		}
 	})
 
+	t.Run("status follows the store", func(t *testing.T) {
+		c.emb.Close()
+		waitStatus(t, e, false, "store unreachable")
+		c.startStore()
+		waitStatus(t, e, true, "")
+	})
+
 	m := e.metrics(t)
 	t.Logf("attach latency: %v attaches, mean %.1f ms; detach: %v, mean %.1f ms",
 		m["genie_attach_duration_seconds_count"], 1000*m["genie_attach_duration_seconds_sum"]/m["genie_attach_duration_seconds_count"],
@@ -928,4 +944,21 @@ func dialTimeout(src *pod, dst netip.Addr, port int, d time.Duration) (net.Conn,
 		return err
 	})
 	return c, err
+}
+
+// waitStatus polls the agent's STATUS until Ready is want (and, when not
+// ready, the message contains msg).
+func waitStatus(t *testing.T, n *node, want bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := n.client.Status(context.Background())
+		if err == nil && st.Ready == want && (want || strings.Contains(st.Message, msg)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status of %s: %+v %v, want ready=%v %q", n.name, st, err, want, msg)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -210,11 +210,8 @@ func (a *Agent) syncVPC(ctx context.Context, vs *vpcState) (int64, error) {
 	eps, rev, err := a.st.ListEndpoints(ctx, vs.vpc.Name)
 	if err != nil {
 		a.m.storeErrors.WithLabelValues("list_endpoints").Inc()
-		err = fmt.Errorf("listing endpoints of vpc %q: %w", vs.vpc.Name, err)
-		a.storeErr.Store(err.Error())
-		return 0, err
+		return 0, fmt.Errorf("listing endpoints of vpc %q: %w", vs.vpc.Name, err)
 	}
-	a.storeErr.Store("")
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	seen := map[string]bool{}
@@ -425,11 +422,8 @@ func (a *Agent) syncNodes(ctx context.Context) (int64, error) {
 	nodes, rev, err := a.st.ListNodes(ctx)
 	if err != nil {
 		a.m.storeErrors.WithLabelValues("list_nodes").Inc()
-		err = fmt.Errorf("listing nodes: %w", err)
-		a.storeErr.Store(err.Error())
-		return 0, err
+		return 0, fmt.Errorf("listing nodes: %w", err)
 	}
-	a.storeErr.Store("")
 	seen := map[string]bool{}
 	for _, n := range nodes {
 		seen[n.Name] = true
