@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -19,6 +20,7 @@ import (
 type Embedded struct {
 	etcd      *embed.Etcd
 	endpoints []string
+	lock      *os.File
 }
 
 // StartEmbedded starts a single-member etcd server and waits until it
@@ -30,6 +32,22 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
 	}
+	// etcd blocks forever on a data dir another server has open: fail
+	// fast instead (and before touching that server's sockets).
+	lock, err := os.OpenFile(filepath.Join(cfg.DataDir, "genie-etcd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("start embedded etcd: data dir %s is in use by another server: %w", cfg.DataDir, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	if cfg.ClientURL == "" {
 		cfg.ClientURL = "unix://" + filepath.Join(cfg.DataDir, "etcd.sock")
 	}
@@ -102,7 +120,8 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.DataDir, ctx.Err())
 	}
 
-	emb := &Embedded{etcd: e}
+	ok = true
+	emb := &Embedded{etcd: e, lock: lock}
 	for _, l := range e.Clients {
 		a := l.Addr()
 		switch a.Network() {
@@ -131,7 +150,7 @@ func (e *Embedded) Close() error {
 	}
 	e.etcd.Close()
 	e.etcd = nil
-	return nil
+	return e.lock.Close()
 }
 
 // parseListenURL accepts unix:///abs/path, unix:/abs/path and
