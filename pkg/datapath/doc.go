@@ -73,6 +73,23 @@
 // port is 49152 + 14 bits of the flow hash, for ECMP/RSS entropy. The
 // measured prototype of this design reached 1.01x of the underlay.
 //
+// Encap and decap use BPF_F_ADJ_ROOM_FIXED_GSO: gso_size is never changed.
+// The pod MTU already leaves room for the header, and for UDP GSO
+// (UDP_SEGMENT) gso_size is the application's datagram size: shrinking it
+// would re-cut datagrams, and the kernel refuses the decap without the flag.
+// On a veth uplink one more step is needed, found by the e2e test: a veth
+// hands GSO super-packets to its peer unsegmented, and a decapsulated UDP
+// GSO packet keeps its tunnel GSO type (kernels before 7.x have no
+// BPF_F_ADJ_ROOM_DECAP_L4_UDP to clear it), so the pod's UDP stack cannot
+// segment it and the datagrams vanish. AttachUplink therefore switches
+// tx-udp-segmentation off on veth uplinks (only there): encapsulated UDP GSO
+// is then segmented by the sending node, while TCP super-packets still cross
+// whole. Real NICs segment on the wire and are left alone.
+//
+// Not done: the inner TTL is not decremented (the gateway is virtual and
+// delivery is direct, so there is no loop to stop); Geneve options are
+// refused rather than skipped (our nodes never send any).
+//
 // # Scale
 //
 // Per packet: one hash lookup for the sender, one for the destination (plus
