@@ -12,9 +12,10 @@
  *
  * uplink_prefilter (xdp.frags): optional early drop of malformed Geneve and
  *   Geneve for VNIs not hosted here, before an skb exists. It never
- *   delivers: XDP cannot redirect_peer and would cost GSO on veths, so the
- *   tcx program stays the only delivery path. Frags-aware so attaching it
- *   does not turn GSO off on a veth peer.
+ *   delivers: XDP cannot redirect_peer, so the tcx program stays the only
+ *   delivery path. Frags-aware for multi-buffer NICs. Not for veth uplinks:
+ *   any XDP program on a veth clears TSO/USO on its peer (measured on 6.18,
+ *   see pkg/datapath/doc.go).
  */
 #include "lib/common.h"
 #include "lib/maps.h"

@@ -116,11 +116,13 @@ func (d *Datapath) AttachUplink(ifindex int) error {
 	return d.attachUplink(ifindex)
 }
 
-// AttachUplinkPrefilter attaches the optional XDP prefilter (xdp.frags, so GSO
-// stays on for veth peers) to the uplink. It drops malformed Geneve and
-// Geneve for VNIs without a local endpoint before an skb is built; everything
-// else passes to the tcx program. Worth it on NICs with native XDP; on a veth
-// uplink the tcx program alone is enough.
+// AttachUplinkPrefilter attaches the optional XDP prefilter (xdp.frags) to
+// the uplink. It drops malformed Geneve and Geneve for VNIs without a local
+// endpoint before an skb is built; everything else passes to the tcx
+// program. Worth it on NICs with native multi-buffer XDP. Do NOT use it on a
+// veth uplink: attaching any XDP program to a veth (frags-aware or not)
+// clears TSO/USO on its peer on kernel 6.18 (measured), which costs about
+// half of the cross-node TCP throughput (BenchmarkE2EThroughput).
 func (d *Datapath) AttachUplinkPrefilter(ifindex int) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -31,13 +31,15 @@
 // The issue asked for XDP on the uplink. Measured on this kind of machine
 // (kernel 6.18, veth): XDP_REDIRECT between veths needs checksum offload off
 // in the pod and reached 5.2 Gbit/s against 12.0 for tc + redirect_peer; XDP
-// cannot redirect_peer at all; and an XDP program on a veth makes the peer
-// hand it linearised, un-GSO'd frames. BenchmarkE2EThroughput measures it
-// again: with the xdp.frags prefilter attached on the veth underlay, pod to
-// pod TCP across nodes fell to roughly a third to a half of the tc-only path
+// cannot redirect_peer at all. Declaring the program xdp.frags does not save
+// GSO on a veth either: attaching it switched the peer's tx-tcp-segmentation,
+// tx-tcp6-segmentation, tx-udp-segmentation and tx-gso-list from on to off
+// (checked with ethtool on 6.18), so the peer sends MTU-sized frames. With
+// the prefilter attached on the veth underlay, BenchmarkE2EThroughput saw pod
+// to pod TCP across nodes fall to a third to a half of the tc-only path
 // (noisy 2-core machine, same run). So delivery is tc-only, the prefilter is
 // a separate opt-in (AttachUplinkPrefilter) for NICs with native multi-buffer
-// XDP where an early drop is worth it, and the agent should not attach it on
+// XDP where an early drop is worth it, and the agent must not attach it on
 // veth uplinks (the sandbox).
 //
 // # Maps (bpf/lib/maps.h; all pinned by name under Config.PinDir)
