@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
+	"github.com/cni-genie/cni-genie/pkg/selection"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -325,3 +326,94 @@ func TestVPCNetworks(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestRuntimeConfigOnlyToDefault: the runtime's capability arguments reach
+// the default network (when it declares them) and no other network; the
+// CNI project's noop plugin records what each delegate got.
+func TestRuntimeConfigOnlyToDefault(t *testing.T) {
+	noop := noopPlugin(t)
+	e := newUnprivEnv(t)
+	bin := filepath.Dir(noop)
+	for _, name := range []string{"first", "second"} {
+		dbg := filepath.Join(e.dir, name+".debug")
+		log := filepath.Join(e.dir, name+".log")
+		os.WriteFile(dbg, []byte(`{"ReportResult":"{\"cniVersion\":\"1.1.0\"}"}`), 0o644)
+		os.WriteFile(log, []byte(`[]`), 0o644)
+		e.write(t, "10-"+name+".conf", `{"cniVersion":"1.1.0","name":"`+name+`","type":"noop","capabilities":{"portMappings":true},`+
+			`"debugFile":"`+dbg+`","commandLog":"`+log+`"}`)
+	}
+	a := e.args("rtc", "GENIE_NETWORKS=first,second", bin)
+	conf := map[string]any{}
+	json.Unmarshal(a.StdinData, &conf)
+	conf["runtimeConfig"] = map[string]any{"portMappings": []any{map[string]any{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}}}
+	a.StdinData, _ = json.Marshal(conf)
+	if _, err := Add(a); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"first": true, "second": false} {
+		data, _ := os.ReadFile(filepath.Join(e.dir, name+".log"))
+		var entries []struct {
+			Command string
+			CmdArgs struct {
+				StdinData []byte
+				Args      string
+			}
+		}
+		json.Unmarshal(data, &entries)
+		if len(entries) != 1 || entries[0].Command != "ADD" {
+			t.Fatalf("%s: log %s", name, data)
+		}
+		var in struct {
+			RuntimeConfig map[string]any `json:"runtimeConfig"`
+		}
+		json.Unmarshal(entries[0].CmdArgs.StdinData, &in)
+		if _, got := in.RuntimeConfig["portMappings"]; got != want {
+			t.Errorf("%s: got portMappings %v, want %v (stdin %s)", name, got, want, entries[0].CmdArgs.StdinData)
+		}
+		if strings.Contains(entries[0].CmdArgs.Args, "GENIE_NETWORKS") {
+			t.Errorf("%s: GENIE_NETWORKS leaked to the delegate: %q", name, entries[0].CmdArgs.Args)
+		}
+	}
+	if err := CmdDel(a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPerNetworkRequests: NPWG ips/mac/bandwidth become runtimeConfig for the
+// delegate and cni-args become args.cni in every plugin of its conflist.
+func TestPerNetworkRequests(t *testing.T) {
+	n, err := ParseNetwork([]byte(`{"cniVersion":"1.1.0","name":"x","plugins":[{"type":"macvlan","capabilities":{"ips":true}},{"type":"tuning","capabilities":{"mac":true},"args":{"cni":{"keep":"me"}}}]}`), "", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	elems, err := selection.ParseNetworks(`[{"name":"x","ips":["10.9.0.5/24"],"mac":"02:00:00:00:00:09","cni-args":{"mtu":"9000"},"bandwidth":{"ingressRate":1,"ingressBurst":2,"egressRate":3,"egressBurst":4}}]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := &invocation{conf: &NetConf{RuntimeConfig: map[string]any{"portMappings": []any{}}}, log: discardLogger()}
+	p := &planned{Attachment: selection.Attachment{Element: elems[0], IfName: "net1"}, Network: n, Label: "ns/x"}
+	rn, err := inv.recordNetwork(1, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rn.CapabilityArgs["portMappings"]; ok {
+		t.Errorf("runtime config given to a non-default network: %v", rn.CapabilityArgs)
+	}
+	if rn.CapabilityArgs["mac"] != "02:00:00:00:00:09" || len(rn.CapabilityArgs["ips"].([]string)) != 1 || rn.CapabilityArgs["bandwidth"] == nil {
+		t.Errorf("capability args %v", rn.CapabilityArgs)
+	}
+	var list struct {
+		Plugins []struct {
+			Args struct {
+				CNI map[string]any `json:"cni"`
+			} `json:"args"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(rn.Config, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Plugins) != 2 || list.Plugins[0].Args.CNI["mtu"] != "9000" || list.Plugins[1].Args.CNI["mtu"] != "9000" ||
+		list.Plugins[1].Args.CNI["keep"] != "me" {
+		t.Errorf("cni-args not injected into every plugin: %s", rn.Config)
+	}
+}

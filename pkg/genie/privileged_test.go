@@ -349,3 +349,37 @@ func TestPrivilegedStatus(t *testing.T) {
 		}
 	})
 }
+
+// TestPrivilegedDelWithoutRecord: an attachment genie has no record of (ADD
+// never completed through genie) is deleted from the default network under
+// CNI_IFNAME, best effort, and DEL succeeds.
+func TestPrivilegedDelWithoutRecord(t *testing.T) {
+	forEachVersion(t, func(t *testing.T, v string) {
+		e := newTestEnv(t, v)
+		pod := newNS(t)
+		a := e.cmdArgs("norec-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a")
+		if _, err := e.add(a); err != nil {
+			t.Fatalf("add: %v", err)
+		}
+		// Forget the record, as if genie had crashed before writing it.
+		if err := os.Remove(filepath.Join(e.stateDir, a.ContainerID+"+eth0.json")); err != nil {
+			t.Fatal(err)
+		}
+		if len(e.allocations()) != 1 {
+			t.Fatalf("allocations %v", e.allocations())
+		}
+		if err := e.del(e.cmdArgs(a.ContainerID, pod, "")); err != nil {
+			t.Fatalf("del without record: %v", err)
+		}
+		if al := e.allocations(); len(al) != 0 {
+			t.Fatalf("allocations left: %v", al)
+		}
+		if st := readPod(t, pod); len(st.addrs) != 0 {
+			t.Fatalf("interfaces left: %v", st.addrs)
+		}
+		// Nothing at all to delete is still a success.
+		if err := e.del(e.cmdArgs("never-added-"+e.sfx, nil, "")); err != nil {
+			t.Fatalf("del of an unknown container: %v", err)
+		}
+	})
+}
