@@ -181,12 +181,32 @@ func (a *impl) resync(ctx context.Context) error {
 				kept = append(kept, b)
 				continue
 			}
+			// The store lost the block (subnet re-created, store restored
+			// from an old backup...). Re-claim it if this node still uses
+			// it and nobody else took it; else its allocations are void.
+			sn, ok := a.subnets[key]
+			if ok && len(b.used) > 0 && sn.CIDR.Contains(b.CIDR.Addr()) && sn.BlockPrefixLen == b.CIDR.Bits() {
+				got, err := a.st.ClaimBlockContaining(ctx, b.VPC, b.Subnet, a.node, b.CIDR.Addr())
+				if err == nil && got.CIDR == b.CIDR {
+					a.log.Warn("re-claimed a block the store had lost", "subnet", key, "block", b.CIDR, "allocations", len(b.used))
+					b.verified = true
+					kept = append(kept, b)
+					continue
+				}
+				if err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("resync: %w", err)
+				}
+			}
 			a.log.Warn("dropping block the store no longer assigns to this node", "subnet", key, "block", b.CIDR, "allocations", len(b.used))
 			for _, owner := range b.used {
 				delete(a.allocs, owner)
 			}
 		}
-		a.blocks[key] = kept
+		if len(kept) == 0 {
+			delete(a.blocks, key)
+		} else {
+			a.blocks[key] = kept
+		}
 	}
 	adopted := 0
 	for _, b := range all {

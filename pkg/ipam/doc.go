@@ -25,8 +25,8 @@
 // and renamed, so a crash leaves the old or the new state; fsynced only with
 // Options.Sync, see there), so they survive an agent restart. A corrupt file
 // is set aside and the state rebuilt from the store. On start the file is cross-checked with the
-// store: allocations in blocks the store no longer gives this node are
-// dropped, blocks the store gives this node but the file lacks are adopted,
+// store: a block in use that the store lost is claimed again if still free,
+// allocations in blocks another node now holds are dropped, blocks the store gives this node but the file lacks are adopted,
 // and their addresses are recovered from the store's endpoints of this
 // node. GC frees allocations of owners the runtime no longer knows, so a
 // pod that vanished without a DEL leaks nothing.

@@ -64,10 +64,11 @@ type Allocator struct {
 
 // New loads the allocator of node from stateDir (created if missing),
 // cross-checks it with the blocks the store says node holds, and returns
-// it. Allocations whose block the store no longer assigns to node are
-// dropped (and logged); blocks the store assigns to node that the state
-// file lacks are adopted, and their addresses recovered from the store's
-// endpoints of node.
+// it. A block in use that the store lost is claimed again if still free;
+// allocations in a block another node now holds (or whose subnet is gone
+// or changed) are dropped and logged. Blocks the store assigns to node
+// that the state file lacks are adopted, and addresses of node's endpoints
+// in the store that the file lacks are recovered.
 func New(ctx context.Context, st store.Store, node, stateDir string, opts Options) (*Allocator, error) {
 	return newAllocator(ctx, st, node, stateDir, opts)
 }

@@ -526,3 +526,27 @@ func BenchmarkAllocate(b *testing.B) {
 		})
 	}
 }
+
+// The store lost a block in use (here: deleted behind the agent's back,
+// as a restore from an old backup would): on start the agent claims it
+// again and keeps its pods' addresses.
+func TestLostBlockReclaimed(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 0)
+	dir := t.TempDir()
+	a := newAlloc(t, s, "n1", dir)
+	al := mustAlloc(t, a, "c1/eth0")
+	a.Close()
+	if err := s.ReleaseBlock(ctx, "blue", "web", al.Block, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	a = newAlloc(t, s, "n1", dir)
+	if got, ok := a.Get("c1/eth0"); !ok || got != al {
+		t.Fatalf("allocation after lost block = %+v, %v; want %+v", got, ok, al)
+	}
+	if bs, _ := s.ListBlocks(ctx, "blue", "web"); len(bs) != 1 || bs[0].Node != "n1" || bs[0].CIDR != al.Block {
+		t.Fatalf("store blocks = %+v", bs)
+	}
+	if _, err := s.PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: al.Owner, IP: al.IP.Addr(), Node: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+}
