@@ -188,13 +188,17 @@ func printStatus(g *globals, sb *sandbox.Sandbox) error {
 	tw := table(g.out, "NODE", "UNDERLAY", "AGENT", "READY", "PIN DIR")
 	for _, n := range st.Nodes {
 		ready := "-"
+		agent := fmt.Sprintf("%s pid %d", alive[n.AgentAlive], n.Node.AgentPID)
+		if n.Node.AgentPID == 0 {
+			agent = "none"
+		}
 		if n.AgentAlive {
 			ready = fmt.Sprint(n.AgentReady)
 			if n.Message != "" && !n.AgentReady {
 				ready += " (" + n.Message + ")"
 			}
 		}
-		row(tw, n.Node.Name, n.Node.UnderlayIP, fmt.Sprintf("%s pid %d", alive[n.AgentAlive], n.Node.AgentPID), ready, n.Node.PinDir)
+		row(tw, n.Node.Name, n.Node.UnderlayIP, agent, ready, n.Node.PinDir)
 	}
 	tw.Flush()
 	if len(st.Pods) > 0 {

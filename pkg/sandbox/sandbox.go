@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"strconv"
 	"syscall"
 	"time"
@@ -103,6 +104,21 @@ func (o *Options) defaults() error {
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	// Processes started elsewhere (agents, genie) must find these.
+	var err error
+	if o.BinDir, err = filepath.Abs(o.BinDir); err != nil {
+		return fmt.Errorf("sandbox %q: bin dir: %w", o.Name, err)
+	}
+	if o.CNIBinDir != "" {
+		var dirs []string
+		for _, d := range filepath.SplitList(o.CNIBinDir) {
+			if d, err = filepath.Abs(d); err != nil {
+				return fmt.Errorf("sandbox %q: cni bin dir: %w", o.Name, err)
+			}
+			dirs = append(dirs, d)
+		}
+		o.CNIBinDir = strings.Join(dirs, string(filepath.ListSeparator))
 	}
 	return nil
 }

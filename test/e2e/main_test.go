@@ -41,18 +41,7 @@ func TestMain(m *testing.M) {
 // teardown, which must leave nothing behind.
 func newSandbox(t *testing.T, nodes int) *sandbox.Sandbox {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("skipped in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, BPF")
-	}
-	if err := sandbox.CheckBPFFS(sandbox.DefaultBPFRoot); err != nil {
-		t.Skipf("needs bpffs: %v", err)
-	}
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
+	requirePrivileged(t)
 	b := make([]byte, 3)
 	rand.Read(b)
 	name := "e2e" + hex.EncodeToString(b)
@@ -76,6 +65,24 @@ func newSandbox(t *testing.T, nodes int) *sandbox.Sandbox {
 		}
 	})
 	return sb
+}
+
+// requirePrivileged skips unless the sandbox can run here, and fails if
+// the binaries did not build.
+func requirePrivileged(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces, BPF")
+	}
+	if err := sandbox.CheckBPFFS(sandbox.DefaultBPFRoot); err != nil {
+		t.Skipf("needs bpffs: %v", err)
+	}
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
 }
 
 func tailLines(s string, n int) string {
