@@ -48,11 +48,15 @@ func open(cfg Config) (*Datapath, error) {
 	return d, nil
 }
 
-// loadErr adds the verifier log's tail to a load error.
+// loadErr adds the verifier log to a load error and explains a pinned map
+// left by an incompatible data plane version.
 func loadErr(err error) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
 		return fmt.Errorf("%w: %+v", err, ve)
+	}
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("%w (pinned by an incompatible data plane version: Remove the pin dir, which interrupts traffic, or migrate the map)", err)
 	}
 	return err
 }

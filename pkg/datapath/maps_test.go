@@ -3,8 +3,12 @@ package datapath
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 func vniCount(t *testing.T, d *Datapath, vni uint32) uint32 {
@@ -207,5 +211,27 @@ func TestPrivilegedMapFull(t *testing.T) {
 	err = d.UpsertNode(netip.MustParseAddr("172.31.0.1"), nodeBMAC)
 	if !errors.Is(err, ErrMapFull) || !strings.Contains(err.Error(), "genie_nodes") {
 		t.Fatalf("upsert into a full map: %v, want ErrMapFull naming genie_nodes", err)
+	}
+}
+
+// A map pinned by another data plane version with a different layout is
+// refused with an explanation instead of being silently replaced.
+func TestPrivilegedIncompatiblePin(t *testing.T) {
+	needBPF(t)
+	pin := testPinDir(t)
+	if err := os.MkdirAll(pin, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "genie_nodes", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Pin(filepath.Join(pin, "genie_nodes")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(testConfig(pin))
+	if !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "incompatible data plane version") {
+		t.Fatalf("open over an incompatible pin: %v", err)
 	}
 }
