@@ -99,6 +99,9 @@ func sandboxUp(g *globals) *cobra.Command {
 			if g.sandbox == "" {
 				name = sandbox.DefaultName
 			}
+			if f.nodes < 1 || f.nodes > sandbox.MaxNodes {
+				return fmt.Errorf("--nodes %d: want 1 to %d", f.nodes, sandbox.MaxNodes)
+			}
 			sb, err := sandbox.Up(c.Context(), f.options(g, name))
 			if err != nil {
 				return err
