@@ -97,11 +97,11 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 	inv.log.Info("adding", "container", rec.ContainerID, "source", source, "networks", len(rec.Networks))
 
 	results := make([]*current.Result, 0, len(rec.Networks))
-	// fail rolls back and reports a failure at network i; addFailed says
-	// ADD of network i itself failed (later networks were never attached).
+	// fail rolls back and reports a failure of step; addFailed says ADD
+	// of network i itself failed (later networks were never attached).
 	fail := func(i int, step string, cause error, addFailed bool) (*current.Result, error) {
 		n := &rec.Networks[i]
-		e := stepError(types.ErrInternal, fmt.Sprintf("network %q (%s): %s", n.Selection, n.IfName, step), cause)
+		e := stepError(types.ErrInternal, step, cause)
 		// Roll back everything, the failed network included (its plugin
 		// may have left part of its work behind). A DEL failure of the
 		// failed network itself is only logged: its plugin had to clean up
@@ -126,7 +126,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 		n := &rec.Networks[i]
 		res, err := inv.attach(ctx, rec, n)
 		if err != nil {
-			return fail(i, "add", err, true)
+			return fail(i, fmt.Sprintf("network %q (%s): add", n.Selection, n.IfName), err, true)
 		}
 		results = append(results, res)
 		if len(n.DefaultRoute) > 0 {
@@ -136,7 +136,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 	if owner >= 0 {
 		n := &rec.Networks[owner]
 		if err := applyDefaultRoute(rec.Netns, n.IfName, parseGateways(n.DefaultRoute), results, owner); err != nil {
-			return fail(owner, "set default-route", err, false)
+			return fail(owner, fmt.Sprintf("network %q (%s): set default-route", n.Selection, n.IfName), err, false)
 		}
 	}
 	if inv.kube != nil {
@@ -149,7 +149,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 			uid = inv.podObj.UID
 		}
 		if err := inv.kube.SetNetworkStatusForUID(ctx, rec.PodNamespace, rec.PodName, uid, st); err != nil {
-			return fail(len(rec.Networks)-1, "write network-status", err, false)
+			return fail(len(rec.Networks)-1, fmt.Sprintf("write network-status of pod %s/%s", rec.PodNamespace, rec.PodName), err, false)
 		}
 	}
 	return mergeResults(results), nil
