@@ -103,8 +103,14 @@ func (s *Sandbox) reap(pid int) {
 	}
 }
 
-// findProcesses returns the pids whose command line mentions the sandbox's
-// state dir: every process the sandbox starts has a path in it there.
+// ownBinaries are the executables the sandbox starts; only they are
+// candidates for findProcesses, so a user's `tail -f <state dir>/...` is
+// never killed.
+var ownBinaries = map[string]bool{"genied": true, "geniectl": true, "genie": true}
+
+// findProcesses returns the pids of the sandbox's own binaries whose
+// command line mentions the sandbox's state dir: every process the sandbox
+// starts has a path in it there.
 func findProcesses(dir string) []int {
 	marker := []byte(dir + "/")
 	ents, _ := os.ReadDir("/proc")
@@ -116,6 +122,10 @@ func findProcesses(dir string) []int {
 		}
 		cl, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err != nil || !bytes.Contains(cl, marker) {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || !ownBinaries[filepath.Base(strings.TrimSuffix(exe, " (deleted)"))] {
 			continue
 		}
 		if processAlive(pid) {
