@@ -64,6 +64,9 @@ var (
 
 func needBPF(tb testing.TB) {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("privileged BPF test: skipped in -short mode")
+	}
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root: loads BPF programs and pins maps on bpffs")
 	}
