@@ -424,7 +424,10 @@ func ParseSubnet(vpcName, name, cidr, gateway, blockLen string) (Subnet, error) 
 // and errors.Is(err, ErrInvalid) holds.
 type invalidError struct{ msg string }
 
-func (e *invalidError) Error() string        { return e.msg }
+// Error returns the sentence.
+func (e *invalidError) Error() string { return e.msg }
+
+// Is makes errors.Is(err, ErrInvalid) hold.
 func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
 
 func invalidf(format string, args ...any) error {

@@ -197,12 +197,15 @@ type slogCore struct {
 	fields []zapcore.Field
 }
 
+// Enabled reports whether level l is logged (warn and above).
 func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.level }
 
+// With returns a core that adds fs to every entry.
 func (c *slogCore) With(fs []zapcore.Field) zapcore.Core {
 	return &slogCore{lg: c.lg, level: c.level, fields: append(append([]zapcore.Field(nil), c.fields...), fs...)}
 }
 
+// Check adds c to ce if the entry's level is enabled.
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
 	if c.Enabled(e.Level) {
 		return ce.AddCore(e, c)
@@ -210,6 +213,7 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 	return ce
 }
 
+// Write forwards one entry and its fields to slog.
 func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 	enc := zapcore.NewMapObjectEncoder()
 	for _, f := range append(append([]zapcore.Field(nil), c.fields...), fs...) {
@@ -227,4 +231,5 @@ func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 	return nil
 }
 
+// Sync is a no-op: slog handlers write synchronously.
 func (c *slogCore) Sync() error { return nil }
