@@ -53,8 +53,10 @@ type Agent struct {
 	// keys serialises operations on one attachment.
 	keys keyedMutex
 
-	// mu guards everything below and every data plane write.
+	// mu guards everything below and every data plane access.
 	mu sync.Mutex
+	// dpClosed is set when the data plane handle is closed.
+	dpClosed bool
 	// atts are the local attachments by key (host veth name).
 	atts map[string]*attachment
 	// local is the set of {vni, ip} of local endpoints, so a remote delete
@@ -191,7 +193,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening data plane at %s: %w", a.cfg.PinDir, err)
 	}
+	a.mu.Lock()
 	a.dp = dp
+	a.mu.Unlock()
 	if err := dp.AttachUplink(ix); err != nil {
 		return fmt.Errorf("attaching uplink program to %s: %w", a.cfg.Uplink, err)
 	}
@@ -243,16 +247,21 @@ func (a *Agent) shutdown() {
 			a.log.Warn("closing store", "err", err)
 		}
 	}
-	if a.dp != nil {
+	a.mu.Lock()
+	if a.dp != nil && !a.dpClosed {
+		a.dpClosed = true
 		if err := a.dp.Close(); err != nil {
 			a.log.Warn("closing data plane", "err", err)
 		}
 	}
+	a.mu.Unlock()
 }
 
 // drops adapts datapath.Drops for the metrics collector.
 func (a *Agent) drops() (map[string]uint64, error) {
-	if !a.ready.Load() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.dp == nil || a.dpClosed {
 		return nil, nil // no data plane handle yet (or any more)
 	}
 	d, err := a.dp.Drops()
