@@ -38,6 +38,13 @@
 // endpoints of this node without a record are removed. Shutdown closes
 // handles and never unpins.
 //
+// Failure handling. A detach that fails part-way (say the store is down)
+// keeps the attachment and its record, so a retried DEL, GC or the next
+// start-up finishes it; every undo step is idempotent. STATUS reports ready
+// once the data plane is loaded and the store answers a cheap read, and
+// not ready (with the reason) while the store does not answer, since an
+// ADD must publish its endpoint.
+//
 // One writer. The agent is the only writer of the node's maps; a single
 // mutex orders all map writes from ADD/DEL and the watches, and the VPC's
 // remote entries never overwrite a local entry that reuses an address.
