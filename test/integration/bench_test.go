@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -122,4 +123,30 @@ func parseList(data []byte) (*libcni.NetworkConfigList, error) {
 		return nil, err
 	}
 	return libcni.ConfListFromConf(pc) //nolint:staticcheck // up-converting a .conf, as runtimes do
+}
+
+// BenchmarkProcessStart isolates what genie adds per CNI call: starting one
+// more process. It runs the VERSION verb (no work beyond start-up) of genie
+// and of the bridge plugin, alternating, and reports both medians.
+func BenchmarkProcessStart(b *testing.B) {
+	cniBin, _ := tools(b)
+	bins := map[string]string{"bridge": filepath.Join(cniBin, "bridge"), "genie": filepath.Join(genieBinary(b), "genie")}
+	run := func(path string) time.Duration {
+		cmd := exec.Command(path)
+		cmd.Env = append(os.Environ(), "CNI_COMMAND=VERSION")
+		start := time.Now()
+		if out, err := cmd.Output(); err != nil {
+			b.Fatalf("%s VERSION: %v %s", path, err, out)
+		}
+		return time.Since(start)
+	}
+	var d = map[string][]time.Duration{}
+	for b.Loop() {
+		for _, name := range []string{"bridge", "genie"} {
+			d[name] = append(d[name], run(bins[name]))
+		}
+	}
+	for _, name := range []string{"bridge", "genie"} {
+		b.ReportMetric(float64(quantile(d[name], 0.5).Microseconds())/1000, name+"-median-ms")
+	}
 }
