@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -194,6 +195,11 @@ func TestPrivilegedDataPlaneBench(t *testing.T) {
 		}
 	}
 
+	var ready []readiness
+	if overlay {
+		ready = measureReadiness(t, sb, ep("ov-a"), envInt("GENIE_BENCH_PODS", 10))
+	}
+
 	var b strings.Builder
 	fmt.Fprintf(&b, "Data-plane benchmarks: %d rounds x %ds iperf3, %d TCP 1-byte round trips per latency sample; medians.\n\n", rounds, secs, rtts)
 	fmt.Fprintf(&b, "| path | TCP throughput | latency p50 | latency p99 |\n|---|---|---|---|\n")
@@ -218,6 +224,18 @@ func TestPrivilegedDataPlaneBench(t *testing.T) {
 		fmt.Fprintf(&b, "| cross-node overlay / flannel-style (throughput) | %.2fx | >= 1.05x |\n", g("overlay cross-node")/g("flannel-style cross-node"))
 		fmt.Fprintf(&b, "| cross-node overlay / underlay (latency p50) | %.2fx | <= 1.05x |\n", l("overlay cross-node", p50)/l("underlay node-to-node", p50))
 		fmt.Fprintf(&b, "| cross-node overlay / underlay (latency p99) | %.2fx | - |\n", l("overlay cross-node", p99)/l("underlay node-to-node", p99))
+	}
+	if len(ready) > 0 {
+		var adds, lags []time.Duration
+		for _, r := range ready {
+			adds = append(adds, r.add)
+			lags = append(lags, r.lag)
+		}
+		sort.Slice(adds, func(i, j int) bool { return adds[i] < adds[j] })
+		sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+		fmt.Fprintf(&b, "\n| readiness (%d pods added on node2, probed from node1) | p50 | max |\n|---|---|---|\n", len(ready))
+		fmt.Fprintf(&b, "| CNI ADD through genie and genied | %v | %v |\n", median(adds).Round(time.Microsecond), adds[len(adds)-1].Round(time.Microsecond))
+		fmt.Fprintf(&b, "| ADD returned -> first UDP round trip from a remote pod | %v | %v |\n", median(lags).Round(time.Microsecond), lags[len(lags)-1].Round(time.Microsecond))
 	}
 	t.Log("\n" + b.String())
 	if out := os.Getenv("GENIE_BENCH_OUT"); out != "" {
@@ -315,4 +333,66 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+type readiness struct{ add, lag time.Duration }
+
+// measureReadiness adds n pods on node2, one at a time, and measures how
+// long the CNI ADD takes and how long after it returns a pod on node1
+// first gets a UDP answer from the new pod (1ms probe interval). A lag of
+// one interval means the pod was reachable the moment ADD returned.
+func measureReadiness(t *testing.T, sb *sandbox.Sandbox, from sandbox.Endpoint, n int) []readiness {
+	ctx := context.Background()
+	var out []readiness
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("rd-%d", i)
+		t0 := time.Now()
+		p, err := sb.PodAdd(ctx, name, "node2", []string{"bench/pods"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		add := time.Since(t0)
+		ip, _ := p.IP("")
+		srv, err := sandbox.ListenUDP(sandbox.Endpoint{Netns: p.Netns}, ":7100")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				k, a, err := srv.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				srv.WriteTo(buf[:k], a)
+			}
+		}()
+		cli, err := sandbox.ListenUDP(from, ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 7100))
+		t1 := time.Now()
+		var lag time.Duration
+		buf := make([]byte, 64)
+		for time.Since(t1) < 10*time.Second {
+			cli.WriteTo([]byte("ready?"), dst)
+			cli.SetReadDeadline(time.Now().Add(time.Millisecond))
+			if _, _, err := cli.ReadFrom(buf); err == nil {
+				lag = time.Since(t1)
+				break
+			}
+		}
+		cli.Close()
+		srv.Close()
+		if lag == 0 {
+			t.Fatalf("pod %s (%s) not reachable from node1 10s after ADD", name, ip)
+		}
+		out = append(out, readiness{add, lag})
+		t.Logf("pod %s: ADD %v, reachable %v later", name, add.Round(time.Microsecond), lag.Round(time.Microsecond))
+		if err := sb.PodDel(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
