@@ -61,6 +61,9 @@ type node struct {
 
 func skipUnlessPrivileged(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped in -short mode (make test-unit)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces and loads BPF programs")
 	}
