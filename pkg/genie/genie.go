@@ -89,6 +89,15 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 		}
 		rec.Networks = append(rec.Networks, rn)
 	}
+	// A record left by an ADD that never finished (genie killed, runtime
+	// retrying without DEL) describes attachments that may still exist:
+	// delete them before planning anew, or they would leak.
+	if old, err := inv.store.load(rec.ContainerID, rec.IfName); err == nil && old != nil {
+		inv.log.Warn("add: deleting the attachments of an unfinished earlier ADD", "container", rec.ContainerID, "ifname", rec.IfName)
+		if err := inv.detachAll(ctx, old, len(old.Networks)-1, rec.Netns); err != nil {
+			return nil, stepError(types.ErrInternal, "clean up an unfinished earlier ADD", err)
+		}
+	}
 	// The record goes to disk before any delegate runs: a crash from here
 	// on is cleaned up by DEL.
 	if err := inv.store.save(rec); err != nil {

@@ -383,3 +383,32 @@ func TestPrivilegedDelWithoutRecord(t *testing.T) {
 		}
 	})
 }
+
+// TestPrivilegedAddAfterUnfinishedAdd: a record left by an ADD that never
+// returned (genie killed) is cleaned up by the next ADD of the same
+// attachment, so a changed selection leaks nothing.
+func TestPrivilegedAddAfterUnfinishedAdd(t *testing.T) {
+	forEachVersion(t, func(t *testing.T, v string) {
+		e := newTestEnv(t, v)
+		pod := newNS(t)
+		first := e.cmdArgs("again-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv")
+		if _, err := e.add(first); err != nil {
+			t.Fatalf("first add: %v", err)
+		}
+		second := e.cmdArgs(first.ContainerID, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,br-b")
+		if _, err := e.add(second); err != nil {
+			e.dumpLog()
+			t.Fatalf("second add: %v", err)
+		}
+		al := e.allocations()
+		if len(al) != 2 || slices.ContainsFunc(al, func(s string) bool { return strings.HasPrefix(s, "mv/") }) {
+			t.Fatalf("allocations %v, want br-a and br-b only", al)
+		}
+		if err := e.del(second); err != nil {
+			t.Fatal(err)
+		}
+		if al := e.allocations(); len(al) != 0 {
+			t.Fatalf("allocations after DEL: %v", al)
+		}
+	})
+}
