@@ -24,7 +24,7 @@ var crds struct {
 func server(t testing.TB) *kubeapi.Server {
 	t.Helper()
 	srv := kubeapi.Shared(t)
-	crds.once.Do(func() { crds.err = srv.InstallProjectCRDs(context.Background()) })
+	crds.once.Do(func() { crds.err = srv.InstallProjectCRDs(context.Background(), kubestore.CRDFiles...) })
 	if crds.err != nil {
 		t.Fatalf("install crds: %v", crds.err)
 	}

@@ -57,6 +57,18 @@ var (
 	resIndex    = res("endpointindexes", "EndpointIndex")
 )
 
+// CRDFiles are the store's CRDs, files of deploy/crds. All must be
+// installed (kubectl apply -f) before New succeeds.
+var CRDFiles = []string{
+	"genie.cni.io_vpcs.yaml",
+	"genie.cni.io_subnets.yaml",
+	"genie.cni.io_genienodes.yaml",
+	"genie.cni.io_ipamblocks.yaml",
+	"genie.cni.io_vpcendpoints.yaml",
+	"genie.cni.io_vniclaims.yaml",
+	"genie.cni.io_endpointindexes.yaml",
+}
+
 // allResources lists every CRD the store needs, for the start-up check.
 var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex}
 
