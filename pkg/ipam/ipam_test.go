@@ -550,3 +550,45 @@ func TestLostBlockReclaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A dead node's blocks and endpoints are reclaimed; another node then gets
+// its addresses, and the dead node's agent, coming back with its old
+// state, keeps nothing another node took.
+func TestReclaimNode(t *testing.T) {
+	s, prefix := setup(t, "10.1.0.0/26", 28) // 4 blocks of /28
+	deadDir := t.TempDir()
+	dead := newAlloc(t, s, "dead", deadDir)
+	live := newAlloc(t, srv.NewStore(t, prefix), "live", t.TempDir())
+	for i := range 20 { // two blocks: 14 in .0/28 (.0, .1 reserved), 6 in .16/28
+		al := mustAlloc(t, dead, fmt.Sprintf("d%d", i))
+		if _, err := s.PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: al.Owner, IP: al.IP.Addr(), Node: "dead"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 31 { // the other two blocks: 16 + 15 (.63 reserved)
+		mustAlloc(t, live, fmt.Sprintf("l%d", i))
+	}
+	if _, err := live.Allocate(ctx, "blue", "web", "l-more", netip.Addr{}); !errors.Is(err, store.ErrSubnetFull) {
+		t.Fatalf("before reclaim: %v", err)
+	}
+	dead.Close()
+	r, err := ipam.ReclaimNode(ctx, s, "dead")
+	if err != nil || len(r.Endpoints) != 20 || len(r.Blocks) != 2 {
+		t.Fatalf("reclaim = %d endpoints, %d blocks, %v", len(r.Endpoints), len(r.Blocks), err)
+	}
+	al := mustAlloc(t, live, "l-more")
+	if al.Block != r.Blocks[0].CIDR {
+		t.Fatalf("live node got %+v, want an address of reclaimed %s", al, r.Blocks[0].CIDR)
+	}
+	// The dead agent comes back: the block "live" took is void for it,
+	// the other is claimed again.
+	back := newAlloc(t, s, "dead", deadDir)
+	for _, a := range back.Allocations() {
+		if a.Block == al.Block {
+			t.Fatalf("returning agent kept %s in a block now held by live", a.IP)
+		}
+	}
+	if got := len(back.Allocations()); got != 6 {
+		t.Fatalf("returning agent kept %d allocations, want the 6 of its unclaimed block", got)
+	}
+}
