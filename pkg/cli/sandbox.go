@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
 	"github.com/spf13/cobra"
@@ -51,7 +52,7 @@ func sandboxCommand(g *globals) *cobra.Command {
 	}
 	c.PersistentFlags().StringVar(&g.sandbox, "name", "", "sandbox name (default: the only one up, else \"genie\")")
 	c.AddCommand(sandboxUp(g), sandboxDown(g), sandboxStatus(g), sandboxPod(g), sandboxExec(g),
-		sandboxDemo(g), sandboxServeStore(g), sandboxList(g))
+		sandboxDemo(g), sandboxServeStore(g), sandboxList(g), sandboxMatrix(g))
 	return c
 }
 
@@ -342,5 +343,37 @@ func sandboxServeStore(g *globals) *cobra.Command {
 	c.Flags().StringVar(&ready, "ready-file", "", "file written once the store serves")
 	c.MarkFlagRequired("data-dir")
 	c.MarkFlagRequired("socket")
+	return c
+}
+
+func sandboxMatrix(g *globals) *cobra.Command {
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "matrix [POD...]",
+		Short: "Probe every pair of overlay interfaces (TCP, UDP, ping) and print who reaches whom",
+		Long: `Probes every ordered pair of overlay interfaces of the given pods (default: all),
+with TCP, UDP and ICMP, each counting only if it reaches the target pod's own
+namespace. Pairs in the same VPC are expected to connect, all others to be
+isolated. Exits 1 if any pair differs. Pods in several VPCs with overlapping
+CIDRs need per-source routes (the demo sets them up).`,
+		RunE: func(c *cobra.Command, args []string) error {
+			sb, err := g.openSandbox()
+			if err != nil {
+				return err
+			}
+			targets, err := sb.Targets(args...)
+			if err != nil {
+				return err
+			}
+			if len(targets) < 2 {
+				return errors.New("matrix: fewer than two overlay interfaces to probe")
+			}
+			if bad := sandbox.PrintMatrix(g.out, sandbox.Matrix(c.Context(), targets, timeout)); bad > 0 {
+				return exitError{code: 1, msg: fmt.Sprintf("%d pairs differ from the expectation", bad)}
+			}
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&timeout, "timeout", 1500*time.Millisecond, "how long a probe waits before calling a pair isolated")
 	return c
 }

@@ -71,6 +71,9 @@ func TestPrivilegedCLI(t *testing.T) {
 	if out, code := run("sandbox", "pod", "add", "c", "--name", name, "--net", "nosuch/web"); code == 0 || !strings.Contains(out, "nosuch") {
 		t.Errorf("pod in a missing vpc: exit %d:\n%s", code, out)
 	}
+	if out := must("sandbox", "matrix", "--name", name); strings.Count(out, " reached ") != 6 || strings.Contains(out, "MISMATCH") {
+		t.Errorf("matrix of two pods of one VPC:\n%s", out)
+	}
 	if out := must("sandbox", "exec", "--name", name, "a", "--", "ip", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.10.1.") {
 		t.Errorf("exec output:\n%s", out)
 	}
