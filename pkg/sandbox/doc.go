@@ -31,6 +31,17 @@
 // reference bridge plugin, hand-built flannel-style paths) use the same
 // machinery, so the overlay is measured against them on the same nodes.
 //
+// Probes. Tests, the demo and `geniectl sandbox matrix` probe with Go
+// sockets opened on a thread that entered the source namespace (the
+// socket stays there), optionally bound to one interface. A probe counts
+// only if it reaches the target's own namespace: the TCP/UDP listener is
+// opened there, and for ICMP a raw socket there must see the echo request.
+// With overlapping VPCs the same address answers from several places, so
+// "a reply came back" would prove nothing. A pod in two VPCs with
+// overlapping CIDRs has two identical connected routes; SourceRoutes gives
+// it per-source routing tables so that its replies leave through the
+// interface they belong to.
+//
 // State and concurrency. sandbox.json in the state dir records nodes, pids
 // and pods; every mutation reloads and saves it under a flock, so the CLI
 // and tests can act on one sandbox from several processes.
