@@ -48,6 +48,7 @@ type exitError struct {
 	msg  string
 }
 
+// Error returns the message printed before exiting.
 func (e exitError) Error() string { return e.msg }
 
 // NewCommand returns geniectl's root command writing to stdout and stderr.

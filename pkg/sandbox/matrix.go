@@ -20,6 +20,7 @@ type Target struct {
 // Endpoint returns the target as a probe endpoint bound to its interface.
 func (t Target) Endpoint() Endpoint { return Endpoint{Netns: t.Netns, Device: t.IfName} }
 
+// String returns "pod/ifname".
 func (t Target) String() string { return fmt.Sprintf("%s/%s", t.Pod, t.IfName) }
 
 // Targets lists the overlay interfaces of the given pods (all pods if none).

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -294,6 +295,9 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	}
 	if left, _ := listNetns(nsPrefix(opts.Name)); len(left) > 0 {
 		return nil, fmt.Errorf("sandbox %q: leftover namespaces %v; run down first", opts.Name, left)
+	}
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		return nil, fmt.Errorf("sandbox %q: nsenter not found (install util-linux): %w", opts.Name, err)
 	}
 	bins := []string{"geniectl"}
 	if !opts.NoAgents {
