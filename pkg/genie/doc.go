@@ -32,6 +32,10 @@
 // version the runtime asked for. In Kubernetes mode the NPWG network-status
 // annotation is written with exactly one default entry.
 //
+// <stateDir>/.lock is held shared by ADD, DEL and CHECK and exclusively by
+// GC, so GC never judges a record while its ADD or DEL is half done, while
+// ADDs of different pods still run in parallel.
+//
 // libcni's result cache lives under <stateDir>/cache, private to genie, so
 // GC of a delegate network (which DELs cached attachments missing from the
 // valid list) only ever touches attachments genie made.

@@ -57,6 +57,11 @@ func Add(args *skel.CmdArgs) (types.Result, error) {
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
+	unlock, err := inv.store.lock(false)
+	if err != nil {
+		return nil, stepError(types.ErrIOFailure, "lock state dir", err)
+	}
+	defer unlock()
 	res, err := inv.add(ctx)
 	if err != nil {
 		inv.log.Error("add failed", "container", args.ContainerID, "ifname", args.IfName, "err", err)
@@ -176,6 +181,11 @@ func CmdDel(args *skel.CmdArgs) error {
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
+	unlock, err := inv.store.lock(false)
+	if err != nil {
+		return stepError(types.ErrIOFailure, "lock state dir", err)
+	}
+	defer unlock()
 	rec, err := inv.store.load(args.ContainerID, args.IfName)
 	if err != nil {
 		return stepError(types.ErrIOFailure, "read attachment record", err)
@@ -254,6 +264,11 @@ func CmdGC(args *skel.CmdArgs) error {
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
+	unlock, err := inv.store.lock(true)
+	if err != nil {
+		return stepError(types.ErrIOFailure, "lock state dir", err)
+	}
+	defer unlock()
 	if err := inv.gc(ctx); err != nil {
 		return stepError(types.ErrInternal, "gc", err)
 	}

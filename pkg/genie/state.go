@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // recordFormat versions the on-disk record layout.
@@ -156,4 +157,33 @@ func (s store) list() ([]*Record, error) {
 		out = append(out, r)
 	}
 	return out, errors.Join(errs...)
+}
+
+// lock takes the state dir's lock: shared for ADD, DEL and CHECK (which
+// touch only their own record), exclusive for GC (which reads every record
+// and deletes stale ones), so GC never sees an ADD or DEL half done. The
+// returned func releases it; the kernel releases it if genie dies.
+func (s store) lock(exclusive bool) (func(), error) {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening state lock: %w", err)
+	}
+	how := syscall.LOCK_SH
+	if exclusive {
+		how = syscall.LOCK_EX
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), how)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking state dir: %w", err)
+	}
+	return func() { f.Close() }, nil
 }
