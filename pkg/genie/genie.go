@@ -235,6 +235,11 @@ func CmdCheck(args *skel.CmdArgs) error {
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
+	unlock, err := inv.store.lock(false)
+	if err != nil {
+		return stepError(types.ErrIOFailure, "lock state dir", err)
+	}
+	defer unlock()
 	rec, err := inv.store.load(args.ContainerID, args.IfName)
 	if err != nil {
 		return stepError(types.ErrIOFailure, "read attachment record", err)
