@@ -480,3 +480,85 @@ func checkUDPGSO(t testing.TB, p, q *e2ePod) {
 		}
 	}
 }
+
+// serveEchoIn runs a one-byte echo server on :7779 in netns (TCP_RR style).
+func serveEchoIn(t testing.TB, netns ns.NetNS) {
+	var ln net.Listener
+	inNS(t, netns, func() (err error) {
+		ln, err = net.Listen("tcp4", ":7779")
+		return err
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.(*net.TCPConn).SetNoDelay(true)
+				b := make([]byte, 1)
+				for {
+					if _, err := io.ReadFull(c, b); err != nil {
+						return
+					}
+					if _, err := c.Write(b); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
+
+// rtt measures the mean round trip of n one-byte exchanges from src (in
+// netns) to dst:7779.
+func rtt(t testing.TB, netns ns.NetNS, src, dst netip.Addr, n int) time.Duration {
+	t.Helper()
+	var c net.Conn
+	inNS(t, netns, func() (err error) {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		c, err = d.Dial("tcp4", netip.AddrPortFrom(dst, 7779).String())
+		return err
+	})
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetNoDelay(true)
+	b := []byte{1}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return time.Since(start) / time.Duration(n)
+}
+
+// BenchmarkE2ELatency compares TCP request/response latency between pods on
+// two nodes with the same between the nodes over the underlay, same run.
+func BenchmarkE2ELatency(b *testing.B) {
+	needBPF(b)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	na, nb := newE2ENodes(b)
+	pa := newE2EPod(b, "red-a", na, vniRed, "10.0.0.1")
+	pb := newE2EPod(b, "red-b", nb, vniRed, "10.0.0.2")
+	publish(b, []*e2eNode{na, nb}, []*e2ePod{pa, pb})
+	serveEchoIn(b, pb.netns)
+	serveEchoIn(b, nb.netns)
+
+	const n = 5000
+	var overlay, underlay time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		overlay += rtt(b, pa.netns, pa.ip, pb.ip, n)
+		underlay += rtt(b, na.netns, na.ip, nb.ip, n)
+	}
+	us := func(d time.Duration) float64 { return d.Seconds() * 1e6 / float64(b.N) }
+	b.ReportMetric(us(overlay), "overlay-µs/rtt")
+	b.ReportMetric(us(underlay), "underlay-µs/rtt")
+	b.ReportMetric(float64(overlay)/float64(underlay), "ratio")
+}
