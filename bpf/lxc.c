@@ -80,8 +80,10 @@ int from_pod(struct __sk_buff *skb)
 	key.ip = ip->daddr;
 	tos = ip->tos;
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
-	if (!dst)
+	if (!dst) {
+		report_miss(&key);
 		return drop_skb(DROP_NO_ROUTE);
+	}
 
 	if (dst->ifindex) {
 		/* Same node: the gateway "routes" it straight into the peer's

@@ -45,3 +45,18 @@ __inline int drop_xdp(int reason)
 	count_drop(reason);
 	return XDP_DROP;
 }
+
+/* report_miss tells the agent that a pod sent to {vni, ip}, which has no
+ * endpoint entry, so it can resolve the address on demand. At most one
+ * report per address per MISS_INTERVAL_NS; a full ring buffer loses reports,
+ * never packets (they are dropped and counted as NO_ROUTE anyway). */
+__inline void report_miss(const struct endpoint_key *key)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *last = bpf_map_lookup_elem(&genie_miss_seen, key);
+
+	if (last && now - *last < MISS_INTERVAL_NS)
+		return;
+	bpf_map_update_elem(&genie_miss_seen, key, &now, BPF_ANY);
+	bpf_ringbuf_output(&genie_misses, (void *)key, sizeof(*key), 0);
+}

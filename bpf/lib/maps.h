@@ -24,6 +24,13 @@
 #ifndef MAX_VNIS
 #define MAX_VNIS 4096		/* VPCs with endpoints on one node */
 #endif
+#ifndef MAX_MISS_SEEN
+#define MAX_MISS_SEEN 4096	/* recently reported unknown destinations */
+#endif
+#ifndef MISS_RINGBUF_BYTES
+#define MISS_RINGBUF_BYTES (64 * 1024)
+#endif
+#define MISS_INTERVAL_NS 1000000000ULL	/* report an unknown {vni, ip} at most once a second */
 #define DROP_MAX 32		/* size of the drop counter array (> largest reason) */
 
 /* The endpoint bound to a host-side pod veth: identity comes from here. */
@@ -115,6 +122,23 @@ struct {
 	__uint(max_entries, DROP_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } genie_drops SEC(".maps");
+
+/* NO_ROUTE destinations {vni, ip} for on-demand endpoint resolution by the
+ * agent (first packet learns the remote endpoint). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MISS_RINGBUF_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_misses SEC(".maps");
+
+/* {vni, ip} -> time of its last miss report (rate limit per address). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct endpoint_key);
+	__type(value, __u64);
+	__uint(max_entries, MAX_MISS_SEEN);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_miss_seen SEC(".maps");
 
 /* Room for later features, each its own map keyed by VNI:
  *   genie_svc / genie_backends   {vni, vip, port, proto} -> backends (service LB)

@@ -50,6 +50,8 @@
 //	genie_vnis       vni -> number of local endpoints            prefilter/decap: VPCs hosted here
 //	genie_config     [0] -> {underlay ip, uplink ifindex/mac, gateway mac}
 //	genie_drops      per-CPU [reason] -> count                   see DropReason
+//	genie_misses     ring buffer of {vni, ip} NO_ROUTE misses    on-demand learning (Misses)
+//	genie_miss_seen  LRU {vni, ip} -> last report time           one report per address per second
 //
 // Every key that concerns a VPC includes the VNI, so two VPCs with the same
 // CIDR and the same pod addresses never see each other: isolation is by
@@ -100,5 +102,8 @@
 // a local forward (see the Benchmark* functions). Map sizes are compile-time
 // constants overridable with -D (MAX_ENDPOINTS etc.); a full map is reported
 // as ErrMapFull naming the map. Remote endpoints are written by the agent on
-// demand, so a node only holds the endpoints its pods talk to.
+// demand, so a node only holds the endpoints its pods talk to: a packet to
+// an unknown {vni, ip} is dropped (NO_ROUTE) and reported through Misses,
+// rate limited per address, so the agent can resolve it from the directory
+// and let the next packet through.
 package datapath

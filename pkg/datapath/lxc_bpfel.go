@@ -57,6 +57,8 @@ const (
 	lxcMapGenieDrops     = "genie_drops"
 	lxcMapGenieEndpoints = "genie_endpoints"
 	lxcMapGenieLxc       = "genie_lxc"
+	lxcMapGenieMissSeen  = "genie_miss_seen"
+	lxcMapGenieMisses    = "genie_misses"
 	lxcMapGenieNodes     = "genie_nodes"
 	lxcMapGenieVnis      = "genie_vnis"
 	lxcProgFromPod       = "from_pod"
@@ -115,6 +117,8 @@ type lxcMapSpecs struct {
 	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
 	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
 	GenieNodes     *ebpf.MapSpec `ebpf:"genie_nodes"`
 	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
@@ -149,6 +153,8 @@ type lxcMaps struct {
 	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
 	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
 	GenieNodes     *ebpf.Map `ebpf:"genie_nodes"`
 	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
 }
@@ -159,6 +165,8 @@ func (m *lxcMaps) Close() error {
 		m.GenieDrops,
 		m.GenieEndpoints,
 		m.GenieLxc,
+		m.GenieMissSeen,
+		m.GenieMisses,
 		m.GenieNodes,
 		m.GenieVnis,
 	)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -233,5 +234,46 @@ func TestPrivilegedIncompatiblePin(t *testing.T) {
 	_, err = Open(testConfig(pin))
 	if !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "incompatible data plane version") {
 		t.Fatalf("open over an incompatible pin: %v", err)
+	}
+}
+
+func TestPrivilegedMissReports(t *testing.T) {
+	d := newWorld(t)
+	mr, err := d.Misses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mr.Close()
+	unknown := netip.MustParseAddr("10.0.0.77")
+	// Red and blue miss the same address: two reports, one per VPC.
+	for _, s := range []LocalEndpoint{redA, blueA, redA} {
+		if ret, _ := runSKB(t, d.lxc.FromPod, podIP(s.MAC, s.IP, unknown, ipOpts{}), s.HostIfindex); ret != tcActShot {
+			t.Fatalf("verdict %d, want a NO_ROUTE drop", ret)
+		}
+	}
+	for _, want := range []Miss{{VNI: vniRed, IP: unknown}, {VNI: vniBlue, IP: unknown}} {
+		mr.SetDeadline(time.Now().Add(2 * time.Second))
+		got, err := mr.Read()
+		if err != nil || got != want {
+			t.Fatalf("miss report %+v (%v), want %+v", got, err, want)
+		}
+	}
+	// The repeated red miss within a second was not reported again.
+	mr.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	if got, err := mr.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("extra miss report %+v (%v), want none within the rate limit", got, err)
+	}
+	// Known destinations and spoofed packets never report.
+	runSKB(t, d.lxc.FromPod, podIP(redA.MAC, ip1, ip2, ipOpts{}), redA.HostIfindex)
+	runSKB(t, d.lxc.FromPod, podIP(redA.MAC, ip2, netip.MustParseAddr("10.0.0.78"), ipOpts{}), redA.HostIfindex)
+	mr.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	if got, err := mr.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("unexpected miss report %+v (%v)", got, err)
+	}
+	if err := mr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mr.Read(); !errors.Is(err, ErrMissesClosed) {
+		t.Fatalf("read after close: %v", err)
 	}
 }

@@ -57,6 +57,8 @@ const (
 	uplinkMapGenieDrops       = "genie_drops"
 	uplinkMapGenieEndpoints   = "genie_endpoints"
 	uplinkMapGenieLxc         = "genie_lxc"
+	uplinkMapGenieMissSeen    = "genie_miss_seen"
+	uplinkMapGenieMisses      = "genie_misses"
 	uplinkMapGenieNodes       = "genie_nodes"
 	uplinkMapGenieVnis        = "genie_vnis"
 	uplinkProgFromUplink      = "from_uplink"
@@ -117,6 +119,8 @@ type uplinkMapSpecs struct {
 	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
 	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
 	GenieNodes     *ebpf.MapSpec `ebpf:"genie_nodes"`
 	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
@@ -151,6 +155,8 @@ type uplinkMaps struct {
 	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
 	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
 	GenieNodes     *ebpf.Map `ebpf:"genie_nodes"`
 	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
 }
@@ -161,6 +167,8 @@ func (m *uplinkMaps) Close() error {
 		m.GenieDrops,
 		m.GenieEndpoints,
 		m.GenieLxc,
+		m.GenieMissSeen,
+		m.GenieMisses,
 		m.GenieNodes,
 		m.GenieVnis,
 	)
