@@ -101,9 +101,10 @@
 // of the number of VPCs, endpoints or nodes, about 30 ns of program time for
 // a local forward (see the Benchmark* functions). Map sizes are compile-time
 // constants overridable with -D (MAX_ENDPOINTS etc.); a full map is reported
-// as ErrMapFull naming the map. Remote endpoints are written by the agent on
-// demand, so a node only holds the endpoints its pods talk to: a packet to
-// an unknown {vni, ip} is dropped (NO_ROUTE) and reported through Misses,
-// rate limited per address, so the agent can resolve it from the directory
-// and let the next packet through.
+// as ErrMapFull naming the map. Remote endpoints need not all be present: a
+// packet to an unknown {vni, ip} is dropped (NO_ROUTE) and reported through
+// Misses, rate limited per address, so an agent can resolve it on demand
+// from the directory and let the next packet through; a node then holds
+// only the endpoints its pods talk to. (The receiving node must know the
+// sender too, or decap drops the packet as FORGED.)
 package datapath
