@@ -86,7 +86,13 @@ int from_uplink(struct __sk_buff *skb)
 
 	key.ip = iip->saddr;
 	src = bpf_map_lookup_elem(&genie_endpoints, &key);
-	if (!src || src->ifindex || src->node_ip != gi.outer_saddr)
+	if (!src) {
+		/* Maybe just not learnt yet: let the agent check the directory
+		 * (which alone decides whether that endpoint lives there). */
+		report_miss(&key);
+		return drop_skb(DROP_FORGED);
+	}
+	if (src->ifindex || src->node_ip != gi.outer_saddr)
 		return drop_skb(DROP_FORGED);
 
 	ifindex = dst->ifindex;

@@ -270,6 +270,22 @@ func TestPrivilegedMissReports(t *testing.T) {
 	if got, err := mr.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("unexpected miss report %+v (%v)", got, err)
 	}
+	// An unknown inner source from the underlay is reported too (the agent
+	// may not have learnt it yet); a known one on the wrong node is not.
+	stranger := netip.MustParseAddr("10.0.0.50")
+	if ret, _ := runSKB(t, d.uplink.FromUplink, geneveFrame(nodeB, vniRed, innerUDP(stranger, ip1), geneveOpts{}), uplinkIdx); ret != tcActShot {
+		t.Fatalf("verdict %d, want a FORGED drop", ret)
+	}
+	runSKB(t, d.uplink.FromUplink, geneveFrame(nodeC, vniRed, innerUDP(ip3, ip1), geneveOpts{}), uplinkIdx)
+	mr.SetDeadline(time.Now().Add(2 * time.Second))
+	if got, err := mr.Read(); err != nil || got != (Miss{VNI: vniRed, IP: stranger}) {
+		t.Fatalf("inner source miss report %+v (%v)", got, err)
+	}
+	mr.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	if got, err := mr.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("unexpected miss report %+v (%v)", got, err)
+	}
+
 	if err := mr.Close(); err != nil {
 		t.Fatal(err)
 	}

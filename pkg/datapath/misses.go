@@ -10,10 +10,12 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 )
 
-// Miss is a destination a local pod sent to that had no endpoint entry: the
-// packet was dropped as NO_ROUTE, and the agent may resolve {VNI, IP} on
-// demand (e.g. from the directory) and UpsertRemoteEndpoint it, so the next
-// packet flows. The data plane reports an address at most once a second.
+// Miss is an address {VNI, IP} the data plane needed and did not find: the
+// destination of a local pod's packet (dropped as NO_ROUTE) or the inner
+// source of a Geneve packet from the underlay (dropped as FORGED). The agent
+// may resolve it on demand from the directory and UpsertRemoteEndpoint it,
+// so the next packet flows; the directory alone decides, so a forged source
+// stays dropped. The data plane reports an address at most once a second.
 type Miss struct {
 	VNI uint32
 	IP  netip.Addr
