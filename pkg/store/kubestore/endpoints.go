@@ -22,31 +22,68 @@ import (
 // finds the IP. After creating an endpoint, PutEndpoint re-reads its
 // subnet and block: if the subnet was fenced for deletion or the block
 // released meanwhile, it withdraws the endpoint (see DeleteSubnet).
+//
+// A new endpoint costs three round trips: {read subnet, read block,
+// create index} in parallel, create endpoint (now visible to watchers),
+// re-read subnet and block.
 func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, error) {
 	what := fmt.Sprintf("put endpoint %q", e.Key())
 	if err := e.Validate(); err != nil {
 		return vpc.Endpoint{}, fmt.Errorf("%s: %w", what, err)
 	}
 	epName := s.endpointName(e.VPC, e.IP)
+	lenKey := e.VPC + "/" + e.Subnet
+	var madeIdx *indexObject // an index this call created
+	ok := false
+	defer func() {
+		if !ok && madeIdx != nil {
+			_ = s.delUID(context.WithoutCancel(ctx), resIndex, madeIdx.Metadata.Name, madeIdx.Metadata.UID)
+		}
+	}()
 	for range maxRetries {
-		var vo *vpcObject
+		// One round of requests. The block is read speculatively with the
+		// subnet's block length as last seen (a subnet's spec is
+		// immutable), checked against the subnet read in the same round.
+		// The index is created before the checks: that costs nothing when
+		// they pass, and a failed put deletes it again (an index without
+		// its endpoint holds nothing anyway).
+		blen := vpc.DefaultBlockPrefixLen
+		if n, ok := s.blockLens.Load(lenKey); ok {
+			blen = n.(int)
+		}
+		blk := netip.PrefixFrom(e.IP, blen).Masked()
 		var so *subnetObject
-		var at *endpointObject
+		var bo *blockObject
 		var idx *indexObject
-		var verr, serr, aerr, ierr error
+		var serr, berr, ierr error
 		parallel(
-			func() error { vo, verr = get[vpcObject](ctx, s, resVPC, s.vpcName(e.VPC)); return nil },
-			func() error { so, serr = get[subnetObject](ctx, s, resSubnet, s.subnetName(e.VPC, e.Subnet)); return nil },
-			func() error { at, aerr = getOpt[endpointObject](ctx, s, resEndpoint, epName); return nil },
-			func() error { idx, ierr = getOpt[indexObject](ctx, s, resIndex, s.indexName(e.VPC, e.ID)); return nil },
+			func() error {
+				so, serr = get[subnetObject](ctx, s, resSubnet, s.subnetName(e.VPC, e.Subnet))
+				return nil
+			},
+			func() error {
+				bo, berr = getOpt[blockObject](ctx, s, resBlock, s.blockName(e.VPC, e.Subnet, blk))
+				return nil
+			},
+			func() error {
+				idx, ierr = create(ctx, s, resIndex, &indexObject{header: s.newHeader(resIndex, s.indexName(e.VPC, e.ID), LabelVPC, e.VPC),
+					Spec: indexSpec{VPC: e.VPC, ID: e.ID, IP: e.IP.String()}})
+				if ierr == nil {
+					madeIdx = idx
+				} else if apierrors.IsAlreadyExists(ierr) {
+					idx, ierr = getOpt[indexObject](ctx, s, resIndex, s.indexName(e.VPC, e.ID))
+				}
+				return nil
+			},
 		)
-		switch {
-		case apierrors.IsNotFound(verr):
-			return vpc.Endpoint{}, noVPC(what, e.VPC)
-		case apierrors.IsNotFound(serr):
+		if apierrors.IsNotFound(serr) {
+			if _, err := get[vpcObject](ctx, s, resVPC, s.vpcName(e.VPC)); apierrors.IsNotFound(err) {
+				return vpc.Endpoint{}, noVPC(what, e.VPC)
+			}
 			return vpc.Endpoint{}, noSubnet(what, e.VPC, e.Subnet)
-		case verr != nil || serr != nil || aerr != nil || ierr != nil:
-			return vpc.Endpoint{}, wrap(what, firstErr(verr, serr, aerr, ierr))
+		}
+		if err := firstErr(serr, berr, ierr); err != nil {
+			return vpc.Endpoint{}, wrap(what, err)
 		}
 		sn, err := toSubnet(so)
 		if err != nil {
@@ -58,40 +95,28 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 		if !sn.Assignable(e.IP) {
 			return vpc.Endpoint{}, fmt.Errorf("%s: ip %s is not assignable in %s (gateway %s): %w", what, e.IP, sn, sn.Gateway, vpc.ErrInvalid)
 		}
-		if at != nil && at.Spec.ID != e.ID {
-			return vpc.Endpoint{}, fmt.Errorf("%s: ip %s is held by endpoint %q: %w", what, e.IP, e.VPC+"/"+at.Spec.ID, store.ErrConflict)
+		if sn.BlockPrefixLen != blen {
+			s.blockLens.Store(lenKey, sn.BlockPrefixLen)
+			blk = netip.PrefixFrom(e.IP, sn.BlockPrefixLen).Masked()
+			if bo, err = getOpt[blockObject](ctx, s, resBlock, s.blockName(e.VPC, e.Subnet, blk)); err != nil {
+				return vpc.Endpoint{}, wrap(what, err)
+			}
 		}
 		// The address must come from a block the endpoint's node holds.
-		blk := netip.PrefixFrom(e.IP, sn.BlockPrefixLen).Masked()
-		bo, err := getOpt[blockObject](ctx, s, resBlock, s.blockName(e.VPC, e.Subnet, blk))
-		if err != nil {
-			return vpc.Endpoint{}, wrap(what, err)
-		}
 		if bo == nil || bo.Spec.SubnetUID != string(so.Metadata.UID) {
 			return vpc.Endpoint{}, fmt.Errorf("%s: ip %s: block %s of %s is not claimed by node %q: %w", what, e.IP, blk, sn, e.Node, store.ErrConflict)
 		}
 		if bo.Spec.Node != e.Node {
 			return vpc.Endpoint{}, fmt.Errorf("%s: ip %s: block %s of %s is held by node %q, not %q: %w", what, e.IP, blk, sn, bo.Spec.Node, e.Node, store.ErrConflict)
 		}
-		if vo.Status.VNI == 0 {
-			if vo, err = s.ensureVNI(ctx, what, vo); err != nil {
-				return vpc.Endpoint{}, err
-			}
+		if e.VNI, err = s.vniOf(ctx, what, e.VPC, so); err != nil {
+			return vpc.Endpoint{}, err
 		}
-		e.VNI = vo.Status.VNI
-
-		// Index first (see above). An endpoint moving to another IP first
-		// withdraws its old address.
-		switch {
-		case idx == nil:
-			idx = &indexObject{header: s.newHeader(resIndex, s.indexName(e.VPC, e.ID), LabelVPC, e.VPC),
-				Spec: indexSpec{VPC: e.VPC, ID: e.ID, IP: e.IP.String()}}
-			if _, err := create(ctx, s, resIndex, idx); apierrors.IsAlreadyExists(err) {
-				continue
-			} else if err != nil {
-				return vpc.Endpoint{}, wrap(what+": create index", err)
-			}
-		case idx.Spec.IP != e.IP.String():
+		if idx == nil {
+			continue // deleted between its create and get: again
+		}
+		// An endpoint moving to another IP first withdraws its old address.
+		if idx.Spec.IP != e.IP.String() {
 			if old, err := netip.ParseAddr(idx.Spec.IP); err == nil {
 				prev, err := getOpt[endpointObject](ctx, s, resEndpoint, s.endpointName(e.VPC, old))
 				if err != nil {
@@ -114,37 +139,78 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 		}
 
 		spec := endpointSpecOf(e)
-		if at != nil {
-			if at.Spec == spec && at.Metadata.Labels[LabelSubnet] == e.Subnet {
-				return e, nil
-			}
-			at.Spec = spec
-			if at.Metadata.Labels == nil {
-				at.Metadata.Labels = map[string]string{}
-			}
-			at.Metadata.Labels[LabelSubnet] = e.Subnet
-			if _, err := update(ctx, s, resEndpoint, at, false); apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-				continue
-			} else if err != nil {
-				return vpc.Endpoint{}, wrap(what, err)
-			}
-			return e, nil
-		}
 		o := &endpointObject{header: s.newHeader(resEndpoint, epName, LabelVPC, e.VPC, LabelSubnet, e.Subnet), Spec: spec}
 		o, err = create(ctx, s, resEndpoint, o)
-		if apierrors.IsAlreadyExists(err) {
-			continue // another endpoint took the IP: the next round says who
+		if err == nil {
+			if err := s.recheck(ctx, what, so, bo, blk, sn); err != nil {
+				_ = s.delUID(context.WithoutCancel(ctx), resEndpoint, o.Metadata.Name, o.Metadata.UID)
+				return vpc.Endpoint{}, err
+			}
+			ok = true
+			return e, nil
 		}
+		if !apierrors.IsAlreadyExists(err) {
+			return vpc.Endpoint{}, wrap(what, err)
+		}
+		// The IP has an endpoint: this one (an update) or another one.
+		at, err := getOpt[endpointObject](ctx, s, resEndpoint, epName)
 		if err != nil {
 			return vpc.Endpoint{}, wrap(what, err)
 		}
-		if err := s.recheck(ctx, what, so, bo, blk, sn); err != nil {
-			_ = s.delUID(ctx, resEndpoint, o.Metadata.Name, o.Metadata.UID)
-			return vpc.Endpoint{}, err
+		if at == nil {
+			continue // deleted meanwhile: again
 		}
+		if at.Spec.ID != e.ID {
+			return vpc.Endpoint{}, fmt.Errorf("%s: ip %s is held by endpoint %q: %w", what, e.IP, e.VPC+"/"+at.Spec.ID, store.ErrConflict)
+		}
+		if at.Spec == spec && at.Metadata.Labels[LabelSubnet] == e.Subnet {
+			ok = true
+			return e, nil
+		}
+		at.Spec = spec
+		if at.Metadata.Labels == nil {
+			at.Metadata.Labels = map[string]string{}
+		}
+		at.Metadata.Labels[LabelSubnet] = e.Subnet
+		if _, err := update(ctx, s, resEndpoint, at, false); apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return vpc.Endpoint{}, wrap(what, err)
+		}
+		ok = true
 		return e, nil
 	}
 	return vpc.Endpoint{}, tooBusy(what)
+}
+
+// vniOf returns the VNI of the subnet's VPC. VNIs are cached by VPC UID
+// (found in the subnet's owner reference): a VPC's status.vni never
+// changes once set, and a VPC recreated under the same name has a new UID.
+func (s *Store) vniOf(ctx context.Context, what, vpcName string, so *subnetObject) (uint32, error) {
+	var uid string
+	for _, r := range so.Metadata.OwnerReferences {
+		if r.Kind == resVPC.kind {
+			uid = string(r.UID)
+		}
+	}
+	if v, ok := s.vnis.Load(uid); ok && uid != "" {
+		return v.(uint32), nil
+	}
+	vo, err := get[vpcObject](ctx, s, resVPC, s.vpcName(vpcName))
+	if apierrors.IsNotFound(err) {
+		return 0, noVPC(what, vpcName)
+	}
+	if err != nil {
+		return 0, wrap(what, err)
+	}
+	if uid != "" && string(vo.Metadata.UID) != uid {
+		return 0, fmt.Errorf("%s: %s belongs to an earlier vpc %q: %w", what, so.Spec.VPC+"/"+so.Spec.Name, vpcName, store.ErrConflict)
+	}
+	if vo, err = s.ensureVNI(ctx, what, vo); err != nil {
+		return 0, err
+	}
+	s.vnis.Store(string(vo.Metadata.UID), vo.Status.VNI)
+	return vo.Status.VNI, nil
 }
 
 // recheck reads the subnet and block of a new endpoint again, after its

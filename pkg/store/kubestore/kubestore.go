@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,9 +37,11 @@ type Options struct {
 	// a shared API server). Empty: no prefix, and objects carrying a scope
 	// label are ignored.
 	Scope string
-	// QPS and Burst of the client-side rate limiter; zero means 200 and
-	// 400. An agent's bursts of ADDs must not queue behind a limiter
-	// tuned for controllers.
+	// QPS and Burst of a client-side rate limiter; zero QPS means none.
+	// An agent's burst of ADDs must not queue behind a limiter tuned for
+	// controllers (client-go's default, 5 QPS, would serialize a burst of
+	// 20 pods over seconds); the API server protects itself with priority
+	// and fairness.
 	QPS   float32
 	Burst int
 }
@@ -48,6 +51,11 @@ type Options struct {
 type Store struct {
 	dyn   dynamic.Interface
 	scope string
+	// blockLens caches the block prefix length of subnets ("vpc/subnet"),
+	// a hint only: PutEndpoint checks it against the subnet it reads.
+	blockLens sync.Map
+	// vnis caches VNIs by VPC UID (immutable once set).
+	vnis sync.Map
 }
 
 var _ store.Store = (*Store)(nil)
@@ -77,12 +85,12 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 		}
 	}
 	cfg = rest.CopyConfig(cfg)
-	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = opts.QPS, opts.Burst, nil
 	if cfg.QPS == 0 {
-		cfg.QPS = 200
+		cfg.QPS = -1 // no limiter
 	}
 	if cfg.Burst == 0 {
-		cfg.Burst = 400
+		cfg.Burst = max(1, int(2*cfg.QPS))
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "genie-kubestore"

@@ -860,8 +860,13 @@ func testNodes(t *testing.T, open func() store.Store) {
 	if n, err := s.GetNode(ctx, "n2.example"); err != nil || n.UnderlayIP != moved.UnderlayIP || n.Uplink != "eth9" || len(n.UnderlayMAC) != 0 {
 		t.Fatalf("get after update = %+v, %v", n, err)
 	}
-	if ev := <-events; ev.Type != store.EventPut || ev.Node.UnderlayIP != moved.UnderlayIP {
-		t.Fatalf("event of the update = %+v", ev)
+	select {
+	case ev := <-events:
+		if ev.Type != store.EventPut || ev.Node.UnderlayIP != moved.UnderlayIP {
+			t.Fatalf("event of the update = %+v", ev)
+		}
+	case <-time.After(EventTimeout):
+		t.Fatal("no event for the update")
 	}
 }
 
