@@ -136,9 +136,13 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 		return nil, e
 	}
 	owner := -1
+	var delegated time.Duration
 	for i := range rec.Networks {
 		n := &rec.Networks[i]
+		t0 := time.Now()
 		res, err := inv.attach(ctx, rec, n)
+		delegated += time.Since(t0)
+		inv.log.Debug("attach", "network", n.Selection, "ifname", n.IfName, "took", time.Since(t0), "err", err)
 		if err != nil {
 			return fail(i, fmt.Sprintf("network %q (%s): add", n.Selection, n.IfName), err, true)
 		}
@@ -166,6 +170,8 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 			return fail(len(rec.Networks)-1, fmt.Sprintf("write network-status of pod %s/%s", rec.PodNamespace, rec.PodName), err, false)
 		}
 	}
+	inv.log.Info("added", "container", rec.ContainerID, "networks", len(rec.Networks),
+		"took", time.Since(inv.start), "delegates", delegated)
 	return mergeResults(results), nil
 }
 

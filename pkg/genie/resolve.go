@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/kube"
 	"github.com/cni-genie/cni-genie/pkg/selection"
@@ -78,6 +79,8 @@ type invocation struct {
 	kube  *kube.Client
 	// podObj is the pod read at ADD (Kubernetes mode only).
 	podObj *corev1.Pod
+	// start is when the verb began (after process start-up), for logs.
+	start time.Time
 }
 
 func newInvocation(conf *NetConf, args *skel.CmdArgs, log *slog.Logger) (*invocation, error) {
@@ -86,6 +89,7 @@ func newInvocation(conf *NetConf, args *skel.CmdArgs, log *slog.Logger) (*invoca
 		return nil, err
 	}
 	return &invocation{
+		start: time.Now(),
 		conf:  conf,
 		args:  args,
 		log:   log,
