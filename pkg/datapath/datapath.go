@@ -38,6 +38,10 @@ type Config struct {
 	// a locally administered unicast address (e.g. 02:...), the same on every
 	// node so a migrated pod's neighbour cache stays valid.
 	GatewayMAC net.HardwareAddr
+	// MapSizes overrides the capacity of the maps; zero fields keep the
+	// compiled-in defaults. It applies when the maps are created; pinned
+	// maps of another size make Open fail (see MapSizes).
+	MapSizes MapSizes
 }
 
 // LocalEndpoint is an overlay interface of a pod on this node.

@@ -34,10 +34,10 @@ func open(cfg Config) (*Datapath, error) {
 	// Both objects declare the same maps pinned by name: the first load
 	// creates (or re-adopts) the pins, the second re-adopts them, so both
 	// programs share one set of maps.
-	if err := loadLxcObjects(&d.lxc, opts); err != nil {
+	if err := loadSized(loadLxc, cfg.MapSizes, &d.lxc, opts); err != nil {
 		return nil, fmt.Errorf("open datapath: load lxc objects: %w", loadErr(err))
 	}
-	if err := loadUplinkObjects(&d.uplink, opts); err != nil {
+	if err := loadSized(loadUplink, cfg.MapSizes, &d.uplink, opts); err != nil {
 		d.lxc.Close()
 		return nil, fmt.Errorf("open datapath: load uplink objects: %w", loadErr(err))
 	}
@@ -48,6 +48,18 @@ func open(cfg Config) (*Datapath, error) {
 	return d, nil
 }
 
+// loadSized loads an object's collection with the map capacities of sizes.
+func loadSized(load func() (*ebpf.CollectionSpec, error), sizes MapSizes, obj any, opts *ebpf.CollectionOptions) error {
+	spec, err := load()
+	if err != nil {
+		return err
+	}
+	if err := sizes.apply(spec); err != nil {
+		return err
+	}
+	return spec.LoadAndAssign(obj, opts)
+}
+
 // loadErr adds the verifier log to a load error and explains a pinned map
 // left by an incompatible data plane version.
 func loadErr(err error) error {
@@ -56,7 +68,7 @@ func loadErr(err error) error {
 		return fmt.Errorf("%w: %+v", err, ve)
 	}
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return fmt.Errorf("%w (pinned by an incompatible data plane version: Remove the pin dir, which interrupts traffic, or migrate the map)", err)
+		return fmt.Errorf("%w (pinned by an incompatible data plane version or with other map sizes: use the pinned sizes, or Remove the pin dir, which interrupts traffic, or migrate the map)", err)
 	}
 	return err
 }
@@ -74,7 +86,7 @@ func (c Config) validate() error {
 	case len(c.GatewayMAC) != 6:
 		return fmt.Errorf("config: gateway mac %q is not a 6-byte mac", c.GatewayMAC)
 	}
-	return nil
+	return c.MapSizes.validate()
 }
 
 // checkBPFFS refuses pin directories outside bpffs: pins elsewhere fail late

@@ -1,0 +1,95 @@
+package datapath
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// MapSizes sets the capacity (max_entries) of the data plane's hash maps.
+// A zero field keeps the compiled-in default (MAX_* in bpf/lib/maps.h).
+// The maps hold no preallocated memory (BPF_F_NO_PREALLOC), so a large
+// capacity costs kernel memory only for the entries actually stored.
+//
+// Pinned maps keep the size they were created with: an agent restarted
+// with other sizes fails in Open with ErrMapIncompatible (and a hint) until
+// the pin dir is removed, because resizing a BPF map means replacing it,
+// which would interrupt traffic.
+type MapSizes struct {
+	// Endpoints bounds genie_endpoints: local plus remote endpoints of
+	// the VPCs hosted on the node (default 65536).
+	Endpoints uint32
+	// LXC bounds genie_lxc: pod interfaces on the node (default 4096).
+	LXC uint32
+	// Nodes bounds genie_nodes: underlay nodes (default 4096).
+	Nodes uint32
+	// VNIs bounds genie_vnis: VPCs with a local endpoint (default 4096).
+	VNIs uint32
+}
+
+// DefaultMapSizes returns the compiled-in capacities.
+func DefaultMapSizes() MapSizes {
+	spec, err := loadLxc()
+	if err != nil {
+		return MapSizes{}
+	}
+	return sizesOf(spec)
+}
+
+func sizesOf(spec *ebpf.CollectionSpec) MapSizes {
+	get := func(name string) uint32 {
+		if m := spec.Maps[name]; m != nil {
+			return m.MaxEntries
+		}
+		return 0
+	}
+	return MapSizes{
+		Endpoints: get(lxcMapGenieEndpoints),
+		LXC:       get(lxcMapGenieLxc),
+		Nodes:     get(lxcMapGenieNodes),
+		VNIs:      get(lxcMapGenieVnis),
+	}
+}
+
+// apply overrides the capacities of spec's maps with the non-zero sizes.
+func (s MapSizes) apply(spec *ebpf.CollectionSpec) error {
+	for name, n := range map[string]uint32{
+		lxcMapGenieEndpoints: s.Endpoints,
+		lxcMapGenieLxc:       s.LXC,
+		lxcMapGenieNodes:     s.Nodes,
+		lxcMapGenieVnis:      s.VNIs,
+	} {
+		if n == 0 {
+			continue
+		}
+		m := spec.Maps[name]
+		if m == nil {
+			continue // this object does not use the map
+		}
+		m.MaxEntries = n
+	}
+	return nil
+}
+
+// validate bounds the sizes: at most 1<<24 entries per map, far beyond any
+// node, so a typo cannot ask the kernel for an absurd map.
+func (s MapSizes) validate() error {
+	const limit = 1 << 24
+	for name, n := range map[string]uint32{"endpoints": s.Endpoints, "lxc": s.LXC, "nodes": s.Nodes, "vnis": s.VNIs} {
+		if n > limit {
+			return fmt.Errorf("config: map size %s = %d exceeds %d", name, n, limit)
+		}
+	}
+	return nil
+}
+
+// MapSizes returns the capacities of the loaded maps (pinned maps keep
+// the size they were created with).
+func (d *Datapath) MapSizes() MapSizes {
+	return MapSizes{
+		Endpoints: d.lxc.GenieEndpoints.MaxEntries(),
+		LXC:       d.lxc.GenieLxc.MaxEntries(),
+		Nodes:     d.lxc.GenieNodes.MaxEntries(),
+		VNIs:      d.lxc.GenieVnis.MaxEntries(),
+	}
+}
