@@ -4,7 +4,7 @@
 # path, all in one sandbox in one run. Needs root, bpffs, iperf3 and the
 # reference plugins (hack/build-test-bins.sh).
 #
-# Knobs: GENIE_BENCH_ROUNDS (3), GENIE_BENCH_SECONDS (5 per iperf3 run),
+# Knobs: GENIE_BENCH_ROUNDS (7), GENIE_BENCH_SECONDS (3 per iperf3 run),
 # GENIE_BENCH_RTTS (20000 round trips per latency sample),
 # GENIE_BENCH_OUT (markdown result file, default _output/bench.md),
 # GENIE_BENCH_BASELINES_ONLY=1 (no agents, baselines only).

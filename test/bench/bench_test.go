@@ -73,8 +73,8 @@ func TestPrivilegedDataPlaneBench(t *testing.T) {
 			t.Skipf("needs bpffs: %v", err)
 		}
 	}
-	rounds := envInt("GENIE_BENCH_ROUNDS", 3)
-	secs := envInt("GENIE_BENCH_SECONDS", 5)
+	rounds := envInt("GENIE_BENCH_ROUNDS", 7)
+	secs := envInt("GENIE_BENCH_SECONDS", 3)
 	rtts := envInt("GENIE_BENCH_RTTS", 20000)
 
 	bin := t.TempDir()
@@ -126,11 +126,9 @@ func TestPrivilegedDataPlaneBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	n2 := sb.Nodes()[1]
-	paths = append(paths,
-		path{"bridge same-node", ep(brA.Name), ep(brB.Name), podIP(brB)},
-		path{"underlay node-to-node", ep("node1"), ep("node2"), n2.UnderlayIP},
-		path{"flannel-style cross-node", ep(flA.Name), ep(flB.Name), podIP(flB)},
-	)
+	bridge := path{"bridge same-node", ep(brA.Name), ep(brB.Name), podIP(brB)}
+	underlay := path{"underlay node-to-node", ep("node1"), ep("node2"), n2.UnderlayIP}
+	flannel := path{"flannel-style cross-node", ep(flA.Name), ep(flB.Name), podIP(flB)}
 	if overlay {
 		st, err := etcdstore.New(ctx, []string{sb.StoreEndpoint()}, etcdstore.Options{})
 		if err != nil {
@@ -155,10 +153,15 @@ func TestPrivilegedDataPlaneBench(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		paths = append(paths,
-			path{"overlay same-node", ep(ovA.Name), ep(ovB.Name), podIP(ovB)},
-			path{"overlay cross-node", ep(ovA.Name), ep(ovC.Name), podIP(ovC)},
-		)
+		// Each overlay path runs right after its baselines, so a burst of
+		// background load tends to hit both sides of a ratio.
+		paths = []path{bridge,
+			{"overlay same-node", ep(ovA.Name), ep(ovB.Name), podIP(ovB)},
+			underlay,
+			{"overlay cross-node", ep(ovA.Name), ep(ovC.Name), podIP(ovC)},
+			flannel}
+	} else {
+		paths = []path{bridge, underlay, flannel}
 	}
 	// Every path must carry traffic before it is measured.
 	for _, p := range paths {
@@ -201,29 +204,35 @@ func TestPrivilegedDataPlaneBench(t *testing.T) {
 	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "Data-plane benchmarks: %d rounds x %ds iperf3, %d TCP 1-byte round trips per latency sample; medians.\n\n", rounds, secs, rtts)
-	fmt.Fprintf(&b, "| path | TCP throughput | latency p50 | latency p99 |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "Data-plane benchmarks: %d rounds; per round each path gets one %ds iperf3 TCP run and, cross-node, %d TCP 1-byte round trips.\n", rounds, secs, rtts)
+	fmt.Fprintf(&b, "Background load only ever lowers throughput, so \"best\" estimates capacity; \"paired\" is the median over rounds of the ratio of back-to-back runs.\n\n")
+	fmt.Fprintf(&b, "| path | TCP median | TCP best | latency p50 | latency p99 |\n|---|---|---|---|---|\n")
 	for _, p := range paths {
 		r := res[p.name]
 		p50, p99 := "-", "-"
 		if len(r.p50) > 0 {
 			p50, p99 = median(r.p50).String(), median(r.p99).String()
 		}
-		fmt.Fprintf(&b, "| %s | %.2f Gbit/s | %s | %s |\n", p.name, median(r.gbps), p50, p99)
+		fmt.Fprintf(&b, "| %s | %.2f Gbit/s | %.2f Gbit/s | %s | %s |\n", p.name, median(r.gbps), best(r.gbps), p50, p99)
 	}
 	if overlay {
-		g := func(n string) float64 { return median(res[n].gbps) }
-		l := func(n string, q func(*result) []time.Duration) float64 {
-			return float64(median(q(res[n])))
+		tput := func(r *result) []float64 { return r.gbps }
+		p50 := func(r *result) []float64 { return durs(r.p50) }
+		p99 := func(r *result) []float64 { return durs(r.p99) }
+		row := func(what, a, base string, q func(*result) []float64, target string, withBest bool) {
+			bst := "-"
+			if withBest {
+				bst = fmt.Sprintf("%.2fx", best(q(res[a]))/best(q(res[base])))
+			}
+			fmt.Fprintf(&b, "| %s | %.2fx | %s | %s |\n", what, pairedRatio(q(res[a]), q(res[base])), bst, target)
 		}
-		p50 := func(r *result) []time.Duration { return r.p50 }
-		p99 := func(r *result) []time.Duration { return r.p99 }
-		fmt.Fprintf(&b, "\n| ratio | value | target |\n|---|---|---|\n")
-		fmt.Fprintf(&b, "| same-node overlay / bridge plugin (throughput) | %.2fx | >= 1.00x |\n", g("overlay same-node")/g("bridge same-node"))
-		fmt.Fprintf(&b, "| cross-node overlay / underlay (throughput) | %.2fx | >= 0.95x |\n", g("overlay cross-node")/g("underlay node-to-node"))
-		fmt.Fprintf(&b, "| cross-node overlay / flannel-style (throughput) | %.2fx | >= 1.05x |\n", g("overlay cross-node")/g("flannel-style cross-node"))
-		fmt.Fprintf(&b, "| cross-node overlay / underlay (latency p50) | %.2fx | <= 1.05x |\n", l("overlay cross-node", p50)/l("underlay node-to-node", p50))
-		fmt.Fprintf(&b, "| cross-node overlay / underlay (latency p99) | %.2fx | - |\n", l("overlay cross-node", p99)/l("underlay node-to-node", p99))
+		fmt.Fprintf(&b, "\n| ratio | paired median | best / best | target |\n|---|---|---|---|\n")
+		row("same-node overlay / bridge plugin, throughput", "overlay same-node", "bridge same-node", tput, ">= 1.00x", true)
+		row("cross-node overlay / underlay, throughput", "overlay cross-node", "underlay node-to-node", tput, ">= 0.95x", true)
+		row("cross-node overlay / flannel-style, throughput", "overlay cross-node", "flannel-style cross-node", tput, ">= 1.05x", true)
+		row("cross-node overlay / underlay, latency p50", "overlay cross-node", "underlay node-to-node", p50, "<= 1.05x", false)
+		row("cross-node overlay / underlay, latency p99", "overlay cross-node", "underlay node-to-node", p99, "-", false)
+		row("flannel-style / underlay, latency p50 (for scale)", "flannel-style cross-node", "underlay node-to-node", p50, "-", false)
 	}
 	if len(ready) > 0 {
 		var adds, lags []time.Duration
@@ -333,6 +342,33 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+func best(v []float64) float64 {
+	m := 0.0
+	for _, x := range v {
+		m = max(m, x)
+	}
+	return m
+}
+
+func durs(v []time.Duration) []float64 {
+	out := make([]float64, len(v))
+	for i, d := range v {
+		out[i] = float64(d)
+	}
+	return out
+}
+
+// pairedRatio is the median over rounds of a[i]/base[i].
+func pairedRatio(a, base []float64) float64 {
+	var r []float64
+	for i := range min(len(a), len(base)) {
+		if base[i] > 0 {
+			r = append(r, a[i]/base[i])
+		}
+	}
+	return median(r)
 }
 
 type readiness struct{ add, lag time.Duration }
