@@ -5,6 +5,9 @@ import (
 	"sync"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/cni-genie/cni-genie/pkg/store"
@@ -46,9 +49,54 @@ func open(t testing.TB, cfg *rest.Config, scope string) *kubestore.Store {
 	return s
 }
 
-// backend is the conformance suite's view of the kube store.
+// backend is the conformance suite's view of the kube store: clients
+// authenticated as a service account granted exactly PolicyRules.
 func backend(t *testing.T) func() store.Store {
-	cfg := server(t).RESTConfig()
+	cfg := limitedConfig(t)
 	sc := scope()
 	return func() store.Store { return open(t, cfg, sc) }
+}
+
+var limited struct {
+	once  sync.Once
+	token string
+	err   error
+}
+
+// limitedConfig returns a config for the service account "genie" of a
+// namespace of its own, bound to a ClusterRole of kubestore.PolicyRules
+// (made once per test binary).
+func limitedConfig(t *testing.T) *rest.Config {
+	t.Helper()
+	srv := server(t)
+	limited.once.Do(func() {
+		ctx := context.Background()
+		cs, err := srv.Clientset()
+		if err != nil {
+			limited.err = err
+			return
+		}
+		name := kubeapi.UniqueName("genie-store")
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			limited.err = err
+			return
+		}
+		cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: kubestore.PolicyRules()}
+		if _, err := cs.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+			limited.err = err
+			return
+		}
+		crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "genie", Namespace: name}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name}}
+		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+			limited.err = err
+			return
+		}
+		limited.token, _, limited.err = srv.ServiceAccountToken(ctx, name, "genie")
+	})
+	if limited.err != nil {
+		t.Fatalf("service account with kubestore.PolicyRules: %v", limited.err)
+	}
+	return srv.RESTConfigForToken(limited.token)
 }
