@@ -84,7 +84,9 @@ func newNS(t testing.TB) ns.NetNS {
 // hands a delegate on GC and STATUS.
 func noopPlugin(t testing.TB) string {
 	p := filepath.Join(t.TempDir(), "noop")
-	out, err := exec.Command("go", "build", "-o", p, "github.com/containernetworking/cni/plugins/test/noop").CombinedOutput()
+	cmd := exec.Command("go", "build", "-o", p, "github.com/containernetworking/cni/plugins/test/noop")
+	cmd.Dir = moduleRoot(t)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("building noop plugin: %v: %s", err, out)
 	}
