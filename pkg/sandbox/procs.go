@@ -210,7 +210,7 @@ func (s *Sandbox) RestartAgent(ctx context.Context, node string, kill bool) erro
 	if err := s.stopProcess(n.AgentPID, grace); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	if err := s.startAgent(n, nil); err != nil {
+	if err := s.startAgent(n, s.st.AgentArgs); err != nil {
 		return err
 	}
 	if err := s.save(); err != nil {

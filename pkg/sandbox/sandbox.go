@@ -200,6 +200,9 @@ type state struct {
 	Fabric        string          `json:"fabric"`
 	Nodes         []*Node         `json:"nodes"`
 	Pods          map[string]*Pod `json:"pods"`
+	// AgentArgs are the extra genied flags of Options, kept so that
+	// RestartAgent starts the agent with them again.
+	AgentArgs []string `json:"agentArgs,omitempty"`
 }
 
 // Sandbox is a handle on a running sandbox. Its methods may be called from
@@ -312,7 +315,8 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		return nil, fmt.Errorf("sandbox %q: state dir: %w", opts.Name, err)
 	}
 	s := &Sandbox{dir: dir, pinRoot: pinRoot(opts.BPFRoot, opts.Name), log: opts.Log, children: map[int]chan struct{}{}}
-	s.st = state{Name: opts.Name, Created: time.Now().UTC(), BinDir: opts.BinDir, CNIBinDir: opts.CNIBinDir, Pods: map[string]*Pod{}}
+	s.st = state{Name: opts.Name, Created: time.Now().UTC(), BinDir: opts.BinDir, CNIBinDir: opts.CNIBinDir, Pods: map[string]*Pod{},
+		AgentArgs: opts.AgentArgs}
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(opts.Log, "up failed, tearing down: %v\n", err)
