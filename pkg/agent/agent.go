@@ -189,6 +189,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.notReady.Store("loading data plane")
 	dp, err := datapath.Open(datapath.Config{
 		PinDir: a.cfg.PinDir, UnderlayIP: addr, UplinkIfindex: ix, UplinkMAC: mac, GatewayMAC: a.gwMAC,
+		MapSizes: a.cfg.MapSizes,
 	})
 	if err != nil {
 		return fmt.Errorf("opening data plane at %s: %w", a.cfg.PinDir, err)
@@ -196,6 +197,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.mu.Lock()
 	a.dp = dp
 	a.mu.Unlock()
+	a.m.setMapCapacity(dp.MapSizes())
 	if err := dp.AttachUplink(ix); err != nil {
 		return fmt.Errorf("attaching uplink program to %s: %w", a.cfg.Uplink, err)
 	}
@@ -391,6 +393,7 @@ func (a *Agent) programLocal(at *attachment) error {
 	if err := a.dp.UpsertLocalEndpoint(datapath.LocalEndpoint{
 		VNI: at.VNI, IP: at.IP, MAC: at.hwAddr(), HostIfindex: at.HostIndex,
 	}); err != nil {
+		a.m.countMapFull("local", err)
 		return fmt.Errorf("writing endpoint map: %w", err)
 	}
 	if err := a.dp.AttachEndpoint(at.HostIndex); err != nil {

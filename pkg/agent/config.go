@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
+	"github.com/cni-genie/cni-genie/pkg/datapath"
 )
 
 // Config is the agent's configuration; every field has a command-line flag
@@ -35,6 +37,11 @@ type Config struct {
 	// XDPPrefilter also attaches the XDP prefilter to the uplink (worth it
 	// on NICs with native XDP; a veth uplink needs only the tcx program).
 	XDPPrefilter bool
+	// MapSizes sets the capacity of the data plane's maps (zero fields
+	// keep the compiled-in defaults). Pinned maps keep the size they were
+	// created with: changing it needs the pin dir removed (see
+	// datapath.MapSizes).
+	MapSizes datapath.MapSizes
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -80,6 +87,27 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus /metrics on (empty disables)")
 	fs.BoolVar(&c.XDPPrefilter, "xdp-prefilter", c.XDPPrefilter, "also attach the XDP prefilter to the uplink (drops foreign Geneve before an skb is built)")
 	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC of the virtual subnet gateways answered by BPF")
+	def := datapath.DefaultMapSizes()
+	fs.Func("max-endpoints", fmt.Sprintf("capacity of the endpoints map: local plus remote endpoints of the VPCs hosted on this node (default %d)", def.Endpoints),
+		mapSizeFlag(&c.MapSizes.Endpoints))
+	fs.Func("max-pod-interfaces", fmt.Sprintf("capacity of the pod interface map: VPC attachments on this node (default %d)", def.LXC),
+		mapSizeFlag(&c.MapSizes.LXC))
+	fs.Func("max-nodes", fmt.Sprintf("capacity of the underlay node map (default %d)", def.Nodes),
+		mapSizeFlag(&c.MapSizes.Nodes))
+	fs.Func("max-vpcs", fmt.Sprintf("capacity of the local VNI map: VPCs with a pod on this node (default %d)", def.VNIs),
+		mapSizeFlag(&c.MapSizes.VNIs))
+}
+
+// mapSizeFlag parses a positive map capacity into *dst.
+func mapSizeFlag(dst *uint32) func(string) error {
+	return func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%q is not a positive number of entries", s)
+		}
+		*dst = uint32(n)
+		return nil
+	}
 }
 
 // Validate reports the first invalid field.

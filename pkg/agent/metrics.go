@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/cni-genie/cni-genie/pkg/datapath"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,6 +26,8 @@ type metrics struct {
 	storeErrors *prometheus.CounterVec
 	watches     prometheus.Gauge
 	resyncs     prometheus.Counter
+	mapCap      *prometheus.GaugeVec
+	mapFull     *prometheus.CounterVec
 }
 
 // dropsCollector reads the data plane's per-reason drop counters at scrape
@@ -65,8 +68,12 @@ func newMetrics(drops func() (map[string]uint64, error)) *metrics {
 			Name: "genie_vpc_watches", Help: "VPCs whose endpoints this node watches (the VPCs it hosts)."}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "genie_watch_resyncs_total", Help: "Full re-lists after a watch error."}),
+		mapCap: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "genie_map_capacity", Help: "Capacity (max_entries) of the data plane's maps, by map; compare genie_endpoints with map=\"endpoints\" for the fill."}, []string{"map"}),
+		mapFull: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "genie_map_full_errors_total", Help: "Map writes refused because the map is full, by scope (local attachment or remote endpoint)."}, []string{"scope"}),
 	}
-	m.reg.MustRegister(m.addSeconds, m.delSeconds, m.addErrors, m.endpoints, m.storeErrors, m.watches, m.resyncs,
+	m.reg.MustRegister(m.addSeconds, m.delSeconds, m.addErrors, m.endpoints, m.storeErrors, m.watches, m.resyncs, m.mapCap, m.mapFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if drops != nil {
 		m.reg.MustRegister(&dropsCollector{
@@ -75,6 +82,21 @@ func newMetrics(drops func() (map[string]uint64, error)) *metrics {
 		})
 	}
 	return m
+}
+
+// setMapCapacity publishes the loaded maps' capacities.
+func (m *metrics) setMapCapacity(s datapath.MapSizes) {
+	m.mapCap.WithLabelValues("endpoints").Set(float64(s.Endpoints))
+	m.mapCap.WithLabelValues("pod_interfaces").Set(float64(s.LXC))
+	m.mapCap.WithLabelValues("nodes").Set(float64(s.Nodes))
+	m.mapCap.WithLabelValues("vpcs").Set(float64(s.VNIs))
+}
+
+// countMapFull counts err if a map was full.
+func (m *metrics) countMapFull(scope string, err error) {
+	if errors.Is(err, datapath.ErrMapFull) {
+		m.mapFull.WithLabelValues(scope).Inc()
+	}
 }
 
 // serveMetrics serves /metrics on addr until ctx ends.

@@ -274,6 +274,7 @@ func (a *Agent) writeRemoteLocked(vni uint32, id string, r remoteEP) error {
 	}
 	mac, _ := parseMAC(r.mac)
 	if err := a.dp.UpsertRemoteEndpoint(datapath.RemoteEndpoint{VNI: vni, IP: r.ip, MAC: mac, NodeIP: n.UnderlayIP}); err != nil {
+		a.m.countMapFull("remote", err)
 		return fmt.Errorf("programming remote endpoint %s (%s on node %q): %w", id, r.ip, r.node, err)
 	}
 	return nil
