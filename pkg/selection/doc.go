@@ -1,7 +1,7 @@
 // Package selection turns a pod's network request into an attachment plan:
 // which networks, in which order, under which interface names.
 //
-// Design notes
+// # Design notes
 //
 // Three textual sources feed it, in CNI-Genie's precedence order:
 //

@@ -64,7 +64,7 @@ func TestParseNetworksJSON(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for _, in := range []string{
-		`[{"name":"a"`,               // malformed JSON
+		`[{"name":"a"`,                    // malformed JSON
 		`[{"name":"a","interfaces":"x"}]`, // unknown field
 		`[{"name":""}]`,
 		`[{"name":"a","ips":["nope"]}]`,
