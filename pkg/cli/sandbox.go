@@ -33,7 +33,7 @@ func (g *globals) sandboxName(orDefault bool) (string, error) {
 	case len(names) == 0:
 		return "", errors.New("no sandbox is up (run: geniectl sandbox up)")
 	default:
-		return "", fmt.Errorf("several sandboxes are up (%s): pass --name", strings.Join(names, ", "))
+		return "", fmt.Errorf("several sandboxes are up (%s): pass --name (sandbox commands) or --sandbox", strings.Join(names, ", "))
 	}
 }
 
