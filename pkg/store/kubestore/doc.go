@@ -113,7 +113,11 @@
 // resourceVersion seen, kept fresh by bookmarks, so the consumer's
 // channel does not break (tested with 1-2 s server timeouts). A start
 // revision the server no longer has (410 Gone / Expired) is one
-// EventError wrapping store.ErrCompacted. Delete events carry the
+// EventError wrapping store.ErrCompacted. An API server that refuses
+// connections or answers 5xx/429 (a restart, an upgrade) is retried with
+// backoff for WatchRetryFor (30 s); a restarted server's watch cache
+// starts at the current revision, so the retry then usually ends in
+// ErrCompacted, and the consumer lists again (tested with a real restart). Delete events carry the
 // endpoint as last stored; an endpoint moving to another IP is seen as a
 // delete of the old address, then a put of the new one.
 //

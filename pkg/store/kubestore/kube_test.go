@@ -341,3 +341,67 @@ func TestWatchAcrossServerTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// A watch across a restart of kube-apiserver retries while the server is
+// down instead of failing on the refused connection. The restarted
+// server's watch cache starts at the current revision, so the watch then
+// either continues or reports ErrCompacted (never another error); a
+// consumer that lists again on ErrCompacted, as the contract says, ends
+// with every change.
+func TestWatchAcrossAPIServerRestart(t *testing.T) {
+	srv := kubeapi.New(t, kubeapi.Options{})
+	ctx := t.Context()
+	if err := srv.InstallProjectCRDs(ctx, kubestore.CRDFiles...); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, srv.RESTConfig(), "")
+	storetest.RegisterNodes(t, s, "before")
+	_, rev, err := s.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := s.WatchNodes(wctx, rev)
+	storetest.RegisterNodes(t, s, "n1")
+	restarted := make(chan error, 1)
+	go func() { restarted <- srv.Restart() }()
+	// The consumer: a state folded from list + watch events.
+	state := map[string]bool{"before": true}
+	relists := 0
+	for !state["n2"] {
+		select {
+		case err := <-restarted:
+			if err != nil {
+				t.Fatal(err)
+			}
+			storetest.RegisterNodes(t, s, "before", "n1", "n2")
+		case ev, ok := <-events:
+			switch {
+			case !ok:
+				t.Fatal("watch closed without an error event")
+			case ev.Type == store.EventError && errors.Is(ev.Err, store.ErrCompacted):
+				relists++
+				nodes, rev, err := s.ListNodes(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				clear(state)
+				for _, n := range nodes {
+					state[n.Name] = true
+				}
+				events = s.WatchNodes(wctx, rev)
+			case ev.Type == store.EventError:
+				t.Fatalf("watch failed across the restart with other than ErrCompacted: %v", ev.Err)
+			case ev.Type == store.EventPut:
+				state[ev.Node.Name] = true
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("state %v after %d re-lists: want n2", state, relists)
+		}
+	}
+	if !state["n1"] {
+		t.Fatalf("state %v: n1 lost", state)
+	}
+	t.Logf("re-lists after the restart: %d", relists)
+}

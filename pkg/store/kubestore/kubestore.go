@@ -95,8 +95,8 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "genie-kubestore"
 	}
-	// No cfg.Timeout: it would also cut watches. Requests are bounded by
-	// the caller's context.
+	// cfg.Timeout (if the caller set one) also ends each watch request
+	// after that long; watch resumes them from the last revision.
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to kubernetes %s: %w", cfg.Host, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -53,12 +54,35 @@ func watch[T any, E any](ctx context.Context, s *Store, r resource, selector str
 		}
 		rv = l.GetResourceVersion()
 	}
+	var failingSince time.Time
+	backoff := watchBackoffMin
+	pause := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+			backoff = min(2*backoff, watchBackoffMax)
+			return true
+		}
+	}
 	for {
+		began, startRV := time.Now(), rv
 		w, err := s.ri(r).Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rv, AllowWatchBookmarks: true})
 		if err != nil {
+			// An API server restarting or briefly unreachable: retry from
+			// the same revision for a while, as etcd's client does.
+			if transient(err) && ctx.Err() == nil {
+				if failingSince.IsZero() {
+					failingSince = began
+				}
+				if time.Since(failingSince) < WatchRetryFor && pause() {
+					continue
+				}
+			}
 			fail(watchErr(rv, err))
 			return
 		}
+		failingSince = time.Time{}
 		next, ok := func() (string, bool) {
 			defer w.Stop()
 			for {
@@ -118,8 +142,40 @@ func watch[T any, E any](ctx context.Context, s *Store, r resource, selector str
 		if !ok || ctx.Err() != nil {
 			return
 		}
-		rv = next // the server closed the watch: resume
+		// The server closed the watch: resume. A watch that ends at once
+		// and delivered nothing new waits first, so a server that keeps
+		// closing watches is not hammered.
+		if next == startRV && time.Since(began) < time.Second {
+			if !pause() {
+				return
+			}
+		} else {
+			backoff = watchBackoffMin
+		}
+		rv = next
 	}
+}
+
+// WatchRetryFor is how long a watch keeps retrying to reach an API server
+// that refuses connections or answers with server errors (a restart, a
+// rolling upgrade) before it reports the failure as an EventError.
+var WatchRetryFor = 30 * time.Second
+
+const (
+	watchBackoffMin = 100 * time.Millisecond
+	watchBackoffMax = 2 * time.Second
+)
+
+// transient reports whether a failed watch request may succeed if tried
+// again: no answer at all, or a server error or throttling. Refusals
+// (401, 403, 404, 400, 410) are final.
+func transient(err error) bool {
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) {
+		return true // connection refused, reset, timeout
+	}
+	code := se.Status().Code
+	return code >= 500 || code == 429
 }
 
 // watchErr names the revision of a watch that failed and maps "too old"
