@@ -14,12 +14,10 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -50,7 +48,7 @@ var ErrUnavailable = errors.New("kubernetes api server unavailable")
 // rotated token works.
 type Client struct {
 	kubeconfig string
-	pods       kubernetes.Interface
+	pods       rest.Interface
 	nads       rest.Interface
 }
 
@@ -88,14 +86,22 @@ func NewFromConfig(cfg *rest.Config) (*Client, error) {
 	// API server's priority and fairness still protects the server.
 	cfg.QPS, cfg.Burst = -1, 0
 
-	pods, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("create pod client: %w", err)
-	}
-
 	scheme := runtime.NewScheme()
 	if err := nadv1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register nad types: %w", err)
+	}
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register core types: %w", err)
+	}
+	pc := rest.CopyConfig(cfg)
+	pc.GroupVersion = &corev1.SchemeGroupVersion
+	pc.APIPath = "/api"
+	pc.ContentType = runtime.ContentTypeJSON
+	pc.AcceptContentTypes = runtime.ContentTypeJSON
+	pc.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	pods, err := rest.RESTClientFor(pc)
+	if err != nil {
+		return nil, fmt.Errorf("create pod client: %w", err)
 	}
 	nc := rest.CopyConfig(cfg)
 	nc.GroupVersion = &nadv1.SchemeGroupVersion
@@ -114,7 +120,8 @@ func NewFromConfig(cfg *rest.Config) (*Client, error) {
 func (c *Client) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
 	ctx, cancel := bounded(ctx)
 	defer cancel()
-	pod, err := c.pods.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	pod := &corev1.Pod{}
+	err := c.pods.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(pod)
 	if err != nil {
 		return nil, c.wrap(err, "get pod %s/%s", namespace, name)
 	}
@@ -169,7 +176,7 @@ func (c *Client) SetNetworkStatusForUID(ctx context.Context, namespace, name str
 	backoff := wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 6}
 	var lastErr error
 	werr := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
-		_, lastErr = c.pods.CoreV1().Pods(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+		lastErr = c.pods.Patch(types.MergePatchType).Namespace(namespace).Resource("pods").Name(name).Body(patch).Do(ctx).Error()
 		switch {
 		case lastErr == nil:
 			return true, nil
