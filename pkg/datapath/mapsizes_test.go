@@ -75,3 +75,32 @@ func TestPrivilegedMapSizes(t *testing.T) {
 	}
 	d3.Close()
 }
+
+func TestPrivilegedLookupEndpoint(t *testing.T) {
+	needBPF(t)
+	d, err := Open(testConfig(testPinDir(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.LookupEndpoint(redR.VNI, redR.IP); !errors.Is(err, ErrNoEndpoint) {
+		t.Fatalf("lookup of a missing endpoint: %v", err)
+	}
+	if err := d.UpsertRemoteEndpoint(redR); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.UpsertLocalEndpoint(redA); err != nil {
+		t.Fatal(err)
+	}
+	e, err := d.LookupEndpoint(redR.VNI, redR.IP)
+	if err != nil || e.Local() || e.NodeIP != redR.NodeIP || e.MAC.String() != redR.MAC.String() {
+		t.Fatalf("remote entry %+v, %v", e, err)
+	}
+	e, err = d.LookupEndpoint(redA.VNI, redA.IP)
+	if err != nil || !e.Local() || e.HostIfindex != redA.HostIfindex || e.MAC.String() != redA.MAC.String() {
+		t.Fatalf("local entry %+v, %v", e, err)
+	}
+	if _, err := d.LookupEndpoint(0, redA.IP); err == nil {
+		t.Fatal("lookup with vni 0 succeeded")
+	}
+}
