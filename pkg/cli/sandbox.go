@@ -265,7 +265,7 @@ func sandboxPod(g *globals) *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&node, "node", "1", "node name or 1-based index")
-	add.Flags().StringArrayVar(&nets, "net", nil, "network VPC/SUBNET[@IF] (repeatable; the first is the default)")
+	add.Flags().StringArrayVar(&nets, "net", nil, "network VPC/SUBNET[@IF], or a delegate network such as "+sandbox.DelegateNetwork+"[@IF] (repeatable; the first is the default)")
 	del := &cobra.Command{
 		Use:   "del NAME",
 		Short: "Detach a pod (CNI DEL) and delete its namespace",

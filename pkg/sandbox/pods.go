@@ -56,8 +56,8 @@ func GenieNetworks(nets []string) (string, error) {
 // genieConfList is the configuration a runtime on node n would hand genie.
 func (s *Sandbox) genieConfList(n *Node) ([]byte, error) {
 	ndir := filepath.Join(s.dir, n.Name)
-	confDir := filepath.Join(s.dir, "net.d")
-	if err := os.MkdirAll(confDir, 0o755); err != nil {
+	confDir, err := s.delegateConfDir()
+	if err != nil {
 		return nil, err
 	}
 	return json.Marshal(map[string]any{
@@ -72,6 +72,48 @@ func (s *Sandbox) genieConfList(n *Node) ([]byte, error) {
 			"agentSocket": n.Socket,
 		}},
 	})
+}
+
+// DelegateNetwork is the plain CNI network every sandbox offers next to
+// the VPCs, for pods that mix overlay and delegated interfaces: the
+// reference bridge plugin on a per-node bridge with host-local IPAM
+// (10.88.<node>.0/24, so node-local only). Select it like any delegate,
+// e.g. --net blue/web --net sandbox-bridge@net9.
+const DelegateNetwork = "sandbox-bridge"
+
+// delegateConfDir writes genie's delegate conf dir (once) and returns it.
+// The bridge lives in each node's namespace; host-local's data dir is
+// shared, so addresses are unique across the sandbox.
+func (s *Sandbox) delegateConfDir() (string, error) {
+	dir := filepath.Join(s.dir, "net.d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	f := filepath.Join(dir, "10-"+DelegateNetwork+".conflist")
+	if _, err := os.Stat(f); err == nil {
+		return dir, nil
+	}
+	conf, err := json.MarshalIndent(map[string]any{
+		"cniVersion": CNIVersion,
+		"name":       DelegateNetwork,
+		"plugins": []map[string]any{{
+			"type":      "bridge",
+			"bridge":    "sb-br0",
+			"isGateway": true,
+			"ipam": map[string]any{
+				"type":    "host-local",
+				"ranges":  [][]map[string]string{{{"subnet": "10.88.0.0/24"}}},
+				"dataDir": filepath.Join(s.dir, "host-local-delegate"),
+			},
+		}},
+	}, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(f, conf, 0o644); err != nil {
+		return "", fmt.Errorf("writing delegate network conf: %w", err)
+	}
+	return dir, nil
 }
 
 // cniConfig returns libcni's handle: genie first in CNI_PATH, then the

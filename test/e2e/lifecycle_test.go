@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/cni-genie/cni-genie/pkg/sandbox"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,4 +52,32 @@ func TestPrivilegedPodVanishesBeforeDel(t *testing.T) {
 		t.Errorf("next pod on node1 got %s, want the freed %s", got, ipA)
 	}
 	mustReach(t, "b->c", ep(b, ""), ep(c, ""), ipOf(t, c, "eth0"), 8002)
+}
+
+// TestPrivilegedMixedOverlayAndDelegate: one pod gets an overlay interface
+// and a delegated one (the reference bridge plugin, through genie) at
+// once; each reaches its own peers, and DEL removes both.
+func TestPrivilegedMixedOverlayAndDelegate(t *testing.T) {
+	sb := newSandbox(t, 2)
+	if _, ok := sandbox.TestCNIBinDir(); !ok {
+		t.Skip("needs the CNI reference plugins (hack/build-test-bins.sh)")
+	}
+	mkVPC(t, sb, "blue", "10.10.0.0/16", "10.10.1.0/24")
+	m := addPod(t, sb, "m", "node1", "blue/web", sandbox.DelegateNetwork+"@net9")
+	peer := addPod(t, sb, "peer", "node1", sandbox.DelegateNetwork)
+	remote := addPod(t, sb, "remote", "node2", "blue/web")
+	if len(m.Interfaces) != 2 {
+		t.Fatalf("pod m: want 2 interfaces, got %+v", m.Interfaces)
+	}
+	mustReach(t, "m/eth0 -> remote (overlay)", ep(m, "eth0"), ep(remote, ""), ipOf(t, remote, "eth0"), 8000)
+	mustReach(t, "m/net9 -> peer (bridge plugin)", ep(m, "net9"), ep(peer, ""), ipOf(t, peer, "eth0"), 8002)
+	mustNotReach(t, "remote -> peer (bridge network is not in the VPC)", ep(remote, ""), ep(peer, ""), ipOf(t, peer, "eth0"), 8004)
+	ctx := context.Background()
+	netns := m.Netns
+	if err := sb.PodDel(ctx, "m"); err != nil {
+		t.Fatalf("DEL of the mixed pod: %v", err)
+	}
+	if _, err := os.Stat(netns); err == nil {
+		t.Error("pod netns still there after DEL")
+	}
 }

@@ -45,7 +45,9 @@ func newSandbox(t *testing.T, nodes int) *sandbox.Sandbox {
 	b := make([]byte, 3)
 	rand.Read(b)
 	name := "e2e" + hex.EncodeToString(b)
-	sb, err := sandbox.Up(context.Background(), sandbox.Options{Name: name, Nodes: nodes, BinDir: binDir, Log: logWriter{t}})
+	cniDir, _ := sandbox.TestCNIBinDir()
+	sb, err := sandbox.Up(context.Background(), sandbox.Options{Name: name, Nodes: nodes, BinDir: binDir,
+		CNIBinDir: cniDir, Log: logWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
