@@ -27,7 +27,10 @@
 // binary's dir plus the reference plugins, stdin config naming the node's
 // agent socket, and the selection in CNI_ARGS GENIE_NETWORKS. libcni runs
 // on a thread that entered the node's namespace, so genie and its
-// delegates see the node's network as on a real node. Baseline pods (the
+// delegates see the node's network as on a real node. Next to the VPCs,
+// genie's conf dir offers one delegate network (DelegateNetwork: the
+// reference bridge plugin), so a pod can mix overlay and delegated
+// interfaces. Baseline pods (the
 // reference bridge plugin, hand-built flannel-style paths) use the same
 // machinery, so the overlay is measured against them on the same nodes.
 //

@@ -16,7 +16,10 @@
 //   - same node: overlay pod to pod vs the reference bridge plugin's pods;
 //   - cross node: overlay vs node-to-node on the underlay, and vs a
 //     flannel-style path (pod veth, linux bridge, kernel vxlan device);
-//   - latency: overlay vs underlay, cross node.
+//   - latency: overlay vs underlay, cross node;
+//   - readiness: CNI ADD latency through genie and genied, and how long
+//     after ADD returns a pod on another node first gets an answer from
+//     the new pod (the design's readiness promise is "at once").
 //
 // Run with hack/bench.sh (GENIE_BENCH=1); CI does not run it.
 package bench
