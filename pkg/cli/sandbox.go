@@ -52,7 +52,7 @@ func sandboxCommand(g *globals) *cobra.Command {
 	}
 	c.PersistentFlags().StringVar(&g.sandbox, "name", "", "sandbox name (default: the only one up, else \"genie\")")
 	c.AddCommand(sandboxUp(g), sandboxDown(g), sandboxStatus(g), sandboxPod(g), sandboxExec(g),
-		sandboxDemo(g), sandboxServeStore(g), sandboxList(g), sandboxMatrix(g))
+		sandboxDemo(g), sandboxServeStore(g), sandboxList(g), sandboxMatrix(g), sandboxNode(g))
 	return c
 }
 
@@ -375,5 +375,53 @@ CIDRs need per-source routes (the demo sets them up).`,
 		},
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 1500*time.Millisecond, "how long a probe waits before calling a pair isolated")
+	return c
+}
+
+func sandboxNode(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "node", Short: "Inject node faults: stop/start a node's agent, partition/heal its uplink"}
+	var kill bool
+	stop := &cobra.Command{
+		Use:   "stop NODE",
+		Short: "Stop the node's genied (the pinned data plane keeps forwarding)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			sb, err := g.openSandbox()
+			if err != nil {
+				return err
+			}
+			return sb.StopAgent(args[0], kill)
+		},
+	}
+	stop.Flags().BoolVar(&kill, "kill", false, "SIGKILL instead of SIGTERM (a crash)")
+	start := &cobra.Command{
+		Use:   "start NODE",
+		Short: "Start the node's genied and wait until it is ready",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			sb, err := g.openSandbox()
+			if err != nil {
+				return err
+			}
+			return sb.StartAgent(c.Context(), args[0])
+		},
+	}
+	link := func(use, short string, up bool) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " NODE",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(_ *cobra.Command, args []string) error {
+				sb, err := g.openSandbox()
+				if err != nil {
+					return err
+				}
+				return sb.SetUplink(args[0], up)
+			},
+		}
+	}
+	c.AddCommand(stop, start,
+		link("partition", "Cut the node off the underlay (its fabric port goes down)", false),
+		link("heal", "Reconnect a partitioned node", true))
 	return c
 }

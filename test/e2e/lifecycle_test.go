@@ -81,3 +81,36 @@ func TestPrivilegedMixedOverlayAndDelegate(t *testing.T) {
 		t.Error("pod netns still there after DEL")
 	}
 }
+
+// TestPrivilegedAgentDownAndPartition: with a node's agent stopped its
+// pods keep their connectivity (the pinned data plane forwards alone); a
+// partitioned node is unreachable and comes back when healed.
+func TestPrivilegedAgentDownAndPartition(t *testing.T) {
+	sb := newSandbox(t, 3)
+	mkVPC(t, sb, "blue", "10.10.0.0/16", "10.10.1.0/24")
+	a := addPod(t, sb, "a", "node1", "blue/web")
+	b := addPod(t, sb, "b", "node2", "blue/web")
+	ctx := context.Background()
+	if err := sb.StopAgent("node1", true); err != nil {
+		t.Fatal(err)
+	}
+	mustReach(t, "a->b with node1's agent down", ep(a, ""), ep(b, ""), ipOf(t, b, "eth0"), 8000)
+	mustReach(t, "b->a with node1's agent down", ep(b, ""), ep(a, ""), ipOf(t, a, "eth0"), 8002)
+	if _, err := sb.PodAdd(ctx, "c", "node1", []string{"blue/web"}); err == nil {
+		t.Error("ADD succeeded on a node without agent")
+	}
+	if err := sb.StartAgent(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	c := addPod(t, sb, "c", "node1", "blue/web")
+	mustReach(t, "b->c after the agent is back", ep(b, ""), ep(c, ""), ipOf(t, c, "eth0"), 8004)
+
+	if err := sb.SetUplink("node2", false); err != nil {
+		t.Fatal(err)
+	}
+	mustNotReach(t, "a->b with node2 partitioned", ep(a, ""), ep(b, ""), ipOf(t, b, "eth0"), 8006)
+	if err := sb.SetUplink("node2", true); err != nil {
+		t.Fatal(err)
+	}
+	mustReach(t, "a->b healed", ep(a, ""), ep(b, ""), ipOf(t, b, "eth0"), 8008)
+}
