@@ -30,6 +30,9 @@ type Agent struct {
 	// nodeWatchDone is closed when the node watch stopped.
 	nodeWatchDone    chan struct{}
 	nodeWatchStarted bool
+	// epWatchDone is closed when the endpoint watch stopped.
+	epWatchDone    chan struct{}
+	epWatchStarted bool
 
 	// Set during start-up, read-only afterwards.
 	st       store.Store
@@ -64,10 +67,14 @@ type Agent struct {
 	local map[vniIP]string
 	// vpcs are the VPCs hosted here (at least one local attachment).
 	vpcs map[string]*vpcState
-	// stopping are the done channels of VPC watches being torn down.
-	stopping map[string]chan struct{}
 	// nodes are the known nodes by name.
 	nodes map[string]vpc.Node
+	// nRemote counts the remote endpoints of all hosted VPCs.
+	nRemote int
+	// leftover are remote entries of hosted VNIs found in the data plane
+	// at start-up (pinned by a previous agent), by VNI; each VPC's first
+	// sync removes those the store no longer has, then drops its set.
+	leftover map[uint32]map[netip.Addr]bool
 	// listening is closed once the agent is ready.
 	listening chan struct{}
 	sockAddr  string
@@ -95,11 +102,11 @@ func New(cfg Config) (*Agent, error) {
 		atts:      map[string]*attachment{},
 		local:     map[vniIP]string{},
 		vpcs:      map[string]*vpcState{},
-		stopping:  map[string]chan struct{}{},
 		nodes:     map[string]vpc.Node{},
 		listening: make(chan struct{}),
 
 		nodeWatchDone: make(chan struct{}),
+		epWatchDone:   make(chan struct{}),
 	}
 	a.notReady.Store("starting")
 	a.m = newMetrics(a.drops)
@@ -129,6 +136,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer srv.Close()
 	if err := a.start(ctx); err != nil {
 		srv.Close()
+		cancel() // stops the watches start may have begun
 		a.shutdown()
 		return err
 	}
@@ -219,6 +227,13 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.startNodeWatch(ctx); err != nil {
 		return err
 	}
+	// One watch follows the endpoints of all VPCs from here on; the VPCs
+	// hosted here are listed as they are acquired.
+	_, rev, err := a.st.ListNodes(ctx)
+	if err != nil {
+		return fmt.Errorf("reading store revision: %w", err)
+	}
+	a.startEndpointWatch(ctx, rev)
 	a.notReady.Store("restoring local endpoints")
 	if err := a.restore(ctx); err != nil {
 		return err
@@ -228,18 +243,10 @@ func (a *Agent) start(ctx context.Context) error {
 
 // shutdown releases the store and the data plane handles; pins stay.
 func (a *Agent) shutdown() {
-	a.mu.Lock()
-	vs := make([]*vpcState, 0, len(a.vpcs))
-	for _, v := range a.vpcs {
-		vs = append(vs, v)
-	}
-	a.mu.Unlock()
-	// Stop the watches but keep every map entry: pods keep forwarding.
-	for _, v := range vs {
-		if v.cancel != nil {
-			v.cancel()
-			<-v.watchDone
-		}
+	// The watches stop with the run context; every map entry stays, so
+	// pods keep forwarding.
+	if a.epWatchStarted {
+		<-a.epWatchDone
 	}
 	if a.nodeWatchStarted {
 		<-a.nodeWatchDone
@@ -358,7 +365,8 @@ func (a *Agent) restore(ctx context.Context) error {
 
 // removeStaleEntries deletes local data plane entries no kept attachment
 // backs, and remote entries of VPCs this node no longer hosts; remote
-// entries of hosted VPCs are diffed by the VPC's first sync.
+// entries of hosted VPCs are recorded in a.leftover and diffed by the
+// VPC's first sync. It is the agent's only dump of the endpoints map.
 func (a *Agent) removeStaleEntries(keep []*attachment) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -372,7 +380,14 @@ func (a *Agent) removeStaleEntries(keep []*attachment) error {
 		want[vniIP{at.VNI, at.IP}] = true
 		hostedVNI[at.VNI] = true
 	}
+	a.leftover = map[uint32]map[netip.Addr]bool{}
 	for _, e := range entries {
+		if !e.Local() && hostedVNI[e.VNI] {
+			if a.leftover[e.VNI] == nil {
+				a.leftover[e.VNI] = map[netip.Addr]bool{}
+			}
+			a.leftover[e.VNI][e.IP] = true
+		}
 		if (e.Local() && !want[vniIP{e.VNI, e.IP}]) || (!e.Local() && !hostedVNI[e.VNI]) {
 			if err := a.dp.DeleteEndpoint(e.VNI, e.IP); err != nil {
 				a.log.Warn("deleting stale data plane entry", "vni", e.VNI, "ip", e.IP, "err", err)

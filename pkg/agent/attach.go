@@ -422,20 +422,18 @@ func (a *Agent) Check(ctx context.Context, req *agentapi.CheckRequest) error {
 		return &types.Error{Code: types.ErrInternal, Msg: what + ": " + err.Error()}
 	}
 	a.mu.Lock()
-	entries, err := a.dp.Endpoints()
+	e, err := a.dp.LookupEndpoint(at.VNI, at.IP)
 	a.mu.Unlock()
+	if errors.Is(err, datapath.ErrNoEndpoint) {
+		return &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("%s: no data plane entry for vni %d ip %s", what, at.VNI, at.IP)}
+	}
 	if err != nil {
 		return &types.Error{Code: types.ErrInternal, Msg: what + ": reading data plane: " + err.Error()}
 	}
-	for _, e := range entries {
-		if e.VNI == at.VNI && e.IP == at.IP {
-			if !e.Local() || e.HostIfindex != at.HostIndex || e.MAC.String() != at.MAC {
-				return &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("%s: data plane entry for %s is %+v", what, at.IP, e)}
-			}
-			return nil
-		}
+	if !e.Local() || e.HostIfindex != at.HostIndex || e.MAC.String() != at.MAC {
+		return &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("%s: data plane entry for %s is %+v", what, at.IP, e)}
 	}
-	return &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("%s: no data plane entry for vni %d ip %s", what, at.VNI, at.IP)}
+	return nil
 }
 
 // GC implements agentapi.Backend: every local attachment the runtime no
