@@ -138,6 +138,14 @@
 // burst of ADDs must not queue behind client-go's 5 QPS; the API server
 // protects itself with priority and fairness.
 //
+// # Credentials
+//
+// A kubeconfig (or the in-cluster config) that names a token file gets a
+// transport that re-reads the file when it changes, and retries a 401
+// once with the new token: a rotated service-account token is used at
+// the next request, where client-go's own file source lags up to a
+// minute (tested: rotate, revoke the old token, keep going).
+//
 // # Limits
 //
 // Objects written with kubectl pass the schema but skip the cross-object

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -404,4 +406,66 @@ func TestWatchAcrossAPIServerRestart(t *testing.T) {
 		t.Fatalf("state %v: n1 lost", state)
 	}
 	t.Logf("re-lists after the restart: %d", relists)
+}
+
+// A long-lived store whose kubeconfig names a token file (a projected
+// service-account token) keeps working when the token is rotated and the
+// old one revoked: the request refused with 401 is sent again with the
+// new token.
+func TestTokenFileRotation(t *testing.T) {
+	t.Parallel() // waits out the API server's token cache
+	limitedConfig(t)
+	srv := server(t)
+	ctx := t.Context()
+	dir := t.TempDir()
+	path, tokenFile := filepath.Join(dir, "kubeconfig"), filepath.Join(dir, "token")
+	if err := kubeapi.WriteKubeconfigTokenFile(path, srv.URL, srv.CAData, tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	writeToken := func() (string, func(context.Context) error) {
+		tok, revoke, err := srv.ServiceAccountToken(ctx, limited.ns, "genie")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tokenFile+".tmp", []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tokenFile+".tmp", tokenFile); err != nil {
+			t.Fatal(err)
+		}
+		return tok, revoke
+	}
+	oldTok, revokeOld := writeToken()
+	sc := scope()
+	s, err := kubestore.New(ctx, path, kubestore.Options{Scope: sc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storetest.MustVPC(t, s, "blue", "10.1.0.0/16")
+
+	writeToken()
+	if err := revokeOld(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := kubestore.NewForConfig(ctx, srv.RESTConfigForToken(oldTok), kubestore.Options{})
+		if apierrors.IsUnauthorized(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked token still accepted: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	storetest.MustVPC(t, s, "red", "10.1.0.0/16")
+	if l, err := s.ListVPCs(ctx); err != nil || len(l) != 2 {
+		t.Fatalf("list after rotation = %+v, %v", l, err)
+	}
+
+	_, err = kubestore.New(ctx, filepath.Join(dir, "missing"), kubestore.Options{})
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "missing")) {
+		t.Fatalf("missing kubeconfig: %v", err)
+	}
 }

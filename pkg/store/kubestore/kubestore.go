@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"sync"
 
@@ -91,6 +92,13 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 	}
 	if cfg.Burst == 0 {
 		cfg.Burst = max(1, int(2*cfg.QPS))
+	}
+	if cfg.BearerTokenFile != "" {
+		// Our own token-file transport (token.go) instead of client-go's,
+		// which lags a rotation by up to a minute.
+		path := cfg.BearerTokenFile
+		cfg.BearerToken, cfg.BearerTokenFile = "", ""
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &tokenFile{path: path, base: rt} })
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "genie-kubestore"

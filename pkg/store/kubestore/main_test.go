@@ -59,6 +59,7 @@ func backend(t *testing.T) func() store.Store {
 
 var limited struct {
 	once  sync.Once
+	ns    string // namespace of the service account "genie"
 	token string
 	err   error
 }
@@ -77,6 +78,7 @@ func limitedConfig(t *testing.T) *rest.Config {
 			return
 		}
 		name := kubeapi.UniqueName("genie-store")
+		limited.ns = name
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 			limited.err = err
 			return
