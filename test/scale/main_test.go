@@ -243,6 +243,14 @@ func quantile(d []time.Duration, q float64) time.Duration {
 	return d[max(0, min(i, len(d)-1))]
 }
 
+// say logs a result line and also prints it on stdout: go test truncates
+// a benchmark's log output after a few lines.
+func say(t tb, format string, args ...any) {
+	t.Helper()
+	t.Logf(format, args...)
+	fmt.Printf(format+"\n", args...)
+}
+
 type logWriter struct{ t tb }
 
 func (w logWriter) Write(b []byte) (int, error) {

@@ -162,7 +162,7 @@ func BenchmarkScale(b *testing.B) {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("created %d VPCs in %v", nVPC, time.Since(t0).Round(time.Millisecond))
+	say(b, "created %d VPCs in %v", nVPC, time.Since(t0).Round(time.Millisecond))
 
 	// One pod per VPC on the node, through the agent socket (the genie
 	// binary adds nothing the agent does not; 1000 execs would only add
@@ -181,7 +181,7 @@ func BenchmarkScale(b *testing.B) {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("attached %d pods (one per VPC) in %v", nVPC, time.Since(t0).Round(time.Millisecond))
+	say(b, "attached %d pods (one per VPC) in %v", nVPC, time.Since(t0).Round(time.Millisecond))
 	rssPods, _ := procStatus(node.AgentPID, "VmRSS")
 
 	// The load: (perVPC-1) remote endpoints per VPC.
@@ -210,7 +210,7 @@ func BenchmarkScale(b *testing.B) {
 		b.Fatal(err)
 	}
 	loadTook := time.Since(t0)
-	b.Logf("loaded %d endpoints through the store in %v (%.0f/s)", puts.Load(), loadTook.Round(time.Millisecond), float64(puts.Load())/loadTook.Seconds())
+	say(b, "loaded %d endpoints through the store in %v (%.0f/s)", puts.Load(), loadTook.Round(time.Millisecond), float64(puts.Load())/loadTook.Seconds())
 	var remote float64
 	for deadline := time.Now().Add(10 * time.Minute); ; {
 		remote, err = metric(sb, node.Name, `genie_endpoints{scope="remote"}`)
@@ -223,7 +223,7 @@ func BenchmarkScale(b *testing.B) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	allProgrammed := time.Since(t0)
-	b.Logf("node programmed all %v remote endpoints %v after the load started, %v after it ended",
+	say(b, "node programmed all %v remote endpoints %v after the load started, %v after it ended",
 		remote, allProgrammed.Round(time.Millisecond), (allProgrammed - loadTook).Round(time.Millisecond))
 
 	rss, _ := procStatus(node.AgentPID, "VmRSS")
@@ -244,9 +244,9 @@ func BenchmarkScale(b *testing.B) {
 		entries++
 	}
 	mets, _ := sb.Metrics(ctx, node.Name)
-	b.Logf("agent RSS %.1f MiB (peak %.1f MiB; %.1f MiB with the %d pods before the load), Go heap in use %.1f MiB, goroutines %.0f, VPC watches %.0f",
+	say(b, "agent RSS %.1f MiB (peak %.1f MiB; %.1f MiB with the %d pods before the load), Go heap in use %.1f MiB, goroutines %.0f, VPC watches %.0f",
 		mib(rss), mib(hwm), mib(rssPods), nVPC, mets["go_memstats_heap_inuse_bytes"]/(1<<20), mets["go_goroutines"], mets["genie_vpc_watches"])
-	b.Logf("endpoints map: %d entries, %.1f MiB kernel memory (memlock), capacity %d", entries, mib(memlock), m.MaxEntries())
+	say(b, "endpoints map: %d entries, %.1f MiB kernel memory (memlock), capacity %d", entries, mib(memlock), m.MaxEntries())
 
 	// Propagation: a new endpoint in a random VPC, from PutEndpoint
 	// returning (and from the call) to the entry in the node's map; then
@@ -284,7 +284,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 		delLat = append(delLat, gone.Sub(start))
 	}
-	b.Logf("propagation over %d samples: PutEndpoint returned -> map entry p50 %v p99 %v; from the call p50 %v p99 %v; DeleteEndpoint call -> entry gone p50 %v p99 %v",
+	say(b, "propagation over %d samples: PutEndpoint returned -> map entry p50 %v p99 %v; from the call p50 %v p99 %v; DeleteEndpoint call -> entry gone p50 %v p99 %v",
 		len(putLat), quantile(putLat, .5), quantile(putLat, .99), quantile(callLat, .5), quantile(callLat, .99), quantile(delLat, .5), quantile(delLat, .99))
 
 	// ADD latency at scale: a second pod in random VPCs of 100 endpoints.
@@ -305,7 +305,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 		sb.PodDel(ctx, p.Name)
 	}
-	b.Logf("attach (agent socket) at scale: p50 %v p99 %v over %d", quantile(addLat, .5), quantile(addLat, .99), len(addLat))
+	say(b, "attach (agent socket) at scale: p50 %v p99 %v over %d", quantile(addLat, .5), quantile(addLat, .99), len(addLat))
 
 	// Restart: the agent re-adopts 1000 attachments and re-lists 1000 VPCs.
 	t0 = time.Now()
@@ -325,7 +325,7 @@ func BenchmarkScale(b *testing.B) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	rssRestart, _ := procStatus(node.AgentPID, "VmRSS")
-	b.Logf("agent restart to ready: %v (RSS after restart %.1f MiB)", restart.Round(time.Millisecond), mib(rssRestart))
+	say(b, "agent restart to ready: %v (RSS after restart %.1f MiB)", restart.Round(time.Millisecond), mib(rssRestart))
 
 	b.ReportMetric(mib(rss), "rss-MiB")
 	b.ReportMetric(mib(hwm), "rss-peak-MiB")
