@@ -295,6 +295,28 @@ func TestRecovery(t *testing.T) {
 	if e, err := s.GetEndpoint(ctx, "blue", "live/eth0"); err != nil || e.IP != live.IP {
 		t.Fatalf("live endpoint after deleting the dangling id = %+v, %v", e, err)
 	}
+
+	// Deleting the VPC collects indexes left behind.
+	left := raw("EndpointIndex", sc+".blue."+strings.Repeat("0", 40), sc, map[string]any{"vpc": "blue", "id": "left/eth0", "ip": "10.1.0.7"})
+	left.SetLabels(map[string]string{kubestore.LabelScope: sc, kubestore.LabelVPC: "blue"})
+	if _, err := d.Resource(gvr("endpointindexes")).Create(ctx, left, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteEndpoint(ctx, "blue", "live/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	for _, sn := range []string{"web"} {
+		if err := s.DeleteSubnet(ctx, "blue", sn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteVPC(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := d.Resource(gvr("endpointindexes")).List(ctx, metav1.ListOptions{LabelSelector: kubestore.LabelScope + "=" + sc})
+	if err != nil || len(idx.Items) != 0 {
+		t.Fatalf("indexes left after the vpc's deletion: %d, %v", len(idx.Items), err)
+	}
 }
 
 // A private API server that ends watches after 1-2 s and starts without

@@ -19,5 +19,6 @@ func PolicyRules() []rbacv1.PolicyRule {
 		rule([]string{"get", "list", "watch", "create", "delete"}, "vpcs", "subnets", "ipamblocks", "vniclaims"),
 		rule([]string{"update"}, "vpcs/status", "subnets/status"),
 		rule([]string{"get", "list", "watch", "create", "update", "delete"}, "genienodes", "vpcendpoints", "endpointindexes"),
+		rule([]string{"deletecollection"}, "endpointindexes"),
 	}
 }

@@ -202,6 +202,10 @@ func (s *Store) DeleteVPC(ctx context.Context, name string) error {
 		if err != nil {
 			return wrap(what, err)
 		}
+		// Best effort from here: what is left is collected later.
+		// Endpoint indexes left by interrupted puts (none has a live
+		// endpoint: the VPC had none).
+		_ = s.ri(resIndex).DeleteCollection(ctx, deleteNow, metav1.ListOptions{LabelSelector: s.selector(LabelVPC, name)})
 		if o.Status.VNI != 0 {
 			c, err := getOpt[vniClaimObject](ctx, s, resVNIClaim, s.vniName(o.Status.VNI))
 			if err == nil && c != nil && c.Spec.VPCUID == string(o.Metadata.UID) {
