@@ -51,6 +51,7 @@ type Options struct {
 // per VPC, subnet, node, block, endpoint, VNI claim and endpoint index.
 type Store struct {
 	dyn   dynamic.Interface
+	hc    *http.Client
 	scope string
 	// blockLens caches the block prefix length of subnets ("vpc/subnet"),
 	// a hint only: PutEndpoint checks it against the subnet it reads.
@@ -70,6 +71,9 @@ func New(ctx context.Context, kubeconfig string, opts Options) (*Store, error) {
 		cfg, err = rest.InClusterConfig()
 	} else {
 		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil && kubeconfig == "" {
+		return nil, fmt.Errorf("connect to kubernetes: no kubeconfig given and not in a cluster: %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to kubernetes: load kubeconfig %q: %w", kubeconfig, err)
@@ -105,26 +109,36 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 	}
 	// cfg.Timeout (if the caller set one) also ends each watch request
 	// after that long; watch resumes them from the last revision.
-	dyn, err := dynamic.NewForConfig(cfg)
+	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to kubernetes %s: %w", cfg.Host, err)
 	}
-	s := &Store{dyn: dyn, scope: opts.Scope}
+	dyn, err := dynamic.NewForConfigAndClient(cfg, hc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to kubernetes %s: %w", cfg.Host, err)
+	}
+	s := &Store{dyn: dyn, hc: hc, scope: opts.Scope}
 	for _, r := range allResources {
 		_, err := s.dyn.Resource(r.gvr).List(ctx, metav1.ListOptions{Limit: 1})
 		if apierrors.IsNotFound(err) {
+			hc.CloseIdleConnections()
 			return nil, fmt.Errorf("connect to kubernetes %s: resource %s.%s is not served (install deploy/crds/genie.cni.io_*.yaml): %w",
 				cfg.Host, r.gvr.Resource, Group, store.ErrNotFound)
 		}
 		if err != nil {
+			hc.CloseIdleConnections()
 			return nil, fmt.Errorf("connect to kubernetes %s: list %s: %w", cfg.Host, r.gvr.Resource, err)
 		}
 	}
 	return s, nil
 }
 
-// Close implements store.Store; the HTTP client needs no closing.
-func (s *Store) Close() error { return nil }
+// Close implements store.Store: it closes idle connections (watches end
+// with their contexts).
+func (s *Store) Close() error {
+	s.hc.CloseIdleConnections()
+	return nil
+}
 
 // --- typed access through the dynamic client ---
 
