@@ -50,6 +50,9 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 		if err != nil {
 			return store.Block{}, fmt.Errorf("%s: %w", what, err)
 		}
+		if so.Status.Deleting {
+			return store.Block{}, fmt.Errorf("%s: %s is being deleted: %w", what, sn, store.ErrConflict)
+		}
 		objs, _, err := list[blockObject](ctx, s, resBlock, s.selector(LabelVPC, vpcName, LabelSubnet, subnetName), 0)
 		if err != nil {
 			return store.Block{}, wrap(what+": list blocks", err)
@@ -86,12 +89,22 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 			Spec:   blockSpec{VPC: vpcName, Subnet: subnetName, SubnetUID: string(so.Metadata.UID), CIDR: want.String(), Node: node},
 		}
 		o.Metadata.OwnerReferences = []metav1.OwnerReference{ownerRef(resSubnet, &so.Metadata)}
-		_, err = create(ctx, s, resBlock, o)
+		o, err = create(ctx, s, resBlock, o)
 		if apierrors.IsAlreadyExists(err) {
 			continue // taken meanwhile: look again
 		}
 		if err != nil {
 			return store.Block{}, wrap(fmt.Sprintf("%s: create block %s", what, want), err)
+		}
+		// A subnet deleted meanwhile would leave the block behind: check
+		// and withdraw (DeleteSubnet deletes blocks after the subnet).
+		cur, err := getOpt[subnetObject](ctx, s, resSubnet, so.Metadata.Name)
+		if err != nil || cur == nil || cur.Metadata.UID != so.Metadata.UID || cur.Status.Deleting {
+			_ = s.delUID(context.WithoutCancel(ctx), resBlock, o.Metadata.Name, o.Metadata.UID)
+			if err != nil {
+				return store.Block{}, wrap(what, err)
+			}
+			return store.Block{}, fmt.Errorf("%s: subnet deleted meanwhile: %w", what, store.ErrNotFound)
 		}
 		return store.Block{VPC: vpcName, Subnet: subnetName, CIDR: want, Node: node}, nil
 	}

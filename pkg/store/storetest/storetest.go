@@ -63,6 +63,7 @@ func Run(t *testing.T, b Backend) {
 		{"Endpoints", testEndpoints},
 		{"EndpointIPConcurrent", testEndpointIPConcurrent},
 		{"DeleteSubnetRacesPutEndpoint", testDeleteSubnetRacesPutEndpoint},
+		{"DeleteSubnetRacesClaimBlock", testDeleteSubnetRacesClaimBlock},
 		{"PutEndpointAfterSubnetRecreate", testPutEndpointAfterSubnetRecreate},
 		{"Nodes", testNodes},
 		{"WatchResume", testWatchResume},
@@ -778,6 +779,31 @@ func testDeleteSubnetRacesPutEndpoint(t *testing.T, open func() store.Store) {
 			t.Fatalf("round %d: delete succeeded but the subnet is still there", round)
 		case putErr == nil && delErr == nil:
 			t.Fatalf("round %d: both the put and the delete succeeded", round)
+		}
+	}
+}
+
+// DeleteSubnet racing ClaimBlock: a deleted subnet leaves no block.
+func testDeleteSubnetRacesClaimBlock(t *testing.T, open func() store.Store) {
+	ctx := t.Context()
+	s, s1, s2 := open(), open(), open()
+	MustVPC(t, s, "blue", "10.1.0.0/16")
+	for round := range 6 {
+		name := fmt.Sprintf("web%d", round)
+		MustSubnet(t, s, "blue", name, fmt.Sprintf("10.1.%d.0/24", round))
+		var claimErr, delErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { _, claimErr = s1.ClaimBlock(ctx, "blue", name, "n1") })
+		wg.Go(func() { delErr = s2.DeleteSubnet(ctx, "blue", name) })
+		wg.Wait()
+		if claimErr != nil && !errors.Is(claimErr, store.ErrNotFound) && !errors.Is(claimErr, store.ErrConflict) {
+			t.Fatalf("round %d: claim: %v", round, claimErr)
+		}
+		if delErr != nil {
+			t.Fatalf("round %d: delete: %v", round, delErr)
+		}
+		if b, err := s.ListBlocks(ctx, "blue", name); err != nil || len(b) != 0 {
+			t.Fatalf("round %d: blocks of the deleted subnet: %+v, %v (claim err %v)", round, b, err, claimErr)
 		}
 	}
 }
