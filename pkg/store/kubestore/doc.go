@@ -63,9 +63,11 @@
 //     block released. Any interleaving either shows the endpoint to the
 //     delete or withdraws it (tested concurrently).
 //   - Blocks: create-if-absent of the block's name. Blocks of a subnet are
-//     aligned and of one size, so distinct names never overlap. A block
-//     naming another subnet UID is left from an earlier subnet of that
-//     name and is collected.
+//     aligned and of one size, so distinct names never overlap. ClaimBlock
+//     re-reads the subnet after its create and withdraws the block if the
+//     subnet was deleted or fenced meanwhile. A block naming another
+//     subnet UID is left from an earlier subnet of that name and is
+//     collected.
 //
 // # Endpoint records: a CR per attachment, measured
 //
