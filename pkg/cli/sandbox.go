@@ -244,6 +244,7 @@ func sandboxPod(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "pod", Short: "Add, delete and list sandbox pods"}
 	var node string
 	var nets []string
+	var srcRoutes bool
 	add := &cobra.Command{
 		Use:   "add NAME --node K --net VPC/SUBNET[@IF] [--net ...]",
 		Short: "Create a pod namespace and attach it through the genie CNI plugin",
@@ -260,11 +261,17 @@ func sandboxPod(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if srcRoutes {
+				if err := sb.SourceRoutes(p.Name); err != nil {
+					return err
+				}
+			}
 			printPods(g, []*sandbox.Pod{p})
 			return nil
 		},
 	}
 	add.Flags().StringVar(&node, "node", "1", "node name or 1-based index")
+	add.Flags().BoolVar(&srcRoutes, "source-routes", false, "give each interface its own routing table, selected by source address (pods in VPCs with overlapping CIDRs)")
 	add.Flags().StringArrayVar(&nets, "net", nil, "network VPC/SUBNET[@IF], or a delegate network such as "+sandbox.DelegateNetwork+"[@IF] (repeatable; the first is the default)")
 	del := &cobra.Command{
 		Use:   "del NAME",

@@ -250,7 +250,10 @@ func PingTo(ctx context.Context, from, to Endpoint, ip netip.Addr, timeout time.
 	var witness net.PacketConn
 	err := inNetns(to.Netns, func() error {
 		var err error
-		witness, err = net.ListenPacket("ip4:icmp", "0.0.0.0")
+		// Bound to the target interface: a request arriving on another
+		// interface of the same pod (another VPC) must not count.
+		lc := net.ListenConfig{Control: bindControl(to.Device)}
+		witness, err = lc.ListenPacket(context.Background(), "ip4:icmp", "0.0.0.0")
 		return err
 	})
 	if err != nil {
