@@ -130,6 +130,11 @@
 // endpoint as last stored; an endpoint moving to another IP is seen as a
 // delete of the old address, then a put of the new one.
 //
+// WatchEndpointsIn (beyond store.Store) watches a set of VPCs through one
+// stream with a set-based label selector: an agent hosting some VPCs
+// receives only their endpoints, where WatchEndpoints(ctx, "", rev)
+// would stream every endpoint of the cluster to every node.
+//
 // # Scale
 //
 // Per operation: PutEndpoint 3 round trips, DeleteEndpoint 4 (find by

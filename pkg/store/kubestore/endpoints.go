@@ -351,6 +351,33 @@ func (s *Store) WatchEndpoints(ctx context.Context, vpcName string, fromRevision
 	return ch
 }
 
+// WatchEndpointsIn is WatchEndpoints for a set of VPCs through one watch:
+// the API server filters on the genie.cni.io/vpc label ("in (a, b)"), so
+// an agent that hosts some VPCs receives only their endpoints over a
+// single stream, where WatchEndpoints(ctx, "", rev) would send it every
+// endpoint of the cluster. When the set changes, cancel and watch the new
+// set from the last revision seen (for VPCs added, list them first). An
+// empty set watches nothing and returns a closed channel.
+func (s *Store) WatchEndpointsIn(ctx context.Context, vpcNames []string, fromRevision int64) <-chan store.EndpointEvent {
+	ch := make(chan store.EndpointEvent)
+	if len(vpcNames) == 0 {
+		close(ch)
+		return ch
+	}
+	names := slices.Clone(vpcNames)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	sel := s.selector() + "," + LabelVPC + " in (" + strings.Join(names, ",") + ")"
+	go watch(ctx, s, resEndpoint, sel, fromRevision, fmt.Sprintf("watch endpoints of %d vpc(s)", len(names)),
+		func(typ store.EventType, rev int64, o *endpointObject) (store.EndpointEvent, error) {
+			e, err := toEndpoint(o)
+			return store.EndpointEvent{Type: typ, Endpoint: e, Revision: rev}, err
+		}, func(err error) store.EndpointEvent {
+			return store.EndpointEvent{Type: store.EventError, Err: err}
+		}, ch)
+	return ch
+}
+
 func firstErr(errs ...error) error {
 	for _, err := range errs {
 		if err != nil {

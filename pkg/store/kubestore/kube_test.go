@@ -491,3 +491,52 @@ func TestTokenFileRotation(t *testing.T) {
 		t.Fatalf("missing kubeconfig: %v", err)
 	}
 }
+
+// WatchEndpointsIn delivers the endpoints of the VPCs asked for, through
+// one watch, and nothing of the others.
+func TestWatchEndpointsIn(t *testing.T) {
+	cfg := server(t).RESTConfig()
+	ctx := t.Context()
+	s := open(t, cfg, scope())
+	for _, v := range []string{"a", "b", "c"} {
+		storetest.MustVPC(t, s, v, "10.1.0.0/16")
+		storetest.MustSubnet(t, s, v, "web", "10.1.0.0/24")
+		if _, err := s.ClaimBlock(ctx, v, "web", "n1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, rev, err := s.ListEndpoints(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := s.WatchEndpointsIn(wctx, []string{"c", "a", "a"}, rev)
+	for _, v := range []string{"a", "b", "c", "b", "a"} {
+		e := vpc.Endpoint{VPC: v, Subnet: "web", ID: kubeapi.UniqueName("c") + "/eth0", IP: netip.MustParseAddr("10.1.0.9"), Node: "n1"}
+		if _, err := s.PutEndpoint(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteEndpoint(ctx, v, e.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seen []string
+	for len(seen) < 6 {
+		select {
+		case ev := <-events:
+			if ev.Type == store.EventError {
+				t.Fatal(ev.Err)
+			}
+			seen = append(seen, ev.Type.String()+" "+ev.Endpoint.VPC)
+		case <-time.After(storetest.EventTimeout):
+			t.Fatalf("events %v", seen)
+		}
+	}
+	if want := "put a,delete a,put c,delete c,put a,delete a"; strings.Join(seen, ",") != want {
+		t.Fatalf("events = %v, want %s", seen, want)
+	}
+	if _, ok := <-s.WatchEndpointsIn(ctx, nil, rev); ok {
+		t.Fatal("watch of no vpc delivered an event")
+	}
+}
