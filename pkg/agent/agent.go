@@ -404,13 +404,17 @@ func (a *Agent) removeStaleEntries(keep []*attachment) error {
 // pod program to its host veth.
 func (a *Agent) programLocal(at *attachment) error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.dp.UpsertLocalEndpoint(datapath.LocalEndpoint{
+	err := a.dp.UpsertLocalEndpoint(datapath.LocalEndpoint{
 		VNI: at.VNI, IP: at.IP, MAC: at.hwAddr(), HostIfindex: at.HostIndex,
-	}); err != nil {
+	})
+	a.mu.Unlock()
+	if err != nil {
 		a.m.countMapFull("local", err)
 		return fmt.Errorf("writing endpoint map: %w", err)
 	}
+	// The attach waits for an RCU grace period in the kernel (7-20 ms):
+	// outside a.mu, so watch events and other pods' ADDs do not queue
+	// behind it; the data plane serialises attaches itself.
 	if err := a.dp.AttachEndpoint(at.HostIndex); err != nil {
 		return fmt.Errorf("attaching pod program to %s: %w", at.HostIf, err)
 	}

@@ -308,12 +308,14 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 			_ = a.dp.DeleteEndpoint(at.VNI, at.IP)
 		}
 	}
+	a.mu.Unlock()
+	// Outside a.mu: a detach waits for an RCU grace period in the kernel
+	// (7-20 ms), and the data plane serialises it itself.
 	if at.HostIndex != 0 {
 		if err := a.dp.DetachEndpoint(at.HostIndex); err != nil {
 			errs = append(errs, fmt.Errorf("detach pod program: %w", err))
 		}
 	}
-	a.mu.Unlock()
 	if err := deleteHostLink(at.HostIf); err != nil {
 		errs = append(errs, err)
 	}

@@ -85,11 +85,17 @@ type Entry struct {
 func (e Entry) Local() bool { return e.HostIfindex != 0 }
 
 // Datapath is a handle on the loaded programs and the pinned maps of one
-// node. Its methods are safe for concurrent use; map writes and attaches are
-// serialised (some writes, like the per-VNI endpoint count, are
-// read-modify-write). One agent per PinDir is assumed.
+// node. Its methods are safe for concurrent use; map writes are serialised
+// (some, like the per-VNI endpoint count, are read-modify-write), and so
+// are attaches, under a lock of their own. One agent per PinDir is assumed.
 type Datapath struct {
+	// mu serialises map writes; linkMu serialises program attaches and
+	// detaches (pinned links). They are separate because a tcx attach or
+	// detach waits for an RCU grace period in the kernel (7-20 ms on a
+	// busy 2-core machine): map writes of other pods must not queue
+	// behind it.
 	mu     sync.Mutex
+	linkMu sync.Mutex
 	cfg    Config
 	lxc    lxcObjects
 	uplink uplinkObjects
@@ -115,8 +121,8 @@ func Remove(pinDir string) error { return remove(pinDir) }
 // uplink ifindex. The link is pinned; an existing pinned link is updated in
 // place with the current program (no gap in forwarding).
 func (d *Datapath) AttachUplink(ifindex int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
 	return d.attachUplink(ifindex)
 }
 
@@ -128,23 +134,23 @@ func (d *Datapath) AttachUplink(ifindex int) error {
 // clears TSO/USO on its peer on kernel 6.18 (measured), which costs about
 // half of the cross-node TCP throughput (BenchmarkE2EThroughput).
 func (d *Datapath) AttachUplinkPrefilter(ifindex int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
 	return d.attachPrefilter(ifindex)
 }
 
 // DetachUplinkPrefilter removes only the XDP prefilter (idempotent), e.g.
 // when a restarted agent no longer wants it.
 func (d *Datapath) DetachUplinkPrefilter(ifindex int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
 	return d.detachPrefilter(ifindex)
 }
 
 // DetachUplink removes the uplink tcx program and XDP prefilter (idempotent).
 func (d *Datapath) DetachUplink(ifindex int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
 	return d.detachUplink(ifindex)
 }
 
@@ -153,16 +159,16 @@ func (d *Datapath) DetachUplink(ifindex int) error {
 // Attach after UpsertLocalEndpoint: until the endpoint is known its packets
 // are dropped as UNKNOWN_ENDPOINT.
 func (d *Datapath) AttachEndpoint(hostIfindex int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
 	return d.attachEndpoint(hostIfindex)
 }
 
 // DetachEndpoint detaches the pod program from hostIfindex and removes the
 // pin. Idempotent: a missing link or interface is not an error.
 func (d *Datapath) DetachEndpoint(hostIfindex int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
 	return d.detachEndpoint(hostIfindex)
 }
 
