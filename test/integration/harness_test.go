@@ -69,10 +69,14 @@ func genieBinary(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(genieDir, "genie"), "./cmd/genie")
-		cmd.Dir = moduleRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building genie: %v: %s", err, out)
+		// passthru is the benchmark's floor: a minimal exec-only meta-plugin.
+		for name, pkg := range map[string]string{"genie": "./cmd/genie", "passthru": "./test/integration/testdata/passthru"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(genieDir, name), pkg)
+			cmd.Dir = moduleRoot(t)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("building %s: %v: %s", name, err, out)
+				return
+			}
 		}
 	})
 	if buildErr != nil {
