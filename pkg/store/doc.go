@@ -5,8 +5,9 @@
 //
 // The interface is small and backend-neutral, in the spirit of flannel's
 // subnet.Manager: the etcd backend (package etcdstore, embedded or
-// external etcd) serves the standalone and sandbox modes, and a Kubernetes
-// CRD backend can implement the same interface later. No backend type
+// external etcd) serves the standalone and sandbox modes, the Kubernetes
+// CRD backend (package kubestore) a cluster; package datastore opens
+// either by name (--datastore etcd|kubernetes). No backend type
 // leaks through it; revisions are opaque int64 values that only need to be
 // passed back to the same store's Watch calls.
 //

@@ -88,13 +88,36 @@ type Block struct {
 	Node   string       `json:"node"`
 }
 
+// VPCWatcher is an optional capability of a Store: one watch over the
+// endpoints of a set of VPCs, filtered by the backend (kubestore: a
+// genie.cni.io/vpc "in (...)" label selector the API server's watch cache
+// evaluates). An agent hosting a few VPCs of a large cluster receives only
+// their endpoints over one stream, where WatchEndpoints(ctx, "", rev)
+// streams every endpoint of the cluster to every node. Discover it with a
+// type assertion; a Store without it (etcdstore, whose one all-VPC watch
+// costs the node only the decoding of foreign events) is watched with
+// WatchEndpoints.
+type VPCWatcher interface {
+	// WatchEndpointsIn is WatchEndpoints for the VPCs named: changes made
+	// after fromRevision, in revision order, with the channel contract of
+	// WatchEndpoints. An empty set watches nothing and returns a closed
+	// channel. The set is fixed for the watch's lifetime: to change it,
+	// cancel and watch the new set from a revision no later than both the
+	// last event seen and the listing of every VPC added (events the
+	// consumer already applied come again and must be skipped by
+	// revision).
+	WatchEndpointsIn(ctx context.Context, vpcNames []string, fromRevision int64) <-chan EndpointEvent
+}
+
 // Store is the control plane's durable state. Implementations must make
 // every uniqueness rule atomic across processes (names, VNIs, subnet
 // overlap, endpoint IPs, block ownership), so that any number of agents
 // and CLIs can use one store concurrently.
 //
-// Implementations: etcdstore (etcd, embedded or external). A Kubernetes
-// CRD backend is planned; nothing backend-specific appears here.
+// Implementations: etcdstore (etcd, embedded or external) and kubestore
+// (Kubernetes custom resources); package datastore opens either by name.
+// Nothing backend-specific appears here; optional capabilities (VPCWatcher)
+// are separate interfaces.
 type Store interface {
 	// CreateVPC creates v and allocates its VNI: the lowest free one in
 	// [vpc.MinVNI, vpc.MaxVNI]. v.VNI is ignored. Returns the stored VPC.
