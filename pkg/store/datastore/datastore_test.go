@@ -161,7 +161,9 @@ func policyKubeconfig(t *testing.T, srv *kubeapi.Server) string {
 	if _, err := admin.RbacV1().ClusterRoleBindings().Create(t.Context(), crb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), role, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), role, metav1.DeleteOptions{})
+	})
 	tok, revoke, err := srv.ServiceAccountToken(t.Context(), nsName, "genie")
 	if err != nil {
 		t.Fatal(err)
