@@ -197,7 +197,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.notReady.Store("loading data plane")
 	dp, err := datapath.Open(datapath.Config{
 		PinDir: a.cfg.PinDir, UnderlayIP: addr, UplinkIfindex: ix, UplinkMAC: mac, GatewayMAC: a.gwMAC,
-		MapSizes: a.cfg.MapSizes,
+		MapSizes: a.cfg.MapSizes, EndpointAttach: datapath.EndpointAttach(a.cfg.PodAttach),
 	})
 	if err != nil {
 		return fmt.Errorf("opening data plane at %s: %w", a.cfg.PinDir, err)

@@ -49,6 +49,13 @@ func (d *Datapath) detachPrefilter(ifindex int) error {
 }
 
 func (d *Datapath) attachEndpoint(hostIfindex int) error {
+	if d.cfg.EndpointAttach == AttachTC {
+		return d.attachEndpointTC(hostIfindex)
+	}
+	// A filter an agent in tc mode left goes (cheap when absent).
+	if err := detachEndpointTC(hostIfindex); err != nil {
+		return err
+	}
 	if err := d.attach(d.linkPin("lxc", hostIfindex), hostIfindex, d.lxc.FromPod, attachTCXIngress); err != nil {
 		return fmt.Errorf("attach endpoint ifindex %d: %w", hostIfindex, err)
 	}
@@ -59,7 +66,9 @@ func (d *Datapath) detachEndpoint(hostIfindex int) error {
 	if err := detachPinned(d.linkPin("lxc", hostIfindex)); err != nil {
 		return fmt.Errorf("detach endpoint ifindex %d: %w", hostIfindex, err)
 	}
-	return nil
+	// Either mode removes the other's attachment too (a restarted agent
+	// may have switched modes); both steps are cheap when absent.
+	return detachEndpointTC(hostIfindex)
 }
 
 // udpSegFeature is the ethtool feature for UDP GSO (NETIF_F_GSO_UDP_L4).

@@ -42,6 +42,9 @@ type Config struct {
 	// compiled-in defaults. It applies when the maps are created; pinned
 	// maps of another size make Open fail (see MapSizes).
 	MapSizes MapSizes
+	// EndpointAttach selects how the pod program is attached to host
+	// veths: AttachTCX (default, "") or AttachTC (see there).
+	EndpointAttach EndpointAttach
 }
 
 // LocalEndpoint is an overlay interface of a pod on this node.

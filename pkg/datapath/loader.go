@@ -86,7 +86,7 @@ func (c Config) validate() error {
 	case len(c.GatewayMAC) != 6:
 		return fmt.Errorf("config: gateway mac %q is not a 6-byte mac", c.GatewayMAC)
 	}
-	return c.MapSizes.validate()
+	return errors.Join(c.MapSizes.validate(), c.EndpointAttach.validate())
 }
 
 // checkBPFFS refuses pin directories outside bpffs: pins elsewhere fail late

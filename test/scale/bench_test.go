@@ -79,14 +79,23 @@ func dropPods(t tb, sb *sandbox.Sandbox, r *runner, pods []*sandbox.Pod) {
 // background load hits both. Only the ADD calls are timed (namespace
 // creation and DEL are not). Run with -benchtime=1x; GENIE_SCALE_ADD_PODS
 // (default 100) ADDs per mode and side.
+//
+// It runs once per way genied attaches the pod program (--pod-attach tcx,
+// the default, and tc), each with its own sandbox and bridge baseline.
 func BenchmarkAddLatency(b *testing.B) {
 	requirePrivileged(b)
 	if _, ok := sandbox.TestCNIBinDir(); !ok {
 		b.Skip("needs the CNI reference plugins (hack/build-test-bins.sh)")
 	}
+	for _, mode := range []string{"tcx", "tc"} {
+		b.Run("attach="+mode, func(b *testing.B) { benchAddLatency(b, mode) })
+	}
+}
+
+func benchAddLatency(b *testing.B, attach string) {
 	total := envInt("GENIE_SCALE_ADD_PODS", 100)
 	const conc, rounds = 20, 5
-	sb := newSandbox(b, "addlat", 1)
+	sb := newSandbox(b, "addlat", 1, "--pod-attach", attach)
 	mkVPC(b, sb, "lat", "10.60.0.0/16", "10.60.0.0/16")
 	node := sb.Nodes()[0]
 	genie := genieRunner(b, sb, node, "lat/pods")
@@ -121,8 +130,8 @@ func BenchmarkAddLatency(b *testing.B) {
 	for _, mode := range []string{"seq", "conc20"} {
 		g, br := lat["genie/"+mode], lat["bridge/"+mode]
 		g50, g99, b50, b99 := quantile(g, .5), quantile(g, .99), quantile(br, .5), quantile(br, .99)
-		say(b, "%-6s genie p50 %v p99 %v | bridge+host-local p50 %v p99 %v | ratio p50 %.2fx p99 %.2fx (%d ADDs each)",
-			mode, g50.Round(time.Microsecond), g99.Round(time.Microsecond), b50.Round(time.Microsecond), b99.Round(time.Microsecond),
+		say(b, "attach=%s %-6s genie p50 %v p99 %v | bridge+host-local p50 %v p99 %v | ratio p50 %.2fx p99 %.2fx (%d ADDs each)",
+			attach, mode, g50.Round(time.Microsecond), g99.Round(time.Microsecond), b50.Round(time.Microsecond), b99.Round(time.Microsecond),
 			float64(g50)/float64(b50), float64(g99)/float64(b99), len(g))
 		b.ReportMetric(ms(g50), mode+"-genie-p50-ms")
 		b.ReportMetric(ms(g99), mode+"-genie-p99-ms")
