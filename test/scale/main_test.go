@@ -84,12 +84,14 @@ func randSuffix() string {
 }
 
 // newSandbox brings up a sandbox with a random name; its teardown must
-// leave nothing behind.
+// leave nothing behind. GENIE_SCALE_AGENT_ARGS adds genied flags.
 func newSandbox(t tb, prefix string, nodes int, agentArgs ...string) *sandbox.Sandbox {
 	t.Helper()
 	requirePrivileged(t)
 	name := prefix + randSuffix()
 	cniDir, _ := sandbox.TestCNIBinDir()
+	// GENIE_SCALE_AGENT_ARGS adds genied flags, e.g. "--pod-attach tc".
+	agentArgs = append(agentArgs, strings.Fields(os.Getenv("GENIE_SCALE_AGENT_ARGS"))...)
 	sb, err := sandbox.Up(context.Background(), sandbox.Options{Name: name, Nodes: nodes, BinDir: binDir,
 		CNIBinDir: cniDir, AgentArgs: agentArgs, Log: logWriter{t}})
 	if err != nil {
