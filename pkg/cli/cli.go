@@ -12,10 +12,14 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cni-genie/cni-genie/pkg/store/datastore"
 )
 
 // globals are the persistent flags shared by every command.
 type globals struct {
+	datastore      string
+	kubeconfig     string
 	storeEndpoints string
 	sandbox        string
 	stateRoot      string
@@ -63,8 +67,16 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
+	ds := os.Getenv("GENIE_DATASTORE")
+	if ds == "" {
+		ds = datastore.Etcd
+	}
+	pf.StringVar(&g.datastore, "datastore", ds,
+		"where VPCs, subnets and endpoints live: etcd (--store-endpoints) or kubernetes (--kubeconfig); env GENIE_DATASTORE")
+	pf.StringVar(&g.kubeconfig, "kubeconfig", datastore.DefaultKubeconfig(),
+		"kubeconfig of --datastore kubernetes (default $KUBECONFIG; empty: the in-cluster service account)")
 	pf.StringVar(&g.storeEndpoints, "store-endpoints", os.Getenv("GENIE_STORE_ENDPOINTS"),
-		"comma-separated etcd endpoints (default: the running sandbox's store)")
+		"comma-separated etcd endpoints of --datastore etcd (default: the running sandbox's store)")
 	pf.StringVar(&g.sandbox, "sandbox", "", "sandbox to use (default: the only one up, else \"genie\")")
 	pf.StringVar(&g.stateRoot, "state-root", "", "parent dir of sandbox state (default /run/genie-sandbox)")
 	pf.MarkHidden("state-root")

@@ -222,7 +222,7 @@ agent on --agent-socket (whose node is --node, default every node).`,
 			switch {
 			case socket != "":
 				agents = socketAgent(ctx, node, socket)
-			case g.storeEndpoints == "":
+			case g.sandboxStore():
 				// The store is the sandbox's: its agents can be asked.
 				if sb, err := g.openSandbox(); err == nil {
 					if agents, err = sandboxAgents(ctx, sb); err != nil {

@@ -8,13 +8,23 @@ import (
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
 	"github.com/cni-genie/cni-genie/pkg/store"
+	"github.com/cni-genie/cni-genie/pkg/store/datastore"
 	"github.com/cni-genie/cni-genie/pkg/store/etcdstore"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 	"github.com/spf13/cobra"
 )
 
-// openStore connects to --store-endpoints, or to the sandbox's store.
+// openStore connects to the selected datastore: the Kubernetes API
+// (--datastore kubernetes, --kubeconfig), etcd at --store-endpoints, or
+// else the running sandbox's etcd.
 func (g *globals) openStore(ctx context.Context) (store.Store, error) {
+	backend, err := datastore.ParseBackend(g.datastore)
+	if err != nil {
+		return nil, fmt.Errorf("--datastore: %w", err)
+	}
+	if backend == datastore.Kubernetes {
+		return datastore.Open(ctx, datastore.Config{Backend: backend, Kubeconfig: g.kubeconfig})
+	}
 	eps := g.storeEndpoints
 	if eps == "" {
 		sb, err := g.openSandbox()
@@ -23,13 +33,13 @@ func (g *globals) openStore(ctx context.Context) (store.Store, error) {
 		}
 		eps = sb.StoreEndpoint()
 	}
-	var list []string
-	for _, e := range strings.Split(eps, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			list = append(list, e)
-		}
-	}
-	return etcdstore.New(ctx, list, etcdstore.Options{})
+	return etcdstore.New(ctx, datastore.SplitEndpoints(eps), etcdstore.Options{})
+}
+
+// sandboxStore reports whether openStore uses the running sandbox's store
+// (whose agents can then be asked for their health).
+func (g *globals) sandboxStore() bool {
+	return g.datastore == datastore.Etcd && g.storeEndpoints == ""
 }
 
 // OpenSandboxStore connects to the store of a running sandbox.
