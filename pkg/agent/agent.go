@@ -17,7 +17,6 @@ import (
 	"github.com/cni-genie/cni-genie/pkg/datapath"
 	"github.com/cni-genie/cni-genie/pkg/ipam"
 	"github.com/cni-genie/cni-genie/pkg/store"
-	"github.com/cni-genie/cni-genie/pkg/store/etcdstore"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 	"github.com/vishvananda/netlink"
 )
@@ -176,9 +175,11 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	a.notReady.Store("connecting to store")
-	st, err := etcdstore.New(ctx, a.cfg.StoreEndpoints, etcdstore.Options{Logger: a.log.With("component", "store")})
+	cfg := a.cfg
+	cfg.Logger = a.log
+	st, err := OpenStore(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("connecting to store %v: %w", a.cfg.StoreEndpoints, err)
+		return err
 	}
 	a.st = st
 

@@ -24,6 +24,12 @@ type Config struct {
 	PinDir string
 	// Socket is the unix socket served to the CNI plugin.
 	Socket string
+	// Datastore is the store backend: "etcd" (default; StoreEndpoints) or
+	// "kubernetes" (Kubeconfig); see package datastore.
+	Datastore string
+	// Kubeconfig is the kubeconfig of the kubernetes datastore; empty
+	// means the in-cluster service account.
+	Kubeconfig string
 	// StoreEndpoints are the etcd endpoints (comma separated on the
 	// command line); "unix:///path" reaches an etcd on a unix socket.
 	StoreEndpoints []string
@@ -65,7 +71,7 @@ func DefaultConfig() Config {
 		StateDir:       "/var/lib/genie",
 		MetricsAddr:    "127.0.0.1:9465",
 		GatewayMAC:     DefaultGatewayMAC,
-		PodAttach:      string(datapath.AttachTCX),
+		PodAttach:      string(datapath.AttachTC),
 	}
 }
 
@@ -88,6 +94,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		}
 		return nil
 	})
+	c.registerStoreFlags(fs)
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for IPAM state and attachment records")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus /metrics on (empty disables)")
 	fs.BoolVar(&c.XDPPrefilter, "xdp-prefilter", c.XDPPrefilter, "also attach the XDP prefilter to the uplink (drops foreign Geneve before an skb is built)")
@@ -134,6 +141,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PodAttach != "" && c.PodAttach != string(datapath.AttachTCX) && c.PodAttach != string(datapath.AttachTC) {
 		return fmt.Errorf("config: pod attach %q is not %q or %q", c.PodAttach, datapath.AttachTCX, datapath.AttachTC)
+	}
+	if err := c.StoreConfig().Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	if _, err := parseMAC(c.GatewayMAC); err != nil {
 		return fmt.Errorf("config: gateway mac: %w", err)
