@@ -4,8 +4,9 @@
 //
 // # What it does
 //
-// Start-up: connect to the store (etcd, --store-endpoints; unix:///path
-// works), read the uplink's IPv4 and MAC (--uplink), register the node,
+// Start-up: connect to the store (--datastore etcd: --store-endpoints,
+// unix:///path works; --datastore kubernetes: genie.cni.io custom
+// resources through --kubeconfig or the in-cluster account), read the uplink's IPv4 and MAC (--uplink), register the node,
 // open the data plane under --pin-dir (re-adopting the maps and links a
 // previous agent pinned), attach the uplink program, load the IPAM state
 // (--state-dir/ipam), list the nodes, restore the local attachments
