@@ -48,9 +48,9 @@ type Config struct {
 	// created with: changing it needs the pin dir removed (see
 	// datapath.MapSizes).
 	MapSizes datapath.MapSizes
-	// PodAttach is how the pod program is attached to host veths:
-	// "tcx" (default) or "tc" (see datapath.AttachTC: no RCU grace period
-	// on the ADD path).
+	// PodAttach is how the pod program is attached to host veths: "tc"
+	// (default; see datapath.AttachTC: no RCU grace period on the ADD
+	// path) or "tcx" (a pinned tcx link).
 	PodAttach string
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger

@@ -81,7 +81,7 @@ func dropPods(t tb, sb *sandbox.Sandbox, r *runner, pods []*sandbox.Pod) {
 // (default 100) ADDs per mode and side.
 //
 // It runs once per way genied attaches the pod program (--pod-attach tcx,
-// the default, and tc), each with its own sandbox and bridge baseline.
+// and tc, the default), each with its own sandbox and bridge baseline.
 func BenchmarkAddLatency(b *testing.B) {
 	requirePrivileged(b)
 	if _, ok := sandbox.TestCNIBinDir(); !ok {
