@@ -283,6 +283,8 @@ type node struct {
 	version  string
 	token    string                      // genie's current token
 	revoke   func(context.Context) error // revokes token
+	// agentSocket is genied's socket, for VPC networks ("" = default).
+	agentSocket string
 
 	mu        sync.Mutex
 	maxRSSKiB int64 // largest max RSS of a genie process (KiB)
@@ -378,6 +380,7 @@ func (n *node) stdinConf() []byte {
 		"cniVersion": n.version, "name": "genie", "type": "genie",
 		"confDir": n.confDir, "stateDir": n.stateDir, "binDir": n.binDir,
 		"kubeconfig": n.kubecfg, "logFile": n.logFile, "logLevel": "debug",
+		"agentSocket": n.agentSocket,
 	})
 	return data
 }
