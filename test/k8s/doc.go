@@ -18,4 +18,13 @@
 // to the namespace it was created in), and closing the relay is how a test
 // makes the API server unreachable. The relay only connects loopback to
 // loopback.
+//
+// The VPC tests (vpc_test.go) add the overlay: genied runs in the node
+// netns with --datastore kubernetes, as a service account bound to exactly
+// kubestore.PolicyRules(), reaching the API server through the same relay;
+// VPCs and subnets are made with geniectl --datastore kubernetes, and a
+// NetworkAttachmentDefinition of type genie-vpc is selected through the
+// NPWG annotation like any other network. The data plane's pins live under
+// a per-test bpffs directory, removed (with the agent stopped) before the
+// netns goes.
 package k8s
