@@ -68,6 +68,8 @@ type Agent struct {
 	vpcs map[string]*vpcState
 	// nodes are the known nodes by name.
 	nodes map[string]vpc.Node
+	// names interns node names (see internLocked).
+	names map[string]string
 	// nRemote counts the remote endpoints of all hosted VPCs.
 	nRemote int
 	// leftover are remote entries of hosted VNIs found in the data plane

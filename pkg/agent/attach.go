@@ -294,10 +294,10 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 		// A remote endpoint that meanwhile took the address (its block
 		// moved to another node) gets its entry now.
 		if vs := a.vpcs[at.VPC]; vs != nil {
-			for id, r := range vs.remote {
+			for _, r := range vs.remote {
 				if r.ip == at.IP {
-					if err := a.writeRemoteLocked(at.VNI, id, r); err != nil {
-						a.log.Warn("programming remote endpoint", "vpc", at.VPC, "id", id, "err", err)
+					if err := a.writeRemoteLocked(at.VNI, r); err != nil {
+						a.log.Warn("programming remote endpoint", "vpc", at.VPC, "err", err)
 					}
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"time"
 
@@ -32,9 +33,20 @@ type vpcState struct {
 	// listedRev is the store revision of the last listing: watch events
 	// at or below it are already part of it.
 	listedRev int64
-	// remote are the programmed remote endpoints by endpoint ID.
-	remote map[string]remoteEP
+	// remote are the programmed remote endpoints by a hash of their ID
+	// (real IDs are a 64-digit container ID plus the interface: 8 bytes
+	// instead of ~70 per endpoint at 100k endpoints).
+	remote map[epKey]remoteEP
 }
+
+// epKey is a 64-bit hash of an endpoint ID (per process seed). A collision
+// needs two IDs among a node's remote endpoints to hash alike: at 100k
+// endpoints about 3e-10.
+type epKey uint64
+
+var epSeed = maphash.MakeSeed()
+
+func keyOf(id string) epKey { return epKey(maphash.String(epSeed, id)) }
 
 type remoteEP struct {
 	ip   netip.Addr
@@ -69,7 +81,7 @@ func (a *Agent) acquireVPC(ctx context.Context, name string) (vpc.VPC, error) {
 		return vs.vpc, nil
 	}
 	vs = &vpcState{name: name, refs: 1, synced: make(chan struct{}), syncing: true,
-		subnets: map[string]vpc.Subnet{}, remote: map[string]remoteEP{}}
+		subnets: map[string]vpc.Subnet{}, remote: map[epKey]remoteEP{}}
 	a.vpcs[name] = vs
 	a.mu.Unlock()
 
@@ -202,13 +214,13 @@ func (a *Agent) syncVPC(ctx context.Context, vs *vpcState) error {
 		a.m.storeErrors.WithLabelValues("list_endpoints").Inc()
 		return fmt.Errorf("listing endpoints of vpc %q: %w", vs.vpc.Name, err)
 	}
-	seen := map[string]bool{}
+	seen := make(map[epKey]bool, len(eps))
 	var errs []error
 	for _, e := range eps {
 		if e.Node == a.cfg.NodeName {
 			continue
 		}
-		seen[e.ID] = true
+		seen[keyOf(e.ID)] = true
 		if err := a.putRemoteLocked(vs, e); err != nil {
 			errs = append(errs, err)
 		}
@@ -252,26 +264,40 @@ func (a *Agent) syncVPC(ctx context.Context, vs *vpcState) error {
 
 // putRemoteLocked programs a remote endpoint; a.mu is held.
 func (a *Agent) putRemoteLocked(vs *vpcState, e vpc.Endpoint) error {
-	if old, ok := vs.remote[e.ID]; ok && old.ip != e.IP {
-		if err := a.deleteRemoteLocked(vs, e.ID); err != nil {
+	k := keyOf(e.ID)
+	if old, ok := vs.remote[k]; ok && old.ip != e.IP {
+		if err := a.deleteRemoteLocked(vs, k); err != nil {
 			return err
 		}
 	}
-	r := remoteEP{ip: e.IP, node: e.Node}
+	r := remoteEP{ip: e.IP, node: a.internLocked(e.Node)}
 	copy(r.mac[:], e.MAC)
-	if _, ok := vs.remote[e.ID]; !ok {
+	if _, ok := vs.remote[k]; !ok {
 		a.nRemote++
 	}
-	vs.remote[e.ID] = r
+	vs.remote[k] = r
 	if _, isLocal := a.local[vniIP{vs.vpc.VNI, e.IP}]; isLocal {
 		// The address is (already or still) used by a local endpoint:
 		// the store will settle it; never overwrite a local entry.
 		return nil
 	}
-	return a.writeRemoteLocked(vs.vpc.VNI, e.ID, r)
+	return a.writeRemoteLocked(vs.vpc.VNI, r)
 }
 
-func (a *Agent) writeRemoteLocked(vni uint32, id string, r remoteEP) error {
+// internLocked returns one shared copy of a node name, so that 100k
+// remote endpoints do not each hold their own; a.mu is held.
+func (a *Agent) internLocked(node string) string {
+	if n, ok := a.names[node]; ok {
+		return n
+	}
+	if a.names == nil {
+		a.names = map[string]string{}
+	}
+	a.names[node] = node
+	return node
+}
+
+func (a *Agent) writeRemoteLocked(vni uint32, r remoteEP) error {
 	n, ok := a.nodes[r.node]
 	if !ok {
 		// Programmed once the node shows up (see applyNode).
@@ -279,18 +305,18 @@ func (a *Agent) writeRemoteLocked(vni uint32, id string, r remoteEP) error {
 	}
 	if err := a.dp.UpsertRemoteEndpoint(datapath.RemoteEndpoint{VNI: vni, IP: r.ip, MAC: r.mac[:], NodeIP: n.UnderlayIP}); err != nil {
 		a.m.countMapFull("remote", err)
-		return fmt.Errorf("programming remote endpoint %s (%s on node %q): %w", id, r.ip, r.node, err)
+		return fmt.Errorf("programming remote endpoint %s of vni %d on node %q: %w", r.ip, vni, r.node, err)
 	}
 	return nil
 }
 
 // deleteRemoteLocked removes a remote endpoint; a.mu is held.
-func (a *Agent) deleteRemoteLocked(vs *vpcState, id string) error {
-	r, ok := vs.remote[id]
+func (a *Agent) deleteRemoteLocked(vs *vpcState, k epKey) error {
+	r, ok := vs.remote[k]
 	if !ok {
 		return nil
 	}
-	delete(vs.remote, id)
+	delete(vs.remote, k)
 	a.nRemote--
 	if _, isLocal := a.local[vniIP{vs.vpc.VNI, r.ip}]; isLocal {
 		return nil
@@ -298,11 +324,11 @@ func (a *Agent) deleteRemoteLocked(vs *vpcState, id string) error {
 	for _, o := range vs.remote {
 		if o.ip == r.ip {
 			// Another endpoint took the address meanwhile.
-			return a.writeRemoteLocked(vs.vpc.VNI, id, o)
+			return a.writeRemoteLocked(vs.vpc.VNI, o)
 		}
 	}
 	if err := a.dp.DeleteEndpoint(vs.vpc.VNI, r.ip); err != nil {
-		return fmt.Errorf("removing remote endpoint %s (%s): %w", id, r.ip, err)
+		return fmt.Errorf("removing remote endpoint %s of vni %d: %w", r.ip, vs.vpc.VNI, err)
 	}
 	return nil
 }
@@ -427,7 +453,7 @@ func (a *Agent) applyLocked(vs *vpcState, ev store.EndpointEvent) error {
 	if ev.Type == store.EventPut {
 		return a.putRemoteLocked(vs, ev.Endpoint)
 	}
-	return a.deleteRemoteLocked(vs, ev.Endpoint.ID)
+	return a.deleteRemoteLocked(vs, keyOf(ev.Endpoint.ID))
 }
 
 // startNodeWatch lists the nodes (programming their underlay MACs) and
@@ -528,15 +554,15 @@ func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 	// Remote endpoints of this node that waited for it, or whose
 	// underlay address changed.
 	for _, vs := range a.vpcs {
-		for id, r := range vs.remote {
+		for _, r := range vs.remote {
 			if r.node != n.Name {
 				continue
 			}
 			if _, isLocal := a.local[vniIP{vs.vpc.VNI, r.ip}]; isLocal {
 				continue
 			}
-			if err := a.writeRemoteLocked(vs.vpc.VNI, id, r); err != nil {
-				a.log.Warn("programming remote endpoint", "vpc", vs.vpc.Name, "id", id, "err", err)
+			if err := a.writeRemoteLocked(vs.vpc.VNI, r); err != nil {
+				a.log.Warn("programming remote endpoint", "vpc", vs.vpc.Name, "err", err)
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package scale
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -110,6 +112,13 @@ func parallel(n, workers int, fn func(i int) error) error {
 	return first
 }
 
+// containerID returns a realistic (64 hex digit) container ID: endpoint
+// IDs of that length are what the agent holds at scale.
+func containerID(i, j int) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%d/%d", i, j)))
+	return hex.EncodeToString(h[:])
+}
+
 func fakeMAC(i int) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0xfa, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
 }
@@ -120,7 +129,8 @@ func fakeMAC(i int) net.HardwareAddr {
 // map memory, time to program everything, propagation latency
 // (PutEndpoint -> entry in the node's map, and delete), ADD latency at
 // that scale and the agent's restart time. The remote endpoints belong to
-// ten fake nodes registered in the store (nothing is sent to them). Run
+// ten fake nodes registered in the store (nothing is sent to them), with
+// endpoint IDs as long as real ones (64-digit container IDs). Run
 // once (-benchtime=1x) with GENIE_SCALE_BENCH=1; see hack or the report
 // for the command.
 func BenchmarkScale(b *testing.B) {
@@ -199,7 +209,7 @@ func BenchmarkScale(b *testing.B) {
 		ip := blk.CIDR.Addr()
 		for j := 0; j < perVPC-1; j++ {
 			ip = ip.Next()
-			if _, err := st.PutEndpoint(ctx, vpc.Endpoint{VPC: vname(i), Subnet: "pods", ID: fmt.Sprintf("load-%d/eth0", j),
+			if _, err := st.PutEndpoint(ctx, vpc.Endpoint{VPC: vname(i), Subnet: "pods", ID: containerID(i, j) + "/eth0",
 				IP: ip, MAC: fakeMAC(i*1000 + j), Node: f}); err != nil {
 				return err
 			}
