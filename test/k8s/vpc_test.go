@@ -109,10 +109,46 @@ type agentNode struct {
 	exited   chan struct{}
 }
 
-// startAgent gives the node an uplink address and starts genied in the
-// node netns with --datastore kubernetes, reaching the API server through
-// the node's relay, and waits until it reports ready.
-func startAgent(t *testing.T, c *cluster, n *node, genied string, acct *storeAccount) *agentNode {
+// underlay connects two nodes with a veth pair (named "gku"+suffix of
+// each node) and gives the ends 192.168.253.<i+1>/24; it returns the
+// names of the uplinks.
+func underlay(t *testing.T, nodes ...*node) []string {
+	t.Helper()
+	if len(nodes) != 2 {
+		t.Fatal("underlay connects two nodes")
+	}
+	names := []string{"gku" + nodes[0].sfx, "gku" + nodes[1].sfx}
+	err := nodes[0].netns.Do(func(ns.NetNS) error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: names[0], MTU: 1500}, PeerName: names[1],
+			PeerNamespace: netlink.NsFd(int(nodes[1].netns.Fd()))}
+		return netlink.LinkAdd(v)
+	})
+	if err != nil {
+		t.Fatalf("underlay veth: %v", err)
+	}
+	for i, n := range nodes {
+		err := n.netns.Do(func(ns.NetNS) error {
+			l, err := netlink.LinkByName(names[i])
+			if err != nil {
+				return err
+			}
+			addr, _ := netlink.ParseAddr(fmt.Sprintf("192.168.253.%d/24", i+1))
+			if err := netlink.AddrAdd(l, addr); err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(l)
+		})
+		if err != nil {
+			t.Fatalf("underlay of node %d: %v", i+1, err)
+		}
+	}
+	return names
+}
+
+// startAgent starts genied in the node netns with --datastore kubernetes,
+// reaching the API server through the node's relay, the tunnel on uplink
+// (which has an IPv4 address), and waits until it reports ready.
+func startAgent(t *testing.T, c *cluster, n *node, genied string, acct *storeAccount, uplink string) *agentNode {
 	t.Helper()
 	dir := t.TempDir()
 	a := &agentNode{
@@ -121,7 +157,7 @@ func startAgent(t *testing.T, c *cluster, n *node, genied string, acct *storeAcc
 		stateDir: filepath.Join(dir, "state"),
 		pinDir:   "/sys/fs/bpf/genie-k8s-vpc-" + n.sfx,
 		logFile:  filepath.Join(dir, "genied.log"),
-		uplink:   "gkp" + n.sfx, // the free end of the node's veth pair
+		uplink:   uplink,
 		exited:   make(chan struct{}),
 	}
 	// Cleanups run LIFO: the pins go after the agent stopped and before
@@ -133,17 +169,6 @@ func startAgent(t *testing.T, c *cluster, n *node, genied string, acct *storeAcc
 		}
 		os.Remove(a.pinDir)
 	})
-	err := n.netns.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName(a.uplink)
-		if err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("192.168.254.1/24")
-		return netlink.AddrAdd(l, addr)
-	})
-	if err != nil {
-		t.Fatalf("uplink address: %v", err)
-	}
 	kubecfg := acct.kubeconfig(t, c, "https://"+n.relay.addr())
 	log, err := os.Create(a.logFile)
 	if err != nil {
@@ -236,23 +261,27 @@ func (a *agentNode) allocations(t *testing.T) map[string]string {
 	return out
 }
 
-// vpcPod is a pod attached through genie on the agent's node.
+// vpcPod is a pod attached through genie on an agent's node.
 type vpcPod struct {
 	name, containerID string
+	node              *node
+	agent             *agentNode
 	obj               *corev1.Pod
 	netns             ns.NetNS
 	ip                netip.Addr // its VPC address
 }
 
 // TestPrivilegedVPCKubernetes runs the VPC overlay on the Kubernetes
-// datastore end to end on a real API server: genied in a node netns with
-// --datastore kubernetes (a service account with exactly
-// kubestore.PolicyRules()), a VPC and a subnet made with geniectl
-// --datastore kubernetes, a NetworkAttachmentDefinition of type genie-vpc
-// selected by a Pod's NPWG networks annotation, and the real genie binary
-// run as kubelet would. Two pods of the VPC reach each other over TCP; a
-// Pod object deleted before its DEL still gets its address freed (no
-// VPCEndpoint, no IPAM allocation), and a new pod can take that address.
+// datastore end to end on a real API server: genied on two nodes (network
+// namespaces joined by an underlay veth) with --datastore kubernetes, as a
+// service account with exactly kubestore.PolicyRules(); a VPC and a subnet
+// made with geniectl --datastore kubernetes; a NetworkAttachmentDefinition
+// of type genie-vpc selected by a Pod's NPWG networks annotation; the real
+// genie binary run as kubelet would. Pods of the VPC reach each other over
+// TCP on one node and across nodes (Geneve); a Pod object deleted before
+// its DEL still gets its address freed (no VPCEndpoint, no IPAM
+// allocation), a new pod takes that address by a static request, and the
+// other node learns the change through its watch (same IP, new MAC).
 func TestPrivilegedVPCKubernetes(t *testing.T) {
 	requireRoot(t)
 	plugins := cniBinDir(t)
@@ -264,17 +293,7 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 	tools := t.TempDir()
 	genied := buildBinary(t, tools, "genied")
 	geniectl := buildBinary(t, tools, "geniectl")
-
-	n := newNode(t, c, binDir, "1.0.0")
 	acct := newStoreAccount(t, c, "genied")
-	a := startAgent(t, c, n, genied, acct)
-	n.agentSocket = a.socket
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("genied log:\n%s", a.log())
-			n.dumpLog()
-		}
-	})
 
 	// The test's own view of the store, as the admin.
 	st, err := kubestore.NewForConfig(t.Context(), c.srv.RESTConfig(), kubestore.Options{})
@@ -282,7 +301,23 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	t.Cleanup(func() { st.DeleteNode(context.Background(), a.name) })
+
+	n1, n2 := newNode(t, c, binDir, "1.0.0"), newNode(t, c, binDir, "1.0.0")
+	uplinks := underlay(t, n1, n2)
+	var agents []*agentNode
+	for i, n := range []*node{n1, n2} {
+		a := startAgent(t, c, n, genied, acct, uplinks[i])
+		n.agentSocket = a.socket
+		agents = append(agents, a)
+		t.Cleanup(func() { st.DeleteNode(context.Background(), a.name) })
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("genied log of %s:\n%s", a.name, a.log())
+				n.dumpLog()
+			}
+		})
+	}
+	a1, a2 := agents[0], agents[1]
 
 	// geniectl on the host, as the same service account.
 	ctlKubecfg := acct.kubeconfig(t, c, c.srv.URL)
@@ -310,9 +345,10 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		"cniVersion": "1.0.0", "name": "vpc-web", "type": "genie-vpc", "vpc": vpcName, "subnet": "web",
 	})
 
-	add := func(name, networks string) *vpcPod {
+	add := func(n *node, a *agentNode, name, networks string) *vpcPod {
 		t.Helper()
-		p := &vpcPod{name: name + "-" + n.sfx, containerID: "ctr-" + name + "-" + randSuffix(), netns: newNS(t)}
+		p := &vpcPod{name: name + "-" + n.sfx, containerID: "ctr-" + name + "-" + randSuffix(),
+			node: n, agent: a, netns: newNS(t)}
 		p.obj = c.createPod(t, p.name, networks)
 		res, err := n.add(p.containerID, p.netns, p.obj)
 		if err != nil {
@@ -374,38 +410,47 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 	}
 	del := func(p *vpcPod) {
 		t.Helper()
-		if _, err := n.genie("DEL", p.containerID, p.netns, p.obj); err != nil {
+		if _, err := p.node.genie("DEL", p.containerID, p.netns, p.obj); err != nil {
 			t.Fatalf("DEL %s: %v", p.name, err)
 		}
-		assertFreed(t, c, st, a, vpcName, p)
+		assertFreed(t, c, st, p.agent, vpcName, p)
 	}
 
-	pa := add("a", "vpc-web")
-	pb := add("b", "vpc-web")
+	pa := add(n1, a1, "a", "vpc-web")
+	pb := add(n1, a1, "b", "vpc-web")
 	if pa.ip == pb.ip {
 		t.Fatalf("pods a and b share %s", pa.ip)
 	}
 	tcpExchange(t, pb, pa)
 	tcpExchange(t, pa, pb)
+	// Node 2 joins the VPC after a and b exist: it lists them.
+	pd := add(n2, a2, "d", "vpc-web")
+	tcpExchange(t, pd, pa)
+	tcpExchange(t, pb, pd)
 
 	// The kubelet order: the Pod object is gone before DEL.
 	c.deletePod(t, pa.name)
 	del(pa)
-	// The address is free again: a new pod asking for it gets it.
-	pc := add("c", fmt.Sprintf(`[{"name":"vpc-web","ips":["%s"]}]`, pa.ip))
+	// The address is free again: a new pod asking for it gets it, with a
+	// new MAC; node 2 learns both changes through its watch.
+	pc := add(n1, a1, "c", fmt.Sprintf(`[{"name":"vpc-web","ips":["%s"]}]`, pa.ip))
 	if pc.ip != pa.ip {
 		t.Fatalf("pod c asked for the freed %s and got %s", pa.ip, pc.ip)
 	}
+	tcpExchange(t, pd, pc)
 	tcpExchange(t, pc, pb)
 
 	c.deletePod(t, pb.name)
-	del(pb)
-	del(pc)
+	for _, p := range []*vpcPod{pb, pc, pd} {
+		del(p)
+	}
 	if eps, _, err := st.ListEndpoints(t.Context(), vpcName); err != nil || len(eps) != 0 {
 		t.Fatalf("endpoints left in %s: %+v, %v", vpcName, eps, err)
 	}
-	if al := a.allocations(t); len(al) != 0 {
-		t.Fatalf("IPAM allocations left: %v", al)
+	for _, a := range agents {
+		if al := a.allocations(t); len(al) != 0 {
+			t.Fatalf("IPAM allocations left on %s: %v", a.name, al)
+		}
 	}
 	// The subnet has no endpoint left, so it can go (its blocks with it).
 	ctl("subnet", "delete", vpcName+"/web")
