@@ -350,10 +350,12 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		p := &vpcPod{name: name + "-" + n.sfx, containerID: "ctr-" + name + "-" + randSuffix(),
 			node: n, agent: a, netns: newNS(t)}
 		p.obj = c.createPod(t, p.name, networks)
+		start := time.Now()
 		res, err := n.add(p.containerID, p.netns, p.obj)
 		if err != nil {
 			t.Fatalf("ADD %s: %v", p.name, err)
 		}
+		t.Logf("ADD %s on %s (default network + VPC, genie process included): %v", p.name, a.name, time.Since(start).Round(time.Millisecond))
 		links, defaults := readPod(t, p.netns)
 		net1, ok := links["net1"]
 		if !ok || len(net1.addrs) != 1 {
