@@ -220,10 +220,27 @@ func (a *impl) resync(ctx context.Context) error {
 	}
 	{
 		// Recover addresses the state file lacks from the node's
-		// published endpoints.
-		eps, _, err := a.st.ListEndpoints(ctx, "")
-		if err != nil {
-			return fmt.Errorf("resync: %w", err)
+		// published endpoints. They lie in the node's blocks (the store
+		// enforces it), so only the VPCs of those blocks are listed, one
+		// at a time: a listing of every endpoint of a 100k-endpoint
+		// cluster cost the restarting agent ~200 MiB.
+		vpcs := map[string]bool{}
+		for _, bs := range a.blocks {
+			for _, b := range bs {
+				vpcs[b.VPC] = true
+			}
+		}
+		var eps []vpc.Endpoint
+		for v := range vpcs {
+			some, _, err := a.st.ListEndpoints(ctx, v)
+			if err != nil {
+				return fmt.Errorf("resync: %w", err)
+			}
+			for _, e := range some {
+				if e.Node == a.node {
+					eps = append(eps, e)
+				}
+			}
 		}
 		for _, e := range eps {
 			if e.Node != a.node {
