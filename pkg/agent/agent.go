@@ -18,6 +18,7 @@ import (
 	"github.com/cni-genie/cni-genie/pkg/ipam"
 	"github.com/cni-genie/cni-genie/pkg/store"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 )
 
@@ -111,7 +112,30 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.notReady.Store("starting")
 	a.m = newMetrics(a.drops)
+	a.m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "genie_ipam_blocks", Help: "IPAM blocks this node holds."},
+			func() float64 {
+				if al := a.ipamAllocator(); al != nil {
+					return float64(len(al.Blocks()))
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "genie_ipam_allocations", Help: "Addresses this node has allocated from its blocks."},
+			func() float64 {
+				if al := a.ipamAllocator(); al != nil {
+					return float64(len(al.Allocations()))
+				}
+				return 0
+			}))
 	return a, nil
+}
+
+// ipamAllocator returns the allocator once start-up loaded it (metrics may
+// be scraped before).
+func (a *Agent) ipamAllocator() *ipam.Allocator {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ipam
 }
 
 // Ready is closed once the agent is ready to serve attachments (for tests
@@ -224,7 +248,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading IPAM state: %w", err)
 	}
+	a.mu.Lock()
 	a.ipam = alloc
+	a.mu.Unlock()
 
 	a.notReady.Store("syncing nodes")
 	if err := a.startNodeWatch(ctx); err != nil {

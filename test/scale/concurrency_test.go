@@ -360,7 +360,7 @@ func checkNoLeaks(t *testing.T, sb *sandbox.Sandbox, vpcName, subnet string) {
 			t.Errorf("%v", err)
 			continue
 		}
-		for _, k := range []string{`genie_endpoints{scope="local"}`, `genie_endpoints{scope="remote"}`, `genie_vpc_watches`} {
+		for _, k := range []string{`genie_endpoints{scope="local"}`, `genie_endpoints{scope="remote"}`, `genie_vpc_watches`, `genie_ipam_allocations`} {
 			if m[k] != 0 {
 				t.Errorf("%s: %s = %v, want 0", n.Name, k, m[k])
 			}
