@@ -15,7 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
-	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Selection sources, in precedence order.
@@ -77,8 +77,8 @@ type invocation struct {
 	store store
 	pod   *podArgs
 	kube  *kube.Client
-	// podObj is the pod read at ADD (Kubernetes mode only).
-	podObj *corev1.Pod
+	// podObj is the pod's metadata, read at ADD (Kubernetes mode only).
+	podObj *metav1.PartialObjectMetadata
 	// start is when the verb began (after process start-up), for logs.
 	start time.Time
 }

@@ -12,9 +12,10 @@ import (
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -38,6 +39,18 @@ const NADResource = "network-attachment-definitions"
 
 // UserAgent is sent with every request, so API server audit logs name genie.
 const UserAgent = "genie-cni"
+
+// metadataOnly asks the API server for a Pod's metadata alone (a
+// meta.k8s.io/v1 PartialObjectMetadata, as client-go's metadata client
+// does), falling back to the full object; either decodes into
+// PartialObjectMetadata.
+const metadataOnly = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+// coreV1 is the core API group version; podsResource its pods.
+var (
+	coreV1       = schema.GroupVersion{Version: "v1"}
+	podsResource = coreV1.WithResource("pods").GroupResource()
+)
 
 // ErrUnavailable marks errors where the API server could not be reached or did
 // not answer in time. DEL tolerates them.
@@ -90,11 +103,12 @@ func NewFromConfig(cfg *rest.Config) (*Client, error) {
 	if err := nadv1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register nad types: %w", err)
 	}
-	if err := corev1.AddToScheme(scheme); err != nil {
-		return nil, fmt.Errorf("register core types: %w", err)
-	}
+	// Pods are read and patched as metadata only, so core/v1's types (a
+	// large package, initialised at every genie start) are not linked; the
+	// scheme needs only the v1 Status kind, to decode API errors.
+	metav1.AddToGroupVersion(scheme, coreV1)
 	pc := rest.CopyConfig(cfg)
-	pc.GroupVersion = &corev1.SchemeGroupVersion
+	pc.GroupVersion = &coreV1
 	pc.APIPath = "/api"
 	pc.ContentType = runtime.ContentTypeJSON
 	pc.AcceptContentTypes = runtime.ContentTypeJSON
@@ -116,14 +130,22 @@ func NewFromConfig(cfg *rest.Config) (*Client, error) {
 	return &Client{pods: pods, nads: nads}, nil
 }
 
-// GetPod reads the Pod namespace/name.
-func (c *Client) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+// GetPod reads the metadata (name, UID, annotations, ...) of the Pod
+// namespace/name: all genie needs of it.
+func (c *Client) GetPod(ctx context.Context, namespace, name string) (*metav1.PartialObjectMetadata, error) {
 	ctx, cancel := bounded(ctx)
 	defer cancel()
-	pod := &corev1.Pod{}
-	err := c.pods.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(pod)
+	raw, err := c.pods.Get().Namespace(namespace).Resource("pods").Name(name).
+		SetHeader("Accept", metadataOnly).Do(ctx).Raw()
 	if err != nil {
 		return nil, c.wrap(err, "get pod %s/%s", namespace, name)
+	}
+	pod := &metav1.PartialObjectMetadata{}
+	if err := json.Unmarshal(raw, pod); err != nil {
+		return nil, fmt.Errorf("get pod %s/%s: decode: %w", namespace, name, err)
+	}
+	if pod.Name == "" {
+		return nil, fmt.Errorf("get pod %s/%s: decode: answer has no metadata.name", namespace, name)
 	}
 	return pod, nil
 }
@@ -176,7 +198,8 @@ func (c *Client) SetNetworkStatusForUID(ctx context.Context, namespace, name str
 	backoff := wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 6}
 	var lastErr error
 	werr := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
-		lastErr = c.pods.Patch(types.MergePatchType).Namespace(namespace).Resource("pods").Name(name).Body(patch).Do(ctx).Error()
+		lastErr = c.pods.Patch(types.MergePatchType).Namespace(namespace).Resource("pods").Name(name).
+			SetHeader("Accept", metadataOnly).Body(patch).Do(ctx).Error()
 		switch {
 		case lastErr == nil:
 			return true, nil
@@ -195,7 +218,7 @@ func (c *Client) SetNetworkStatusForUID(ctx context.Context, namespace, name str
 	}
 	if uid != "" && uidMismatch(lastErr) {
 		// The UID is immutable: a mismatch means the Pod was re-created.
-		gone := apierrors.NewNotFound(corev1.Resource("pods"), name)
+		gone := apierrors.NewNotFound(podsResource, name)
 		return fmt.Errorf("set network-status on pod %s/%s: pod with uid %s is gone (%v): %w",
 			namespace, name, uid, lastErr, gone)
 	}
