@@ -335,7 +335,8 @@ func BenchmarkScale(b *testing.B) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	rssRestart, _ := procStatus(node.AgentPID, "VmRSS")
-	say(b, "agent restart to ready: %v (RSS after restart %.1f MiB)", restart.Round(time.Millisecond), mib(rssRestart))
+	hwmRestart, _ := procStatus(node.AgentPID, "VmHWM")
+	say(b, "agent restart to ready: %v (RSS after restart %.1f MiB, peak %.1f MiB)", restart.Round(time.Millisecond), mib(rssRestart), mib(hwmRestart))
 
 	b.ReportMetric(mib(rss), "rss-MiB")
 	b.ReportMetric(mib(hwm), "rss-peak-MiB")
@@ -346,6 +347,7 @@ func BenchmarkScale(b *testing.B) {
 	b.ReportMetric(float64(quantile(addLat, .5).Microseconds())/1000, "add-p50-ms")
 	b.ReportMetric(allProgrammed.Seconds(), "load-to-programmed-s")
 	b.ReportMetric(restart.Seconds(), "restart-s")
+	b.ReportMetric(mib(hwmRestart), "restart-rss-peak-MiB")
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }
