@@ -268,6 +268,7 @@ type vpcPod struct {
 	agent             *agentNode
 	obj               *corev1.Pod
 	netns             ns.NetNS
+	vpc               string
 	ip                netip.Addr // its VPC address
 }
 
@@ -345,10 +346,12 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		"cniVersion": "1.0.0", "name": "vpc-web", "type": "genie-vpc", "vpc": vpcName, "subnet": "web",
 	})
 
-	add := func(n *node, a *agentNode, name, networks string) *vpcPod {
+	// add attaches a new pod on node n to the networks of the NPWG
+	// annotation value, whose VPC network is nad of vpcName.
+	add := func(n *node, a *agentNode, name, vpcName, nad, networks string) *vpcPod {
 		t.Helper()
 		p := &vpcPod{name: name + "-" + n.sfx, containerID: "ctr-" + name + "-" + randSuffix(),
-			node: n, agent: a, netns: newNS(t)}
+			node: n, agent: a, netns: newNS(t), vpc: vpcName}
 		p.obj = c.createPod(t, p.name, networks)
 		start := time.Now()
 		res, err := n.add(p.containerID, p.netns, p.obj)
@@ -379,16 +382,16 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 					t.Errorf("pod %s: default network-status entry %+v is not eth0", p.name, s)
 				}
 			}
-			if s.Name == c.ns+"/vpc-web" {
+			if s.Name == c.ns+"/"+nad {
 				vpcs++
 				if s.Interface != "net1" || !slices.Equal(s.IPs, []string{p.ip.String()}) || s.Mac != net1.mac || s.Default {
-					t.Errorf("pod %s: network-status of vpc-web %+v, want net1 %s %s", p.name, s, p.ip, net1.mac)
+					t.Errorf("pod %s: network-status of %s %+v, want net1 %s %s", p.name, nad, s, p.ip, net1.mac)
 				}
 			}
 		}
 		if def != 1 || vpcs != 1 {
-			t.Fatalf("pod %s: network-status has %d default and %d vpc-web entries, want 1 and 1: %+v",
-				p.name, def, vpcs, c.networkStatus(t, p.name))
+			t.Fatalf("pod %s: network-status has %d default and %d %s entries, want 1 and 1: %+v",
+				p.name, def, vpcs, nad, c.networkStatus(t, p.name))
 		}
 		// The endpoint is a VPCEndpoint object of this node.
 		e, err := st.GetEndpoint(t.Context(), vpcName, vpc.EndpointID(p.containerID, "net1"))
@@ -415,27 +418,46 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		if _, err := p.node.genie("DEL", p.containerID, p.netns, p.obj); err != nil {
 			t.Fatalf("DEL %s: %v", p.name, err)
 		}
-		assertFreed(t, c, st, p.agent, vpcName, p)
+		assertFreed(t, c, st, p.agent, p.vpc, p)
 	}
 
-	pa := add(n1, a1, "a", "vpc-web")
-	pb := add(n1, a1, "b", "vpc-web")
+	pa := add(n1, a1, "a", vpcName, "vpc-web", "vpc-web")
+	pb := add(n1, a1, "b", vpcName, "vpc-web", "vpc-web")
 	if pa.ip == pb.ip {
 		t.Fatalf("pods a and b share %s", pa.ip)
 	}
 	tcpExchange(t, pb, pa)
 	tcpExchange(t, pa, pb)
 	// Node 2 joins the VPC after a and b exist: it lists them.
-	pd := add(n2, a2, "d", "vpc-web")
+	pd := add(n2, a2, "d", vpcName, "vpc-web", "vpc-web")
 	tcpExchange(t, pd, pa)
 	tcpExchange(t, pb, pd)
+	// A second VPC with the same CIDR, hosted on node 1 only.
+	redName := kubeapi.UniqueName("red")
+	ctl("vpc", "create", redName, "--cidr", "10.61.0.0/16")
+	ctl("subnet", "create", redName+"/web", "--cidr", subnetCIDR.String())
+	t.Cleanup(func() {
+		if !cleaned {
+			st.DeleteSubnet(context.Background(), redName, "web")
+			st.DeleteVPC(context.Background(), redName)
+		}
+	})
+	c.createNAD(t, c.ns, "red-web", map[string]any{
+		"cniVersion": "1.0.0", "name": "red-web", "type": "genie-vpc", "vpc": redName, "subnet": "web",
+	})
+	pr := add(n1, a1, "r", redName, "red-web", "red-web")
+	if pr.ip != pa.ip {
+		t.Fatalf("pod r got %s in %s, want %s (the lowest free address, as a's in %s)", pr.ip, redName, pa.ip, vpcName)
+	}
 
 	// The kubelet order: the Pod object is gone before DEL.
 	c.deletePod(t, pa.name)
 	del(pa)
 	// The address is free again: a new pod asking for it gets it, with a
-	// new MAC; node 2 learns both changes through its watch.
-	pc := add(n1, a1, "c", fmt.Sprintf(`[{"name":"vpc-web","ips":["%s"]}]`, pa.ip))
+	// new MAC; node 2 learns both changes through its watch. Pod r holds
+	// the same address in red on the same node: d reaches c, never r
+	// (r would answer with a reset).
+	pc := add(n1, a1, "c", vpcName, "vpc-web", fmt.Sprintf(`[{"name":"vpc-web","ips":["%s"]}]`, pa.ip))
 	if pc.ip != pa.ip {
 		t.Fatalf("pod c asked for the freed %s and got %s", pa.ip, pc.ip)
 	}
@@ -443,11 +465,13 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 	tcpExchange(t, pc, pb)
 
 	c.deletePod(t, pb.name)
-	for _, p := range []*vpcPod{pb, pc, pd} {
+	for _, p := range []*vpcPod{pb, pc, pd, pr} {
 		del(p)
 	}
-	if eps, _, err := st.ListEndpoints(t.Context(), vpcName); err != nil || len(eps) != 0 {
-		t.Fatalf("endpoints left in %s: %+v, %v", vpcName, eps, err)
+	for _, v := range []string{vpcName, redName} {
+		if eps, _, err := st.ListEndpoints(t.Context(), v); err != nil || len(eps) != 0 {
+			t.Fatalf("endpoints left in %s: %+v, %v", v, eps, err)
+		}
 	}
 	for _, a := range agents {
 		if al := a.allocations(t); len(al) != 0 {
@@ -455,8 +479,10 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		}
 	}
 	// The subnet has no endpoint left, so it can go (its blocks with it).
-	ctl("subnet", "delete", vpcName+"/web")
-	ctl("vpc", "delete", vpcName)
+	for _, v := range []string{vpcName, redName} {
+		ctl("subnet", "delete", v+"/web")
+		ctl("vpc", "delete", v)
+	}
 	cleaned = true
 }
 
