@@ -348,7 +348,7 @@ func (inv *invocation) gc(ctx context.Context) error {
 	if err != nil {
 		errs = append(errs, err)
 	} else {
-		for _, n := range cd.networks {
+		for _, n := range cd.all() {
 			if n.IsVPC() {
 				vpcSeen = true
 				continue
@@ -412,7 +412,7 @@ func (inv *invocation) status(ctx context.Context) error {
 	code := uint(0)
 	var msgs []error
 	vpc := false
-	for _, n := range cd.networks {
+	for _, n := range cd.all() {
 		if n.IsVPC() {
 			vpc = true
 			continue

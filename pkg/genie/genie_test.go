@@ -417,3 +417,37 @@ func TestPerNetworkRequests(t *testing.T) {
 		t.Errorf("cni-args not injected into every plugin: %s", rn.Config)
 	}
 }
+
+// TestConfDirLazyParse checks that parsing files only when a lookup reaches
+// them keeps the eager semantics: an invalid file is skipped as if absent
+// (a later file of the same name, then a type match, is used), genie's own
+// conf is never a candidate, and all() lists exactly the valid networks.
+func TestConfDirLazyParse(t *testing.T) {
+	e := newUnprivEnv(t)
+	e.write(t, "00-genie.conf", `{"cniVersion":"1.1.0","name":"dup","type":"genie"}`)
+	e.write(t, "10-dup-bad.conf", `{"cniVersion":"1.1.0","name":"dup"}`) // no type: libcni refuses it
+	e.write(t, "20-dup.conf", `{"cniVersion":"1.1.0","name":"dup","type":"ptp"}`)
+	e.write(t, "30-other.conflist", `{"cniVersion":"1.1.0","name":"other","plugins":[{"type":"macvlan"}]}`)
+	e.write(t, "40-garbage.json", `not json`)
+	cd, err := loadConfDir(e.confDir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cd.lookup("dup"); err != nil || n.firstType() != "ptp" {
+		t.Fatalf("lookup dup: %v %v, want the valid 20-dup.conf", n, err)
+	}
+	if n, err := cd.lookup("macvlan"); err != nil || n.Name != "other" {
+		t.Fatalf("lookup by type: %v %v", n, err)
+	}
+	if _, err := cd.lookup("genie"); err == nil {
+		t.Fatal("genie's own conf was found by type")
+	}
+	var names []string
+	for _, n := range cd.all() {
+		names = append(names, n.Name)
+	}
+	if strings.Join(names, ",") != "dup,other" {
+		t.Fatalf("all() = %v, want [dup other]", names)
+	}
+}
+

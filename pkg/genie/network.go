@@ -107,50 +107,126 @@ func (n *Network) isGenie() bool {
 	return false
 }
 
-// confDir is the parsed delegate conf dir, in file-name order.
+// confDir is the delegate conf dir, in file-name order. Every file is read
+// and its name and plugin types peeked at once; a file is fully parsed
+// (libcni) only when a lookup reaches it, so a call that uses one network
+// does not pay for parsing all of them (ParseNetwork decodes a .conf four
+// times). A file that fails to parse is skipped, with a log line, exactly as
+// if it were absent, whenever a lookup reaches it.
 type confDir struct {
-	dir      string
-	networks []*Network
+	dir   string
+	files []*confFile
+	log   *slog.Logger
 }
 
-// loadConfDir parses every .conf, .conflist and .json file in dir, skipping
-// genie's own and (with a log line) unparsable ones.
+// confFile is one delegate conf file: its peeked name and first plugin type,
+// and, once needed, its parsed network.
+type confFile struct {
+	path, name, firstType string
+	data                  []byte
+	parsed                bool
+	net                   *Network // nil when invalid
+}
+
+// confPeek is the part of a conf (single plugin or conflist) read up front.
+type confPeek struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Plugins []struct {
+		Type string `json:"type"`
+	} `json:"plugins"`
+}
+
+// loadConfDir reads every .conf, .conflist and .json file in dir, skipping
+// genie's own and (with a log line) unreadable or undecodable ones.
 func loadConfDir(dir string, log *slog.Logger) (*confDir, error) {
 	files, err := libcni.ConfFiles(dir, []string{".conf", ".conflist", ".json"})
 	if err != nil {
 		return nil, fmt.Errorf("reading conf dir %s: %w", dir, err)
 	}
 	sort.Strings(files)
-	cd := &confDir{dir: dir}
+	cd := &confDir{dir: dir, log: log}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			log.Warn("skipping unreadable conf", "file", f, "err", err)
 			continue
 		}
-		n, err := ParseNetwork(data, "", f)
-		if err != nil {
+		var p confPeek
+		if err := json.Unmarshal(data, &p); err != nil {
 			log.Warn("skipping invalid conf", "file", f, "err", err)
 			continue
 		}
-		if n.isGenie() {
+		cf := &confFile{path: f, name: p.Name, firstType: p.Type, data: data}
+		if p.Plugins != nil {
+			cf.firstType = ""
+			if len(p.Plugins) > 0 {
+				cf.firstType = p.Plugins[0].Type
+			}
+		}
+		genie := p.Type == PluginType
+		for _, pl := range p.Plugins {
+			genie = genie || pl.Type == PluginType
+		}
+		if genie {
 			continue
 		}
-		cd.networks = append(cd.networks, n)
+		cd.files = append(cd.files, cf)
 	}
 	return cd, nil
+}
+
+// network parses f on first use; nil when it is not a valid network.
+func (cd *confDir) network(f *confFile) *Network {
+	if !f.parsed {
+		f.parsed = true
+		n, err := ParseNetwork(f.data, "", f.path)
+		switch {
+		case err != nil:
+			cd.log.Warn("skipping invalid conf", "file", f.path, "err", err)
+		case n.isGenie():
+		default:
+			f.net = n
+		}
+	}
+	return f.net
+}
+
+// all parses and returns every valid network of the dir, in file order.
+func (cd *confDir) all() []*Network {
+	var out []*Network
+	for _, f := range cd.files {
+		if n := cd.network(f); n != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// byName finds the first valid network whose name is name.
+func (cd *confDir) byName(name string) *Network {
+	for _, f := range cd.files {
+		if f.name != name {
+			continue
+		}
+		if n := cd.network(f); n != nil && n.Name == name {
+			return n
+		}
+	}
+	return nil
 }
 
 // lookup finds the network whose name, failing that whose (first plugin)
 // type, is name.
 func (cd *confDir) lookup(name string) (*Network, error) {
-	for _, n := range cd.networks {
-		if n.Name == name {
-			return n, nil
-		}
+	if n := cd.byName(name); n != nil {
+		return n, nil
 	}
-	for _, n := range cd.networks {
-		if n.firstType() == name {
+	for _, f := range cd.files {
+		if f.firstType != name {
+			continue
+		}
+		if n := cd.network(f); n != nil && n.firstType() == name {
 			return n, nil
 		}
 	}
@@ -161,10 +237,12 @@ func (cd *confDir) lookup(name string) (*Network, error) {
 // first valid conf in the dir. Never a hard-coded plugin.
 func (cd *confDir) defaults(names []string) ([]*Network, error) {
 	if len(names) == 0 {
-		if len(cd.networks) == 0 {
-			return nil, fmt.Errorf("no default network: defaultNetworks is empty and conf dir %s has no valid network config", cd.dir)
+		for _, f := range cd.files {
+			if n := cd.network(f); n != nil {
+				return []*Network{n}, nil
+			}
 		}
-		return []*Network{cd.networks[0]}, nil
+		return nil, fmt.Errorf("no default network: defaultNetworks is empty and conf dir %s has no valid network config", cd.dir)
 	}
 	out := make([]*Network, 0, len(names))
 	for _, name := range names {

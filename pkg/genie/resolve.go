@@ -218,10 +218,8 @@ func (inv *invocation) resolveElement(ctx context.Context, cd *confDir, e *selec
 		return nil, label, err
 	}
 	if strings.TrimSpace(nad.Spec.Config) == "" {
-		for _, n := range cd.networks {
-			if n.Name == e.Name {
-				return n, label, nil
-			}
+		if n := cd.byName(e.Name); n != nil {
+			return n, label, nil
 		}
 		return nil, label, fmt.Errorf("network-attachment-definition %s has no spec.config and conf dir %s has no network named %q", label, cd.dir, e.Name)
 	}
