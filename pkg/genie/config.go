@@ -124,19 +124,43 @@ func parseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("logLevel %q: want debug, info, warn or error", s)
 }
 
-// newLogger opens the configured log; stdout is never used (it carries the
-// CNI result). The returned closer must be called before exit.
+// newLogger returns the configured log; stdout is never used (it carries
+// the CNI result). The log file is opened on the first record, so a call
+// that logs nothing (the usual ADD or DEL at the default level) does not
+// touch it. The returned closer must be called before exit.
 func newLogger(c *NetConf) (*slog.Logger, func()) {
 	lvl, _ := parseLevel(c.LogLevel)
 	var w io.Writer = os.Stderr
 	closer := func() {}
 	if c.LogFile != "" {
-		if err := os.MkdirAll(filepath.Dir(c.LogFile), 0o755); err == nil {
-			if f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
-				w = f
-				closer = func() { f.Close() }
+		lf := &lazyFile{path: c.LogFile}
+		w, closer = lf, lf.close
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), closer
+}
+
+// lazyFile appends to path, opened (and its directory created) at the first
+// Write; if that fails, records go to stderr instead.
+type lazyFile struct {
+	path string
+	w    io.Writer
+	f    *os.File
+}
+
+func (l *lazyFile) Write(p []byte) (int, error) {
+	if l.w == nil {
+		l.w = os.Stderr
+		if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err == nil {
+			if f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+				l.w, l.f = f, f
 			}
 		}
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), closer
+	return l.w.Write(p)
+}
+
+func (l *lazyFile) close() {
+	if l.f != nil {
+		l.f.Close()
+	}
 }

@@ -451,3 +451,19 @@ func TestConfDirLazyParse(t *testing.T) {
 	}
 }
 
+// TestLogFileOpenedOnFirstRecord checks that a call logging nothing leaves
+// the log file alone, and that the first record creates it (and its dir).
+func TestLogFileOpenedOnFirstRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "genie.log")
+	log, done := newLogger(&NetConf{LogFile: path, LogLevel: "warn"})
+	log.Info("below the level")
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("log file touched before any record: %v", err)
+	}
+	log.Warn("first record", "k", "v")
+	done()
+	data, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(string(data), "first record") || strings.Contains(string(data), "below") {
+		t.Fatalf("log file = %q, %v", data, err)
+	}
+}
