@@ -200,6 +200,28 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		return nil, fail(types.ErrInternal, "save state", err)
 	}
 
+	// 6 (started now). Publish the endpoint so other nodes of the VPC
+	//    learn it: the store round trips (about 2 ms) overlap the veth
+	//    and data plane steps, and the ADD returns only once both are
+	//    done. A remote packet arriving before the local entry exists is
+	//    dropped and counted, as for any address not yet in use. Every
+	//    return waits for the write first, so a failed ADD's undo cannot
+	//    race it and leak the endpoint.
+	published := make(chan error, 1)
+	ep := at.endpoint(a.cfg.NodeName)
+	go func() {
+		_, err := a.st.PutEndpoint(ctx, ep)
+		published <- err
+	}()
+	publishErr, waited := error(nil), false
+	waitPublished := func() error {
+		if !waited {
+			publishErr, waited = <-published, true
+		}
+		return publishErr
+	}
+	defer waitPublished() // runs before the undo registered above
+
 	// 4. The veth pair, configured inside the pod's netns.
 	podAddr := &net.IPNet{IP: net.IP(at.IP.AsSlice()), Mask: net.CIDRMask(sub.CIDR.Bits(), 32)}
 	var vpcCIDR *net.IPNet
@@ -235,8 +257,8 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	a.local[vniIP{at.VNI, at.IP}] = key
 	a.mu.Unlock()
 
-	// 6. Publish the endpoint so other nodes of the VPC learn it.
-	if _, err := a.st.PutEndpoint(ctx, at.endpoint(a.cfg.NodeName)); err != nil {
+	// 6. The endpoint is published.
+	if err := waitPublished(); err != nil {
 		a.m.storeErrors.WithLabelValues("put_endpoint").Inc()
 		return nil, fail(codeFor(err), "publish endpoint", err)
 	}
