@@ -21,4 +21,12 @@
 // -bench, gated by GENIE_SCALE_BENCH=1 for the long ones) that report their
 // figures with b.ReportMetric, each against a baseline of the same run
 // where one exists.
+//
+// Running (as root, after hack/build-test-bins.sh):
+//
+//	go test ./test/scale -run TestPrivilegedConcurrentAddDel -v   # GENIE_SCALE_OPS=1000, _WORKERS=3 per node, _MAX_LIVE=6
+//	go test ./test/scale -run XXX -bench 'AddLatency|Readiness' -benchtime=1x   # GENIE_SCALE_ADD_PODS=100, GENIE_SCALE_READY_PODS=100
+//	GENIE_SCALE_BENCH=1 go test ./test/scale -run XXX -bench Scale -benchtime=1x -timeout 40m   # GENIE_SCALE_VPCS=1000, _EPS=100, _SAMPLES=200
+//
+// GENIE_SCALE_AGENT_ARGS passes extra genied flags (e.g. "--pod-attach tcx").
 package scale
