@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/utils"
@@ -58,12 +57,41 @@ func (e *Element) String() string {
 	return b.String()
 }
 
+// The name syntaxes are checked by hand, not with package-level regexps:
+// compiling those ran at every genie start (ADD and DEL alike), selection
+// or not.
 var (
-	// DNS-1123 label (namespaces, VPC and subnet names).
-	dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	// CNI network names (also DNS-1123 subdomains, which NAD names are).
-	netName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+	// dnsLabel matches a DNS-1123 label (namespaces, VPC and subnet names):
+	// ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$.
+	dnsLabel = matcher(func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+			if !alnum && (c != '-' || i == 0 || i == len(s)-1) {
+				return false
+			}
+		}
+		return s != ""
+	})
+	// netName matches a CNI network name (NAD names, DNS-1123 subdomains,
+	// are a subset): ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$.
+	netName = matcher(func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+			if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+				return false
+			}
+		}
+		return s != ""
+	})
 )
+
+// matcher is a name syntax check with regexp's MatchString shape.
+type matcher func(string) bool
+
+// MatchString reports whether s has the syntax.
+func (m matcher) MatchString(s string) bool { return m(s) }
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
