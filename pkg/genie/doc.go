@@ -40,8 +40,10 @@
 // GC of a delegate network (which DELs cached attachments missing from the
 // valid list) only ever touches attachments genie made.
 //
-// Scaling: genie is a short-lived process per CNI call; its cost is one
-// conf-dir read, one small fsync'ed file and the delegate executions, which
-// dominate. Nothing is cached across calls, so a rotated kubeconfig token or
-// an edited conf file takes effect on the next call.
+// Scaling: genie is a short-lived process per CNI call; its cost is its own
+// start-up (a static Go binary linking client-go: see "Cost per call" in
+// docs/genie.md), one conf-dir read (every file's name and type peeked, only
+// the networks used parsed), one small record file and the delegate
+// executions, which dominate. Nothing is cached across calls, so a rotated
+// kubeconfig token or an edited conf file takes effect on the next call.
 package genie
