@@ -16,7 +16,18 @@
 //   - same node: overlay pod to pod vs the reference bridge plugin's pods;
 //   - cross node: overlay vs node-to-node on the underlay, and vs a
 //     flannel-style path (pod veth, linux bridge, kernel vxlan device);
-//   - latency: overlay vs underlay, cross node;
+//   - cross node, the floor: a pod attached to node1 by a plain routed veth
+//     (no BPF, no encapsulation) talking to node2's underlay address. It
+//     is the underlay plus the one veth hop per direction that any
+//     veth-attached pod pays, so overlay / floor is what our programs and
+//     the encapsulation cost, and floor / underlay is the part of the gap
+//     to the underlay that no veth-based data plane can close (this kernel
+//     has no netkit, which would remove the hop);
+//   - latency: overlay vs underlay and vs the floor, cross node;
+//   - retransmits per run: on veths they are spurious (packets of one flow
+//     sent from both CPUs, by the application and by ACK processing, are
+//     reordered between the CPUs' backlog queues), so they show how much
+//     a path suffers from reordering;
 //   - readiness: CNI ADD latency through genie and genied, and how long
 //     after ADD returns a pod on another node first gets an answer from
 //     the new pod (the design's readiness promise is "at once").
