@@ -136,8 +136,10 @@
 // On real NICs (not measurable here) the receive side gets no GRO for our
 // Geneve: without a geneve device no UDP tunnel socket offers gro_receive
 // for port 6081, so each MTU-sized frame runs from_uplink and reaches the
-// pod alone (rx-udp-gro-forwarding on the NIC, or a kernel tunnel device
-// in collect_metadata mode, would be the way to get it back).
+// pod alone. rx-udp-gro-forwarding would not help (it glues whole UDP
+// payloads, which a tc decap cannot split); a kernel tunnel device in
+// collect_metadata mode (vxlan external, fed by bpf_skb_set_tunnel_key),
+// whose socket does tunnel GRO, is the known way to get it back.
 //
 // Retransmits: on a 2-CPU machine a TCP flow's packets are sent from both
 // CPUs (the application's CPU and the one processing its ACKs) and get
