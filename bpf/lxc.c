@@ -31,7 +31,7 @@ int from_pod(struct __sk_buff *skb)
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__u32 zero = 0;
+	__u32 zero = 0, hash;
 	__u8 tos;
 
 	if (!skb_ensure(skb, ETH_HLEN))
@@ -92,5 +92,12 @@ int from_pod(struct __sk_buff *skb)
 			return drop_skb(DROP_ENCAP_FAILED);
 		return bpf_redirect_peer(dst->ifindex, 0);
 	}
-	return geneve_encap(skb, cfg, ep->vni, dst, tos);
+	/* UDP source port entropy for the encap, read while ip is valid.
+	 * Socket traffic carries sk_txhash; the rest (unconnected UDP,
+	 * forwarded packets) gets a cheap inline hash instead of the flow
+	 * dissector. */
+	hash = skb->hash;
+	if (!hash)
+		hash = flow_hash(ip, data_end);
+	return geneve_encap(skb, cfg, ep->vni, dst, tos, hash);
 }

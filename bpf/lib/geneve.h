@@ -42,29 +42,48 @@ struct encap_hdrs {
 		     BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | \
 		     BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))
 
+/* flow_hash is a cheap per-flow hash of an IPv4 packet for the outer UDP
+ * source port: addresses, protocol and, for an unfragmented TCP/UDP/SCTP
+ * packet whose ports are in the linear data, the ports. It only has to be
+ * stable per flow and spread flows; the kernel's flow dissector
+ * (bpf_get_hash_recalc) did the same job for ~70 ns a packet. */
+__inline __u32 flow_hash(const struct iphdr *ip, void *data_end)
+{
+	__u32 h = ip->saddr ^ ((ip->daddr << 16) | (ip->daddr >> 16)) ^ ip->protocol;
+	const __u32 *ports = (const void *)ip + ip->ihl * 4;
+
+	if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP ||
+	     ip->protocol == IPPROTO_SCTP) &&
+	    !(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) &&
+	    (void *)(ports + 1) <= data_end)
+		h ^= *ports * 0x9e3779b1;
+	/* murmur3 finaliser: every input bit reaches the low 14 bits. */
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
 /* geneve_encap wraps the IPv4 packet in skb (starting with an Ethernet
  * header) for remote endpoint dst of VPC vni and redirects it to the uplink.
- * Returns a tc verdict; failures are counted drops. GSO and checksum offload
- * stay intact: adjust_room with the ENCAP flags marks the skb as a UDP tunnel
- * so the uplink segments it (and fills the inner checksums) correctly. */
+ * hash is the inner flow's hash (skb->hash, or flow_hash for a hashless
+ * packet), read before the headers move. Returns a tc verdict; failures are
+ * counted drops. GSO and checksum offload stay intact: adjust_room with the
+ * ENCAP flags marks the skb as a UDP tunnel so the uplink segments it (and
+ * fills the inner checksums) correctly. */
 __inline int geneve_encap(struct __sk_buff *skb, const struct node_config *cfg,
-			  __u32 vni, const struct endpoint_info *dst, __u8 tos)
+			  __u32 vni, const struct endpoint_info *dst, __u8 tos,
+			  __u32 hash)
 {
 	struct node_info *node;
 	struct encap_hdrs h;
-	__u32 hash, len;
+	__u32 len;
 
 	node = bpf_map_lookup_elem(&genie_nodes, &dst->node_ip);
 	if (!node)
 		return drop_skb(DROP_NO_NODE);
-
-	/* Flow hash over the inner packet (before encap) for UDP source port
-	 * entropy, so ECMP/RSS on the underlay spreads flows. Packets from a
-	 * pod's socket carry one already (sk_txhash); only hashless packets pay
-	 * for the flow dissector (~70 ns, the bulk of BenchmarkLxcEncap). */
-	hash = skb->hash;
-	if (!hash)
-		hash = bpf_get_hash_recalc(skb);
 
 	if (bpf_skb_adjust_room(skb, ENCAP_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS))
 		return drop_skb(DROP_ENCAP_FAILED);
