@@ -209,6 +209,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	//    race it and leak the endpoint.
 	published := make(chan error, 1)
 	ep := at.endpoint(a.cfg.NodeName)
+	ep.Published = time.Now()
 	go func() {
 		_, err := a.st.PutEndpoint(ctx, ep)
 		published <- err

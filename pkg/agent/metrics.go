@@ -20,6 +20,7 @@ import (
 type metrics struct {
 	reg         *prometheus.Registry
 	addSeconds  prometheus.Histogram
+	propagation prometheus.Histogram
 	delSeconds  prometheus.Histogram
 	addErrors   prometheus.Counter
 	endpoints   *prometheus.GaugeVec
@@ -58,6 +59,10 @@ func newMetrics(drops func() (map[string]uint64, error)) *metrics {
 			Name: "genie_attach_duration_seconds", Help: "Latency of VPC attachments (CNI ADD).", Buckets: buckets}),
 		delSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "genie_detach_duration_seconds", Help: "Latency of VPC detachments (CNI DEL).", Buckets: buckets}),
+		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "genie_endpoint_propagation_seconds",
+			Help:    "Time from a remote agent publishing an endpoint to its entry in this node's data plane (across nodes: as exact as their clock sync).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5}}),
 		addErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "genie_attach_errors_total", Help: "VPC attachments that failed."}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -73,7 +78,7 @@ func newMetrics(drops func() (map[string]uint64, error)) *metrics {
 		mapFull: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "genie_map_full_errors_total", Help: "Map writes refused because the map is full, by scope (local attachment or remote endpoint)."}, []string{"scope"}),
 	}
-	m.reg.MustRegister(m.addSeconds, m.delSeconds, m.addErrors, m.endpoints, m.storeErrors, m.watches, m.resyncs, m.mapCap, m.mapFull,
+	m.reg.MustRegister(m.addSeconds, m.propagation, m.delSeconds, m.addErrors, m.endpoints, m.storeErrors, m.watches, m.resyncs, m.mapCap, m.mapFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if drops != nil {
 		m.reg.MustRegister(&dropsCollector{

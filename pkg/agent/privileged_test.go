@@ -885,6 +885,11 @@ func TestPrivilegedTwoNodes(t *testing.T) {
 			t.Fatalf("node-b watches %v VPCs and has %v remote endpoints, want 2 and 1",
 				mb["genie_vpc_watches"], mb[`genie_endpoints{scope="remote"}`])
 		}
+		// node-a learned b1 through its watch (node-b listed a1 when it
+		// joined blue, which is not a propagation): exactly one sample.
+		if n, sum := ma["genie_endpoint_propagation_seconds_count"], ma["genie_endpoint_propagation_seconds_sum"]; n != 1 || sum <= 0 || sum > 10 {
+			t.Fatalf("node-a propagation histogram: count %v sum %vs, want 1 sample in (0, 10s]", n, sum)
+		}
 	})
 
 	t.Run("vpcs with the same cidr stay isolated", func(t *testing.T) {

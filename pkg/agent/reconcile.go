@@ -451,7 +451,13 @@ func (a *Agent) applyLocked(vs *vpcState, ev store.EndpointEvent) error {
 		return nil
 	}
 	if ev.Type == store.EventPut {
-		return a.putRemoteLocked(vs, ev.Endpoint)
+		if err := a.putRemoteLocked(vs, ev.Endpoint); err != nil {
+			return err
+		}
+		if p := ev.Endpoint.Published; !p.IsZero() {
+			a.m.propagation.Observe(time.Since(p).Seconds())
+		}
+		return nil
 	}
 	return a.deleteRemoteLocked(vs, keyOf(ev.Endpoint.ID))
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // VNI bounds. A VNI is a 24-bit VXLAN/Geneve network identifier; 0 is
@@ -163,6 +164,11 @@ type Endpoint struct {
 	MAC net.HardwareAddr `json:"-"`
 	// Node is the name of the node hosting the pod.
 	Node string `json:"node"`
+	// Published is when the hosting agent published the endpoint (its
+	// wall clock). Other agents observe their propagation latency against
+	// it, so it is only as exact as the nodes' clock sync; zero for
+	// records written by anything else.
+	Published time.Time `json:"published,omitzero"`
 }
 
 // EndpointID returns the endpoint ID of an attachment: "containerID/ifname".

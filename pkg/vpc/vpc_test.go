@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
@@ -160,6 +161,12 @@ func TestJSON(t *testing.T) {
 	var back vpc.Endpoint
 	if err := json.Unmarshal(b, &back); err != nil || back.MAC.String() != e.MAC.String() || back.IP != e.IP || back.ID != e.ID {
 		t.Fatalf("round trip = %+v, %v", back, err)
+	}
+	// Published travels with nanoseconds and is left out when zero (above).
+	e.Published = time.Date(2026, 11, 27, 9, 30, 0, 123456789, time.UTC)
+	b, _ = json.Marshal(e)
+	if err := json.Unmarshal(b, &back); err != nil || !back.Published.Equal(e.Published) {
+		t.Fatalf("published round trip: %s -> %v, %v", b, back.Published, err)
 	}
 	if err := json.Unmarshal([]byte(`{"vpc":"blue","id":"x","mac":"zz"}`), &back); !errors.Is(err, vpc.ErrInvalid) {
 		t.Fatalf("bad mac: %v", err)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -168,6 +169,7 @@ type endpointSpec struct {
 	IP           string `json:"ip"`
 	MAC          string `json:"mac,omitempty"`
 	Node         string `json:"node"`
+	Published    string `json:"published,omitempty"` // RFC 3339 with nanoseconds
 }
 
 type vniClaimObject struct {
@@ -318,6 +320,11 @@ func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 			return vpc.Endpoint{}, fmt.Errorf("endpoint object %q: mac %q: %w", o.Metadata.Name, sp.MAC, vpc.ErrInvalid)
 		}
 	}
+	if sp.Published != "" {
+		if e.Published, err = time.Parse(time.RFC3339Nano, sp.Published); err != nil {
+			return vpc.Endpoint{}, fmt.Errorf("endpoint object %q: published %q: %w", o.Metadata.Name, sp.Published, vpc.ErrInvalid)
+		}
+	}
 	return e, nil
 }
 
@@ -326,6 +333,9 @@ func endpointSpecOf(e vpc.Endpoint) endpointSpec {
 		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node}
 	if len(e.MAC) > 0 {
 		sp.MAC = e.MAC.String()
+	}
+	if !e.Published.IsZero() {
+		sp.Published = e.Published.UTC().Format(time.RFC3339Nano)
 	}
 	return sp
 }
