@@ -10,34 +10,14 @@ import (
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/store/etcdstore"
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
-
-// testBinDir is GENIE_TEST_BINDIR or <module root>/_output/bin.
-func testBinDir(t *testing.T) string {
-	if d := os.Getenv("GENIE_TEST_BINDIR"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "_output", "bin")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("module root not found")
-		}
-		dir = parent
-	}
-}
 
 // The store works against an external etcd process (the "outgrown one
 // machine" path), here the etcd binary built by hack/build-test-bins.sh.
 func TestExternalEtcd(t *testing.T) {
-	bin := filepath.Join(testBinDir(t), "etcd")
+	bin := filepath.Join(testenv.BinDir(t), "etcd")
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("no etcd binary at %s (run hack/build-test-bins.sh): %v", bin, err)
 	}

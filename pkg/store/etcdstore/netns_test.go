@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/store/etcdstore"
+	"github.com/cni-genie/cni-genie/pkg/store/etcdstore/etcdtest"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
@@ -24,7 +25,7 @@ func TestPrivilegedUnixSocketAcrossNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace")
 	}
-	prefix := "/test/netns-" + randSuffix()
+	prefix := etcdtest.UniquePrefix(t)
 	tcp, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{DataDir: shortTempDir(t), ClientURL: "http://127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +34,7 @@ func TestPrivilegedUnixSocketAcrossNetns(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestNetnsChild$", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"=1",
-		"GENIE_CHILD_UNIX="+endpoints[0], "GENIE_CHILD_TCP="+tcp.Endpoints()[0], "GENIE_CHILD_PREFIX="+prefix)
+		"GENIE_CHILD_UNIX="+srv.Endpoints()[0], "GENIE_CHILD_TCP="+tcp.Endpoints()[0], "GENIE_CHILD_PREFIX="+prefix)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -42,7 +43,7 @@ func TestPrivilegedUnixSocketAcrossNetns(t *testing.T) {
 	if !strings.Contains(string(out), "--- PASS: TestNetnsChild") {
 		t.Fatalf("child did not run its test:\n%s", out)
 	}
-	v, err := newStoreAt(t, prefix).GetVPC(ctx, "from-netns")
+	v, err := srv.NewStore(t, prefix).GetVPC(ctx, "from-netns")
 	if err != nil || v.VNI != 1 {
 		t.Fatalf("vpc created by the child = %+v, %v", v, err)
 	}

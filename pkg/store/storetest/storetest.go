@@ -272,6 +272,8 @@ func testSubnetValidation(t *testing.T, open func() store.Store) {
 		_, err := s.CreateSubnet(ctx, tc.sn)
 		wantErr(t, "create "+tc.sn.String(), err, tc.sentinel, tc.want)
 	}
+	_, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "db", CIDR: netip.MustParsePrefix("10.1.9.0/24")})
+	wantErr(t, "create duplicate subnet", err, store.ErrExists, "already exists")
 
 	// Defaults: gateway = first host, block /26 (or the subnet when smaller).
 	web := MustSubnet(t, s, "blue", "web", "10.1.0.0/25")
@@ -284,7 +286,7 @@ func testSubnetValidation(t *testing.T, open func() store.Store) {
 	if got, err := s.GetSubnet(ctx, "blue", "web"); err != nil || got != web {
 		t.Fatalf("get = %+v, %v; want %+v", got, err, web)
 	}
-	_, err := s.GetSubnet(ctx, "blue", "nope")
+	_, err = s.GetSubnet(ctx, "blue", "nope")
 	wantErr(t, "get missing subnet", err, store.ErrNotFound, `subnet "blue/nope"`)
 	l, err := s.ListSubnets(ctx, "blue")
 	if err != nil || len(l) != 3 || l[0].Name != "db" || l[1].Name != "small" || l[2].Name != "web" {

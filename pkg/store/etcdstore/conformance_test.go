@@ -1,4 +1,4 @@
-package storetest_test
+package etcdstore_test
 
 import (
 	"testing"
@@ -8,12 +8,9 @@ import (
 	"github.com/cni-genie/cni-genie/pkg/store/storetest"
 )
 
-var srv *etcdtest.Server
-
-func TestMain(m *testing.M) { etcdtest.Main(m, &srv) }
-
-// The suite against the reference backend: etcd (embedded, real server).
-func TestEtcdConformance(t *testing.T) {
+// The backend-neutral conformance suite against the reference backend: a
+// real embedded etcd, one key prefix per subtest, a new client per open.
+func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) func() store.Store {
 		prefix := etcdtest.UniquePrefix(t)
 		return func() store.Store { return srv.NewStore(t, prefix) }
