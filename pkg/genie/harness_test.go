@@ -1,15 +1,12 @@
 package genie
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -17,66 +14,20 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 // specVersions are the CNI versions every case runs under.
 var specVersions = []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
-func moduleRoot(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Dir(file)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("module root not found")
-		}
-		dir = parent
-	}
-}
-
 // cniBinDir is where the real reference plugins are; the test skips when
 // they have not been built.
 func cniBinDir(t testing.TB) string {
-	dir := os.Getenv("GENIE_TEST_CNI_BINDIR")
-	if dir == "" {
-		dir = filepath.Join(moduleRoot(t), "_output", "cni", "bin")
-	}
-	for _, p := range []string{"bridge", "host-local", "macvlan"} {
-		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
-			t.Skipf("needs the CNI reference plugins in %s (run hack/build-test-bins.sh): %v", dir, err)
-		}
-	}
+	dir := testenv.CNIBinDir(t)
+	testenv.RequireBinaries(t, filepath.Join(dir, "bridge"), filepath.Join(dir, "host-local"), filepath.Join(dir, "macvlan"))
 	return dir
-}
-
-func requireRoot(t testing.TB) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and links")
-	}
-}
-
-func randSuffix() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// newNS creates a network namespace removed at test end.
-func newNS(t testing.TB) ns.NetNS {
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("creating netns: %v", err)
-	}
-	t.Cleanup(func() {
-		n.Close()
-		_ = testutils.UnmountNS(n)
-	})
-	return n
 }
 
 // noopPlugin builds the CNI project's own test plugin (it records every
@@ -85,7 +36,7 @@ func newNS(t testing.TB) ns.NetNS {
 func noopPlugin(t testing.TB) string {
 	p := filepath.Join(t.TempDir(), "noop")
 	cmd := exec.Command("go", "build", "-o", p, "github.com/containernetworking/cni/plugins/test/noop")
-	cmd.Dir = moduleRoot(t)
+	cmd.Dir = testenv.ModuleRoot(t)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("building noop plugin: %v: %s", err, out)
@@ -109,8 +60,8 @@ type testEnv struct {
 }
 
 func newTestEnv(t testing.TB, version string) *testEnv {
-	requireRoot(t)
-	e := &testEnv{t: t, version: version, binDir: cniBinDir(t), sfx: randSuffix(), extra: map[string]any{}}
+	testenv.RequireRoot(t, "creates network namespaces and links")
+	e := &testEnv{t: t, version: version, binDir: cniBinDir(t), sfx: testenv.RandSuffix(), extra: map[string]any{}}
 	dir := t.TempDir()
 	e.confDir = filepath.Join(dir, "net.d")
 	e.stateDir = filepath.Join(dir, "state")
@@ -119,7 +70,7 @@ func newTestEnv(t testing.TB, version string) *testEnv {
 	if err := os.MkdirAll(e.confDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e.host = newNS(t)
+	e.host = testenv.NewNS(t)
 	// The macvlan master lives in the test's host netns.
 	err := e.host.Do(func(ns.NetNS) error {
 		// A veth end (the dummy driver may be missing).

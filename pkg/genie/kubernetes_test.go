@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 func TestMain(m *testing.M) { kubeapi.Main(m) }
@@ -107,7 +109,7 @@ func TestPrivilegedKubernetesSelection(t *testing.T) {
 
 		// Classic annotation: replaces the default, first listed is default.
 		p := k.pod(t, "classic", map[string]string{selection.ClassicAnnotation: "br-a,mv@eth3"})
-		pod := newNS(t)
+		pod := testenv.NewNS(t)
 		a := k.cmdArgs("k8s-classic-"+k.sfx, pod, k.podArgs(p))
 		if _, err := k.add(a); err != nil {
 			k.dumpLog()
@@ -128,7 +130,7 @@ func TestPrivilegedKubernetesSelection(t *testing.T) {
 			selection.ClassicAnnotation:  "br-b",
 			selection.NetworksAnnotation: `[{"name":"mv","default-route":["10.20.0.1"]},{"name":"br-b","interface":"data0"}]`,
 		})
-		pod = newNS(t)
+		pod = testenv.NewNS(t)
 		a = k.cmdArgs("k8s-npwg-"+k.sfx, pod, k.podArgs(p))
 		res, err := k.add(a)
 		if err != nil {
@@ -175,7 +177,7 @@ func TestPrivilegedKubernetesSelection(t *testing.T) {
 			{"unknown", `missing-nad`, types.ErrInvalidNetworkConfig, "unknown network"},
 		} {
 			p := k.pod(t, tc.name, map[string]string{selection.NetworksAnnotation: tc.ann})
-			pod := newNS(t)
+			pod := testenv.NewNS(t)
 			_, err := k.add(k.cmdArgs("k8s-"+tc.name+"-"+k.sfx, pod, k.podArgs(p)))
 			var te *types.Error
 			if !errors.As(err, &te) || te.Code != tc.code || !strings.Contains(te.Msg, tc.want) {

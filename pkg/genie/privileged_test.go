@@ -13,6 +13,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 func forEachVersion(t *testing.T, fn func(t *testing.T, v string)) {
@@ -49,7 +51,7 @@ func resultIPsByIface(res *current.Result) map[string][]string {
 func TestPrivilegedThreeInterfaces(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v string) {
 		e := newTestEnv(t, v)
-		pod := newNS(t)
+		pod := testenv.NewNS(t)
 		a := e.cmdArgs("c3-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv@eth3,br-b")
 		res, err := e.add(a)
 		if err != nil {
@@ -103,7 +105,7 @@ func TestPrivilegedDelFromRecord(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v string) {
 		for _, netnsGone := range []bool{false, true} {
 			e := newTestEnv(t, v)
-			pod := newNS(t)
+			pod := testenv.NewNS(t)
 			a := e.cmdArgs("cr-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=mv,br-b@eth7")
 			if _, err := e.add(a); err != nil {
 				e.dumpLog()
@@ -144,7 +146,7 @@ func TestPrivilegedRollback(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v string) {
 		for _, third := range []string{"bad-ipam", "missing"} {
 			e := newTestEnv(t, v)
-			pod := newNS(t)
+			pod := testenv.NewNS(t)
 			a := e.cmdArgs("rb-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv,"+third)
 			_, err := e.add(a)
 			var te *types.Error
@@ -173,7 +175,7 @@ func TestPrivilegedCheck(t *testing.T) {
 			t.Skip("CHECK is not part of CNI 0.3.1 (skel refuses it before genie runs)")
 		}
 		e := newTestEnv(t, v)
-		pod := newNS(t)
+		pod := testenv.NewNS(t)
 		a := e.cmdArgs("ck-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv@eth3")
 		if _, err := e.add(a); err != nil {
 			e.dumpLog()
@@ -228,7 +230,7 @@ func TestPrivilegedGC(t *testing.T) {
 		e.writeConf("60-observer.conf", map[string]any{"cniVersion": "1.1.0", "name": "observer", "type": "noop",
 			"debugFile": debugFile, "commandLog": cmdLog})
 
-		podA, podB := newNS(t), newNS(t)
+		podA, podB := testenv.NewNS(t), testenv.NewNS(t)
 		a := e.cmdArgs("gca-"+e.sfx, podA, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv,observer")
 		b := e.cmdArgs("gcb-"+e.sfx, podB, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,br-b")
 		if _, err := e.add(a); err != nil {
@@ -356,7 +358,7 @@ func TestPrivilegedStatus(t *testing.T) {
 func TestPrivilegedDelWithoutRecord(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v string) {
 		e := newTestEnv(t, v)
-		pod := newNS(t)
+		pod := testenv.NewNS(t)
 		a := e.cmdArgs("norec-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a")
 		if _, err := e.add(a); err != nil {
 			t.Fatalf("add: %v", err)
@@ -390,7 +392,7 @@ func TestPrivilegedDelWithoutRecord(t *testing.T) {
 func TestPrivilegedAddAfterUnfinishedAdd(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v string) {
 		e := newTestEnv(t, v)
-		pod := newNS(t)
+		pod := testenv.NewNS(t)
 		first := e.cmdArgs("again-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv")
 		if _, err := e.add(first); err != nil {
 			t.Fatalf("first add: %v", err)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 // samples holds each sub-benchmark's per-iteration ADD+DEL durations, so the
@@ -44,7 +46,7 @@ func quantile(d []time.Duration, q float64) time.Duration {
 //	go test ./test/integration -run '^$' -bench BenchmarkAddDel -benchtime 200x -count 1
 func BenchmarkAddDel(b *testing.B) {
 	n := newNode(b, "1.1.0", map[string]any{"defaultNetworks": []string{"br-a"}, "logLevel": "warn"})
-	pod := newNS(b)
+	pod := testenv.NewNS(b)
 	cniPath := filepath.SplitList(n.cniPath)
 	// The runtime's libcni cache goes to a temp dir, not /var/lib/cni.
 	cni := libcni.NewCNIConfigWithCacheDir(cniPath, b.TempDir(), nil)

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 type cniResult struct {
@@ -38,7 +40,7 @@ func TestPrivilegedCnitool(t *testing.T) {
 	for _, v := range specVersions {
 		t.Run("cni-"+v, func(t *testing.T) {
 			n := newNode(t, v, nil)
-			pod := newNS(t)
+			pod := testenv.NewNS(t)
 			args := "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv@eth3,br-b"
 
 			out, err := n.run("add", "genie-net", pod, args)
@@ -115,7 +117,7 @@ func TestPrivilegedCnitool(t *testing.T) {
 func TestPrivilegedCnitoolErrors(t *testing.T) {
 	n := newNode(t, "1.1.0", nil)
 	n.write("40-missing.conf", map[string]any{"cniVersion": "1.1.0", "name": "missing", "type": "genie-no-such-plugin"})
-	pod := newNS(t)
+	pod := testenv.NewNS(t)
 	for _, tc := range []struct {
 		args, want string
 		code       uint

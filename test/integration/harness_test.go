@@ -1,57 +1,29 @@
 package integration
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 var specVersions = []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
-func moduleRoot(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Dir(file)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("module root not found")
-		}
-		dir = parent
-	}
-}
-
-func envDir(t testing.TB, key string, def ...string) string {
-	if d := os.Getenv(key); d != "" {
-		return d
-	}
-	return filepath.Join(append([]string{moduleRoot(t)}, def...)...)
-}
-
 // tools returns the reference plugin dir and the cnitool path, skipping
 // when they have not been built.
 func tools(t testing.TB) (cniBin, cnitool string) {
-	cniBin = envDir(t, "GENIE_TEST_CNI_BINDIR", "_output", "cni", "bin")
-	cnitool = filepath.Join(envDir(t, "GENIE_TEST_BINDIR", "_output", "bin"), "cnitool")
-	for _, p := range []string{filepath.Join(cniBin, "bridge"), filepath.Join(cniBin, "host-local"), cnitool} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("needs %s (run hack/build-test-bins.sh): %v", p, err)
-		}
-	}
+	cniBin = testenv.CNIBinDir(t)
+	cnitool = filepath.Join(testenv.BinDir(t), "cnitool")
+	testenv.RequireBinaries(t, filepath.Join(cniBin, "bridge"), filepath.Join(cniBin, "host-local"), cnitool)
 	return cniBin, cnitool
 }
 
@@ -74,7 +46,7 @@ func genieBinary(t testing.TB) string {
 		// the benchmark measures what is installed.
 		for name, pkg := range map[string]string{"genie": "./cmd/genie", "passthru": "./test/integration/testdata/passthru"} {
 			cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(genieDir, name), pkg)
-			cmd.Dir = moduleRoot(t)
+			cmd.Dir = testenv.ModuleRoot(t)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("building %s: %v: %s", name, err, out)
@@ -96,30 +68,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func requireRoot(t testing.TB) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and links")
-	}
-}
-
-func randSuffix() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func newNS(t testing.TB) ns.NetNS {
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("creating netns: %v", err)
-	}
-	t.Cleanup(func() {
-		n.Close()
-		_ = testutils.UnmountNS(n)
-	})
-	return n
-}
-
 // node is a test "host" netns with a conf dir holding genie's conflist and
 // real delegate confs, as a runtime's node would have.
 type node struct {
@@ -136,14 +84,14 @@ type node struct {
 }
 
 func newNode(t testing.TB, version string, genieKeys map[string]any) *node {
-	requireRoot(t)
+	testenv.RequireRoot(t, "creates network namespaces and links")
 	cniBin, cnitool := tools(t)
-	n := &node{t: t, version: version, cniBin: cniBin, cnitool: cnitool, sfx: randSuffix()}
+	n := &node{t: t, version: version, cniBin: cniBin, cnitool: cnitool, sfx: testenv.RandSuffix()}
 	n.cniPath = genieBinary(t) + string(os.PathListSeparator) + cniBin
 	dir := t.TempDir()
 	n.confDir, n.stateDir, n.ipamDir = filepath.Join(dir, "net.d"), filepath.Join(dir, "state"), filepath.Join(dir, "ipam")
 	os.MkdirAll(n.confDir, 0o755)
-	n.host = newNS(t)
+	n.host = testenv.NewNS(t)
 	err := n.host.Do(func(ns.NetNS) error {
 		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "gmv" + n.sfx}, PeerName: "gmp" + n.sfx}
 		if err := netlink.LinkAdd(v); err != nil {
