@@ -2,8 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,7 +16,9 @@ import (
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
 	"github.com/cni-genie/cni-genie/pkg/store/etcdstore"
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
@@ -83,11 +83,9 @@ func TestPrivilegedDataPlaneBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	sfx := make([]byte, 3)
-	rand.Read(sfx)
-	name := "bench" + hex.EncodeToString(sfx)
+	name := "bench" + testenv.RandSuffix()
 	sb, err := sandbox.Up(ctx, sandbox.Options{Name: name, Nodes: 2, BinDir: bin, CNIBinDir: cniDir,
-		NoAgents: !overlay, Log: testWriter{t}})
+		NoAgents: !overlay, Log: sandboxtest.Log(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,13 +363,6 @@ func pingPong(ctx context.Context, p path, n int) (time.Duration, time.Duration,
 	}
 	sort.Slice(rtt, func(i, j int) bool { return rtt[i] < rtt[j] })
 	return rtt[len(rtt)/2], rtt[len(rtt)*99/100], nil
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 func best(v []float64) float64 {

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os/exec"
 	"path/filepath"
@@ -10,16 +8,16 @@ import (
 	"testing"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 // TestPrivilegedCLI drives the sandbox through the geniectl binary, as a
 // user would: up, vpc/subnet create, pod add, exec, status, pod del, down.
 func TestPrivilegedCLI(t *testing.T) {
-	requirePrivileged(t)
-	b := make([]byte, 3)
-	rand.Read(b)
-	name := "cli" + hex.EncodeToString(b)
-	geniectl := filepath.Join(binDir, "geniectl")
+	sandboxtest.RequirePrivileged(t)
+	name := "cli" + testenv.RandSuffix()
+	geniectl := filepath.Join(sandboxtest.BinDir(), "geniectl")
 	run := func(args ...string) (string, int) {
 		t.Helper()
 		out, err := exec.Command(geniectl, args...).CombinedOutput()

@@ -3,23 +3,21 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"strings"
 	"testing"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 // TestPrivilegedDemo runs the README's demo (make demo) end to end: it
 // must find zero mismatches in its matrix and leave nothing behind.
 func TestPrivilegedDemo(t *testing.T) {
-	requirePrivileged(t)
-	b := make([]byte, 3)
-	rand.Read(b)
-	name := "demo" + hex.EncodeToString(b)
+	sandboxtest.RequirePrivileged(t)
+	name := "demo" + testenv.RandSuffix()
 	var out bytes.Buffer
-	err := sandbox.Demo(context.Background(), sandbox.Options{Name: name, BinDir: binDir}, &out, false)
+	err := sandbox.Demo(context.Background(), sandbox.Options{Name: name, BinDir: sandboxtest.BinDir()}, &out, false)
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)

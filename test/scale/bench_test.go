@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
@@ -83,7 +84,7 @@ func dropPods(t tb, sb *sandbox.Sandbox, r *runner, pods []*sandbox.Pod) {
 // It runs once per way genied attaches the pod program (--pod-attach tcx,
 // and tc, the default), each with its own sandbox and bridge baseline.
 func BenchmarkAddLatency(b *testing.B) {
-	requirePrivileged(b)
+	sandboxtest.RequirePrivileged(b)
 	if _, ok := sandbox.TestCNIBinDir(); !ok {
 		b.Skip("needs the CNI reference plugins (hack/build-test-bins.sh)")
 	}
@@ -151,7 +152,7 @@ func benchAddLatency(b *testing.B, attach string) {
 // readiness, not the application's. Also reported: the ADD latency, and
 // when node1's map got the entry (polled from the pinned map).
 func BenchmarkReadiness(b *testing.B) {
-	requirePrivileged(b)
+	sandboxtest.RequirePrivileged(b)
 	n := envInt("GENIE_SCALE_READY_PODS", 100)
 	sb := newSandbox(b, "ready", 3)
 	vni := mkVPC(b, sb, "rdy", "10.70.0.0/16", "10.70.0.0/16")

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cni-genie/cni-genie/pkg/ipam"
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 	"github.com/vishvananda/netlink"
 )
@@ -100,7 +101,7 @@ func podAddrs(p *sandbox.Pod) ([]netip.Prefix, error) {
 // (agents' state files) and blocks beyond one kept per node, host veths,
 // data plane entries (agent metrics), pod namespaces.
 func TestPrivilegedConcurrentAddDel(t *testing.T) {
-	requirePrivileged(t)
+	sandboxtest.RequirePrivileged(t)
 	ops := envInt("GENIE_SCALE_OPS", 1000)
 	perNode := envInt("GENIE_SCALE_WORKERS", 3)  // workers per node
 	maxLive := envInt("GENIE_SCALE_MAX_LIVE", 6) // live pods per worker

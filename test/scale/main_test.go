@@ -2,10 +2,7 @@ package scale
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -17,102 +14,23 @@ import (
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
-// binDir holds genie, genied and geniectl built once for the package;
-// empty when the privileged tests cannot run.
-var (
-	binDir   string
-	buildErr error
-)
-
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if os.Geteuid() == 0 && !testing.Short() {
-		dir, err := os.MkdirTemp("", "genie-scale-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		buildErr = sandbox.BuildBinaries(dir)
-		binDir = dir
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { sandboxtest.Main(m) }
 
 // tb is what the helpers need from *testing.T and *testing.B.
-type tb interface {
-	Helper()
-	Fatal(...any)
-	Fatalf(string, ...any)
-	Skip(...any)
-	Skipf(string, ...any)
-	Errorf(string, ...any)
-	Logf(string, ...any)
-	Log(...any)
-	Cleanup(func())
-	Failed() bool
-	TempDir() string
-}
-
-// requirePrivileged skips unless a sandbox can run here.
-func requirePrivileged(t tb) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("skipped in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, BPF")
-	}
-	if err := sandbox.CheckBPFFS(sandbox.DefaultBPFRoot); err != nil {
-		t.Skipf("needs bpffs: %v", err)
-	}
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-}
-
-func randSuffix() string {
-	b := make([]byte, 3)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
+type tb = testing.TB
 
 // newSandbox brings up a sandbox with a random name; its teardown must
-// leave nothing behind. GENIE_SCALE_AGENT_ARGS adds genied flags.
+// leave nothing behind. GENIE_SCALE_AGENT_ARGS adds genied flags, e.g.
+// "--pod-attach tc".
 func newSandbox(t tb, prefix string, nodes int, agentArgs ...string) *sandbox.Sandbox {
 	t.Helper()
-	requirePrivileged(t)
-	name := prefix + randSuffix()
-	cniDir, _ := sandbox.TestCNIBinDir()
-	// GENIE_SCALE_AGENT_ARGS adds genied flags, e.g. "--pod-attach tc".
 	agentArgs = append(agentArgs, strings.Fields(os.Getenv("GENIE_SCALE_AGENT_ARGS"))...)
-	sb, err := sandbox.Up(context.Background(), sandbox.Options{Name: name, Nodes: nodes, BinDir: binDir,
-		CNIBinDir: cniDir, AgentArgs: agentArgs, Log: logWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range sb.Nodes() {
-				if data, err := os.ReadFile(n.LogFile); err == nil {
-					t.Logf("%s genied log (tail):\n%s", n.Name, tailLines(string(data), 40))
-				}
-			}
-		}
-		if err := sb.Down(context.Background()); err != nil {
-			t.Errorf("down: %v", err)
-		}
-		if left := sandbox.Leftovers("", "", name); len(left) > 0 {
-			t.Errorf("down left %v", left)
-		}
-	})
-	return sb
+	return sandboxtest.New(t, prefix, sandbox.Options{Nodes: nodes, AgentArgs: agentArgs})
 }
 
 // runner calls a CNI configuration list from inside one node's
@@ -182,7 +100,7 @@ func newRunner(t tb, sb *sandbox.Sandbox, node *sandbox.Node, conf []byte, args 
 		t.Fatal(err)
 	}
 	cniDir, ok := sandbox.TestCNIBinDir()
-	path := []string{binDir}
+	path := []string{sandboxtest.BinDir()}
 	if ok {
 		path = append(path, cniDir)
 	}
@@ -251,19 +169,4 @@ func say(t tb, format string, args ...any) {
 	t.Helper()
 	t.Logf(format, args...)
 	fmt.Printf(format+"\n", args...)
-}
-
-type logWriter struct{ t tb }
-
-func (w logWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
-
-func tailLines(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
 }
