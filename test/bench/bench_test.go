@@ -431,20 +431,7 @@ func measureReadiness(t *testing.T, sb *sandbox.Sandbox, from sandbox.Endpoint, 
 		}
 		add := time.Since(t0)
 		ip, _ := p.IP("")
-		srv, err := sandbox.ListenUDP(sandbox.Endpoint{Netns: p.Netns}, ":7100")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				k, a, err := srv.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				srv.WriteTo(buf[:k], a)
-			}
-		}()
+		srv := sandboxtest.EchoUDP(t, sandbox.Endpoint{Netns: p.Netns}, ":7100")
 		cli, err := sandbox.ListenUDP(from, ":0")
 		if err != nil {
 			t.Fatal(err)

@@ -178,20 +178,7 @@ func BenchmarkReadiness(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		srv, err := sandbox.ListenUDP(sandbox.Endpoint{Netns: p.Netns}, ":7100")
-		if err != nil {
-			b.Fatal(err)
-		}
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				k, a, err := srv.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				srv.WriteTo(buf[:k], a)
-			}
-		}()
+		srv := sandboxtest.EchoUDP(b, sandbox.Endpoint{Netns: p.Netns}, ":7100")
 		start := time.Now()
 		ip, err := r2.add(ctx, p)
 		returned := time.Now()

@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -117,6 +118,29 @@ type logWriter struct{ t testing.TB }
 func (w logWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+// EchoUDP listens on addr in e's namespace and sends every datagram back
+// to its sender until the returned socket is closed (by the caller, or at
+// the end of the test).
+func EchoUDP(t testing.TB, e sandbox.Endpoint, addr string) net.PacketConn {
+	t.Helper()
+	srv, err := sandbox.ListenUDP(e, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			k, a, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteTo(buf[:k], a)
+		}
+	}()
+	return srv
 }
 
 // TailLines returns the last n lines of s.

@@ -1,10 +1,17 @@
 package sandboxtest_test
 
 import (
+	"bytes"
+	"net"
 	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
 	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 func TestTailLines(t *testing.T) {
@@ -36,3 +43,47 @@ func TestPrivilegedNew(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { sandboxtest.Main(m) }
+
+// EchoUDP answers a datagram sent to it, inside a namespace of the test's
+// own, and stops when closed.
+func TestPrivilegedEchoUDP(t *testing.T) {
+	testenv.RequireRoot(t, "creates a network namespace")
+	n := testenv.NewNS(t)
+	err := n.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := sandbox.Endpoint{Netns: n.Path()}
+	srv := sandboxtest.EchoUDP(t, e, "127.0.0.1:7100")
+	cli, err := sandbox.ListenUDP(e, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7100}
+	ask := func() error {
+		if _, err := cli.WriteTo([]byte("hello"), dst); err != nil {
+			return err
+		}
+		cli.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 64)
+		k, _, err := cli.ReadFrom(buf)
+		if err == nil && !bytes.Equal(buf[:k], []byte("hello")) {
+			t.Fatalf("echo = %q, want hello", buf[:k])
+		}
+		return err
+	}
+	if err := ask(); err != nil {
+		t.Fatalf("no echo: %v", err)
+	}
+	srv.Close()
+	if err := ask(); err == nil {
+		t.Fatal("echo after close")
+	}
+}
