@@ -3,7 +3,6 @@ package genie
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,16 +181,7 @@ func (e *testEnv) del(a *skel.CmdArgs) error   { return e.inHost(func() error { 
 func (e *testEnv) check(a *skel.CmdArgs) error { return e.inHost(func() error { return CmdCheck(a) }) }
 
 // allocations lists the IPs host-local holds under the test's dataDir.
-func (e *testEnv) allocations() []string {
-	var out []string
-	_ = filepath.Walk(e.ipamDir, func(p string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() && net.ParseIP(info.Name()) != nil {
-			out = append(out, filepath.Base(filepath.Dir(p))+"/"+info.Name())
-		}
-		return nil
-	})
-	return out
-}
+func (e *testEnv) allocations() []string { return testenv.HostLocalAllocations(e.ipamDir) }
 
 func (e *testEnv) records() []string {
 	var out []string

@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,16 +152,7 @@ func (n *node) run(verb, network string, pod ns.NetNS, cniArgs string) ([]byte, 
 	return out, err
 }
 
-func (n *node) allocations() []string {
-	var out []string
-	_ = filepath.Walk(n.ipamDir, func(p string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() && net.ParseIP(info.Name()) != nil {
-			out = append(out, filepath.Base(filepath.Dir(p))+"/"+info.Name())
-		}
-		return nil
-	})
-	return out
-}
+func (n *node) allocations() []string { return testenv.HostLocalAllocations(n.ipamDir) }
 
 func podLinks(t testing.TB, pod ns.NetNS) map[string][]string {
 	out := map[string][]string{}

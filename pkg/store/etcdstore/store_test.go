@@ -131,17 +131,7 @@ func TestWatchNodesExactEvents(t *testing.T) {
 // A watch from a compacted revision reports ErrCompacted (own server: the
 // compaction would disturb the other tests).
 func TestWatchCompacted(t *testing.T) {
-	dir := shortTempDir(t)
-	e, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	s, err := etcdstore.New(ctx, e.Endpoints(), etcdstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	e, s := ownServer(t, etcdstore.EmbeddedConfig{})
 	storetest.RegisterNodes(t, s, "n1", "n2", "n3")
 	_, rev, _ := s.ListNodes(ctx)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints()})
@@ -158,6 +148,27 @@ func TestWatchCompacted(t *testing.T) {
 	}
 }
 
+// ownServer starts an embedded etcd of the test's own (in a new short
+// temp dir unless cfg names one) and connects a client; both are closed
+// at test end.
+func ownServer(t *testing.T, cfg etcdstore.EmbeddedConfig) (*etcdstore.Embedded, *etcdstore.Store) {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = shortTempDir(t)
+	}
+	e, err := etcdstore.StartEmbedded(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	s, err := etcdstore.New(ctx, e.Endpoints(), etcdstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return e, s
+}
+
 func shortTempDir(t *testing.T) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "genie-etcd-")
@@ -169,19 +180,10 @@ func shortTempDir(t *testing.T) string {
 }
 
 func TestEmbeddedTCP(t *testing.T) {
-	e, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{DataDir: shortTempDir(t), ClientURL: "http://127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e, s := ownServer(t, etcdstore.EmbeddedConfig{ClientURL: "http://127.0.0.1:0"})
 	if eps := e.Endpoints(); len(eps) != 1 || !strings.HasPrefix(eps[0], "http://127.0.0.1:") || strings.HasSuffix(eps[0], ":0") {
 		t.Fatalf("endpoints = %v", eps)
 	}
-	s, err := etcdstore.New(ctx, e.Endpoints(), etcdstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	if v, err := s.CreateVPC(ctx, vpc.VPC{Name: "tcp", CIDR: netip.MustParsePrefix("10.0.0.0/8")}); err != nil || v.VNI != 1 {
 		t.Fatalf("create = %+v, %v", v, err)
 	}

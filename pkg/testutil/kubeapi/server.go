@@ -25,12 +25,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
 // Environment variables the harness reads.
 const (
 	// EnvBinDir names the folder holding etcd and kube-apiserver.
-	EnvBinDir = "GENIE_TEST_BINDIR"
+	EnvBinDir = testenv.EnvBinDir
 	// EnvRequire, when "1", turns missing binaries into test failures (CI).
 	EnvRequire = "GENIE_REQUIRE_KUBE"
 	// EnvKeep, when "1", keeps the temp dir (logs, etcd data) after Stop.
@@ -38,7 +40,7 @@ const (
 )
 
 // ModulePath is the Go module whose root holds _output/bin and deploy/crds.
-const ModulePath = "github.com/cni-genie/cni-genie"
+const ModulePath = testenv.ModulePath
 
 // AdminUser is the user name of the admin token, a member of system:masters.
 const AdminUser = "genie-test-admin"
@@ -195,26 +197,7 @@ func DefaultBinDir() (string, error) {
 
 // ModuleRoot finds the root of the cni-genie module by walking up from the
 // working directory (go test runs in the package directory).
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find module root: %w", err)
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil {
-			line, _, _ := strings.Cut(string(data), "\n")
-			if strings.TrimSpace(line) == "module "+ModulePath {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("find module root: no go.mod of %s above the working directory", ModulePath)
-		}
-		dir = parent
-	}
-}
+func ModuleRoot() (string, error) { return testenv.FindModuleRoot() }
 
 var errPortInUse = errors.New("port already in use")
 

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,4 +120,17 @@ func NewNS(t testing.TB) ns.NetNS {
 		_ = testutils.UnmountNS(n)
 	})
 	return n
+}
+
+// HostLocalAllocations lists the addresses the host-local IPAM plugin
+// holds under its dataDir, as "<network>/<ip>", in walk order.
+func HostLocalAllocations(dataDir string) []string {
+	var out []string
+	_ = filepath.Walk(dataDir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && net.ParseIP(info.Name()) != nil {
+			out = append(out, filepath.Base(filepath.Dir(p))+"/"+info.Name())
+		}
+		return nil
+	})
+	return out
 }

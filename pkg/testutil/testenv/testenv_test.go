@@ -99,3 +99,22 @@ func TestPrivilegedNewNS(t *testing.T) {
 		t.Fatalf("netns %s left after the test", path)
 	}
 }
+
+func TestHostLocalAllocations(t *testing.T) {
+	dir := t.TempDir()
+	for _, p := range []string{"net-a/10.1.0.2", "net-a/last_reserved_ip.0", "net-a/lock", "net-b/10.2.0.9"} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte("c1\neth0"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := strings.Join(testenv.HostLocalAllocations(dir), " ")
+	if want := "net-a/10.1.0.2 net-b/10.2.0.9"; got != want {
+		t.Fatalf("allocations = %q, want %q", got, want)
+	}
+	if got := testenv.HostLocalAllocations(filepath.Join(dir, "missing")); len(got) != 0 {
+		t.Fatalf("allocations of a missing dir = %v", got)
+	}
+}
