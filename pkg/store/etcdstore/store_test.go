@@ -74,21 +74,9 @@ func TestWatchEndpointsExactEvents(t *testing.T) {
 		"put c1/eth1 10.1.0.2", "put c1/eth1 10.1.0.3", "put c2/eth1 10.1.0.2",
 		"delete c1/eth1 10.1.0.3", "delete c2/eth1 10.1.0.2",
 	}
-	var seen []string
-	for len(seen) < len(want) {
-		select {
-		case ev := <-events:
-			if ev.Type == store.EventError {
-				t.Fatal(ev.Err)
-			}
-			seen = append(seen, fmt.Sprintf("%s %s %s", ev.Type, ev.Endpoint.ID, ev.Endpoint.IP))
-		case <-time.After(storetest.EventTimeout):
-			t.Fatalf("watch: got %v, want %v", seen, want)
-		}
-	}
-	if !slices.Equal(seen, want) {
-		t.Fatalf("watch = %v, want %v", seen, want)
-	}
+	wantEvents(t, events, want, func(ev store.EndpointEvent) (string, error) {
+		return fmt.Sprintf("%s %s %s", ev.Type, ev.Endpoint.ID, ev.Endpoint.IP), ev.Err
+	})
 	cancel()
 	for ev := range events {
 		t.Fatalf("event after cancel: %+v", ev)
@@ -111,16 +99,27 @@ func TestWatchNodesExactEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"put n1 02:00:00:00:00:01", "put n2.example 02:00:00:00:00:02", "delete n1 02:00:00:00:00:01"}
+	wantEvents(t, events, want, func(ev store.NodeEvent) (string, error) {
+		return fmt.Sprintf("%s %s %s", ev.Type, ev.Node.Name, ev.Node.UnderlayMAC), ev.Err
+	})
+}
+
+// wantEvents reads len(want) events, failing on an error event or when
+// one takes longer than storetest.EventTimeout, and checks that they read
+// as want, in order.
+func wantEvents[E any](t *testing.T, events <-chan E, want []string, show func(E) (string, error)) {
+	t.Helper()
 	var seen []string
 	for len(seen) < len(want) {
 		select {
 		case ev := <-events:
-			if ev.Type == store.EventError {
-				t.Fatal(ev.Err)
+			line, err := show(ev)
+			if err != nil {
+				t.Fatal(err)
 			}
-			seen = append(seen, fmt.Sprintf("%s %s %s", ev.Type, ev.Node.Name, ev.Node.UnderlayMAC))
+			seen = append(seen, line)
 		case <-time.After(storetest.EventTimeout):
-			t.Fatalf("watch: %v", seen)
+			t.Fatalf("watch: got %v, want %v", seen, want)
 		}
 	}
 	if !slices.Equal(seen, want) {
