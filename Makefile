@@ -6,7 +6,7 @@ BIN       := $(OUT)/bin
 BINARIES  := genie genied geniectl
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build deps test-bins generate verify-generate test test-unit demo bench fuzz clean
+.PHONY: fmt-check all build deps test-bins generate verify-generate test test-unit demo bench fuzz clean
 
 all: build
 
@@ -34,6 +34,10 @@ test-bins:
 ## generate: rebuild the BPF objects with bpf2go (needs clang)
 generate:
 	$(GO) generate ./pkg/datapath/...
+
+## fmt-check: fail if any Go file is not gofmt'ed
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
 
 ## verify-generate: regenerate and fail if the committed objects differ
 verify-generate: generate

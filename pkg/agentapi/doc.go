@@ -1,7 +1,7 @@
 // Package agentapi is the contract between the genie CNI plugin and the node
 // agent genied: a small JSON-over-HTTP protocol on a unix socket.
 //
-// Design notes
+// # Design notes
 //
 // The plugin binary stays thin: for a VPC attachment it sends one Attach
 // request naming the VPC, the subnet, the pod's netns and the interface name,
