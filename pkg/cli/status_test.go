@@ -59,7 +59,7 @@ func TestStatusCommand(t *testing.T) {
 	for _, want := range []string{
 		"n1", "192.0.2.1", "n2",
 		"blue", "10.10.0.0/16",
-		"blue/web", "10.10.1.1", "3 x /26",
+		"blue/web", "10.10.1.1", "3 x /28",
 		"3 endpoints in 1 VPCs on 2 nodes",
 	} {
 		if !strings.Contains(out, want) {

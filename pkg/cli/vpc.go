@@ -166,7 +166,7 @@ func subnetCommand(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&cidr, "cidr", "", "the subnet's range, inside its VPC's CIDR")
 	create.Flags().StringVar(&gw, "gateway", "", "gateway address (default: the first address)")
-	create.Flags().IntVar(&block, "block-size", 0, "prefix length of the IPAM blocks nodes claim (default /26)")
+	create.Flags().IntVar(&block, "block-size", 0, "prefix length of the IPAM blocks nodes claim (default: /26, or 16 blocks per subnet for subnets smaller than /22)")
 	create.MarkFlagRequired("cidr")
 	list := &cobra.Command{
 		Use:   "list [VPC]",

@@ -3,8 +3,9 @@
 //
 // # Design notes
 //
-// A node claims an aligned block of a subnet (a /26 unless the subnet says
-// otherwise) atomically in the store, then hands out addresses from it
+// A node claims an aligned block of a subnet (a /26 in large subnets, at
+// least 16 blocks per subnet in small ones, unless the subnet says
+// otherwise; see vpc.Subnet.WithDefaults) atomically in the store, then hands out addresses from it
 // locally: a pod ADD costs no store round trip while one of the node's
 // blocks of that subnet has room. Two nodes never share a block (the store
 // enforces one owner per block key with a create-if-absent transaction),

@@ -60,7 +60,7 @@ func mustAlloc(t *testing.T, a *ipam.Allocator, owner string) ipam.Allocation {
 }
 
 func TestAllocateRelease(t *testing.T) {
-	s, _ := setup(t, "10.1.0.0/24", 0)
+	s, _ := setup(t, "10.1.0.0/24", 26)
 	a := newAlloc(t, s, "n1", t.TempDir())
 	al := mustAlloc(t, a, "c1/eth0")
 	want := ipam.Allocation{Owner: "c1/eth0", VPC: "blue", Subnet: "web", IP: netip.MustParsePrefix("10.1.0.2/24"),
@@ -152,7 +152,7 @@ func TestExhaustionNeverReserved(t *testing.T) {
 // A node claims another block when its blocks are full and gives back
 // empty blocks, keeping its last one until drained.
 func TestBlockClaimAndRelease(t *testing.T) {
-	s, _ := setup(t, "10.1.0.0/24", 0)
+	s, _ := setup(t, "10.1.0.0/24", 26)
 	a := newAlloc(t, s, "n1", t.TempDir())
 	// Block 10.1.0.0/26 holds 62 assignable addresses (.0 and .1 reserved).
 	for i := range 62 {
@@ -287,7 +287,7 @@ func TestConcurrentNodes(t *testing.T) {
 }
 
 func TestStaticAddress(t *testing.T) {
-	s, prefix := setup(t, "10.1.0.0/24", 0)
+	s, prefix := setup(t, "10.1.0.0/24", 26)
 	a := newAlloc(t, s, "n1", t.TempDir())
 	b := newAlloc(t, srv.NewStore(t, prefix), "n2", t.TempDir())
 	al, err := a.Allocate(ctx, "blue", "web", "s1", netip.MustParseAddr("10.1.0.77"))
@@ -327,7 +327,7 @@ func TestStaticAddress(t *testing.T) {
 }
 
 func TestGC(t *testing.T) {
-	s, _ := setup(t, "10.1.0.0/24", 0)
+	s, _ := setup(t, "10.1.0.0/24", 26)
 	a := newAlloc(t, s, "n1", t.TempDir())
 	for _, o := range []string{"a/eth0", "b/eth0", "c/eth0"} {
 		mustAlloc(t, a, o)
@@ -342,7 +342,7 @@ func TestGC(t *testing.T) {
 }
 
 func TestRestart(t *testing.T) {
-	s, _ := setup(t, "10.1.0.0/24", 0)
+	s, _ := setup(t, "10.1.0.0/24", 26)
 	dir := t.TempDir()
 	a := newAlloc(t, s, "n1", dir)
 	if _, err := ipam.New(ctx, s, "n1", dir, ipam.Options{}); err == nil || !strings.Contains(err.Error(), "in use by another allocator") {
@@ -416,7 +416,7 @@ func TestRestart(t *testing.T) {
 // recreated while the agent was down) is dropped on start, and an empty
 // kept block is re-verified before reuse.
 func TestStaleBlocks(t *testing.T) {
-	s, _ := setup(t, "10.1.0.0/24", 0)
+	s, _ := setup(t, "10.1.0.0/24", 26)
 	dir := t.TempDir()
 	a := newAlloc(t, s, "n1", dir)
 	mustAlloc(t, a, "c1/eth0")
@@ -424,7 +424,7 @@ func TestStaleBlocks(t *testing.T) {
 	if err := s.DeleteSubnet(ctx, "blue", "web"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24")}); err != nil {
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24"), BlockPrefixLen: 26}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.ClaimBlock(ctx, "blue", "web", "n2"); err != nil { // takes 10.1.0.0/26
@@ -462,7 +462,7 @@ func TestStaleBlocks(t *testing.T) {
 // works with the allocator's store connection closed; one needing a new
 // block then fails with the store's error.
 func TestLocalAllocationNeedsNoStore(t *testing.T) {
-	_, prefix := setup(t, "10.1.0.0/24", 0)
+	_, prefix := setup(t, "10.1.0.0/24", 26)
 	own, err := etcdstore.New(ctx, srv.Endpoints(), etcdstore.Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
@@ -531,7 +531,7 @@ func BenchmarkAllocate(b *testing.B) {
 // as a restore from an old backup would): on start the agent claims it
 // again and keeps its pods' addresses.
 func TestLostBlockReclaimed(t *testing.T) {
-	s, _ := setup(t, "10.1.0.0/24", 0)
+	s, _ := setup(t, "10.1.0.0/24", 26)
 	dir := t.TempDir()
 	a := newAlloc(t, s, "n1", dir)
 	al := mustAlloc(t, a, "c1/eth0")

@@ -18,9 +18,17 @@ const (
 	MaxVNI uint32 = 1<<24 - 1
 )
 
-// DefaultBlockPrefixLen is the size of the address blocks nodes claim from a
-// subnet unless the subnet says otherwise: a /26 (64 addresses).
+// DefaultBlockPrefixLen is the largest address block nodes claim from a
+// subnet unless the subnet says otherwise: a /26 (64 addresses). Smaller
+// subnets get smaller blocks, so that every subnet has at least 16 blocks
+// (a node cannot borrow addresses from another node's block: with /26
+// blocks a /24 subnet could serve pods on 4 nodes only). See
+// Subnet.WithDefaults.
 const DefaultBlockPrefixLen = 26
+
+// minBlockBits makes the default block at least 4 bits longer than the
+// subnet's prefix (16 blocks), down to /30.
+const minBlockBits = 4
 
 // MaxSubnetPrefixLen is the longest subnet prefix accepted: a /30 leaves one
 // address for a pod after the network, gateway and broadcast addresses.
@@ -70,8 +78,9 @@ type Subnet struct {
 	// plane). Zero means the first host address of CIDR.
 	Gateway netip.Addr `json:"gateway,omitzero"`
 	// BlockPrefixLen is the prefix length of the IPAM blocks nodes claim.
-	// Zero means DefaultBlockPrefixLen, or the subnet's own length when the
-	// subnet is smaller than that.
+	// Zero means DefaultBlockPrefixLen for subnets of /22 and larger, and
+	// 16 blocks per subnet for smaller ones (/28 blocks in a /24), but no
+	// longer than /30 and no shorter than the subnet itself.
 	BlockPrefixLen int `json:"blockPrefixLen,omitempty"`
 }
 
@@ -89,7 +98,8 @@ func (s Subnet) WithDefaults() Subnet {
 			s.Gateway = s.CIDR.Addr().Next()
 		}
 		if s.BlockPrefixLen == 0 {
-			s.BlockPrefixLen = max(DefaultBlockPrefixLen, s.CIDR.Bits())
+			bits := s.CIDR.Bits()
+			s.BlockPrefixLen = max(min(max(DefaultBlockPrefixLen, bits+minBlockBits), MaxSubnetPrefixLen), bits)
 		}
 	}
 	return s

@@ -56,7 +56,7 @@ func TestExternalEtcd(t *testing.T) {
 	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "ext", Name: "a", CIDR: netip.MustParsePrefix("10.0.0.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := s.ClaimBlock(ctx, "ext", "a", "n1"); err != nil || b.CIDR != netip.MustParsePrefix("10.0.0.0/26") {
+	if b, err := s.ClaimBlock(ctx, "ext", "a", "n1"); err != nil || b.CIDR != netip.MustParsePrefix("10.0.0.0/28") {
 		t.Fatalf("claim = %+v, %v", b, err)
 	}
 }

@@ -159,9 +159,9 @@ func TestPrinterColumns(t *testing.T) {
 	}
 	for _, tc := range []struct{ plural, name, want string }{
 		{"vpcs", sc + ".blue", "CIDR=10.1.0.0/16 VNI=1"},
-		{"subnets", sc + ".blue.web", "VPC=blue CIDR=10.1.0.0/24 Gateway=10.1.0.1 Block=26"},
+		{"subnets", sc + ".blue.web", "VPC=blue CIDR=10.1.0.0/24 Gateway=10.1.0.1 Block=28"},
 		{"genienodes", sc + ".n1", "Underlay-IP=192.0.2.1 Underlay-MAC=02:00:00:00:00:01"},
-		{"ipamblocks", sc + ".blue.web.10-1-0-0-26", "VPC=blue Subnet=web CIDR=10.1.0.0/26 Node=n1"},
+		{"ipamblocks", sc + ".blue.web.10-1-0-0-28", "VPC=blue Subnet=web CIDR=10.1.0.0/28 Node=n1"},
 		{"vpcendpoints", sc + ".blue.10-1-0-5", "VPC=blue Subnet=web IP=10.1.0.5 Node=n1 Namespace=default Pod=a Interface=eth1"},
 		{"vniclaims", sc + ".vni-1", "VNI=1 VPC=blue"},
 	} {

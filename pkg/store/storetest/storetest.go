@@ -275,13 +275,17 @@ func testSubnetValidation(t *testing.T, open func() store.Store) {
 	_, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "db", CIDR: netip.MustParsePrefix("10.1.9.0/24")})
 	wantErr(t, "create duplicate subnet", err, store.ErrExists, "already exists")
 
-	// Defaults: gateway = first host, block /26 (or the subnet when smaller).
+	// Defaults: gateway = first host; blocks of at most /26, at least 16
+	// per subnet, at most /30.
 	web := MustSubnet(t, s, "blue", "web", "10.1.0.0/25")
-	if web.Gateway != netip.MustParseAddr("10.1.0.1") || web.BlockPrefixLen != 26 {
+	if web.Gateway != netip.MustParseAddr("10.1.0.1") || web.BlockPrefixLen != 29 {
 		t.Fatalf("defaults: %+v", web)
 	}
-	if small := MustSubnet(t, s, "blue", "small", "10.1.1.0/28"); small.BlockPrefixLen != 28 {
-		t.Fatalf("small subnet block = /%d, want /28", small.BlockPrefixLen)
+	if big := MustSubnet(t, s, "blue", "big", "10.1.16.0/20"); big.BlockPrefixLen != 26 {
+		t.Fatalf("big subnet block = /%d, want /26", big.BlockPrefixLen)
+	}
+	if small := MustSubnet(t, s, "blue", "small", "10.1.1.0/28"); small.BlockPrefixLen != 30 {
+		t.Fatalf("small subnet block = /%d, want /30", small.BlockPrefixLen)
 	}
 	if got, err := s.GetSubnet(ctx, "blue", "web"); err != nil || got != web {
 		t.Fatalf("get = %+v, %v; want %+v", got, err, web)
@@ -289,10 +293,10 @@ func testSubnetValidation(t *testing.T, open func() store.Store) {
 	_, err = s.GetSubnet(ctx, "blue", "nope")
 	wantErr(t, "get missing subnet", err, store.ErrNotFound, `subnet "blue/nope"`)
 	l, err := s.ListSubnets(ctx, "blue")
-	if err != nil || len(l) != 3 || l[0].Name != "db" || l[1].Name != "small" || l[2].Name != "web" {
+	if err != nil || len(l) != 4 || l[0].Name != "big" || l[1].Name != "db" || l[2].Name != "small" || l[3].Name != "web" {
 		t.Fatalf("list blue = %+v, %v", l, err)
 	}
-	if all, err := s.ListSubnets(ctx, ""); err != nil || len(all) != 4 {
+	if all, err := s.ListSubnets(ctx, ""); err != nil || len(all) != 5 {
 		t.Fatalf("list all = %+v, %v", all, err)
 	}
 }
@@ -396,7 +400,9 @@ func testBlocks(t *testing.T, open func() store.Store) {
 	ctx := t.Context()
 	s := open()
 	MustVPC(t, s, "blue", "10.1.0.0/16")
-	MustSubnet(t, s, "blue", "web", "10.1.0.0/24") // four /26 blocks
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24"), BlockPrefixLen: 26}); err != nil {
+		t.Fatal(err) // four /26 blocks
+	}
 	b1, err := s.ClaimBlock(ctx, "blue", "web", "n1")
 	if err != nil || b1.CIDR != netip.MustParsePrefix("10.1.0.0/26") || b1.Node != "n1" || b1.VPC != "blue" || b1.Subnet != "web" {
 		t.Fatalf("claim 1 = %+v, %v", b1, err)
@@ -564,10 +570,10 @@ func testEndpoints(t *testing.T, open func() store.Store) {
 	MustSubnet(t, s, "blue", "web", "10.1.0.0/24")
 	MustSubnet(t, s, "red", "web", "10.1.0.0/24")
 	RegisterNodes(t, s, "n1", "n2")
-	if _, err := s.ClaimBlock(ctx, "blue", "web", "n1"); err != nil { // 10.1.0.0/26
+	if _, err := s.ClaimBlock(ctx, "blue", "web", "n1"); err != nil { // 10.1.0.0/28
 		t.Fatal(err)
 	}
-	if _, err := s.ClaimBlock(ctx, "red", "web", "n2"); err != nil { // red 10.1.0.0/26
+	if _, err := s.ClaimBlock(ctx, "red", "web", "n2"); err != nil { // red 10.1.0.0/28
 		t.Fatal(err)
 	}
 	_, rev0, err := s.ListEndpoints(ctx, "blue")
