@@ -33,6 +33,9 @@ type Agent struct {
 	// epWatchDone is closed when the endpoint watch stopped.
 	epWatchDone    chan struct{}
 	epWatchStarted bool
+	// vpcw is the VPC-scoped endpoint watch (nil: the store has no
+	// store.VPCWatcher and one watch follows all VPCs).
+	vpcw *vpcWatch
 
 	// Set during start-up, read-only afterwards.
 	st       store.Store

@@ -82,7 +82,13 @@
 // a revision read first). The node list is watched in full (nodes are few)
 // for the underlay MACs. Memory and map entries are O(endpoints of the VPCs
 // hosted here), not O(cluster); the watch traffic is O(endpoint changes of
-// the cluster).
+// the cluster) on etcd. On a store with store.VPCWatcher (the Kubernetes
+// backend) the one watch is filtered by the store instead, to the VPCs
+// hosted here (vpcwatch.go): the API server's watch cache evaluates a
+// genie.cni.io/vpc label selector, so the watch traffic is O(endpoint
+// changes of the hosted VPCs) too. Its VPC set is fixed per stream, so a
+// VPC acquired here restarts the stream from a revision no later than the
+// VPC's listing (restarts spaced by 50 ms, joins coalesced).
 //
 // Why one watch and not one per hosted VPC (the first design): measured
 // with test/scale's BenchmarkScale (one node hosting a pod in each of 1,000

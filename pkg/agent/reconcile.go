@@ -84,6 +84,7 @@ func (a *Agent) acquireVPC(ctx context.Context, name string) (vpc.VPC, error) {
 		subnets: map[string]vpc.Subnet{}, remote: map[epKey]remoteEP{}}
 	a.vpcs[name] = vs
 	a.mu.Unlock()
+	a.joinWatch(name)
 
 	v, err := a.st.GetVPC(ctx, name)
 	if err != nil {
@@ -348,6 +349,11 @@ func (a *Agent) updateRemoteGaugeLocked() {
 // listed again. The data plane is left as it is on shutdown.
 func (a *Agent) startEndpointWatch(ctx context.Context, rev int64) {
 	a.epWatchStarted = true
+	if w, ok := a.st.(store.VPCWatcher); ok {
+		a.vpcw = newVPCWatch(w, rev)
+		go a.runVPCWatch(ctx)
+		return
+	}
 	go func() {
 		defer close(a.epWatchDone)
 		backoff := minBackoff

@@ -479,11 +479,40 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		}
 	}
 	// The subnet has no endpoint left, so it can go (its blocks with it).
+	// Each node watches the endpoints of the VPCs it hosts only (one
+	// label-selected stream, restarted as VPCs join): node 1 both, node 2
+	// blue only.
+	for _, tc := range []struct {
+		a    *agentNode
+		most int
+	}{{a1, 2}, {a2, 1}} {
+		if got := maxWatchedVPCs(tc.a); got != tc.most {
+			t.Errorf("%s watched at most %d VPCs, want %d:\n%s", tc.a.name, got, tc.most, tc.a.log())
+		}
+	}
 	for _, v := range []string{vpcName, redName} {
 		ctl("subnet", "delete", v+"/web")
 		ctl("vpc", "delete", v)
 	}
 	cleaned = true
+}
+
+// maxWatchedVPCs is the largest VPC set genied's endpoint watch followed,
+// from its log (-1: none logged).
+func maxWatchedVPCs(a *agentNode) int {
+	most := -1
+	for _, line := range strings.Split(a.log(), "\n") {
+		if !strings.Contains(line, `msg="watching endpoints of hosted vpcs"`) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			var n int
+			if _, err := fmt.Sscanf(f, "vpcs=%d", &n); err == nil {
+				most = max(most, n)
+			}
+		}
+	}
+	return most
 }
 
 // endpointObjectName is the VPCEndpoint's name: <vpc>.<a-b-c-d>.
