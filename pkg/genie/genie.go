@@ -37,6 +37,30 @@ func setup(args *skel.CmdArgs) (*invocation, func(), error) {
 	return inv, closeLog, nil
 }
 
+// openRecord starts a verb that works from the attachment record (DEL,
+// CHECK): the invocation, a context bounded by verbTimeout, the state dir's
+// shared lock, and the record of args' container and interface (nil when
+// there is none). release undoes all of it, in reverse.
+func openRecord(args *skel.CmdArgs) (inv *invocation, ctx context.Context, rec *Record, release func(), err error) {
+	inv, done, err := setup(args)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
+	unlock, err := inv.store.lock(false)
+	if err != nil {
+		cancel()
+		done()
+		return nil, nil, nil, nil, stepError(types.ErrIOFailure, "lock state dir", err)
+	}
+	release = func() { unlock(); cancel(); done() }
+	if rec, err = inv.store.load(args.ContainerID, args.IfName); err != nil {
+		release()
+		return nil, nil, nil, nil, stepError(types.ErrIOFailure, "read attachment record", err)
+	}
+	return inv, ctx, rec, release, nil
+}
+
 // CmdAdd is the ADD verb: it prints the merged result in the requested
 // version.
 func CmdAdd(args *skel.CmdArgs) error {
@@ -180,22 +204,11 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 // kept for the retry). Without one it deletes the default network (best
 // effort) and succeeds.
 func CmdDel(args *skel.CmdArgs) error {
-	inv, done, err := setup(args)
+	inv, ctx, rec, release, err := openRecord(args)
 	if err != nil {
 		return err
 	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
-	defer cancel()
-	unlock, err := inv.store.lock(false)
-	if err != nil {
-		return stepError(types.ErrIOFailure, "lock state dir", err)
-	}
-	defer unlock()
-	rec, err := inv.store.load(args.ContainerID, args.IfName)
-	if err != nil {
-		return stepError(types.ErrIOFailure, "read attachment record", err)
-	}
+	defer release()
 	if rec == nil {
 		inv.delWithoutRecord(ctx)
 		return nil
@@ -234,22 +247,11 @@ func (inv *invocation) delWithoutRecord(ctx context.Context) {
 
 // CmdCheck is the CHECK verb: every recorded network is checked.
 func CmdCheck(args *skel.CmdArgs) error {
-	inv, done, err := setup(args)
+	inv, ctx, rec, release, err := openRecord(args)
 	if err != nil {
 		return err
 	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
-	defer cancel()
-	unlock, err := inv.store.lock(false)
-	if err != nil {
-		return stepError(types.ErrIOFailure, "lock state dir", err)
-	}
-	defer unlock()
-	rec, err := inv.store.load(args.ContainerID, args.IfName)
-	if err != nil {
-		return stepError(types.ErrIOFailure, "read attachment record", err)
-	}
+	defer release()
 	if rec == nil {
 		return &types.Error{Code: types.ErrInternal,
 			Msg: fmt.Sprintf("check: no attachment record for container %s interface %s", args.ContainerID, args.IfName)}
