@@ -173,7 +173,7 @@ func (s *Sandbox) flannelNode(n *Node, idx int) error {
 	if err := addAddr(n.Netns, "fl-vx", fmt.Sprintf("10.244.%d.0/32", idx)); err != nil {
 		return err
 	}
-	return setSysctl(n.Netns, "net/ipv4/ip_forward", "1")
+	return SetSysctl(n.Netns, "net/ipv4/ip_forward", "1")
 }
 
 // addRoute adds a route (dst CIDR via gw, or a device route if gw is "")

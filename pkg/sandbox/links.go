@@ -77,8 +77,9 @@ func vethBetween(aPath, aName, bPath, bName string, mtu int) error {
 	return nil
 }
 
-// addAddr adds an address (CIDR form) to a link in the namespace at path.
-func addAddr(path, link, cidr string) error {
+// withLink runs fn with a netlink handle in the namespace at path and the
+// link named link there.
+func withLink(path, link string, fn func(h *netlink.Handle, l netlink.Link) error) error {
 	h, nh, err := nsHandle(path)
 	if err != nil {
 		return err
@@ -89,34 +90,35 @@ func addAddr(path, link, cidr string) error {
 	if err != nil {
 		return fmt.Errorf("link %q: %w", link, err)
 	}
+	return fn(h, l)
+}
+
+// addAddr adds an address (CIDR form) to a link in the namespace at path.
+func addAddr(path, link, cidr string) error {
 	a, err := netlink.ParseAddr(cidr)
 	if err != nil {
 		return fmt.Errorf("address %q: %w", cidr, err)
 	}
-	if err := h.AddrAdd(l, a); err != nil {
-		return fmt.Errorf("add %s to %s: %w", cidr, link, err)
-	}
-	return nil
+	return withLink(path, link, func(h *netlink.Handle, l netlink.Link) error {
+		if err := h.AddrAdd(l, a); err != nil {
+			return fmt.Errorf("add %s to %s: %w", cidr, link, err)
+		}
+		return nil
+	})
 }
 
 // linkMAC returns the MAC of a link in the namespace at path.
-func linkMAC(path, link string) (net.HardwareAddr, error) {
-	h, nh, err := nsHandle(path)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	defer nh.Close()
-	l, err := h.LinkByName(link)
-	if err != nil {
-		return nil, fmt.Errorf("link %q: %w", link, err)
-	}
-	return l.Attrs().HardwareAddr, nil
+func linkMAC(path, link string) (mac net.HardwareAddr, err error) {
+	err = withLink(path, link, func(_ *netlink.Handle, l netlink.Link) error {
+		mac = l.Attrs().HardwareAddr
+		return nil
+	})
+	return mac, err
 }
 
-// setSysctl writes a sysctl (e.g. "net/ipv4/ip_forward") inside the
-// namespace at path.
-func setSysctl(path, key, value string) error {
+// SetSysctl writes a sysctl such as "net/ipv4/ip_forward" inside the
+// network namespace at path.
+func SetSysctl(path, key, value string) error {
 	return inNetns(path, func() error {
 		if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
@@ -124,10 +126,6 @@ func setSysctl(path, key, value string) error {
 		return nil
 	})
 }
-
-// SetSysctl writes a sysctl such as "net/ipv4/ip_forward" inside the
-// network namespace at path.
-func SetSysctl(path, key, value string) error { return setSysctl(path, key, value) }
 
 // addBridge creates a linux bridge, up, in the namespace at path.
 func addBridge(path, name string) error {
@@ -151,22 +149,14 @@ func addBridge(path, name string) error {
 
 // setMaster enslaves link to master in the namespace at path.
 func setMaster(path, link, master string) error {
-	h, nh, err := nsHandle(path)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	defer nh.Close()
-	l, err := h.LinkByName(link)
-	if err != nil {
-		return fmt.Errorf("link %q: %w", link, err)
-	}
-	m, err := h.LinkByName(master)
-	if err != nil {
-		return fmt.Errorf("link %q: %w", master, err)
-	}
-	if err := h.LinkSetMaster(l, m); err != nil {
-		return fmt.Errorf("attach %q to %q: %w", link, master, err)
-	}
-	return nil
+	return withLink(path, link, func(h *netlink.Handle, l netlink.Link) error {
+		m, err := h.LinkByName(master)
+		if err != nil {
+			return fmt.Errorf("link %q: %w", master, err)
+		}
+		if err := h.LinkSetMaster(l, m); err != nil {
+			return fmt.Errorf("attach %q to %q: %w", link, master, err)
+		}
+		return nil
+	})
 }
