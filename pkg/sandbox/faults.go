@@ -22,6 +22,16 @@ func (s *Sandbox) StopAgent(node string, kill bool) error {
 	if err != nil {
 		return err
 	}
+	if err := s.stopAgentLocked(n, kill); err != nil {
+		return err
+	}
+	n.AgentPID = 0
+	return s.save()
+}
+
+// stopAgentLocked stops n's genied: SIGTERM with 10 s of grace before
+// SIGKILL, or SIGKILL at once with kill. The caller holds the sandbox lock.
+func (s *Sandbox) stopAgentLocked(n *Node, kill bool) error {
 	grace := 10 * time.Second
 	if kill {
 		grace = 0
@@ -29,8 +39,7 @@ func (s *Sandbox) StopAgent(node string, kill bool) error {
 	if err := s.stopProcess(n.AgentPID, grace); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	n.AgentPID = 0
-	return s.save()
+	return nil
 }
 
 // StartAgent starts the node's genied if it is not running and waits

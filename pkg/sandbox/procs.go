@@ -203,12 +203,8 @@ func (s *Sandbox) RestartAgent(ctx context.Context, node string, kill bool) erro
 	if err != nil {
 		return err
 	}
-	grace := 10 * time.Second
-	if kill {
-		grace = 0
-	}
-	if err := s.stopProcess(n.AgentPID, grace); err != nil {
-		return fmt.Errorf("node %s: %w", n.Name, err)
+	if err := s.stopAgentLocked(n, kill); err != nil {
+		return err
 	}
 	if err := s.startAgent(n, s.st.AgentArgs); err != nil {
 		return err
