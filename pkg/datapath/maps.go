@@ -211,28 +211,6 @@ func (d *Datapath) doDelete(key lxcEndpointKey) error {
 	return d.vniRef(key.Vni, -1)
 }
 
-func (d *Datapath) upsertNode(ip netip.Addr, mac net.HardwareAddr) error {
-	if err := errors.Join(checkIP("ip", ip), checkMAC("mac", mac)); err != nil {
-		return fmt.Errorf("upsert node %s: %w", ip, err)
-	}
-	var v lxcNodeInfo
-	copy(v.Mac[:], mac)
-	if err := d.lxc.GenieNodes.Update(ip4(ip), &v, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("upsert node %s: %w", ip, mapErr(d.lxc.GenieNodes, "update", err))
-	}
-	return nil
-}
-
-func (d *Datapath) deleteNode(ip netip.Addr) error {
-	if err := checkIP("ip", ip); err != nil {
-		return fmt.Errorf("delete node %s: %w", ip, err)
-	}
-	if err := d.lxc.GenieNodes.Delete(ip4(ip)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete node %s: %w", ip, mapErr(d.lxc.GenieNodes, "delete", err))
-	}
-	return nil
-}
-
 func (d *Datapath) endpoints() ([]Entry, error) {
 	var (
 		out []Entry
