@@ -200,19 +200,19 @@ func (p *Pod) IP(ifname string) (netip.Addr, bool) {
 
 // state is what sandbox.json holds.
 type state struct {
-	Name          string          `json:"name"`
-	Created       time.Time       `json:"created"`
-	BinDir        string          `json:"binDir"`
-	CNIBinDir     string          `json:"cniBinDir"`
-	StoreEndpoint string          `json:"storeEndpoint"`
-	StorePID      int             `json:"storePID,omitempty"`
-	Fabric        string          `json:"fabric"`
+	Name          string    `json:"name"`
+	Created       time.Time `json:"created"`
+	BinDir        string    `json:"binDir"`
+	CNIBinDir     string    `json:"cniBinDir"`
+	StoreEndpoint string    `json:"storeEndpoint"`
+	StorePID      int       `json:"storePID,omitempty"`
+	Fabric        string    `json:"fabric"`
 	// Underlay is Options.Underlay; Router the router namespace's path
 	// (routed only).
-	Underlay string `json:"underlay,omitempty"`
-	Router   string `json:"router,omitempty"`
-	Nodes         []*Node         `json:"nodes"`
-	Pods          map[string]*Pod `json:"pods"`
+	Underlay string          `json:"underlay,omitempty"`
+	Router   string          `json:"router,omitempty"`
+	Nodes    []*Node         `json:"nodes"`
+	Pods     map[string]*Pod `json:"pods"`
 	// AgentArgs are the extra genied flags of Options, kept so that
 	// RestartAgent starts the agent with them again.
 	AgentArgs []string `json:"agentArgs,omitempty"`
