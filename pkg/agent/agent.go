@@ -243,6 +243,9 @@ func (a *Agent) start(ctx context.Context) error {
 		if err := dp.AttachUplinkPrefilter(ix); err != nil {
 			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
 		}
+	} else if err := dp.DetachUplinkPrefilter(ix); err != nil {
+		// One an earlier run pinned stays attached otherwise.
+		return fmt.Errorf("detaching XDP prefilter from %s: %w", a.cfg.Uplink, err)
 	}
 
 	a.notReady.Store("loading IPAM state")
