@@ -219,7 +219,7 @@ func (a *Agent) start(ctx context.Context) error {
 	addr, _ := netip.AddrFromSlice(ip)
 	a.uplinkIx = ix
 	a.podMTU = mtu - datapath.EncapOverhead
-	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink}
+	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, UplinkMTU: mtu}
 	if err := a.st.RegisterNode(ctx, a.node); err != nil {
 		return fmt.Errorf("registering node %q: %w", a.node.Name, err)
 	}

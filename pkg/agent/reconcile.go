@@ -551,7 +551,7 @@ func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 		}
 		return
 	}
-	if had && old.UnderlayIP == n.UnderlayIP && old.UnderlayMAC.String() == n.UnderlayMAC.String() {
+	if had && old.UnderlayIP == n.UnderlayIP && old.UnderlayMAC.String() == n.UnderlayMAC.String() && old.UplinkMTU == n.UplinkMTU {
 		return
 	}
 	a.nodes[n.Name] = n

@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // TestPrivilegedPathMTU: on a routed underlay whose router forwards into
@@ -52,4 +56,61 @@ func TestPrivilegedPathMTU(t *testing.T) {
 	}
 	// Small packets were never affected, and still flow.
 	mustReach(t, "a->b after the transfer", ep(a, ""), ep(b, ""), ipOf(t, b, "eth0"), 8200)
+}
+
+// TestPrivilegedVPCMTU: a VPC's own MTU sets its pods' interface MTU on
+// every node; a VPC without one gets the cluster's (1500 - 50).
+func TestPrivilegedVPCMTU(t *testing.T) {
+	sb := newSandbox(t, 2)
+	ctx := context.Background()
+	st, err := sb.Store(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, v := range []vpc.VPC{
+		{Name: "small", CIDR: netip.MustParsePrefix("10.20.0.0/16"), MTU: 1280},
+		{Name: "dflt", CIDR: netip.MustParsePrefix("10.21.0.0/16")},
+	} {
+		if _, err := st.CreateVPC(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.CreateSubnet(ctx, vpc.Subnet{VPC: v.Name, Name: "web", CIDR: netip.PrefixFrom(v.CIDR.Addr(), 24)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		pod, node, net string
+		want           int
+	}{
+		{"s1", "node1", "small/web", 1280},
+		{"s2", "node2", "small/web", 1280},
+		{"d1", "node1", "dflt/web", 1450},
+	} {
+		p := addPod(t, sb, c.pod, c.node, c.net)
+		if got := linkMTU(t, p.Netns, "eth0"); got != c.want {
+			t.Errorf("pod %s in %s: eth0 mtu %d, want %d", c.pod, c.net, got, c.want)
+		}
+	}
+	s1, s2 := sb.Pods()[1], sb.Pods()[2]
+	mustReach(t, "small vpc across nodes", ep(s1, ""), ep(s2, ""), ipOf(t, s2, "eth0"), 8300)
+}
+
+func linkMTU(t *testing.T, path, name string) int {
+	t.Helper()
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	l, err := nl.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().MTU
 }
