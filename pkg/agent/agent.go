@@ -152,6 +152,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.runCtx = ctx
+	// Lock the socket before touching it, so a second agent cannot
+	// unlink a running agent's socket.
+	unlock, err := lockSocket(a.cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	// Serve the socket first: STATUS then reports why the agent is not
 	// ready yet, and the other verbs ask the runtime to try again later.
 	l, err := agentapi.Listen(a.cfg.Socket)
