@@ -183,7 +183,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	}()
 
 	// 3. Allocate the address (local unless the node's blocks are full).
-	alloc, err := a.ipam.Allocate(ctx, req.VPC, req.Subnet, at.owner(), requested)
+	// Distinct from the pod's other attachments' addresses: with
+	// overlapping VPCs the source address picks the interface.
+	alloc, err := a.ipam.AllocateForPod(ctx, req.VPC, req.Subnet, req.ContainerID, at.owner(), requested)
 	if err != nil {
 		return nil, fail(codeFor(err), "allocate IP", err)
 	}

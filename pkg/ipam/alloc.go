@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -256,11 +257,20 @@ func (a *impl) resync(ctx context.Context) error {
 			}
 			blk.used[e.IP] = e.ID
 			a.allocs[e.ID] = Allocation{Owner: e.ID, VPC: e.VPC, Subnet: e.Subnet, IP: netip.PrefixFrom(e.IP, sn.CIDR.Bits()),
-				Gateway: sn.Gateway, Block: blk.CIDR}
+				Gateway: sn.Gateway, Block: blk.CIDR, Pod: podOfEndpoint(e.ID)}
 			a.log.Info("recovered allocation from the store", "owner", e.ID, "ip", e.IP)
 		}
 	}
 	return a.persist()
+}
+
+// podOfEndpoint is the container ID of an endpoint ID (vpc.EndpointID:
+// "<containerID>/<ifname>").
+func podOfEndpoint(id string) string {
+	if i := strings.LastIndexByte(id, '/'); i > 0 {
+		return id[:i]
+	}
+	return ""
 }
 
 func (a *impl) addBlock(b store.Block, verified bool) *block {
@@ -346,6 +356,28 @@ func (a *impl) persist() error {
 }
 
 func (a *impl) allocate(ctx context.Context, vpcName, subnetName, owner string, requested netip.Addr) (Allocation, error) {
+	return a.allocatePod(ctx, vpcName, subnetName, "", owner, requested)
+}
+
+// podAddrs returns the addresses held by pod's allocations (nil for no
+// pod); a.mu is held. O(allocations of the node), a few hundred.
+func (a *impl) podAddrs(pod string) map[netip.Addr]string {
+	if pod == "" {
+		return nil
+	}
+	var out map[netip.Addr]string
+	for _, al := range a.allocs {
+		if al.Pod == pod {
+			if out == nil {
+				out = map[netip.Addr]string{}
+			}
+			out[al.IP.Addr()] = al.Owner
+		}
+	}
+	return out
+}
+
+func (a *impl) allocatePod(ctx context.Context, vpcName, subnetName, pod, owner string, requested netip.Addr) (Allocation, error) {
 	what := fmt.Sprintf("allocate address for %q in subnet %q", owner, subnetKey(vpcName, subnetName))
 	if owner == "" {
 		return Allocation{}, fmt.Errorf("%s: owner is empty: %w", what, vpc.ErrInvalid)
@@ -377,15 +409,19 @@ func (a *impl) allocate(ctx context.Context, vpcName, subnetName, owner string, 
 		ip  netip.Addr
 		err error
 	)
+	avoid := a.podAddrs(pod)
 	if requested.IsValid() {
+		if o, ok := avoid[requested]; ok {
+			return Allocation{}, fmt.Errorf("%s: requested %s is held by %q of the same pod: %w", what, requested, o, ErrAddressInUse)
+		}
 		blk, ip, err = a.takeStatic(ctx, &sn, requested)
 	} else {
-		blk, ip, err = a.takeAny(ctx, &sn)
+		blk, ip, err = a.takeAny(ctx, &sn, avoid)
 	}
 	if err != nil {
 		return Allocation{}, fmt.Errorf("%s: %w", what, err)
 	}
-	al := Allocation{Owner: owner, VPC: vpcName, Subnet: subnetName, IP: netip.PrefixFrom(ip, sn.CIDR.Bits()), Gateway: sn.Gateway, Block: blk.CIDR}
+	al := Allocation{Owner: owner, VPC: vpcName, Subnet: subnetName, IP: netip.PrefixFrom(ip, sn.CIDR.Bits()), Gateway: sn.Gateway, Block: blk.CIDR, Pod: pod}
 	blk.used[ip] = owner
 	a.allocs[owner] = al
 	if err := a.persist(); err != nil {
@@ -439,9 +475,9 @@ func (a *impl) verify(ctx context.Context, sn *vpc.Subnet, b *block) (bool, erro
 	return true, nil
 }
 
-func (a *impl) takeAny(ctx context.Context, sn *vpc.Subnet) (*block, netip.Addr, error) {
+func (a *impl) takeAny(ctx context.Context, sn *vpc.Subnet, avoid map[netip.Addr]string) (*block, netip.Addr, error) {
 	for _, b := range slices.Clone(a.blocks[sn.Key()]) {
-		ip := lowestFree(*sn, b)
+		ip := lowestFree(*sn, b, avoid)
 		if !ip.IsValid() {
 			continue
 		}
@@ -450,7 +486,7 @@ func (a *impl) takeAny(ctx context.Context, sn *vpc.Subnet) (*block, netip.Addr,
 			return nil, netip.Addr{}, err
 		}
 		if ok {
-			return b, lowestFree(*sn, b), nil
+			return b, lowestFree(*sn, b, avoid), nil
 		}
 	}
 	nb, err := a.st.ClaimBlock(ctx, sn.VPC, sn.Name, a.node)
@@ -465,7 +501,7 @@ func (a *impl) takeAny(ctx context.Context, sn *vpc.Subnet) (*block, netip.Addr,
 	}
 	a.log.Info("claimed block", "subnet", sn.Key(), "block", nb.CIDR)
 	b := a.addBlock(nb, true)
-	ip := lowestFree(*sn, b)
+	ip := lowestFree(*sn, b, avoid)
 	if !ip.IsValid() {
 		return nil, netip.Addr{}, fmt.Errorf("claimed block %s has no assignable address", nb.CIDR)
 	}
@@ -505,10 +541,11 @@ func (a *impl) takeStatic(ctx context.Context, sn *vpc.Subnet, ip netip.Addr) (*
 	return a.addBlock(nb, true), ip, nil
 }
 
-// lowestFree returns the lowest assignable free address of b, or zero.
-func lowestFree(sn vpc.Subnet, b *block) netip.Addr {
+// lowestFree returns the lowest assignable free address of b not in
+// avoid, or zero.
+func lowestFree(sn vpc.Subnet, b *block, avoid map[netip.Addr]string) netip.Addr {
 	for ip := b.CIDR.Addr(); ip.IsValid() && b.CIDR.Contains(ip); ip = ip.Next() {
-		if sn.Assignable(ip) && b.used[ip] == "" {
+		if _, taken := avoid[ip]; sn.Assignable(ip) && b.used[ip] == "" && !taken {
 			return ip
 		}
 	}

@@ -592,3 +592,53 @@ func TestReclaimNode(t *testing.T) {
 		t.Fatalf("returning agent kept %d allocations, want the 6 of its unclaimed block", got)
 	}
 }
+
+// A pod in two VPCs with the same CIDR gets a distinct address on each
+// attachment (the first pod of each VPC would otherwise get the same
+// lowest address in both); another pod still gets the address the first
+// took in the other VPC; a static request for an address the pod holds
+// on its other attachment is refused; after a restart of the allocator
+// the grouping survives (the state file keeps it).
+func TestAllocateForPodDistinctAcrossVPCs(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 26)
+	if _, err := s.CreateVPC(ctx, vpc.VPC{Name: "red", CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "red", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24"), BlockPrefixLen: 26}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a := newAlloc(t, s, "n1", dir)
+	blue, err := a.AllocateForPod(ctx, "blue", "web", "pod1", "pod1/eth0", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	red, err := a.AllocateForPod(ctx, "red", "web", "pod1", "pod1/eth1", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blue.IP.Addr() == red.IP.Addr() {
+		t.Fatalf("one pod got %s in blue and in red", blue.IP)
+	}
+	other, err := a.AllocateForPod(ctx, "red", "web", "pod2", "pod2/eth0", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.IP.Addr() != blue.IP.Addr() {
+		t.Fatalf("another pod in red got %s, want %s (free in red)", other.IP, blue.IP)
+	}
+	if _, err := a.AllocateForPod(ctx, "red", "web", "pod1", "pod1/eth2", blue.IP.Addr()); !errors.Is(err, ipam.ErrAddressInUse) {
+		t.Fatalf("static request for the pod's own blue address in red: %v, want ErrAddressInUse", err)
+	}
+	a.Close()
+	a = newAlloc(t, s, "n1", dir)
+	// In blue, red's address is the lowest free one: only the pod
+	// grouping kept in the state file keeps pod1 off it.
+	third, err := a.AllocateForPod(ctx, "blue", "web", "pod1", "pod1/eth3", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.IP.Addr() == red.IP.Addr() {
+		t.Fatalf("after a restart pod1 got %s in blue, which it holds in red", third.IP)
+	}
+}
