@@ -49,6 +49,8 @@ type Agent struct {
 	gwMAC    net.HardwareAddr
 	// runCtx lives as long as Run; watches derive from it.
 	runCtx context.Context
+	// bg are the background loops (heartbeat, reclaim) shutdown waits for.
+	bg sync.WaitGroup
 
 	ready    atomic.Bool
 	notReady atomic.Value // string: why not ready
@@ -226,7 +228,7 @@ func (a *Agent) start(ctx context.Context) error {
 	addr, _ := netip.AddrFromSlice(ip)
 	a.uplinkIx = ix
 	a.podMTU = mtu - datapath.EncapOverhead
-	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink}
+	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, Heartbeat: time.Now()}
 	if err := a.st.RegisterNode(ctx, a.node); err != nil {
 		return fmt.Errorf("registering node %q: %w", a.node.Name, err)
 	}
@@ -277,6 +279,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
+	a.startNodeLifecycle(ctx)
 	return nil
 }
 
@@ -290,6 +293,7 @@ func (a *Agent) shutdown() {
 	if a.nodeWatchStarted {
 		<-a.nodeWatchDone
 	}
+	a.bg.Wait()
 	if a.st != nil {
 		if err := a.st.Close(); err != nil {
 			a.log.Warn("closing store", "err", err)

@@ -325,11 +325,9 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 		// A remote endpoint that meanwhile took the address (its block
 		// moved to another node) gets its entry now.
 		if vs := a.vpcs[at.VPC]; vs != nil {
-			for _, r := range vs.remote {
-				if r.ip == at.IP {
-					if err := a.writeRemoteLocked(at.VNI, r); err != nil {
-						a.log.Warn("programming remote endpoint", "vpc", at.VPC, "err", err)
-					}
+			if r, ok := vs.ownerOf(at.IP); ok {
+				if err := a.writeRemoteLocked(at.VNI, r); err != nil {
+					a.log.Warn("programming remote endpoint", "vpc", at.VPC, "err", err)
 				}
 			}
 		}

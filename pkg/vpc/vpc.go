@@ -249,6 +249,10 @@ type Node struct {
 	UnderlayMAC net.HardwareAddr `json:"-"`
 	// Uplink is the name of the node's underlay interface (informational).
 	Uplink string `json:"uplink,omitempty"`
+	// Heartbeat is when the node's agent last reported itself alive (it
+	// re-registers periodically); zero when the store keeps none. Dead
+	// nodes are found by it (package reclaim).
+	Heartbeat time.Time `json:"heartbeat,omitzero"`
 }
 
 // Validate checks the name, the underlay IP and the MAC.
