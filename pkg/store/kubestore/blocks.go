@@ -38,7 +38,8 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 	if err := vpc.ValidateNodeName(node); err != nil {
 		return store.Block{}, fmt.Errorf("%s: %w", what, err)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		so, err := get[subnetObject](ctx, s, resSubnet, s.subnetName(vpcName, subnetName))
 		if apierrors.IsNotFound(err) {
 			return store.Block{}, noSubnet(what, vpcName, subnetName)
@@ -108,7 +109,7 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 		}
 		return store.Block{VPC: vpcName, Subnet: subnetName, CIDR: want, Node: node}, nil
 	}
-	return store.Block{}, tooBusy(what)
+	return store.Block{}, try.Err()
 }
 
 // firstFreeBlock returns the lowest block of sn not in held with at least
@@ -143,7 +144,8 @@ func (s *Store) ReleaseBlock(ctx context.Context, vpcName, subnetName string, bl
 	if !block.IsValid() {
 		return fmt.Errorf("%s: no block given: %w", what, vpc.ErrInvalid)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		o, err := getOpt[blockObject](ctx, s, resBlock, s.blockName(vpcName, subnetName, block))
 		if err != nil {
 			return wrap(what, err)
@@ -163,7 +165,7 @@ func (s *Store) ReleaseBlock(ctx context.Context, vpcName, subnetName string, bl
 		}
 		return nil
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // ListBlocks implements store.Store.

@@ -40,7 +40,8 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 			_ = s.delUID(context.WithoutCancel(ctx), resIndex, madeIdx.Metadata.Name, madeIdx.Metadata.UID)
 		}
 	}()
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		// One round of requests. The block is read speculatively with the
 		// subnet's block length as last seen (a subnet's spec is
 		// immutable), checked against the subnet read in the same round.
@@ -180,7 +181,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 		ok = true
 		return e, nil
 	}
-	return vpc.Endpoint{}, tooBusy(what)
+	return vpc.Endpoint{}, try.Err()
 }
 
 // vniOf returns the VNI of the subnet's VPC. VNIs are cached by VPC UID
@@ -276,7 +277,8 @@ func (s *Store) findEndpoint(ctx context.Context, vpcName, id string) (*endpoint
 // DeleteEndpoint implements store.Store: endpoint, then index.
 func (s *Store) DeleteEndpoint(ctx context.Context, vpcName, id string) error {
 	what := fmt.Sprintf("delete endpoint %q", vpcName+"/"+id)
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		o, idx, err := s.findEndpoint(ctx, vpcName, id)
 		if err != nil {
 			return wrap(what, err)
@@ -298,7 +300,7 @@ func (s *Store) DeleteEndpoint(ctx context.Context, vpcName, id string) error {
 		}
 		return nil
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // ListEndpoints implements store.Store.

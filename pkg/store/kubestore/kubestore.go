@@ -23,9 +23,6 @@ import (
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
-// maxRetries bounds optimistic-concurrency retries under contention.
-const maxRetries = 1000
-
 // listPage is the page size of lists (limit/continue); all pages of one
 // list share the first page's resourceVersion.
 const listPage = 500
@@ -312,10 +309,6 @@ func apiMessage(err error) string {
 		return se.Status().Message
 	}
 	return err.Error()
-}
-
-func tooBusy(what string) error {
-	return fmt.Errorf("%s: gave up after %d conflicting concurrent updates: %w", what, maxRetries, store.ErrConflict)
 }
 
 func noVPC(what, name string) error {
