@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
 	"github.com/cni-genie/cni-genie/pkg/selection"
@@ -287,6 +288,7 @@ func TestVPCNetworks(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent.detached = nil
+	ageRecords(t, e.stateDir, gcGrace+time.Second) // not an ADD racing the GC
 	gc := e.args("", "", bin)
 	conf := map[string]any{}
 	json.Unmarshal(gc.StdinData, &conf)
