@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
@@ -106,6 +107,12 @@ func Add(args *skel.CmdArgs) (types.Result, error) {
 // add resolves, records, attaches in order (rolling back on failure), and
 // reports network-status. It returns the merged 1.x result.
 func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
+	// A pod whose netns is already gone (a sandbox torn down while its
+	// ADD queued) fails here, code 8, before any delegate or the agent
+	// allocates for it.
+	if _, err := os.Stat(inv.args.Netns); err != nil {
+		return nil, stepError(types.ErrInvalidNetNS, "open netns", err)
+	}
 	plan, source, err := inv.resolve(ctx)
 	if err != nil {
 		return nil, err
