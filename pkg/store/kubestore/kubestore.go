@@ -101,6 +101,8 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 		cfg.BearerToken, cfg.BearerTokenFile = "", ""
 		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &tokenFile{path: path, base: rt} })
 	}
+	host := cfg.Host
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return availRT{base: rt, host: host} })
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "genie-kubestore"
 	}
@@ -296,6 +298,9 @@ func wrap(what string, err error) error {
 		sentinel = store.ErrConflict
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
 		sentinel = vpc.ErrInvalid
+	case apierrors.IsServiceUnavailable(err), apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err), apierrors.IsTimeout(err):
+		// Starting up, overloaded (priority and fairness) or slow.
+		sentinel = store.ErrUnavailable
 	}
 	if sentinel != nil {
 		return fmt.Errorf("%s: %s: %w", what, apiMessage(err), sentinel)
