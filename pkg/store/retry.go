@@ -10,17 +10,21 @@ import (
 
 // ContentionBackoff paces the read-compare-commit loops of the backends: an
 // attempt whose commit lost a race to a concurrent writer waits a jittered,
-// exponentially growing pause (1 ms doubling to 128 ms, each pause
-// stretched by up to 100%) before it reads again, and the loop gives up
-// after Steps retries (1.3-2.6 s of pauses in all) with ErrBusy. Jitter spreads
-// writers that collided, so they do not collide again in lock step.
+// exponentially growing pause (1 ms doubling up to ContentionMaxPause,
+// each pause stretched by up to 100%) before it reads again, and the loop
+// gives up after Steps retries (3.3-6.6 s of pauses in all) with ErrBusy;
+// a caller's deadline (an agent's ADD) ends it sooner. Jitter spreads
+// writers that collided, so they do not collide again in lock step. (Cap
+// is left unset: wait.Backoff ends its steps when it reaches Cap.)
 var ContentionBackoff = wait.Backoff{
 	Duration: time.Millisecond,
 	Factor:   2,
 	Jitter:   1,
-	Steps:    16,
-	Cap:      128 * time.Millisecond,
+	Steps:    32,
 }
+
+// ContentionMaxPause bounds one pause of ContentionBackoff (before jitter).
+var ContentionMaxPause = 128 * time.Millisecond
 
 // Retrier drives one optimistic-concurrency loop:
 //
@@ -58,7 +62,12 @@ func (r *Retrier) Next(ctx context.Context) bool {
 		r.err = fmt.Errorf("%s: gave up after %d attempts lost to concurrent updates: %w", r.what, r.attempts, ErrBusy)
 		return false
 	}
-	t := time.NewTimer(r.backoff.Step())
+	d := r.backoff.Step()
+	if ContentionMaxPause > 0 && r.backoff.Duration > ContentionMaxPause {
+		d = wait.Jitter(ContentionMaxPause, r.backoff.Jitter)
+		r.backoff.Duration = ContentionMaxPause // no overflow over many steps
+	}
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

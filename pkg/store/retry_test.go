@@ -79,3 +79,23 @@ func TestRetrierJitter(t *testing.T) {
 		t.Errorf("four loops of jittered pauses all took the same time: %v", seen)
 	}
 }
+
+// Reaching the pause bound does not end the loop early (wait.Backoff's
+// own Cap would): every step runs, each pause at most the bound (plus
+// jitter).
+func TestRetrierMaxPause(t *testing.T) {
+	withBackoff(t, wait.Backoff{Duration: time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 12})
+	old := store.ContentionMaxPause
+	store.ContentionMaxPause = 2 * time.Millisecond
+	t.Cleanup(func() { store.ContentionMaxPause = old })
+	r := store.NewRetrier("x")
+	start := time.Now()
+	for r.Next(context.Background()) {
+	}
+	if r.Attempts() != 13 {
+		t.Errorf("attempts = %d, want 13 (1 + 12 steps)", r.Attempts())
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("12 pauses bounded by 2 ms took %v", took)
+	}
+}

@@ -54,6 +54,9 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 		if so.Status.Deleting {
 			return store.Block{}, fmt.Errorf("%s: %s is being deleted: %w", what, sn, store.ErrConflict)
 		}
+		if err := s.checkSubnet(ctx, what, so, sn); err != nil {
+			return store.Block{}, err
+		}
 		objs, _, err := list[blockObject](ctx, s, resBlock, s.selector(LabelVPC, vpcName, LabelSubnet, subnetName), 0)
 		if err != nil {
 			return store.Block{}, wrap(what+": list blocks", err)
@@ -61,7 +64,16 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 		held := make(map[netip.Prefix]string, len(objs))
 		for _, b := range objs {
 			if b.Spec.SubnetUID != string(so.Metadata.UID) {
-				if err := s.delUID(ctx, resBlock, b.Metadata.Name, b.Metadata.UID); err != nil {
+				err := s.delUID(ctx, resBlock, b.Metadata.Name, b.Metadata.UID)
+				if apierrors.IsForbidden(err) {
+					// Another node's stale block, which admission does
+					// not let this agent delete: leave its range alone.
+					if p, perr := netip.ParsePrefix(b.Spec.CIDR); perr == nil {
+						held[p] = b.Spec.Node
+					}
+					continue
+				}
+				if err != nil {
 					return store.Block{}, wrap(fmt.Sprintf("%s: delete stale block %s", what, b.Spec.CIDR), err)
 				}
 				continue

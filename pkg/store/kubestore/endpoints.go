@@ -68,7 +68,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 			},
 			func() error {
 				idx, ierr = create(ctx, s, resIndex, &indexObject{header: s.newHeader(resIndex, s.indexName(e.VPC, e.ID), LabelVPC, e.VPC),
-					Spec: indexSpec{VPC: e.VPC, ID: e.ID, IP: e.IP.String()}})
+					Spec: indexSpec{VPC: e.VPC, ID: e.ID, IP: e.IP.String(), Node: e.Node}})
 				if ierr == nil {
 					madeIdx = idx
 				} else if apierrors.IsAlreadyExists(ierr) {
@@ -131,7 +131,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 					}
 				}
 			}
-			idx.Spec.IP = e.IP.String()
+			idx.Spec.IP, idx.Spec.Node = e.IP.String(), e.Node
 			if _, err := update(ctx, s, resIndex, idx, false); apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				continue
 			} else if err != nil {

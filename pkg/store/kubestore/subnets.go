@@ -166,6 +166,9 @@ func (s *Store) GetSubnet(ctx context.Context, vpcName, name string) (vpc.Subnet
 	if err != nil {
 		return vpc.Subnet{}, fmt.Errorf("%s: %w", what, err)
 	}
+	if err := s.checkSubnet(ctx, what, o, sn); err != nil {
+		return vpc.Subnet{}, err
+	}
 	return sn, nil
 }
 

@@ -73,7 +73,14 @@ func (s *Store) ensureVNI(ctx context.Context, what string, o *vpcObject) (*vpcO
 			for _, c := range claims {
 				vni, ok := owners[c.Spec.VPCUID]
 				if !ok || (vni != 0 && vni != c.Spec.VNI) {
-					if err := s.delUID(ctx, resVNIClaim, c.Metadata.Name, c.Metadata.UID); err != nil {
+					err := s.delUID(ctx, resVNIClaim, c.Metadata.Name, c.Metadata.UID)
+					if apierrors.IsForbidden(err) {
+						// An agent (AgentPolicyRules) may not delete
+						// claims: leave it to geniectl, skip its VNI.
+						taken[c.Spec.VNI] = true
+						continue
+					}
+					if err != nil {
 						return nil, wrap(fmt.Sprintf("%s: delete stale vni claim %q", what, c.Metadata.Name), err)
 					}
 					continue
