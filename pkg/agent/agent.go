@@ -219,7 +219,7 @@ func (a *Agent) start(ctx context.Context) error {
 	addr, _ := netip.AddrFromSlice(ip)
 	a.uplinkIx = ix
 	a.podMTU = mtu - datapath.EncapOverhead
-	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink}
+	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, UplinkMTU: mtu}
 	if err := a.st.RegisterNode(ctx, a.node); err != nil {
 		return fmt.Errorf("registering node %q: %w", a.node.Name, err)
 	}
@@ -243,6 +243,9 @@ func (a *Agent) start(ctx context.Context) error {
 		if err := dp.AttachUplinkPrefilter(ix); err != nil {
 			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
 		}
+	} else if err := dp.DetachUplinkPrefilter(ix); err != nil {
+		// One an earlier run pinned stays attached otherwise.
+		return fmt.Errorf("detaching XDP prefilter from %s: %w", a.cfg.Uplink, err)
 	}
 
 	a.notReady.Store("loading IPAM state")

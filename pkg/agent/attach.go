@@ -240,7 +240,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		vpcCIDR = prefixToIPNet(v.CIDR)
 	}
 	lr, err := setupPodLink(&podLink{
-		netns: req.Netns, ifName: req.IfName, hostName: key, mac: mac, mtu: a.podMTU,
+		netns: req.Netns, ifName: req.IfName, hostName: key, mac: mac, mtu: a.podMTUFor(v),
 		addr: podAddr, gateway: net.IP(sub.Gateway.AsSlice()), subnet: prefixToIPNet(sub.CIDR),
 		vpcCIDR: vpcCIDR, defRoute: req.DefaultRoute,
 	})
@@ -289,7 +289,7 @@ func (a *Agent) result(at *attachment, v vpc.VPC, sub vpc.Subnet) *current.Resul
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
 			{Name: at.HostIf},
-			{Name: at.IfName, Mac: at.MAC, Mtu: a.podMTU, Sandbox: at.Netns},
+			{Name: at.IfName, Mac: at.MAC, Mtu: a.podMTUFor(v), Sandbox: at.Netns},
 		},
 		IPs: []*current.IPConfig{{
 			Interface: current.Int(1),

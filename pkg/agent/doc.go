@@ -18,8 +18,9 @@
 // the address (a static request is honoured or refused), create a veth
 // whose host side is named "gv"+10 hex digits of a hash of containerID and
 // ifname (deterministic, so DEL and a restarted agent find it), configure
-// the pod side in the pod's netns (MAC, MTU = uplink MTU minus
-// datapath.EncapOverhead, address with the subnet's prefix, route to the
+// the pod side in the pod's netns (MAC, MTU = the VPC's, else the
+// smallest uplink MTU the nodes registered minus datapath.EncapOverhead
+// (podMTUFor), address with the subnet's prefix, route to the
 // VPC CIDR via the gateway, optionally the default route; offloads stay on),
 // write the endpoint into the data plane, attach the pod program and
 // publish the endpoint in the store. Each step is undone if a later one
@@ -80,7 +81,7 @@
 // remote entries. A failed watch resumes from the last revision seen; if
 // that revision was compacted away every hosted VPC is listed again (from
 // a revision read first). The node list is watched in full (nodes are few)
-// for the underlay MACs. Memory and map entries are O(endpoints of the VPCs
+// for their underlay addresses and uplink MTUs. Memory and map entries are O(endpoints of the VPCs
 // hosted here), not O(cluster); the watch traffic is O(endpoint changes of
 // the cluster) on etcd. On a store with store.VPCWatcher (the Kubernetes
 // backend) the one watch is filtered by the store instead, to the VPCs

@@ -468,7 +468,7 @@ func (a *Agent) applyLocked(vs *vpcState, ev store.EndpointEvent) error {
 	return a.deleteRemoteLocked(vs, keyOf(ev.Endpoint.ID))
 }
 
-// startNodeWatch lists the nodes (programming their underlay MACs) and
+// startNodeWatch lists the nodes (their underlay addresses and MTUs) and
 // watches them for the agent's lifetime.
 func (a *Agent) startNodeWatch(ctx context.Context) error {
 	rev, err := a.syncNodes(ctx)
@@ -551,7 +551,7 @@ func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 		}
 		return
 	}
-	if had && old.UnderlayIP == n.UnderlayIP && old.UnderlayMAC.String() == n.UnderlayMAC.String() {
+	if had && old.UnderlayIP == n.UnderlayIP && old.UnderlayMAC.String() == n.UnderlayMAC.String() && old.UplinkMTU == n.UplinkMTU {
 		return
 	}
 	a.nodes[n.Name] = n

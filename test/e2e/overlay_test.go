@@ -44,9 +44,15 @@ func mustNotReach(t *testing.T, what string, from, to sandbox.Endpoint, ip netip
 }
 
 // TestPrivilegedSameVPC: pods of one VPC reach each other on the same node
-// and across nodes, TCP and UDP, both ways.
+// and across nodes, TCP and UDP, both ways, on both underlays (routed:
+// node1-node2 and node2-node3 through the router, node1-node3 on-link).
 func TestPrivilegedSameVPC(t *testing.T) {
-	sb := newSandbox(t, 3)
+	for _, u := range []string{sandbox.UnderlayFlat, sandbox.UnderlayRouted} {
+		t.Run(u, func(t *testing.T) { testSameVPC(t, newSandboxOn(t, 3, u)) })
+	}
+}
+
+func testSameVPC(t *testing.T, sb *sandbox.Sandbox) {
 	mkVPC(t, sb, "blue", "10.10.0.0/16", "10.10.1.0/24")
 	a := addPod(t, sb, "a", "node1", "blue/web")
 	b := addPod(t, sb, "b", "node1", "blue/web")
@@ -107,6 +113,7 @@ func transfer(t *testing.T, from, to sandbox.Endpoint, ip netip.Addr, n int) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // a blackhole fails, not hangs
 	data := make([]byte, n)
 	for i := range data {
 		data[i] = byte(i % 251)
