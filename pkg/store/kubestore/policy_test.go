@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/cni-genie/cni-genie/pkg/kube"
 	"github.com/cni-genie/cni-genie/pkg/store/kubestore"
 	"github.com/cni-genie/cni-genie/pkg/testutil/kubeapi"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
@@ -65,7 +66,8 @@ func TestRBACManifestMatchesGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][]rbacv1.PolicyRule{"genie-agent": kubestore.AgentPolicyRules(), "genie-admin": kubestore.PolicyRules()}
+	want := map[string][]rbacv1.PolicyRule{"genie-agent": kubestore.AgentPolicyRules(), "genie-admin": kubestore.PolicyRules(),
+		"genie-cni": kube.PolicyRules()}
 	seen := 0
 	for _, o := range objs {
 		cr, ok := o.(*rbacv1.ClusterRole)
