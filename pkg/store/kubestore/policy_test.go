@@ -342,3 +342,37 @@ func TestKubectlSubnetCrossObjectRules(t *testing.T) {
 		t.Errorf("claim in the valid subnet: %v", err)
 	}
 }
+
+// The per-node user identity (genie:node:<node>, a certificate or token
+// per node instead of a service account) is scoped the same way.
+func TestAgentNodeScopeUserIdentity(t *testing.T) {
+	token := "node-token-" + kubeapi.UniqueName("x")
+	srv := kubeapi.New(t, kubeapi.Options{Tokens: []kubeapi.Token{{Token: token, User: kubestore.AgentUserPrefix + "n1", UID: "n1"}}})
+	ctx := t.Context()
+	if err := srv.InstallProjectCRDs(ctx, kubestore.CRDFiles...); err != nil {
+		t.Fatal(err)
+	}
+	if err := installPolicies(srv); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := srv.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "genie-node-n1"},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: kubestore.AgentUserPrefix + "n1"}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "genie-agent"}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	admin := open(t, srv.RESTConfig(), "")
+	if err := admin.RegisterNode(ctx, vpc.Node{Name: "n2", UnderlayIP: netip.MustParseAddr("192.0.2.2")}); err != nil {
+		t.Fatal(err)
+	}
+	n1 := open(t, srv.RESTConfigForToken(token), "")
+	if err := n1.RegisterNode(ctx, vpc.Node{Name: "n1", UnderlayIP: netip.MustParseAddr("192.0.2.1")}); err != nil {
+		t.Fatalf("genie:node:n1 registers n1: %v", err)
+	}
+	wantRefused(t, "genie:node:n1 re-points n2", n1.RegisterNode(ctx, vpc.Node{Name: "n2", UnderlayIP: netip.MustParseAddr("192.0.2.66")}),
+		"the genie agent of node n1 may not", "of node n2")
+}
