@@ -7,7 +7,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
-	"github.com/cni-genie/cni-genie/pkg/store"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
@@ -57,8 +56,8 @@ func (s *Store) checkSubnet(ctx context.Context, what string, o *subnetObject, s
 			continue
 		}
 		if other.CIDR.Overlaps(sn.CIDR) {
-			return fmt.Errorf("%s: ignored (not made by geniectl?): %s overlaps the older subnet %q %s: %w: %w",
-				what, sn.CIDR, other.Key(), other.CIDR, vpc.ErrInvalid, store.ErrConflict)
+			return fmt.Errorf("%s: ignored (not made by geniectl?): %s overlaps the older subnet %q %s: %w",
+				what, sn.CIDR, other.Key(), other.CIDR, vpc.ErrInvalid)
 		}
 	}
 	return nil
