@@ -159,9 +159,13 @@
 //
 // # Limits
 //
-// Objects written with kubectl pass the schema but skip the cross-object
-// rules (overlap, VNI, IP uniqueness, in-use checks); an admission
-// webhook would close that. status.deleting left by a DeleteSubnet that
+// Objects written with kubectl pass the schema and the admission policies
+// of deploy/policy (name and label consistency); a Subnet that breaks a
+// cross-object rule (outside its VPC, overlapping a sibling that takes
+// precedence) is ignored where agents use it (checkSubnet), naming the
+// conflict. In-use checks (DeleteSubnet, DeleteVPC) are the store's, so a
+// kubectl delete skips them. Agents run with AgentPolicyRules under the
+// node-scope policy: see rbac.go. status.deleting left by a DeleteSubnet that
 // died mid-way blocks new endpoints of that subnet until DeleteSubnet is
 // run again.
 package kubestore
