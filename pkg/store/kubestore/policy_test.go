@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/cni-genie/cni-genie/pkg/kube"
 	"github.com/cni-genie/cni-genie/pkg/store/kubestore"
@@ -39,14 +40,34 @@ func installPolicies(srv *kubeapi.Server) error {
 	}
 	probe := raw("VPCEndpoint", "policy-probe.10-9-9-9", "policy-probe", map[string]any{
 		"vpc": "probe", "subnet": "s", "id": "probe/eth0", "ip": "10.9.9.9", "node": "n"})
+	// An agent of node "probe" (impersonated, in system:masters so that
+	// RBAC lets the request reach admission) writing another node.
+	acfg := srv.RESTConfig()
+	acfg.Impersonate = rest.ImpersonationConfig{UserName: kubestore.AgentUserPrefix + "probe", Groups: []string{"system:masters"}}
+	ad, err := dynamic.NewForConfig(acfg)
+	if err != nil {
+		return err
+	}
+	nodeProbe := raw("GenieNode", "policy-probe.other", "policy-probe", map[string]any{"name": "other", "underlayIP": "192.0.2.1"})
 	deadline := time.Now().Add(time.Minute)
+	objects, nodes := false, false
 	for {
-		_, err := d.Resource(gvr("vpcendpoints")).Create(ctx, probe, metav1.CreateOptions{})
-		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
-			return nil
+		if !objects {
+			_, err = d.Resource(gvr("vpcendpoints")).Create(ctx, probe, metav1.CreateOptions{})
+			objects = err != nil && strings.Contains(err.Error(), "genie-object-consistency")
+			if err == nil {
+				_ = d.Resource(gvr("vpcendpoints")).Delete(ctx, probe.GetName(), metav1.DeleteOptions{})
+			}
 		}
-		if err == nil {
-			_ = d.Resource(gvr("vpcendpoints")).Delete(ctx, probe.GetName(), metav1.DeleteOptions{})
+		if !nodes {
+			_, err = ad.Resource(gvr("genienodes")).Create(ctx, nodeProbe, metav1.CreateOptions{})
+			nodes = err != nil && strings.Contains(err.Error(), "genie-agent-node-scope")
+			if err == nil {
+				_ = d.Resource(gvr("genienodes")).Delete(ctx, nodeProbe.GetName(), metav1.DeleteOptions{})
+			}
+		}
+		if objects && nodes {
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("admission policies not in effect after a minute (last: %v)", err)
