@@ -51,9 +51,10 @@
 // opened there, and for ICMP a raw socket there must see the echo request.
 // With overlapping VPCs the same address answers from several places, so
 // "a reply came back" would prove nothing. A pod in two VPCs with
-// overlapping CIDRs has two identical connected routes; SourceRoutes gives
-// it per-source routing tables so that its replies leave through the
-// interface they belong to.
+// overlapping CIDRs has two identical connected routes; the agent gives
+// its VPC interfaces distinct addresses and per-source routing tables, so
+// its replies leave through the interface they belong to (SourceRoutes
+// does the same for delegate interfaces).
 //
 // State and concurrency. sandbox.json in the state dir records nodes, pids
 // and pods; every mutation reloads and saves it under a flock, so the CLI

@@ -286,6 +286,10 @@ type Node struct {
 	// UplinkMTU is the MTU of the node's uplink (0: unknown); the smallest
 	// in the cluster sets the default pod MTU of every VPC (VPC.PodMTU).
 	UplinkMTU int `json:"uplinkMTU,omitempty"`
+	// Heartbeat is when the node's agent last reported itself alive (it
+	// re-registers periodically); zero when the store keeps none. Dead
+	// nodes are found by it (package reclaim).
+	Heartbeat time.Time `json:"heartbeat,omitzero"`
 }
 
 // Validate checks the name, the underlay IP and the MAC.
