@@ -17,6 +17,7 @@
 #include "lib/eth.h"
 #include "lib/arp.h"
 #include "lib/geneve.h"
+#include "lib/lb.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -33,6 +34,7 @@ int from_pod(struct __sk_buff *skb)
 	struct iphdr *ip;
 	__u32 zero = 0, hash;
 	__u8 tos;
+	int ret;
 
 	if (!skb_ensure(skb, ETH_HLEN))
 		return drop_skb(DROP_TRUNCATED);
@@ -79,6 +81,12 @@ int from_pod(struct __sk_buff *skb)
 	key.vni = ep->vni;
 	key.ip = ip->daddr;
 	tos = ip->tos;
+	/* Services: DNAT to a backend, or a reply back to the VIP (lib/lb.h). */
+	ret = lb_from_pod(skb, ep, &key.ip);
+	if (ret < 0)
+		return drop_skb(ret);
+	if (ret == LB_NAT && !(ip = lb_reload_ip(skb, &data_end)))
+		return drop_skb(DROP_TRUNCATED);
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
 		report_miss(&key);
