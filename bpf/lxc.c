@@ -85,7 +85,7 @@ int from_pod(struct __sk_buff *skb)
 	ret = lb_from_pod(skb, ep, &key.ip);
 	if (ret < 0)
 		return drop_skb(ret);
-	if (ret == LB_NAT && !(ip = lb_reload_ip(skb, &data_end)))
+	if (!(ip = lb_reload_ip(skb, &data_end)))
 		return drop_skb(DROP_TRUNCATED);
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {

@@ -163,8 +163,9 @@ __inline int lb_rev_nat(struct __sk_buff *skb, __u32 vni, __u32 l3off)
 	return lb_reply(skb, l3off, &p, &daddr);
 }
 
-/* lb_reload_ip re-derives the IPv4 header after a rewrite (the helpers that
- * store bytes invalidate packet pointers). NULL if it is no longer there. */
+/* lb_reload_ip re-derives the IPv4 header after lb_from_pod (which may pull
+ * or rewrite the packet: packet pointers are invalid after either). NULL if
+ * it is no longer there. */
 __inline struct iphdr *lb_reload_ip(struct __sk_buff *skb, void **data_end)
 {
 	void *data = (void *)(long)skb->data;

@@ -39,6 +39,12 @@ const (
 	DropNotLocal DropReason = 13
 	// DropDecapFailed: bpf_skb_adjust_room or a header store failed while decapsulating.
 	DropDecapFailed DropReason = 14
+	// DropNoBackend: a packet to a service that has no usable backend.
+	DropNoBackend DropReason = 24
+	// DropCTFailed: a conntrack insert failed (the insert-failure metric).
+	DropCTFailed DropReason = 25
+	// DropNATFailed: a checksum or store helper failed while rewriting for NAT.
+	DropNATFailed DropReason = 26
 )
 
 // maxDropReason is the size of the drop counter array (DROP_MAX in drop.h).
@@ -59,6 +65,9 @@ var dropNames = map[DropReason]string{
 	DropForged:          "FORGED",
 	DropNotLocal:        "NOT_LOCAL",
 	DropDecapFailed:     "DECAP_FAILED",
+	DropNoBackend:       "NO_BACKEND",
+	DropCTFailed:        "CT_FAILED",
+	DropNATFailed:       "NAT_FAILED",
 }
 
 // String returns the reason's name as used in metrics labels, e.g. "NO_ROUTE".
