@@ -49,3 +49,16 @@ type ServiceStore interface {
 	// of WatchEndpoints.
 	WatchServices(ctx context.Context, vpcName string, fromRevision int64) <-chan ServiceEvent
 }
+
+// LeaderElector is an optional capability of a Store: one holder at a time
+// of a named leadership across the cluster (etcd: a clientv3/concurrency
+// election on a session lease; Kubernetes: a coordination Lease through
+// client-go leaderelection).
+type LeaderElector interface {
+	// Lead campaigns for the leadership name as id until ctx ends. Each
+	// time it is won, run is called with a context that is cancelled when
+	// the leadership is lost (or ctx ends); Lead campaigns again after run
+	// returns. Returns ctx's error, or an error if campaigning fails for
+	// good.
+	Lead(ctx context.Context, name, id string, run func(context.Context)) error
+}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/cni-genie/cni-genie/pkg/service"
 	"github.com/cni-genie/cni-genie/pkg/store"
@@ -216,4 +218,52 @@ func listSuffix[T any](ctx context.Context, s *Store, prefix, suffix string) ([]
 	kvs := slices.DeleteFunc(slices.Clone(r.Kvs), func(kv *mvccpb.KeyValue) bool { return !strings.HasSuffix(string(kv.Key), suffix) })
 	out, err := decodeAll[T](kvs)
 	return out, r.Header.Revision, err
+}
+
+var _ store.LeaderElector = (*Store)(nil)
+
+// electionTTL is the session lease of a leadership: a crashed leader is
+// replaced after at most this many seconds.
+const electionTTL = 10
+
+// Lead implements store.LeaderElector with a clientv3/concurrency election
+// under <prefix>/elections/<name>.
+func (s *Store) Lead(ctx context.Context, name, id string, run func(context.Context)) error {
+	for ctx.Err() == nil {
+		if err := s.leadOnce(ctx, name, id, run); err != nil && ctx.Err() == nil {
+			// The session or the campaign failed (etcd unreachable):
+			// retry after a pause, like a lost leadership.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+func (s *Store) leadOnce(ctx context.Context, name, id string, run func(context.Context)) error {
+	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(electionTTL), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("election %q: session: %w", name, err)
+	}
+	defer sess.Close()
+	e := concurrency.NewElection(sess, s.prefix+"/elections/"+name)
+	if err := e.Campaign(ctx, id); err != nil {
+		return fmt.Errorf("election %q: campaign: %w", name, err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-sess.Done(): // lease lost: someone else may lead now
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	run(lctx)
+	cancel()
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	_ = e.Resign(rctx)
+	return nil
 }
