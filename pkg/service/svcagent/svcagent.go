@@ -256,4 +256,3 @@ func RunGC(ctx context.Context, ct Conntrack, interval time.Duration, report fun
 		}
 	}
 }
-
