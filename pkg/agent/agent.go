@@ -270,6 +270,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
+	a.startServices(ctx) // service.go
 	return nil
 }
 
