@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,4 +106,33 @@ func (a *Agent) conntrackMetrics() func(datapath.ConntrackStats) {
 		deleted.Add(float64(st.Deleted))
 		failures.Set(float64(st.InsertFailures))
 	}
+}
+
+// labelSet is a pod's labels in canonical form ("k=v\n" per label, keys
+// sorted): comparable, so an attachment record stays a plain value.
+type labelSet string
+
+func newLabelSet(m map[string]string) labelSet {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "=" + m[k] + "\n")
+	}
+	return labelSet(b.String())
+}
+
+func (l labelSet) labels() map[string]string {
+	if l == "" {
+		return nil
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSuffix(string(l), "\n"), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		out[k] = v
+	}
+	return out
 }

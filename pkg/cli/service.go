@@ -118,7 +118,7 @@ func serviceCommand(g *globals) *cobra.Command {
 		},
 	}
 	f := create.Flags()
-	f.StringVar(&vip, "vip", "", "requested VIP (default: allocated from "+service.DefaultRange.String()+" of the VPC)")
+	f.StringVar(&vip, "vip", "", "requested VIP, inside the VPC's CIDR and outside its subnets (default: the highest free address)")
 	f.StringArrayVar(&ports, "port", nil, "a port: PORT[:TARGET][/tcp|udp] (repeatable)")
 	f.StringArrayVar(&selector, "selector", nil, "backend label selector KEY=VALUE (repeatable, all must match)")
 	f.StringSliceVar(&endpoints, "endpoints", nil, "explicit backend addresses (instead of --selector)")

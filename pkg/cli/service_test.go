@@ -38,11 +38,12 @@ func TestServiceCommands(t *testing.T) {
 	must("vpc", "create", "red", "--cidr", "10.10.0.0/16")
 	must("subnet", "create", "blue/web", "--cidr", "10.10.1.0/24")
 	out := must("service", "create", "blue/web", "--port", "80:8080", "--port", "53/udp", "--selector", "app=web")
-	if !strings.Contains(out, "10.96.0.1 ") || !strings.Contains(out, "80:8080/tcp,53:53/udp") || !strings.Contains(out, "app=web") {
+	if !strings.Contains(out, "10.10.255.254 ") || !strings.Contains(out, "80:8080/tcp,53:53/udp") || !strings.Contains(out, "app=web") {
 		t.Errorf("create output:\n%s", out)
 	}
-	must("service", "create", "red/web", "--vip", "10.96.0.1", "--port", "80", "--endpoints", "10.10.1.5,10.10.1.6")
+	must("service", "create", "red/web", "--vip", "10.10.255.254", "--port", "80", "--endpoints", "10.10.1.5,10.10.1.6")
 	fail(`inside subnet "blue/web"`, "service", "create", "blue/db", "--vip", "10.10.1.9", "--port", "5432")
+	fail(`outside vpc "blue"`, "service", "create", "blue/db", "--vip", "10.96.0.1", "--port", "5432")
 	fail("port clash", "service", "create", "blue/db", "--port", "5432", "--port", "5432:6000")
 	fail(`vpc "green"`, "service", "create", "green/db", "--port", "5432")
 	fail("want PORT", "service", "create", "blue/db", "--port", "http")

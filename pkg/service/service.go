@@ -32,12 +32,6 @@ const (
 	AffinityClientIP Affinity = "ClientIP"
 )
 
-// DefaultRange is the range VIPs are allocated from when a service asks
-// for none. Each VPC allocates in its own copy of the range, so the same
-// VIP can exist in every VPC; addresses inside a subnet of the VPC are
-// skipped.
-var DefaultRange = netip.MustParsePrefix("10.96.0.0/16")
-
 // ErrConflict is wrapped by Check's errors about a clash with another
 // object (a VIP inside a subnet, a VIP held by another service). Stores
 // report them as store.ErrConflict.
@@ -61,7 +55,8 @@ type Service struct {
 	// Name is a DNS-1123 label, unique within the VPC.
 	Name string `json:"name"`
 	// VIP is the requested address; zero asks the store to allocate one
-	// from DefaultRange. It must not lie inside a subnet of the VPC.
+	// (AllocateVIP). It lies inside the VPC's CIDR, so pods route it to
+	// their gateway like any address of the VPC, and outside every subnet.
 	VIP   netip.Addr `json:"vip,omitzero"`
 	Ports []Port     `json:"ports"`
 	// Selector picks the backends: the endpoints of the VPC whose labels
@@ -174,13 +169,17 @@ func (s Service) Validate() error {
 
 // Check validates s against its VPC: the VPC's subnets and the other
 // services of the VPC (s itself, by name, is ignored). A set VIP must lie
-// outside every subnet and be held by no other service.
-func Check(s Service, subnets []vpc.Subnet, others []Service) error {
+// inside the VPC's CIDR, outside every subnet, and be held by no other
+// service.
+func Check(s Service, parent vpc.VPC, subnets []vpc.Subnet, others []Service) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
 	if !s.VIP.IsValid() {
 		return nil
+	}
+	if !parent.CIDR.Contains(s.VIP) {
+		return invalid("service %q: vip %s is outside vpc %q %s (pods route only the vpc to their gateway)", s.Key(), s.VIP, parent.Name, parent.CIDR)
 	}
 	for _, sn := range subnets {
 		if sn.VPC == s.VPC && sn.CIDR.Contains(s.VIP) {
@@ -195,16 +194,18 @@ func Check(s Service, subnets []vpc.Subnet, others []Service) error {
 	return nil
 }
 
-// AllocateVIP returns the lowest address of r (network and broadcast
-// addresses excluded) that is in no subnet of the VPC and held by no
-// service of it.
+// AllocateVIP returns the highest address of the VPC's range r (network
+// and broadcast addresses excluded) that is in no subnet of the VPC and
+// held by no service of it: VIPs fill the range from the top, subnets
+// usually from the bottom. Each VPC allocates on its own, so the same VIP
+// can exist in every VPC.
 func AllocateVIP(r netip.Prefix, subnets []vpc.Subnet, others []Service) (netip.Addr, error) {
 	held := map[netip.Addr]bool{}
 	for _, o := range others {
 		held[o.VIP] = true
 	}
-	last := vpc.LastAddr(r)
-	for a := r.Masked().Addr().Next(); a.IsValid() && a.Less(last); a = a.Next() {
+	first := r.Masked().Addr()
+	for a := vpc.LastAddr(r).Prev(); a.IsValid() && first.Less(a); a = a.Prev() {
 		if held[a] {
 			continue
 		}

@@ -11,7 +11,8 @@ import (
 
 var (
 	webSubnet = vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.0.0.0/24")}
-	vip10     = netip.MustParseAddr("10.96.0.10")
+	vip10     = netip.MustParseAddr("10.0.200.10")
+	blueVPC   = vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.0.0.0/16")}
 )
 
 func web() Service {
@@ -28,6 +29,7 @@ func TestCheckRefusesNamingTheConflict(t *testing.T) {
 	}{
 		{"vip inside a subnet", func(s *Service) { s.VIP = netip.MustParseAddr("10.0.0.7") }, nil, ErrConflict, `subnet "blue/web"`},
 		{"vip held by another service", nil, []Service{{VPC: "blue", Name: "api", VIP: vip10}}, ErrConflict, `service "blue/api"`},
+		{"vip outside the vpc", func(s *Service) { s.VIP = netip.MustParseAddr("10.96.0.1") }, nil, vpc.ErrInvalid, `outside vpc "blue"`},
 		{"port clash", func(s *Service) { s.Ports = append(s.Ports, Port{Port: 80, Protocol: TCP}) }, nil, vpc.ErrInvalid, "port clash"},
 		{"port name clash", func(s *Service) {
 			s.Ports = []Port{{Name: "h", Port: 80, Protocol: TCP}, {Name: "h", Port: 81, Protocol: TCP}}
@@ -44,23 +46,23 @@ func TestCheckRefusesNamingTheConflict(t *testing.T) {
 			if c.mutate != nil {
 				c.mutate(&s)
 			}
-			err := Check(s.WithDefaults(), []vpc.Subnet{webSubnet}, c.others)
+			err := Check(s.WithDefaults(), blueVPC, []vpc.Subnet{webSubnet}, c.others)
 			if !errors.Is(err, c.is) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Check = %v, want %v naming %q", err, c.is, c.want)
 			}
 		})
 	}
 	// The same VIP in another VPC, or held by the service itself, is fine.
-	if err := Check(web().WithDefaults(), []vpc.Subnet{webSubnet}, []Service{{VPC: "red", Name: "web", VIP: vip10}, web()}); err != nil {
+	if err := Check(web().WithDefaults(), blueVPC, []vpc.Subnet{webSubnet}, []Service{{VPC: "red", Name: "web", VIP: vip10}, web()}); err != nil {
 		t.Fatalf("same vip in another vpc: %v", err)
 	}
 }
 
 func TestAllocateVIPSkipsSubnetsAndHeld(t *testing.T) {
 	r := netip.MustParsePrefix("10.0.0.0/23")
-	got, err := AllocateVIP(r, []vpc.Subnet{webSubnet}, []Service{{VIP: netip.MustParseAddr("10.0.1.0")}})
-	if err != nil || got != netip.MustParseAddr("10.0.1.1") {
-		t.Fatalf("AllocateVIP = %s, %v; want 10.0.1.1", got, err)
+	got, err := AllocateVIP(r, []vpc.Subnet{webSubnet}, []Service{{VIP: netip.MustParseAddr("10.0.1.254")}})
+	if err != nil || got != netip.MustParseAddr("10.0.1.253") {
+		t.Fatalf("AllocateVIP = %s, %v; want 10.0.1.253", got, err)
 	}
 	if _, err := AllocateVIP(netip.MustParsePrefix("10.0.0.0/30"), []vpc.Subnet{webSubnet}, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("full range: %v", err)

@@ -24,8 +24,8 @@ type ServiceEvent struct {
 // VPC exists (ErrNotFound), the name is free in the VPC (ErrExists), the
 // VIP lies in no subnet of the VPC and is held by no other service of it
 // (ErrConflict naming the subnet or service), the object is well formed
-// (vpc.ErrInvalid: port clash, protocol, selector). A zero VIP is
-// allocated from service.DefaultRange, lowest free first, per VPC.
+// (vpc.ErrInvalid: port clash, protocol, selector, a VIP outside the VPC's
+// CIDR). A zero VIP is allocated by service.AllocateVIP, per VPC.
 type ServiceStore interface {
 	// CreateService validates s (after WithDefaults), allocates its VIP if
 	// zero and stores it. Returns the stored service.

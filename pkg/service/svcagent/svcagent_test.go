@@ -72,7 +72,7 @@ func eventually(t *testing.T, what string, f func() bool) {
 
 func TestSyncerProgramsHostedVPCsOnly(t *testing.T) {
 	s := srv.NewStore(t, "")
-	vip := netip.MustParseAddr("10.96.0.10")
+	vip := netip.MustParseAddr("10.0.200.10")
 	for _, v := range []string{"blue", "red"} {
 		storetest.MustVPC(t, s, v, "10.0.0.0/16")
 		sv := service.Service{VPC: v, Name: "web", VIP: vip, TableSize: 13,

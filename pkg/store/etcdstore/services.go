@@ -54,6 +54,10 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 		if len(rs[0].Kvs) == 0 {
 			return service.Service{}, noVPC(what, sv.VPC)
 		}
+		var parent vpc.VPC
+		if err := json.Unmarshal(rs[0].Kvs[0].Value, &parent); err != nil {
+			return service.Service{}, fmt.Errorf("%s: decode vpc: %w", what, err)
+		}
 		subnets, err := decodeAll[vpc.Subnet](rs[1].Kvs)
 		if err != nil {
 			return service.Service{}, fmt.Errorf("%s: %w", what, err)
@@ -74,11 +78,11 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 		}
 		out := sv
 		if !out.VIP.IsValid() {
-			if out.VIP, err = service.AllocateVIP(service.DefaultRange, subnets, others); err != nil {
+			if out.VIP, err = service.AllocateVIP(parent.CIDR, subnets, others); err != nil {
 				return service.Service{}, fmt.Errorf("%s: %w", what, serviceErr(err))
 			}
 		}
-		if err := service.Check(out, subnets, others); err != nil {
+		if err := service.Check(out, parent, subnets, others); err != nil {
 			return service.Service{}, fmt.Errorf("%s: %w", what, serviceErr(err))
 		}
 		b, _ := json.Marshal(out)

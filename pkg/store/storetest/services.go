@@ -60,7 +60,7 @@ func testServiceLifecycle(t *testing.T, open func() store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := service.DefaultRange.Addr().Next()
+	first := netip.MustParseAddr("10.0.255.254") // the top of blue 10.0.0.0/16
 	if got.VIP != first || got.Ports[0].TargetPort != 8080 || got.TableSize != service.DefaultTableSize {
 		t.Fatalf("created %+v, want vip %s allocated and defaults filled", got, first)
 	}
@@ -68,12 +68,12 @@ func testServiceLifecycle(t *testing.T, open func() store.Store) {
 	if _, err := ss.CreateService(ctx, webService("red", first.String())); err != nil {
 		t.Fatalf("same vip in another vpc: %v", err)
 	}
-	_, err = ss.CreateService(ctx, webService("blue", "10.96.9.9"))
+	_, err = ss.CreateService(ctx, webService("blue", "10.0.9.9"))
 	wantErr(t, "duplicate name", err, store.ErrExists, `service "blue/web"`)
 	api := webService("blue", "")
 	api.Name = "api"
-	if a, err := ss.CreateService(ctx, api); err != nil || a.VIP != first.Next() {
-		t.Fatalf("second allocation = %+v, %v; want %s", a, err, first.Next())
+	if a, err := ss.CreateService(ctx, api); err != nil || a.VIP != first.Prev() {
+		t.Fatalf("second allocation = %+v, %v; want %s", a, err, first.Prev())
 	}
 	if g, err := ss.GetService(ctx, "blue", "web"); err != nil || g.VIP != got.VIP {
 		t.Fatalf("get = %+v, %v", g, err)
@@ -104,7 +104,7 @@ func testServiceInvalid(t *testing.T, open func() store.Store) {
 	ss := services(t, s)
 	MustVPC(t, s, "blue", "10.0.0.0/16")
 	MustSubnet(t, s, "blue", "web", "10.0.0.0/24")
-	if _, err := ss.CreateService(ctx, webService("blue", "10.96.0.10")); err != nil {
+	if _, err := ss.CreateService(ctx, webService("blue", "10.0.200.10")); err != nil {
 		t.Fatal(err)
 	}
 	_, err := ss.CreateService(ctx, webService("nope", ""))
@@ -113,10 +113,14 @@ func testServiceInvalid(t *testing.T, open func() store.Store) {
 	sv.Name = "in-subnet"
 	_, err = ss.CreateService(ctx, sv)
 	wantErr(t, "vip inside a subnet", err, store.ErrConflict, `subnet "blue/web"`)
-	sv = webService("blue", "10.96.0.10")
+	sv = webService("blue", "10.0.200.10")
 	sv.Name = "taken"
 	_, err = ss.CreateService(ctx, sv)
 	wantErr(t, "vip held by another service", err, store.ErrConflict, `service "blue/web"`)
+	sv = webService("blue", "10.96.0.10")
+	sv.Name = "outside"
+	_, err = ss.CreateService(ctx, sv)
+	wantErr(t, "vip outside the vpc", err, vpc.ErrInvalid, `outside vpc "blue"`)
 	sv = webService("blue", "")
 	sv.Name = "clash"
 	sv.Ports = append(sv.Ports, service.Port{Port: 80, Protocol: service.TCP, TargetPort: 9090})
@@ -142,7 +146,7 @@ func testServiceVIPConcurrent(t *testing.T, open func() store.Store) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			sv := webService("blue", "10.96.5.5")
+			sv := webService("blue", "10.0.5.5")
 			sv.Name = "same-" + string(rune('a'+i))
 			_, errs[i] = c.CreateService(ctx, sv)
 		}()
@@ -167,7 +171,7 @@ func testServiceVIPConcurrent(t *testing.T, open func() store.Store) {
 		}
 	}
 	if won != 1 {
-		t.Errorf("%d clients got vip 10.96.5.5, want exactly 1", won)
+		t.Errorf("%d clients got vip 10.0.5.5, want exactly 1", won)
 	}
 	list, _, err := services(t, s).ListServices(ctx, "blue")
 	if err != nil {
