@@ -31,6 +31,15 @@
 #define LB_PASS 0	/* not a service packet: untouched */
 #define LB_NAT 1	/* rewritten: reload packet pointers */
 
+/* lb_port returns the LB_PORT_* flags of a port (network order). */
+__inline __u8 lb_port(__be16 port)
+{
+	__u32 k = bpf_ntohs(port);
+	__u8 *f = bpf_map_lookup_elem(&genie_lb_ports, &k);
+
+	return f ? *f : 0;
+}
+
 /* lb_hash is the flow hash Maglev slots are picked with: the client address
  * only for ClientIP affinity, else the 5-tuple. Stable per flow. */
 __inline __u32 lb_hash(const struct ct_key *k, int affinity)
@@ -135,6 +144,8 @@ __inline int lb_from_pod(struct __sk_buff *skb, const struct lxc_info *ep, __be3
 
 	if (!ct_parse(skb, ETH_HLEN, ep->vni, &p))
 		return LB_PASS;
+	if (!(lb_port(p.key.dport) & LB_PORT_FRONTEND))
+		goto reply;
 	sk.vni = p.key.vni;
 	sk.vip = p.key.daddr;
 	sk.port = p.key.dport;
@@ -145,6 +156,10 @@ __inline int lb_from_pod(struct __sk_buff *skb, const struct lxc_info *ep, __be3
 		s = *svc;	/* a copy: no map-value pointer merges with the stack */
 		return lb_forward(skb, &p, &s, daddr);
 	}
+reply:
+	/* A reply comes from a backend's port (or, hairpin, to a VIP from it). */
+	if (!(lb_port(p.key.sport) & LB_PORT_TARGET))
+		return LB_PASS;
 	return lb_reply(skb, ETH_HLEN, &p, daddr);
 }
 
@@ -158,6 +173,8 @@ __inline int lb_rev_nat(struct __sk_buff *skb, __u32 vni, __u32 l3off)
 	__be32 daddr;
 
 	if (!ct_parse(skb, l3off, vni, &p))
+		return LB_PASS;
+	if (!(lb_port(p.key.sport) & LB_PORT_TARGET))
 		return LB_PASS;
 	daddr = p.key.daddr;
 	return lb_reply(skb, l3off, &p, &daddr);

@@ -35,6 +35,8 @@ struct svc_info {
 	__u32 m;		/* its size (a prime), the modulus of the flow hash */
 	__u16 flags;		/* SVC_F_* */
 	__u16 backends;		/* number of distinct backends (0: drop NO_BACKEND) */
+	__be16 target_port;	/* the backends' port (every slot has it) */
+	__u16 pad;
 };
 
 /* One Maglev slot: the backend a flow hashing there goes to (same VPC as
@@ -78,6 +80,20 @@ struct ct_entry {
 	__u32 vni;		/* the flow's VPC (for keys of traffic without one) */
 	__u32 svc_table;	/* the Maglev table the backend came from, 0 if none */
 };
+
+#define LB_PORT_FRONTEND 0x1	/* some frontend listens on this port */
+#define LB_PORT_TARGET 0x2	/* some backend serves on this port */
+
+/* port (host order) -> LB_PORT_* (written by Go from genie_svc): a packet
+ * whose destination port no frontend uses and whose source port no
+ * backend serves skips both hash lookups (ARRAY lookups are inlined). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} genie_lb_ports SEC(".maps");
 
 /* {vni, vip, port, proto} -> the service's Maglev table and flags. */
 struct {

@@ -75,11 +75,13 @@ type lxcNodeInfo struct {
 }
 
 type lxcSvcInfo struct {
-	_        structs.HostLayout
-	Table    uint32
-	M        uint32
-	Flags    uint16
-	Backends uint16
+	_          structs.HostLayout
+	Table      uint32
+	M          uint32
+	Flags      uint16
+	Backends   uint16
+	TargetPort uint16
+	Pad        uint16
 }
 
 type lxcSvcKey struct {
@@ -99,6 +101,7 @@ const (
 	lxcMapGenieCt        = "genie_ct"
 	lxcMapGenieDrops     = "genie_drops"
 	lxcMapGenieEndpoints = "genie_endpoints"
+	lxcMapGenieLbPorts   = "genie_lb_ports"
 	lxcMapGenieLxc       = "genie_lxc"
 	lxcMapGenieMaglev    = "genie_maglev"
 	lxcMapGenieMissSeen  = "genie_miss_seen"
@@ -162,6 +165,7 @@ type lxcMapSpecs struct {
 	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
 	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
 	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
 	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
@@ -201,6 +205,7 @@ type lxcMaps struct {
 	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
 	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
 	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
 	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
@@ -216,6 +221,7 @@ func (m *lxcMaps) Close() error {
 		m.GenieCt,
 		m.GenieDrops,
 		m.GenieEndpoints,
+		m.GenieLbPorts,
 		m.GenieLxc,
 		m.GenieMaglev,
 		m.GenieMissSeen,

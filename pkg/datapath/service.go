@@ -54,7 +54,8 @@ type Backend struct {
 type ServiceTable struct {
 	// Slots maps a flow hash modulo len(Slots) to a backend. Empty: the
 	// service exists but has no backend (its packets are dropped and
-	// counted as NO_BACKEND).
+	// counted as NO_BACKEND). Every slot has the same port (the target
+	// port): it marks the port whose packets may be replies.
 	Slots []Backend
 	// AffinityClientIP hashes only the client address, so all flows of a
 	// client go to one backend (while the table keeps that slot).
@@ -129,6 +130,9 @@ func (d *Datapath) upsertService(k ServiceKey, t ServiceTable) error {
 		if !b.IP.Is4() || b.Port == 0 {
 			return fmt.Errorf("slot %d: backend %s:%d is not an ipv4 address and port", i, b.IP, b.Port)
 		}
+		if b.Port != t.Slots[0].Port {
+			return fmt.Errorf("slot %d: backend port %d differs from slot 0's %d (one target port per table)", i, b.Port, t.Slots[0].Port)
+		}
 		distinct[b] = true
 	}
 	if len(distinct) > 0xffff {
@@ -147,6 +151,7 @@ func (d *Datapath) upsertService(k ServiceKey, t ServiceTable) error {
 			return err
 		}
 		info.Table, info.M = id, uint32(len(t.Slots))
+		info.TargetPort = htons(t.Slots[0].Port)
 	}
 	if err := d.lxc.GenieSvc.Update(&key, &info, ebpf.UpdateAny); err != nil {
 		if info.Table != 0 {
@@ -159,8 +164,44 @@ func (d *Datapath) upsertService(k ServiceKey, t ServiceTable) error {
 			return mapErr(d.lxc.GenieMaglev, "delete old table of", err)
 		}
 	}
+	return d.markPorts()
+}
+
+// markPorts rewrites genie_lb_ports from genie_svc: the frontend and
+// target ports in use, which gate the service hook of every packet. The
+// whole array is written in one batch, so a port that stays in use is
+// never seen unmarked.
+func (d *Datapath) markPorts() error {
+	var (
+		k lxcSvcKey
+		v lxcSvcInfo
+	)
+	flags := make([]uint8, 65536)
+	it := d.lxc.GenieSvc.Iterate()
+	for it.Next(&k, &v) {
+		flags[ntohs(k.Port)] |= lbPortFrontend
+		if v.TargetPort != 0 {
+			flags[ntohs(v.TargetPort)] |= lbPortTarget
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("mark service ports: %w", err)
+	}
+	keys := make([]uint32, len(flags))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := d.lxc.GenieLbPorts.BatchUpdate(keys, flags, nil); err != nil {
+		return fmt.Errorf("mark service ports: %w", mapErr(d.lxc.GenieLbPorts, "batch update", err))
+	}
 	return nil
 }
+
+// LB_PORT_* (bpf/lib/maps_lb.h).
+const (
+	lbPortFrontend = 0x1
+	lbPortTarget   = 0x2
+)
 
 // newTable creates a Maglev table map holding slots and stores it in
 // genie_maglev under a fresh non-zero id.
@@ -224,6 +265,9 @@ func (d *Datapath) DeleteService(k ServiceKey) error {
 		if err := d.lxc.GenieMaglev.Delete(prev.Table); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete service %s: %w", k, mapErr(d.lxc.GenieMaglev, "delete", err))
 		}
+	}
+	if err := d.markPorts(); err != nil {
+		return fmt.Errorf("delete service %s: %w", k, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -303,4 +304,83 @@ func TestPrivilegedServiceE2E(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkServiceE2E compares, in one run and interleaved, a client pod
+// on node a talking to one backend on node b straight to its address,
+// through the VIP (this data plane), and through a kube-proxy-style
+// iptables DNAT rule (netfilter conntrack + NAT in the client's netns, to
+// another VIP, when iptables is installed): TCP connections+request per
+// second, and single-stream throughput VIP vs direct. Same backend for
+// every mode, so the ratios compare the paths, not the load spread.
+func BenchmarkServiceE2E(b *testing.B) {
+	needBPF(b)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	na, nb := newE2ENodes(b)
+	client := newE2EPod(b, "client", na, vniRed, "10.0.0.1")
+	backend := newE2EPod(b, "backend", nb, vniRed, "10.0.0.2")
+	publish(b, []*e2eNode{na, nb}, []*e2ePod{client, backend})
+	backend.serve(b)
+	routeVIPs(b, client)
+	programService(b, []*e2eNode{na, nb}, vniRed, svcTable(b, 1021, backend.ip))
+	iptVIP := netip.MustParseAddr("10.96.0.20")
+	haveIPT := false
+	if path, err := exec.LookPath("iptables"); err == nil {
+		out, err := exec.Command("nsenter", "--net="+client.netns.Path(), path, "-t", "nat", "-A", "OUTPUT",
+			"-d", iptVIP.String(), "-p", "tcp", "--dport", "7777", "-j", "DNAT", "--to-destination", backend.ip.String()+":7777").CombinedOutput()
+		if err != nil {
+			b.Logf("no iptables DNAT baseline: %v: %s", err, out)
+		} else {
+			haveIPT = true
+		}
+	}
+	const conns = 300
+	rate := func(dst netip.Addr) float64 {
+		start := time.Now()
+		for i := 0; i < conns; i++ {
+			client.talk(b, dst, 1)
+		}
+		return conns / time.Since(start).Seconds()
+	}
+	const size = 256 << 20
+	gbps := func(dst netip.Addr) float64 {
+		start := time.Now()
+		client.talk(b, dst, size)
+		return float64(size) * 8 / time.Since(start).Seconds() / 1e9
+	}
+	var direct, vip, ipt, tDirect, tVIP float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Alternate the order of the modes: the first of a round runs on
+		// a colder machine.
+		steps := []func(){
+			func() { direct += rate(backend.ip) },
+			func() { vip += rate(e2eVIP) },
+			func() {
+				if haveIPT {
+					ipt += rate(iptVIP)
+				}
+			},
+			func() { tDirect += gbps(backend.ip) },
+			func() { tVIP += gbps(e2eVIP) },
+		}
+		if i%2 == 1 {
+			steps[0], steps[1], steps[3], steps[4] = steps[1], steps[0], steps[4], steps[3]
+		}
+		for _, f := range steps {
+			f()
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(direct/n, "direct-conn/s")
+	b.ReportMetric(vip/n, "vip-conn/s")
+	b.ReportMetric(vip/direct, "vip/direct-conn")
+	if haveIPT {
+		b.ReportMetric(ipt/n, "iptables-conn/s")
+		b.ReportMetric(vip/ipt, "vip/iptables-conn")
+	}
+	b.ReportMetric(tDirect/n, "direct-Gbit/s")
+	b.ReportMetric(tVIP/n, "vip-Gbit/s")
+	b.ReportMetric(tVIP/tDirect, "vip/direct-Gbit")
 }

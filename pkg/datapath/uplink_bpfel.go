@@ -75,11 +75,13 @@ type uplinkNodeInfo struct {
 }
 
 type uplinkSvcInfo struct {
-	_        structs.HostLayout
-	Table    uint32
-	M        uint32
-	Flags    uint16
-	Backends uint16
+	_          structs.HostLayout
+	Table      uint32
+	M          uint32
+	Flags      uint16
+	Backends   uint16
+	TargetPort uint16
+	Pad        uint16
 }
 
 type uplinkSvcKey struct {
@@ -99,6 +101,7 @@ const (
 	uplinkMapGenieCt          = "genie_ct"
 	uplinkMapGenieDrops       = "genie_drops"
 	uplinkMapGenieEndpoints   = "genie_endpoints"
+	uplinkMapGenieLbPorts     = "genie_lb_ports"
 	uplinkMapGenieLxc         = "genie_lxc"
 	uplinkMapGenieMaglev      = "genie_maglev"
 	uplinkMapGenieMissSeen    = "genie_miss_seen"
@@ -164,6 +167,7 @@ type uplinkMapSpecs struct {
 	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
 	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
 	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
 	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
@@ -203,6 +207,7 @@ type uplinkMaps struct {
 	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
 	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
 	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
 	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
@@ -218,6 +223,7 @@ func (m *uplinkMaps) Close() error {
 		m.GenieCt,
 		m.GenieDrops,
 		m.GenieEndpoints,
+		m.GenieLbPorts,
 		m.GenieLxc,
 		m.GenieMaglev,
 		m.GenieMissSeen,
