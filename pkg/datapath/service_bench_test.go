@@ -127,9 +127,11 @@ func BenchmarkConntrackGC(b *testing.B) {
 		}
 		b.ReportMetric(float64(time.Since(t0).Milliseconds()), "gc-ms")
 		b.ReportMetric(float64(mem)/(1<<20), "map-MiB")
-		if st.Deleted != entries/2 {
-			b.Fatalf("deleted %d, want %d", st.Deleted, entries/2)
+		// A full LRU map may evict a few entries while being refilled.
+		if st.Deleted > entries/2 || st.Deleted < entries/2-entries/100 {
+			b.Fatalf("deleted %d, want about %d", st.Deleted, entries/2)
 		}
+		b.ReportMetric(float64(st.Entries+st.Deleted), "entries")
 	}
 }
 
