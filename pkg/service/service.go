@@ -64,6 +64,9 @@ type Service struct {
 	Selector map[string]string `json:"selector,omitempty"`
 	// Endpoints lists the backend addresses explicitly (in the VPC).
 	Endpoints []netip.Addr `json:"endpoints,omitempty"`
+	// PodNamespace, if set, restricts the selector to endpoints of pods
+	// in that Kubernetes namespace (a Service's own namespace).
+	PodNamespace string `json:"podNamespace,omitempty"`
 	// Affinity is AffinityNone ("" too) or AffinityClientIP.
 	Affinity Affinity `json:"affinity,omitempty"`
 	// TableSize is the Maglev table size M (a prime); 0 means
@@ -271,6 +274,9 @@ func Resolve(s Service, endpoints []vpc.Endpoint) Backends {
 			continue
 		}
 		byIP[e.IP] = e
+		if s.PodNamespace != "" && e.PodNamespace != s.PodNamespace {
+			continue
+		}
 		if s.Selects(e.Labels) {
 			out.Backends = append(out.Backends, Backend{IP: e.IP, Node: e.Node, Endpoint: e.ID})
 		}
