@@ -19,6 +19,13 @@
  * Hairpin: a pod whose flow lands on itself gets its source rewritten to
  * the VIP as well (the kernel would drop a packet from its own address as
  * a martian); the reply entry undoes both rewrites.
+ *
+ * Gate: genie_lb_ports marks the ports frontends listen on and backends
+ * serve on; other packets skip both hash lookups.
+ *
+ * Not handled: ICMP (a ping to a VIP is a NO_ROUTE drop; ICMP errors about
+ * a service flow are not translated), IP fragments (never load-balanced:
+ * a fragment to a VIP is a NO_ROUTE drop), IPv6.
  */
 #pragma once
 

@@ -50,10 +50,9 @@ func FuzzLxcService(f *testing.F) {
 // endpoint of that VNI on the sending node or from a VIP of that VNI.
 func FuzzUplinkService(f *testing.F) {
 	d := newServiceWorld(f)
-	for _, fx := range uplinkFixtures()[:8] {
-		f.Add(fx.in)
+	for _, in := range uplinkServiceSeeds() {
+		f.Add(in)
 	}
-	f.Add(geneveFrame(nodeB, vniRed, udpIP(ip3, 5353, ip1, 33000, payload(20)), geneveOpts{}))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		if kernelRejects(pkt) {
 			t.Skip("frame refused by BPF_PROG_RUN itself")
@@ -84,6 +83,20 @@ func FuzzUplinkService(f *testing.F) {
 			t.Fatalf("vni %d delivered with source %s", vni, src)
 		}
 	})
+}
+
+// uplinkServiceSeeds: replies of remote backends (one matching a flow the
+// lxc fuzzer may have opened) and plain decap frames.
+func uplinkServiceSeeds() [][]byte {
+	out := [][]byte{
+		geneveFrame(nodeB, vniRed, udpIP(ip3, 5353, ip1, 33000, payload(20)), geneveOpts{}),
+		geneveFrame(nodeB, vniRed, tcpIP(ip3, 5353, ip1, 40000, tcpACK, payload(10)), geneveOpts{}),
+		geneveFrame(nodeB, vniBlue, udpIP(ip3, 5353, ip1, 33000, payload(20)), geneveOpts{}),
+	}
+	for _, fx := range uplinkFixtures()[:3] {
+		out = append(out, fx.in)
+	}
+	return out
 }
 
 // isVIP reports whether a is a VIP of a service of vni in the fixture world.
@@ -153,6 +166,16 @@ func TestWriteServiceFuzzSeeds(t *testing.T) {
 	}
 	for i, s := range serviceSeedFrames() {
 		body := "go test fuzz v1\nbyte('\\x0" + string(rune('0'+s.sender)) + "')\n[]byte(" + goQuote(s.frame) + ")\n"
+		if err := os.WriteFile(dir+"/seed"+string(rune('a'+i)), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir = "testdata/fuzz/FuzzUplinkService"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range uplinkServiceSeeds() {
+		body := "go test fuzz v1\n[]byte(" + goQuote(in) + ")\n"
 		if err := os.WriteFile(dir+"/seed"+string(rune('a'+i)), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
