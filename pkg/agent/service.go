@@ -38,8 +38,18 @@ func (a *Agent) startServices(ctx context.Context) {
 		r := &resolver.Resolver{Store: a.st, ID: a.cfg.NodeName, Log: log}
 		go func() { _ = r.RunElected(ctx) }()
 	}
+	// The GC has its own handle on the pinned map: a pass over a large map
+	// takes seconds and must not hold the agent's lock.
+	ct, err := datapath.OpenConntrack(a.cfg.PinDir)
+	if err != nil {
+		log.Error("conntrack gc disabled", "err", err)
+		return
+	}
 	report := a.conntrackMetrics()
-	go svcagent.RunGC(ctx, agentServiceDP{a}, conntrackGCInterval, report, log)
+	go func() {
+		defer ct.Close()
+		svcagent.RunGC(ctx, ct, conntrackGCInterval, report, log)
+	}()
 }
 
 // hostedVNIs returns the VPCs hosted here and their VNIs.
@@ -79,13 +89,6 @@ func (p agentServiceDP) DeleteService(k datapath.ServiceKey) error {
 func (p agentServiceDP) Services() (out []datapath.ServiceEntry, err error) {
 	err = p.do(func(d *datapath.Datapath) error { out, err = d.Services(); return err })
 	return out, err
-}
-
-func (p agentServiceDP) GCConntrack() (st datapath.ConntrackStats, err error) {
-	// The GC iterates a map the data plane writes concurrently anyway;
-	// it needs the lock only against the handle being closed.
-	err = p.do(func(d *datapath.Datapath) error { st, err = d.GCConntrack(); return err })
-	return st, err
 }
 
 // conntrackMetrics registers the conntrack gauges and returns the GC's

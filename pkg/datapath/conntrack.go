@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -149,7 +150,35 @@ const ctBatch = 4096
 // live side with it. Safe while the data plane runs; a flow that becomes
 // active during the pass just recreates its entries.
 func (d *Datapath) GCConntrack() (ConntrackStats, error) {
-	m := d.lxc.GenieCt
+	return gcConntrack(d.lxc.GenieCt, d.lxc.GenieDrops)
+}
+
+// Conntrack is a handle of its own on the pinned conntrack map, for a GC
+// that must not depend on (or lock) the agent's Datapath handle.
+type Conntrack struct{ ct, drops *ebpf.Map }
+
+// OpenConntrack opens the conntrack and drop counter maps pinned under
+// pinDir by Open.
+func OpenConntrack(pinDir string) (*Conntrack, error) {
+	ct, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, lxcMapGenieCt), nil)
+	if err != nil {
+		return nil, fmt.Errorf("open conntrack map: %w", err)
+	}
+	drops, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, lxcMapGenieDrops), nil)
+	if err != nil {
+		ct.Close()
+		return nil, fmt.Errorf("open drop counters: %w", err)
+	}
+	return &Conntrack{ct: ct, drops: drops}, nil
+}
+
+// GCConntrack is Datapath.GCConntrack on this handle.
+func (c *Conntrack) GCConntrack() (ConntrackStats, error) { return gcConntrack(c.ct, c.drops) }
+
+// Close releases the handle (the maps stay pinned).
+func (c *Conntrack) Close() error { return errors.Join(c.ct.Close(), c.drops.Close()) }
+
+func gcConntrack(m, dropsMap *ebpf.Map) (ConntrackStats, error) {
 	st := ConntrackStats{Capacity: int(m.MaxEntries())}
 	now := monotonicNow()
 
@@ -212,10 +241,12 @@ func (d *Datapath) GCConntrack() (ConntrackStats, error) {
 		}
 	}
 	st.Entries = total - st.Deleted
-	drops, err := d.Drops()
-	if err != nil {
-		return st, fmt.Errorf("conntrack gc: %w", err)
+	var per []uint64
+	if err := dropsMap.Lookup(uint32(DropCTFailed), &per); err != nil {
+		return st, fmt.Errorf("conntrack gc: read drop counter: %w", err)
 	}
-	st.InsertFailures = drops[DropCTFailed]
+	for _, n := range per {
+		st.InsertFailures += n
+	}
 	return st, nil
 }

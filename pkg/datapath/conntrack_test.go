@@ -60,3 +60,21 @@ func TestPrivilegedConntrackGC(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivilegedConntrackHandle: a separate handle on the pins sees and
+// collects the data plane's entries.
+func TestPrivilegedConntrackHandle(t *testing.T) {
+	d := newServiceWorld(t)
+	if ret, _ := runSKB(t, d.lxc.FromPod, frame(gwMAC, redA.MAC, udpIP(ip1, 33000, vipDNS, 53, nil)), redA.HostIfindex); ret != tcActRedirect {
+		t.Fatalf("verdict %d", ret)
+	}
+	c, err := OpenConntrack(d.cfg.PinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st, err := c.GCConntrack()
+	if err != nil || st.Entries != 2 || st.Deleted != 0 {
+		t.Fatalf("gc through the pinned handle: %+v, %v; want the flow's 2 live entries", st, err)
+	}
+}
