@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -214,4 +215,31 @@ func printServices(g *globals, svcs []service.Service, backends map[string]servi
 		row(tw, s.Key(), s.VIP, strings.Join(ports, ","), selStr, be)
 	}
 	tw.Flush()
+}
+
+// printStatusServices adds the services, with their current backends, to
+// geniectl status (stores without services print nothing).
+func printStatusServices(ctx context.Context, g *globals, st store.Store) error {
+	ss, ok := st.(store.ServiceStore)
+	if !ok {
+		return nil
+	}
+	svcs, _, err := ss.ListServices(ctx, "")
+	if err != nil {
+		return err
+	}
+	if len(svcs) == 0 {
+		return nil
+	}
+	recs, _, err := ss.ListServiceBackends(ctx, "")
+	if err != nil {
+		return err
+	}
+	byKey := map[string]service.Backends{}
+	for _, r := range recs {
+		byKey[r.Key()] = r
+	}
+	fmt.Fprintln(g.out)
+	printServices(g, svcs, byKey)
+	return nil
 }

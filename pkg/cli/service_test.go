@@ -51,6 +51,9 @@ func TestServiceCommands(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.Contains(lines[2], "10.10.1.5,10.10.1.6") || !strings.Contains(lines[1], "none") {
 		t.Errorf("service list:\n%s", out)
 	}
+	if out := must("status"); !strings.Contains(out, "red/web") || !strings.Contains(out, "10.10.1.5,10.10.1.6") {
+		t.Errorf("status without services:\n%s", out)
+	}
 	must("service", "delete", "blue/web")
 	fail("not found", "service", "delete", "blue/web")
 	if out := must("service", "list", "blue"); strings.Contains(out, "blue/web") {
