@@ -49,6 +49,8 @@ type Agent struct {
 	gwMAC    net.HardwareAddr
 	// runCtx lives as long as Run; watches derive from it.
 	runCtx context.Context
+	// bg are the background loops (heartbeat, reclaim) shutdown waits for.
+	bg sync.WaitGroup
 
 	ready    atomic.Bool
 	notReady atomic.Value // string: why not ready
@@ -152,6 +154,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.runCtx = ctx
+	// Lock the socket before touching it, so a second agent cannot
+	// unlink a running agent's socket.
+	unlock, err := lockSocket(a.cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	// Serve the socket first: STATUS then reports why the agent is not
 	// ready yet, and the other verbs ask the runtime to try again later.
 	l, err := agentapi.Listen(a.cfg.Socket)
@@ -219,7 +228,7 @@ func (a *Agent) start(ctx context.Context) error {
 	addr, _ := netip.AddrFromSlice(ip)
 	a.uplinkIx = ix
 	a.podMTU = mtu - datapath.EncapOverhead
-	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink}
+	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, UplinkMTU: mtu, Heartbeat: time.Now()}
 	if err := a.st.RegisterNode(ctx, a.node); err != nil {
 		return fmt.Errorf("registering node %q: %w", a.node.Name, err)
 	}
@@ -243,6 +252,9 @@ func (a *Agent) start(ctx context.Context) error {
 		if err := dp.AttachUplinkPrefilter(ix); err != nil {
 			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
 		}
+	} else if err := dp.DetachUplinkPrefilter(ix); err != nil {
+		// One an earlier run pinned stays attached otherwise.
+		return fmt.Errorf("detaching XDP prefilter from %s: %w", a.cfg.Uplink, err)
 	}
 
 	a.notReady.Store("loading IPAM state")
@@ -270,6 +282,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
+	a.startNodeLifecycle(ctx)
 	a.startServices(ctx) // service.go
 	return nil
 }
@@ -284,6 +297,7 @@ func (a *Agent) shutdown() {
 	if a.nodeWatchStarted {
 		<-a.nodeWatchDone
 	}
+	a.bg.Wait()
 	if a.st != nil {
 		if err := a.st.Close(); err != nil {
 			a.log.Warn("closing store", "err", err)

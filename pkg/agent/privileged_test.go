@@ -43,6 +43,8 @@ type cluster struct {
 	storeURL []string
 	fabric   ns.NetNS
 	nodes    []*node
+	// agentArgs are extra genied flags of every node.
+	agentArgs []string
 }
 
 // node is one node of the cluster.
@@ -96,10 +98,10 @@ func buildGenied(t *testing.T) string {
 	return out
 }
 
-func newCluster(t *testing.T, nodes int) *cluster {
+func newCluster(t *testing.T, nodes int, agentArgs ...string) *cluster {
 	skipUnlessPrivileged(t)
 	ctx := context.Background()
-	c := &cluster{t: t, dir: t.TempDir()}
+	c := &cluster{t: t, dir: t.TempDir(), agentArgs: agentArgs}
 	c.bin = buildGenied(t)
 
 	c.startStore()
@@ -232,6 +234,7 @@ func (n *node) startAgent(t *testing.T) {
 		n.c.bin, "--node-name", n.name, "--uplink", "eth0", "--pin-dir", n.pinDir,
 		"--socket", n.socket, "--state-dir", filepath.Join(n.dir, "state"),
 		"--store-endpoints", strings.Join(n.c.storeURL, ","), "--metrics-addr", "127.0.0.1:9465")
+	n.agent.Args = append(n.agent.Args, n.c.agentArgs...)
 	n.agent.Stdout, n.agent.Stderr = logf, logf
 	if err := n.agent.Start(); err != nil {
 		t.Fatalf("starting genied: %v", err)

@@ -68,12 +68,6 @@ type lxcNodeConfig struct {
 	GwMac         [6]uint8
 }
 
-type lxcNodeInfo struct {
-	_   structs.HostLayout
-	Mac [6]uint8
-	Pad uint16
-}
-
 type lxcSvcInfo struct {
 	_          structs.HostLayout
 	Table      uint32
@@ -106,7 +100,6 @@ const (
 	lxcMapGenieMaglev    = "genie_maglev"
 	lxcMapGenieMissSeen  = "genie_miss_seen"
 	lxcMapGenieMisses    = "genie_misses"
-	lxcMapGenieNodes     = "genie_nodes"
 	lxcMapGenieSvc       = "genie_svc"
 	lxcMapGenieVnis      = "genie_vnis"
 	lxcProgFromPod       = "from_pod"
@@ -170,7 +163,6 @@ type lxcMapSpecs struct {
 	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieNodes     *ebpf.MapSpec `ebpf:"genie_nodes"`
 	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
 	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
@@ -210,7 +202,6 @@ type lxcMaps struct {
 	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieNodes     *ebpf.Map `ebpf:"genie_nodes"`
 	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
 	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
 }
@@ -226,7 +217,6 @@ func (m *lxcMaps) Close() error {
 		m.GenieMaglev,
 		m.GenieMissSeen,
 		m.GenieMisses,
-		m.GenieNodes,
 		m.GenieSvc,
 		m.GenieVnis,
 	)

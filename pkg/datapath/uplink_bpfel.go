@@ -68,12 +68,6 @@ type uplinkNodeConfig struct {
 	GwMac         [6]uint8
 }
 
-type uplinkNodeInfo struct {
-	_   structs.HostLayout
-	Mac [6]uint8
-	Pad uint16
-}
-
 type uplinkSvcInfo struct {
 	_          structs.HostLayout
 	Table      uint32
@@ -106,7 +100,6 @@ const (
 	uplinkMapGenieMaglev      = "genie_maglev"
 	uplinkMapGenieMissSeen    = "genie_miss_seen"
 	uplinkMapGenieMisses      = "genie_misses"
-	uplinkMapGenieNodes       = "genie_nodes"
 	uplinkMapGenieSvc         = "genie_svc"
 	uplinkMapGenieVnis        = "genie_vnis"
 	uplinkProgFromUplink      = "from_uplink"
@@ -172,7 +165,6 @@ type uplinkMapSpecs struct {
 	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieNodes     *ebpf.MapSpec `ebpf:"genie_nodes"`
 	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
 	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
@@ -212,7 +204,6 @@ type uplinkMaps struct {
 	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieNodes     *ebpf.Map `ebpf:"genie_nodes"`
 	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
 	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
 }
@@ -228,7 +219,6 @@ func (m *uplinkMaps) Close() error {
 		m.GenieMaglev,
 		m.GenieMissSeen,
 		m.GenieMisses,
-		m.GenieNodes,
 		m.GenieSvc,
 		m.GenieVnis,
 	)
