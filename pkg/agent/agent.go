@@ -342,12 +342,21 @@ func (a *Agent) restore(ctx context.Context) error {
 	for _, err := range errs {
 		a.log.Warn("skipping unreadable attachment record", "err", err)
 	}
-	var keep []*attachment
+	var keep, unfinished []*attachment
 	for _, at := range atts {
 		link, err := netlink.LinkByName(at.HostIf)
 		if !at.Complete || err != nil {
 			a.log.Info("undoing stale attachment", "container", at.ContainerID, "if", at.IfName, "complete", at.Complete)
-			a.undo(ctx, at)
+			at.Complete = false
+			if errs := a.undo(ctx, at); len(errs) > 0 {
+				// Kept (record and address) for a retried DEL or GC: its
+				// store endpoint may still exist.
+				a.log.Warn("stale attachment not fully undone", "container", at.ContainerID, "if", at.IfName, "err", errors.Join(errs...))
+				a.mu.Lock()
+				a.atts[at.key()] = at
+				a.mu.Unlock()
+				unfinished = append(unfinished, at)
+			}
 			continue
 		}
 		at.HostIndex = link.Attrs().Index
@@ -382,11 +391,14 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	// IPAM allocations and store endpoints of this node without an
 	// attachment are leaks from a crash: free them.
-	valid := make([]string, 0, len(keep))
+	valid := make([]string, 0, len(keep)+len(unfinished))
 	validID := map[string]bool{}
 	for _, at := range keep {
 		valid = append(valid, at.owner())
 		validID[at.VPC+"/"+at.owner()] = true
+	}
+	for _, at := range unfinished {
+		valid = append(valid, at.owner()) // its address waits for its endpoint
 	}
 	// This node's endpoints lie in its blocks (the store enforces it):
 	// list only the VPCs of its blocks and attachments, one at a time. A

@@ -346,6 +346,10 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 			errs = append(errs, fmt.Errorf("detach pod program: %w", err))
 		}
 	}
+	if at.IP.IsValid() && at.Netns != "" {
+		// Best effort: a vanished netns took its rules with it.
+		removeSourceRule(at.Netns, at.IP)
+	}
 	if err := deleteHostLink(at.HostIf); err != nil {
 		errs = append(errs, err)
 	}

@@ -87,9 +87,10 @@
 // address answers "who else has this address" in O(1). Measured with
 // test/scale BenchmarkAddDuringSync (BENCHMARKS.md §4): before, an ADD
 // during the removal of a 10k-endpoint VPC waited for all of it (2.7-4 s,
-// the removal was quadratic). Node events still walk the hosted VPCs'
-// remote endpoints when a node's underlay address changes or a node
-// first appears (rare).
+// the removal was quadratic). A node that first appears or changes its
+// underlay address has its remote endpoints rewritten one hosted VPC per
+// hold of the mutex (a scan of that VPC; rare); heartbeats and MAC or MTU
+// changes touch no endpoint.
 //
 // Pod program attach. By default (--pod-attach tc) the pod program is a
 // cls_bpf filter on a clsact qdisc of the host veth, not a tcx link: a tcx

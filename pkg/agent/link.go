@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 
 	"github.com/containernetworking/plugins/pkg/ip"
@@ -153,7 +154,7 @@ const sourceTableBase = 10000
 // no VRF. A table without a matching route falls through to the main
 // table, so a pod with one VPC interface routes as before. The table's
 // routes go with the link; the rule stays in the pod's netns until the
-// netns goes (harmless: its table is then empty).
+// attachment is detached (or, if the netns went first, with the netns).
 func addSourceRouting(link netlink.Link, pl *podLink, dsts []*net.IPNet) error {
 	idx := link.Attrs().Index
 	table := sourceTableBase + idx
@@ -174,6 +175,26 @@ func addSourceRouting(link netlink.Link, pl *podLink, dsts []*net.IPNet) error {
 		return fmt.Errorf("adding rule from %s lookup %d: %w", pl.addr.IP, table, err)
 	}
 	return nil
+}
+
+// removeSourceRule deletes the pod's "from ip" rules of addSourceRouting
+// (their tables go with the link). Errors are ignored: the netns may be
+// gone, and a leftover rule only points at an empty table.
+func removeSourceRule(netnsPath string, ip netip.Addr) {
+	_ = ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		rules, err := netlink.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if r.Src != nil && r.Table >= sourceTableBase && r.Priority >= sourceTableBase && r.Src.IP.Equal(ip.AsSlice()) {
+				if ones, _ := r.Src.Mask.Size(); ones == 32 {
+					_ = netlink.RuleDel(&r)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // deleteHostLink removes the host side of a veth (and so its peer). A

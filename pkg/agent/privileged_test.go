@@ -766,8 +766,14 @@ func TestPrivilegedAgent(t *testing.T) {
 
 	t.Run("detach frees the address and removes the link", func(t *testing.T) {
 		hostIf := hostIfOf(t, b)
+		if n := sourceRules(t, b.ns, b.ip); n != 1 {
+			t.Fatalf("pod has %d rules from %s before detach, want 1 (per-source routing)", n, b.ip)
+		}
 		if err := e.client.Detach(ctx, &agentapi.DetachRequest{ContainerID: b.id, IfName: "eth1", Netns: b.ns.Path()}); err != nil {
 			t.Fatalf("detach: %v", err)
+		}
+		if n := sourceRules(t, b.ns, b.ip); n != 0 {
+			t.Fatalf("pod has %d rules from %s after detach", n, b.ip)
 		}
 		if linkExists(b.ns, "eth1") || linkExists(e.ns, hostIf) {
 			t.Fatal("veth still exists after detach")
@@ -817,6 +823,28 @@ func TestPrivilegedAgent(t *testing.T) {
 			t.Fatalf("endpoints after gc: %+v %v", eps, err)
 		}
 	})
+}
+
+// sourceRules counts the pod's policy rules "from ip".
+func sourceRules(t *testing.T, pns ns.NetNS, ip netip.Addr) int {
+	t.Helper()
+	n := 0
+	err := pns.Do(func(ns.NetNS) error {
+		rules, err := netlink.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if r.Src != nil && r.Src.IP.Equal(ip.AsSlice()) {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func hostIfOf(t *testing.T, p *pod) string {

@@ -657,7 +657,6 @@ func (a *Agent) syncNodes(ctx context.Context) (int64, error) {
 // and (re)programs the remote endpoints hosted on it.
 func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	old, had := a.nodes[n.Name]
 	if t == store.EventDelete {
 		if had {
@@ -666,10 +665,12 @@ func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 				a.log.Warn("forgetting node", "node", n.Name, "err", err)
 			}
 		}
+		a.mu.Unlock()
 		return
 	}
 	if had && old.UnderlayIP == n.UnderlayIP && old.UnderlayMAC.String() == n.UnderlayMAC.String() && old.UplinkMTU == n.UplinkMTU {
-		return
+		a.mu.Unlock()
+		return // a heartbeat
 	}
 	a.nodes[n.Name] = n
 	if had && old.UnderlayIP != n.UnderlayIP {
@@ -680,20 +681,34 @@ func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 			a.log.Warn("programming node", "node", n.Name, "err", err)
 		}
 	}
+	if had && old.UnderlayIP == n.UnderlayIP {
+		// MAC or MTU only: remote entries carry the node's IP, not these.
+		a.mu.Unlock()
+		return
+	}
 	// Remote endpoints of this node that waited for it, or whose
-	// underlay address changed.
+	// underlay address changed: one hosted VPC per hold of a.mu.
+	hosted := make([]*vpcState, 0, len(a.vpcs))
 	for _, vs := range a.vpcs {
-		for _, r := range vs.remote {
-			if r.node != n.Name {
-				continue
-			}
-			if _, isLocal := a.local[vniIP{vs.vpc.VNI, r.ip}]; isLocal {
-				continue
-			}
-			if err := a.writeRemoteLocked(vs.vpc.VNI, r); err != nil {
-				a.log.Warn("programming remote endpoint", "vpc", vs.vpc.Name, "err", err)
+		hosted = append(hosted, vs)
+	}
+	a.mu.Unlock()
+	for _, vs := range hosted {
+		a.mu.Lock()
+		if a.vpcs[vs.name] == vs && !a.dpClosed {
+			for _, r := range vs.remote {
+				if r.node != n.Name {
+					continue
+				}
+				if _, isLocal := a.local[vniIP{vs.vpc.VNI, r.ip}]; isLocal {
+					continue
+				}
+				if err := a.writeRemoteLocked(vs.vpc.VNI, r); err != nil {
+					a.log.Warn("programming remote endpoint", "vpc", vs.vpc.Name, "err", err)
+				}
 			}
 		}
+		a.mu.Unlock()
 	}
 }
 

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -73,4 +75,20 @@ func TestSocketLock(t *testing.T) {
 		t.Fatalf("lock after release: %v", err)
 	}
 	again()
+}
+
+func TestNodeReclaimFlag(t *testing.T) {
+	cfg := DefaultConfig()
+	if cfg.NodeReclaimAfter != DefaultNodeReclaimAfter {
+		t.Fatalf("default reclaim time %v", cfg.NodeReclaimAfter)
+	}
+	fs := flag.NewFlagSet("genied", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--node-reclaim-after", "90s"}); err != nil || cfg.NodeReclaimAfter != 90*time.Second {
+		t.Fatalf("--node-reclaim-after 90s: %v, %v", cfg.NodeReclaimAfter, err)
+	}
+	if err := fs.Parse([]string{"--node-reclaim-after", "0"}); err != nil || cfg.NodeReclaimAfter != 0 {
+		t.Fatalf("--node-reclaim-after 0: %v, %v", cfg.NodeReclaimAfter, err)
+	}
 }

@@ -153,7 +153,11 @@ func dropCounts(t *testing.T, sb *sandbox.Sandbox, node string) map[string]float
 // peer it was addressed to receives nothing. The earlier form of this
 // test routed a blue pod's packets at the multihomed pod through the
 // overlay: node1 dropped them as NO_ROUTE before they got there, so it
-// passed just as well with forwarding that would have worked.
+// passed just as well with forwarding that would have worked. Checked on
+// a broken setup (multi's red veth identity in genie_lxc rewritten to
+// blue-1's address, so the sender's anti-spoof let the forwarded packets
+// pass): the old form passed, this one failed (SPOOFED_IP rose by 2 of
+// 5; the receiving node's inner-source check still kept red-1 clean).
 func TestPrivilegedMultihomedNoForwarding(t *testing.T) {
 	sb := newSandbox(t, 3)
 	// Distinct CIDRs, so the pod's kernel has a route to forward along.
