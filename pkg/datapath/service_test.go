@@ -370,3 +370,47 @@ func TestPrivilegedConntrackStates(t *testing.T) {
 	_, ttl = state(Tuple{VNI: vniRed, Src: ip1, Dst: vipDNS, SPort: 34000, DPort: 53, Proto: UDP})
 	within("udp", ttl, 60*time.Second)
 }
+
+// TestPrivilegedServiceAffinity: with ClientIP affinity every flow of a
+// client takes one backend; without it, flows of one client spread.
+func TestPrivilegedServiceAffinity(t *testing.T) {
+	d := newWorld(t)
+	// Two local backends, alternating over 101 slots.
+	tab := table(101, Backend{ip2, 8080}, Backend{ip1, 8080})
+	backendsSeen := func() map[netip.Addr]int {
+		seen := map[netip.Addr]int{}
+		for sport := uint16(42000); sport < 42040; sport++ {
+			ret, out := runSKB(t, d.lxc.FromPod, frame(gwMAC, redB.MAC, tcpIP(ip2, sport, vipWeb, 80, tcpSYN, nil)), redB.HostIfindex)
+			if ret != tcActRedirect {
+				t.Fatalf("verdict %d", ret)
+			}
+			seen[addr4(out[30:34])]++
+		}
+		return seen
+	}
+	if err := d.UpsertService(svcWeb, tab); err != nil {
+		t.Fatal(err)
+	}
+	if seen := backendsSeen(); len(seen) != 2 {
+		t.Errorf("without affinity 40 flows of one client reached %v, want both backends", seen)
+	}
+	tab.AffinityClientIP = true
+	if err := d.UpsertService(svcWeb, tab); err != nil {
+		t.Fatal(err)
+	}
+	// Conntrack pins the earlier flows: use new source ports.
+	seen := map[netip.Addr]int{}
+	for sport := uint16(43000); sport < 43040; sport++ {
+		ret, out := runSKB(t, d.lxc.FromPod, frame(gwMAC, redB.MAC, tcpIP(ip2, sport, vipWeb, 80, tcpSYN, nil)), redB.HostIfindex)
+		if ret != tcActRedirect {
+			t.Fatalf("verdict %d", ret)
+		}
+		seen[addr4(out[30:34])]++
+	}
+	if len(seen) != 1 {
+		t.Errorf("with ClientIP affinity 40 flows of one client reached %v, want one backend", seen)
+	}
+	if got, err := d.Services(); err != nil || len(got) != 1 || !got[0].AffinityClientIP || got[0].Slots != 101 || got[0].Backends != 2 {
+		t.Errorf("Services() = %+v, %v", got, err)
+	}
+}
