@@ -43,7 +43,8 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 	if err := sv.Validate(); err != nil {
 		return service.Service{}, fmt.Errorf("%s: %w", what, err)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		rs, rev, err := s.read(ctx,
 			clientv3.OpGet(s.vpcKey(sv.VPC)),
 			clientv3.OpGet(s.subnetsPrefix(sv.VPC), clientv3.WithPrefix()),
@@ -99,7 +100,7 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 			return out, nil
 		}
 	}
-	return service.Service{}, tooBusy(what)
+	return service.Service{}, try.Err()
 }
 
 // serviceErr maps service.ErrConflict to store.ErrConflict.
