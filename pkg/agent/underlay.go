@@ -36,6 +36,8 @@ type underlayMonitor struct {
 	kick        chan struct{}
 	// last is each peer's last state, to log changes once.
 	last map[string]string
+	// pending are peers seen unresolved once, not yet logged.
+	pending map[string]bool
 }
 
 func newUnderlayMonitor(reg prometheus.Registerer) *underlayMonitor {
@@ -46,8 +48,9 @@ func newUnderlayMonitor(reg prometheus.Registerer) *underlayMonitor {
 		unreachable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "genie_underlay_peer_unreachable",
 			Help: "1 for a peer node whose underlay next hop is not reachable (unresolved, failed or no route), else 0."}, []string{"node"}),
-		kick: make(chan struct{}, 1),
-		last: map[string]string{},
+		kick:    make(chan struct{}, 1),
+		last:    map[string]string{},
+		pending: map[string]bool{},
 	}
 	reg.MustRegister(u.peers, u.unreachable)
 	for _, s := range peerStates {
@@ -140,8 +143,18 @@ func (a *Agent) checkUnderlay() {
 		}
 		u.unreachable.WithLabelValues(p.name).Set(v)
 		if u.last[p.name] == state {
+			delete(u.pending, p.name)
 			continue
 		}
+		if state == peerUnresolved && !u.pending[p.name] {
+			// A new peer nothing was sent to yet, or an idle entry the
+			// kernel collected: the probe above resolves it by the next
+			// check (or fails it); only a second unresolved check is
+			// worth a line.
+			u.pending[p.name] = true
+			continue
+		}
+		delete(u.pending, p.name)
 		args := []any{"peer", p.name, "underlay", p.ip, "state", state, "neighbour", nh.Neighbour}
 		if nh.Gateway.IsValid() {
 			args = append(args, "gateway", nh.Gateway)
@@ -151,16 +164,21 @@ func (a *Agent) checkUnderlay() {
 		if err != nil {
 			args = append(args, "err", err)
 		}
-		if state == peerReachable {
+		prev, known := u.last[p.name]
+		switch {
+		case state == peerReachable:
 			a.log.Info("underlay next hop reachable", args...)
-		} else {
+		case !known || prev == peerReachable:
 			a.log.Warn("underlay next hop not reachable", args...)
+		default: // from one bad state to another, e.g. INCOMPLETE to FAILED
+			a.log.Warn("underlay next hop still not reachable", args...)
 		}
 		u.last[p.name] = state
 	}
 	for name := range u.last {
 		if !seen[name] {
 			delete(u.last, name)
+			delete(u.pending, name)
 			u.unreachable.DeleteLabelValues(name)
 		}
 	}
