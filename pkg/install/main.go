@@ -1,0 +1,96 @@
+package install
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+const usage = `genie-install puts the genie CNI plugin on this node and takes it off.
+
+Usage:
+  genie-install install   [flags]  copy genie, write its kubeconfig and 00-genie.conflist, exit
+  genie-install run       [flags]  install, then keep the kubeconfig's token fresh until SIGTERM
+                                   (leaves everything installed: the DaemonSet's container)
+  genie-install uninstall [flags]  remove genie's conflist, kubeconfig and binary only
+                                   (--wait: then sleep until SIGTERM, for a DaemonSet)
+
+Flags:
+`
+
+// Main runs genie-install with args and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		newFlags(stderr, &Options{}, new(bool), new(bool)).PrintDefaults()
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd := args[0]
+	var o Options
+	var noKube, wait bool
+	fs := newFlags(stderr, &o, &noKube, &wait)
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	o.Log = slog.New(slog.NewTextHandler(stderr, nil)).With("cmd", cmd)
+	if noKube {
+		o.Kubeconfig = nil
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var err error
+	switch cmd {
+	case "install":
+		err = Install(o)
+	case "run":
+		err = Run(ctx, o)
+	case "uninstall":
+		err = Uninstall(o)
+		if err == nil && wait {
+			<-ctx.Done()
+		}
+	default:
+		fmt.Fprintf(stderr, "genie-install: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "genie-install:", err)
+		return 1
+	}
+	return 0
+}
+
+func newFlags(out io.Writer, o *Options, noKube, wait *bool) *flag.FlagSet {
+	fs := flag.NewFlagSet("genie-install", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.Source, "source", "/usr/local/bin/genie", "the genie binary to install")
+	fs.StringVar(&o.BinDir, "bin-dir", "/host/opt/cni/bin", "the host's CNI bin dir, as mounted here")
+	fs.StringVar(&o.ConfDir, "conf-dir", "/host/etc/cni/net.d", "the host's CNI conf dir, as mounted here")
+	fs.StringVar(&o.Conf.ConfName, "conf-name", ConfName, "genie's conflist file name (must sort before every other conf)")
+	fs.StringVar(&o.Conf.DefaultNetwork, "default-network", "", "network pods get without a selection (default: the first other conf in the conf dir)")
+	fs.StringVar(&o.Conf.HostConfDir, "host-conf-dir", "/etc/cni/net.d", "the conf dir as the runtime sees it (genie's confDir)")
+	fs.StringVar(&o.Conf.Kubeconfig, "host-kubeconfig", "/etc/cni/net.d/"+KubeconfigName, "the kubeconfig path as the runtime sees it")
+	fs.StringVar(&o.Conf.LogFile, "log-file", "", "genie's logFile (empty: stderr, which the runtime logs)")
+	fs.StringVar(&o.Conf.LogLevel, "log-level", "", "genie's logLevel (debug, info, warn, error)")
+	fs.StringVar(&o.Conf.AgentSocket, "agent-socket", "", "the node agent's socket (empty: genie's default)")
+	fs.StringVar(&o.StateDir, "state-dir", "/host/var/lib/cni/genie", "genie's attachment records, removed by uninstall --purge")
+	fs.BoolVar(&o.Purge, "purge", false, "uninstall: also remove genie's attachment records")
+	fs.BoolVar(noKube, "no-kubeconfig", false, "write no kubeconfig (genie without Kubernetes)")
+	fs.BoolVar(wait, "wait", false, "uninstall: sleep until SIGTERM afterwards")
+	fs.DurationVar(&o.RefreshInterval, "refresh-interval", 30*time.Second, "run: how often the token is checked for rotation")
+	src := &KubeconfigSource{}
+	o.Kubeconfig = src
+	fs.StringVar(&src.Server, "server", os.Getenv("GENIE_API_SERVER"), "API server URL for the plugin (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
+	fs.StringVar(&src.TokenFile, "token-file", DefaultTokenFile, "the service-account token the plugin's kubeconfig carries")
+	fs.StringVar(&src.CAFile, "ca-file", DefaultCAFile, "the API server's CA")
+	return fs
+}
