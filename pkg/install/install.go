@@ -55,7 +55,7 @@ func (o *Options) confName() string {
 // Install copies the binary, writes the kubeconfig (before the conflist
 // that points at it) and then the conflist. It is idempotent: files that
 // are already right are not rewritten.
-func Install(o Options) error {
+func Install(ctx context.Context, o Options) error {
 	log := o.log()
 	for _, d := range []string{o.BinDir, o.ConfDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -68,7 +68,7 @@ func Install(o Options) error {
 	}
 	log.Info("binary", "path", filepath.Join(o.BinDir, BinaryName), "changed", changed)
 	if o.Kubeconfig != nil {
-		changed, err := WriteKubeconfig(o.KubeconfigPath(), *o.Kubeconfig)
+		changed, err := WriteKubeconfig(ctx, o.KubeconfigPath(), *o.Kubeconfig)
 		if err != nil {
 			return fmt.Errorf("install: %w", err)
 		}
@@ -88,7 +88,7 @@ func Install(o Options) error {
 // It leaves everything installed when it returns: a stopped installer is
 // an upgrade or a restart far more often than an uninstall.
 func Run(ctx context.Context, o Options) error {
-	if err := Install(o); err != nil {
+	if err := Install(ctx, o); err != nil {
 		return err
 	}
 	if o.Kubeconfig == nil {

@@ -278,7 +278,7 @@ func TestUninstallLeavesOthers(t *testing.T) {
 	writeFile(t, ca, "-----BEGIN CERTIFICATE-----\n")
 	o := Options{Source: lookBin(t, "true"), BinDir: bin, ConfDir: conf, StateDir: state,
 		Kubeconfig: &KubeconfigSource{Server: "https://10.0.0.1:443", TokenFile: tok, CAFile: ca}}
-	if err := Install(o); err != nil {
+	if err := Install(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{filepath.Join(bin, BinaryName), filepath.Join(conf, ConfName), filepath.Join(conf, KubeconfigName)} {
@@ -340,7 +340,7 @@ func TestKubeconfigRefresh(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
 	t.Setenv("KUBERNETES_SERVICE_PORT", "6443")
 	src := KubeconfigSource{TokenFile: tok, CAFile: ca}
-	if _, err := WriteKubeconfig(kc, src); err != nil {
+	if _, err := WriteKubeconfig(context.Background(), kc, src); err != nil {
 		t.Fatal(err)
 	}
 	load := func() (server, token string) {
@@ -380,12 +380,12 @@ func TestKubeconfigRefresh(t *testing.T) {
 
 func TestKubeconfigErrors(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
-	if _, err := BuildKubeconfig(KubeconfigSource{}); err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
+	if _, err := BuildKubeconfig(context.Background(), KubeconfigSource{}); err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
 		t.Fatalf("no server: %v", err)
 	}
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "t"), "  \n")
-	if _, err := BuildKubeconfig(KubeconfigSource{Server: "https://x", TokenFile: filepath.Join(dir, "t")}); err == nil || !strings.Contains(err.Error(), "empty") {
+	if _, err := BuildKubeconfig(context.Background(), KubeconfigSource{Server: "https://x", TokenFile: filepath.Join(dir, "t")}); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Fatalf("empty token: %v", err)
 	}
 }

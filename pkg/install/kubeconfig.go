@@ -25,7 +25,11 @@ type KubeconfigSource struct {
 	// https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
 	Server string
 	// TokenFile and CAFile default to the installer's service account.
+	// The plugin's token is TokenFile's unless Requester is set.
 	TokenFile, CAFile string
+	// Requester, if set, issues the plugin's token (a TokenRequest for
+	// the plugin's own, less privileged service account) instead.
+	Requester *TokenRequester
 }
 
 // server returns s.Server or the in-cluster address.
@@ -42,7 +46,7 @@ func (s KubeconfigSource) server() (string, error) {
 
 // BuildKubeconfig returns a kubeconfig for the plugin that embeds the
 // current token and CA from src.
-func BuildKubeconfig(src KubeconfigSource) ([]byte, error) {
+func BuildKubeconfig(ctx context.Context, src KubeconfigSource) ([]byte, error) {
 	server, err := src.server()
 	if err != nil {
 		return nil, fmt.Errorf("build kubeconfig: %w", err)
@@ -54,8 +58,14 @@ func BuildKubeconfig(src KubeconfigSource) ([]byte, error) {
 	if caFile == "" {
 		caFile = DefaultCAFile
 	}
-	token, err := os.ReadFile(tokenFile)
-	if err != nil {
+	var token []byte
+	if src.Requester != nil {
+		t, err := src.Requester.Token(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("build kubeconfig: %w", err)
+		}
+		token = []byte(t)
+	} else if token, err = os.ReadFile(tokenFile); err != nil {
 		return nil, fmt.Errorf("build kubeconfig: read token: %w", err)
 	}
 	token = bytes.TrimSpace(token)
@@ -80,8 +90,8 @@ func BuildKubeconfig(src KubeconfigSource) ([]byte, error) {
 
 // WriteKubeconfig writes the plugin's kubeconfig to path (0600,
 // atomically) from the current token; it reports whether the file changed.
-func WriteKubeconfig(path string, src KubeconfigSource) (bool, error) {
-	data, err := BuildKubeconfig(src)
+func WriteKubeconfig(ctx context.Context, path string, src KubeconfigSource) (bool, error) {
+	data, err := BuildKubeconfig(ctx, src)
 	if err != nil {
 		return false, err
 	}
@@ -106,7 +116,7 @@ func RefreshKubeconfig(ctx context.Context, path string, src KubeconfigSource, i
 			return
 		case <-t.C:
 		}
-		changed, err := WriteKubeconfig(path, src)
+		changed, err := WriteKubeconfig(ctx, path, src)
 		switch {
 		case err != nil && onErr != nil:
 			onErr(err)

@@ -8,8 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 const usage = `genie-install puts the genie CNI plugin on this node and takes it off.
@@ -44,13 +49,20 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	o.Log = slog.New(slog.NewTextHandler(stderr, nil)).With("cmd", cmd)
 	if noKube {
 		o.Kubeconfig = nil
+	} else if pluginSA != "" && cmd != "uninstall" {
+		r, err := newRequester(o.Kubeconfig, pluginSA)
+		if err != nil {
+			fmt.Fprintln(stderr, "genie-install:", err)
+			return 1
+		}
+		o.Kubeconfig.Requester = r
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	var err error
 	switch cmd {
 	case "install":
-		err = Install(o)
+		err = Install(ctx, o)
 	case "run":
 		err = Run(ctx, o)
 	case "uninstall":
@@ -67,6 +79,32 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+var pluginSA string
+
+// newRequester builds the TokenRequester of --plugin-service-account from
+// the installer's own credentials and the downward-API environment.
+func newRequester(src *KubeconfigSource, sa string) (*TokenRequester, error) {
+	server, err := src.server()
+	if err != nil {
+		return nil, err
+	}
+	cfg := &rest.Config{Host: server, BearerTokenFile: src.TokenFile, TLSClientConfig: rest.TLSClientConfig{CAFile: src.CAFile}}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("plugin token: %w", err)
+	}
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		b, err := os.ReadFile(ServiceAccountDir + "/namespace")
+		if err != nil {
+			return nil, fmt.Errorf("plugin token: no POD_NAMESPACE and %w", err)
+		}
+		ns = strings.TrimSpace(string(b))
+	}
+	return &TokenRequester{Client: cs, Namespace: ns, ServiceAccount: sa,
+		PodName: os.Getenv("POD_NAME"), PodUID: types.UID(os.Getenv("POD_UID"))}, nil
 }
 
 func newFlags(out io.Writer, o *Options, noKube, wait *bool) *flag.FlagSet {
@@ -87,6 +125,7 @@ func newFlags(out io.Writer, o *Options, noKube, wait *bool) *flag.FlagSet {
 	fs.BoolVar(noKube, "no-kubeconfig", false, "write no kubeconfig (genie without Kubernetes)")
 	fs.BoolVar(wait, "wait", false, "uninstall: sleep until SIGTERM afterwards")
 	fs.DurationVar(&o.RefreshInterval, "refresh-interval", 30*time.Second, "run: how often the token is checked for rotation")
+	fs.StringVar(&pluginSA, "plugin-service-account", "", "issue the plugin's token for this service account of the pod's namespace through TokenRequest, bound to this pod (POD_NAME, POD_UID); empty: the plugin uses --token-file as is")
 	src := &KubeconfigSource{}
 	o.Kubeconfig = src
 	fs.StringVar(&src.Server, "server", os.Getenv("GENIE_API_SERVER"), "API server URL for the plugin (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
