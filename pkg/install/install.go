@@ -142,3 +142,14 @@ func removeFile(p string) error {
 	}
 	return nil
 }
+
+// CheckUninstalled returns an error naming the first of genie's files
+// still present (the uninstall DaemonSet's readiness probe).
+func CheckUninstalled(o Options) error {
+	for _, p := range []string{filepath.Join(o.ConfDir, o.confName()), o.KubeconfigPath(), filepath.Join(o.BinDir, BinaryName)} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s is still installed", p)
+		}
+	}
+	return nil
+}

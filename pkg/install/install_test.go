@@ -417,6 +417,15 @@ func TestMain_(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(conf, ConfName)); err == nil {
 		t.Error("uninstall kept the conflist")
 	}
+	if code := Main(append([]string{"check-uninstalled"}, args...), &out, &errb); code != 0 {
+		t.Errorf("check-uninstalled after uninstall: exit %d: %s", code, errb.String())
+	}
+	if code := Main(append([]string{"install"}, args...), &out, &errb); code != 0 {
+		t.Fatalf("reinstall exit %d: %s", code, errb.String())
+	}
+	if code := Main(append([]string{"check-uninstalled"}, args...), &out, &errb); code != 1 {
+		t.Errorf("check-uninstalled while installed: exit %d", code)
+	}
 	if code := Main([]string{"frobnicate"}, &out, &errb); code != 2 {
 		t.Errorf("unknown command exit %d", code)
 	}

@@ -25,6 +25,7 @@ Usage:
                                    (leaves everything installed: the DaemonSet's container)
   genie-install uninstall [flags]  remove genie's conflist, kubeconfig and binary only
                                    (--wait: then sleep until SIGTERM, for a DaemonSet)
+  genie-install check-uninstalled [flags]  exit 0 when none of those files is left (a probe)
 
 Flags:
 `
@@ -49,12 +50,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	o.Log = slog.New(slog.NewTextHandler(stderr, nil)).With("cmd", cmd)
 	if noKube {
 		o.Kubeconfig = nil
-	} else if pluginSA != "" && cmd != "uninstall" {
+	} else if pluginSA != "" && (cmd == "install" || cmd == "run") {
 		r, err := newRequester(o.Kubeconfig, pluginSA)
 		if err != nil {
 			fmt.Fprintln(stderr, "genie-install:", err)
 			return 1
 		}
+		r.Expiration = tokenExpiration
 		o.Kubeconfig.Requester = r
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -70,6 +72,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if err == nil && wait {
 			<-ctx.Done()
 		}
+	case "check-uninstalled":
+		err = CheckUninstalled(o)
 	default:
 		fmt.Fprintf(stderr, "genie-install: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -81,7 +85,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-var pluginSA string
+var (
+	pluginSA        string
+	tokenExpiration time.Duration
+)
 
 // newRequester builds the TokenRequester of --plugin-service-account from
 // the installer's own credentials and the downward-API environment.
@@ -126,6 +133,7 @@ func newFlags(out io.Writer, o *Options, noKube, wait *bool) *flag.FlagSet {
 	fs.BoolVar(wait, "wait", false, "uninstall: sleep until SIGTERM afterwards")
 	fs.DurationVar(&o.RefreshInterval, "refresh-interval", 30*time.Second, "run: how often the token is checked for rotation")
 	fs.StringVar(&pluginSA, "plugin-service-account", "", "issue the plugin's token for this service account of the pod's namespace through TokenRequest, bound to this pod (POD_NAME, POD_UID); empty: the plugin uses --token-file as is")
+	fs.DurationVar(&tokenExpiration, "token-expiration", time.Hour, "lifetime requested for the plugin's token (--plugin-service-account); renewed at half of it")
 	src := &KubeconfigSource{}
 	o.Kubeconfig = src
 	fs.StringVar(&src.Server, "server", os.Getenv("GENIE_API_SERVER"), "API server URL for the plugin (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
