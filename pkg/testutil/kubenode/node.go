@@ -315,7 +315,9 @@ func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn,
 }
 
 // Clientset returns an admin clientset.
-func (n *Node) Clientset() (*kubernetes.Clientset, error) { return kubernetes.NewForConfig(n.RESTConfig()) }
+func (n *Node) Clientset() (*kubernetes.Clientset, error) {
+	return kubernetes.NewForConfig(n.RESTConfig())
+}
 
 func (n *Node) startControlPlane(ctx context.Context) error {
 	if _, err := n.spawn("etcd", "--name", "default", "--data-dir", n.path("etcd"),
@@ -401,7 +403,9 @@ func (n *Node) PID(name string) int {
 }
 
 // LogTail returns the last lines of a component's log.
-func (n *Node) LogTail(name string, lines int) string { return tail(n.path("logs", name+".log"), lines) }
+func (n *Node) LogTail(name string, lines int) string {
+	return tail(n.path("logs", name+".log"), lines)
+}
 
 func (n *Node) waitNodeReady(ctx context.Context) error {
 	cs, err := n.Clientset()

@@ -110,4 +110,3 @@ func TestPrivilegedNodeRunsPod(t *testing.T) {
 		t.Errorf("mounts under %s left in the host's mount namespace", dir)
 	}
 }
-
