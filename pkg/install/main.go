@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -110,8 +109,7 @@ func newRequester(src *KubeconfigSource, sa string) (*TokenRequester, error) {
 		}
 		ns = strings.TrimSpace(string(b))
 	}
-	return &TokenRequester{Client: cs, Namespace: ns, ServiceAccount: sa,
-		PodName: os.Getenv("POD_NAME"), PodUID: types.UID(os.Getenv("POD_UID"))}, nil
+	return &TokenRequester{Client: cs, Namespace: ns, ServiceAccount: sa, NodeName: os.Getenv("NODE_NAME")}, nil
 }
 
 func newFlags(out io.Writer, o *Options, noKube, wait *bool) *flag.FlagSet {
@@ -132,7 +130,7 @@ func newFlags(out io.Writer, o *Options, noKube, wait *bool) *flag.FlagSet {
 	fs.BoolVar(noKube, "no-kubeconfig", false, "write no kubeconfig (genie without Kubernetes)")
 	fs.BoolVar(wait, "wait", false, "uninstall: sleep until SIGTERM afterwards")
 	fs.DurationVar(&o.RefreshInterval, "refresh-interval", 30*time.Second, "run: how often the token is checked for rotation")
-	fs.StringVar(&pluginSA, "plugin-service-account", "", "issue the plugin's token for this service account of the pod's namespace through TokenRequest, bound to this pod (POD_NAME, POD_UID); empty: the plugin uses --token-file as is")
+	fs.StringVar(&pluginSA, "plugin-service-account", "", "issue the plugin's token for this service account of the pod's namespace through TokenRequest, bound to this node (NODE_NAME); empty: the plugin uses --token-file as is")
 	fs.DurationVar(&tokenExpiration, "token-expiration", time.Hour, "lifetime requested for the plugin's token (--plugin-service-account); renewed at half of it")
 	src := &KubeconfigSource{}
 	o.Kubeconfig = src

@@ -195,8 +195,12 @@ func TestManifestsInstall(t *testing.T) {
 	containers := map[string]corev1.Container{}
 	for _, c := range spec.Containers {
 		containers[c.Name] = c
-		if c.SecurityContext == nil || (c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged) {
-			t.Errorf("%s: privileged or no security context", c.Name)
+		privileged := c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged
+		if c.SecurityContext == nil || privileged != (c.Name == "genied") {
+			t.Errorf("%s: privileged=%v (only the agent may be)", c.Name, privileged)
+		}
+		if c.Name != "genied" && (c.SecurityContext.Capabilities == nil || len(c.SecurityContext.Capabilities.Drop) == 0 || c.SecurityContext.Capabilities.Drop[0] != "ALL") {
+			t.Errorf("%s keeps capabilities", c.Name)
 		}
 		if "docker.io/"+c.Image != image.GenieRef {
 			t.Errorf("%s: image %s is not the one make image builds (%s)", c.Name, c.Image, image.GenieRef)

@@ -8,25 +8,25 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
 // TokenRequester issues tokens for the plugin's service account through the
-// TokenRequest API, bound to the installer's pod: the plugin gets only its
-// own, narrow role (read pods and NADs, patch pod annotations), not the
-// agent's, and the token dies with the pod that asked for it. A token is
-// reused until RefreshFraction of its lifetime has passed.
+// TokenRequest API, bound to the node: the plugin gets only its own, narrow
+// role (read pods and NADs, patch pod annotations), not the agent's; the
+// token dies with the Node object, and the API server records the node's
+// name in the token's user info, which the chart's admission policy uses to
+// keep the plugin's writes on its own node. (A token for another service
+// account cannot be bound to the installer's pod.) A token is reused until
+// RefreshFraction of its lifetime has passed.
 type TokenRequester struct {
 	// Client is the installer's client (the agent's service account,
 	// allowed to create tokens for ServiceAccount only).
 	Client kubernetes.Interface
 	// Namespace and ServiceAccount name the plugin's service account.
 	Namespace, ServiceAccount string
-	// PodName and PodUID bind the token to the installer's pod (both
-	// empty: unbound).
-	PodName string
-	PodUID  types.UID
+	// NodeName binds the token to that Node (empty: unbound).
+	NodeName string
 	// Expiration is the requested lifetime (default 1h; the API server
 	// may shorten or extend it).
 	Expiration time.Duration
@@ -58,8 +58,8 @@ func (r *TokenRequester) Token(ctx context.Context) (string, error) {
 	}
 	secs := int64(exp / time.Second)
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs}}
-	if r.PodName != "" {
-		tr.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: r.PodName, UID: r.PodUID}
+	if r.NodeName != "" {
+		tr.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: r.NodeName}
 	}
 	issued := now()
 	out, err := r.Client.CoreV1().ServiceAccounts(r.Namespace).CreateToken(ctx, r.ServiceAccount, tr, metav1.CreateOptions{})

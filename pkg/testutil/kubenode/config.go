@@ -116,7 +116,7 @@ func (n *Node) componentArgs(name string) []string {
 		return []string{"--kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
 			"--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", "10257",
 			"--root-ca-file", n.pki.caFile(), "--service-account-private-key-file", n.pki.saKeyFile(),
-			"--use-service-account-credentials=false", "--controllers", "*,-nodeipam",
+			"--use-service-account-credentials=true", "--controllers", "*,-nodeipam",
 			"--node-monitor-period", "2s"}
 	case "kube-scheduler":
 		kc := p + "/scheduler.kubeconfig"

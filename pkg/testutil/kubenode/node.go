@@ -156,6 +156,18 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.NodeReady = time.Since(begin)
+	// The controller-manager's service-account controller makes each
+	// namespace's "default" account, which admission requires of a pod.
+	cs, err := n.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.poll(ctx, "service account default/default", time.Minute, func() bool {
+		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err == nil
+	}); err != nil {
+		return nil, err
+	}
 	opts.Logf("kubenode: %s ready in %v (API server %v), dir %s", n.Name, n.NodeReady.Round(time.Millisecond), n.APIReady.Round(time.Millisecond), dir)
 	ok = true
 	return n, nil

@@ -2,6 +2,7 @@ package kubenode
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -32,4 +33,30 @@ func (n *Node) PodNetNS(p *corev1.Pod) (ns.NetNS, error) {
 		}
 	}
 	return nil, fmt.Errorf("pod %s/%s: no task for container %s", p.Namespace, p.Name, id)
+}
+
+// Processes returns the PIDs of the processes running exe (the first word
+// of their command line) inside the node's network namespace, such as a
+// DaemonSet's container in the host network.
+func (n *Node) Processes(exe string) []int {
+	want, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", n.holderPID))
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if first, _, _ := strings.Cut(string(cmd), "\x00"); first != exe {
+			continue
+		}
+		if l, _ := os.Readlink("/proc/" + d.Name() + "/ns/net"); l == want {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
