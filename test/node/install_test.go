@@ -80,6 +80,13 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 		if err := e.ping(peer, multiIPs["net3"]); err != nil {
 			t.Fatal(err)
 		}
+		dot := e.geniectl("status", "--graph", "dot")
+		for _, want := range []string{`"pod/genie-node/default/multi" -> "vpc/blue" [label="net3 blue/web ` + multiIPs["net3"].String(),
+			`"pod/genie-node/default/peer" -> "vpc/blue"`, `"pod/genie-node/default/classic" -> "vpc/blue"`} {
+			if !strings.Contains(dot, want) {
+				t.Errorf("geniectl status --graph dot lacks %s:\n%s", want, dot)
+			}
+		}
 	})
 	t.Run("measure", func(t *testing.T) {
 		e := e.with(t)

@@ -154,12 +154,14 @@ func (e *env) eventually(timeout time.Duration, what string, f func() error) {
 }
 
 // geniectl runs the image's geniectl inside the node as the admin.
-func (e *env) geniectl(args ...string) {
+func (e *env) geniectl(args ...string) string {
 	e.t.Helper()
 	full := append([]string{"--datastore", "kubernetes", "--kubeconfig", e.n.AdminKubeconfig}, args...)
-	if out, err := e.n.Exec(filepath.Join(e.bin, "geniectl"), full...); err != nil {
+	out, err := e.n.Exec(filepath.Join(e.bin, "geniectl"), full...)
+	if err != nil {
 		e.t.Fatalf("geniectl %v: %v\n%s", args, err, out)
 	}
+	return string(out)
 }
 
 // applyYAML writes doc into the node's dir and applies it.
