@@ -26,14 +26,6 @@ import (
 //     is deleted cleanly afterwards.
 func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 	e := setup(t)
-	// Baseline: the bridge plugin alone, through the same kubelet.
-	var base []time.Duration
-	for i := range 3 {
-		_, d := e.runPod(fmt.Sprintf("base-%d", i), nil)
-		base = append(base, d)
-	}
-	e.deletePods("base-0", "base-1", "base-2")
-
 	e.install()
 	conf, err := os.ReadFile(e.n.NodePath("/etc/cni/net.d/" + install.ConfName))
 	if err != nil || !strings.Contains(string(conf), `"defaultNetworks": [`+"\n"+`        "cluster"`) {
@@ -57,7 +49,10 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 	t.Run("npwg", func(t *testing.T) {
 		e := e.with(t)
 		p, d := e.runPod("multi", npwg)
-		t.Logf("default+bridge+macvlan+VPC pod Running in %v", d.Round(time.Millisecond))
+		t.Logf("default+bridge+macvlan+VPC pod Running in %v (timings: BenchmarkPodStartup)", d.Round(time.Millisecond))
+		if pid := e.agentPID(); pid > 0 {
+			t.Logf("genied RSS %d MiB", rssMiB(pid))
+		}
 		multiIPs = e.checkPod(p, map[string]*netIPNet{"eth0": clusterNet, "net1": bridgeNet, "net2": macvlanNet, "net3": vpcNet},
 			map[string]string{"eth0": "cluster", "net1": e.ns + "/nad-bridge", "net2": e.ns + "/nad-macvlan", "net3": e.ns + "/nad-blue"})
 	})
@@ -86,20 +81,6 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 			if !strings.Contains(dot, want) {
 				t.Errorf("geniectl status --graph dot lacks %s:\n%s", want, dot)
 			}
-		}
-	})
-	t.Run("measure", func(t *testing.T) {
-		e := e.with(t)
-		var withGenie []time.Duration
-		for i := range 3 {
-			_, d := e.runPod(fmt.Sprintf("m-%d", i), npwg)
-			withGenie = append(withGenie, d)
-		}
-		e.deletePods("m-0", "m-1", "m-2")
-		t.Logf("apply→Running: bridge alone %v (median %v); genie default+NAD+NAD+VPC %v (median %v); ratio %.2f",
-			base, median(base), withGenie, median(withGenie), float64(median(withGenie))/float64(median(base)))
-		if pid := e.agentPID(); pid > 0 {
-			t.Logf("genied RSS %d MiB", rssMiB(pid))
 		}
 	})
 	t.Run("delete-leaves-nothing", func(t *testing.T) {

@@ -32,7 +32,7 @@ const clusterConflist = `{"cniVersion": "1.0.0", "name": "cluster", "plugins": [
 
 // env is one installed node.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	n    *kubenode.Node
 	cs   *kubernetes.Clientset
 	root string
@@ -60,7 +60,7 @@ func mustCIDR(s string) *net.IPNet { _, n, _ := net.ParseCIDR(s); return n }
 // setup builds the image, starts a node whose network is the bridge plugin,
 // measures the bridge-only baseline if asked, then installs genie from
 // deploy/manifests and waits for its DaemonSet.
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	kubenode.Require(t)
 	bin := testenv.BinDir(t)
 	cni := testenv.CNIBinDir(t)
