@@ -2,11 +2,17 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"os/exec"
+	"time"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -69,4 +75,51 @@ func rssMiB(pid int) int {
 		}
 	}
 	return -1
+}
+
+// startPing runs up to count pings at interval from the pod to ip in the
+// background; stop ends them (SIGINT, as a user would) and returns how many
+// were sent and answered.
+func (e *env) startPing(from *corev1.Pod, ip net.IP, count int, interval time.Duration) (stop func() (sent, got int, err error), err error) {
+	pns, err := e.n.PodNetNS(from)
+	if err != nil {
+		return nil, err
+	}
+	path := pns.Path()
+	pns.Close()
+	cmd := exec.Command("nsenter", "--net="+path, filepath.Join(testenv.BinDir(e.t), "busybox"), "ping", "-c", strconv.Itoa(count),
+		"-i", fmt.Sprintf("%.1f", interval.Seconds()), "-W", "1", ip.String())
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() (int, int, error) {
+		time.Sleep(time.Second)
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait() // non-zero when a reply is missing: the counts say
+		for _, l := range strings.Split(out.String(), "\n") {
+			var s, g int
+			if n, _ := fmt.Sscanf(l, "%d packets transmitted, %d packets received", &s, &g); n == 2 {
+				return s, g, nil
+			}
+		}
+		return 0, 0, fmt.Errorf("ping output: %s", out.String())
+	}, nil
+}
+
+// genieds returns the UIDs of the running cni-genie DaemonSet pods.
+func (e *env) genieds() []string {
+	e.t.Helper()
+	pods, err := e.cs.CoreV1().Pods("kube-system").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=cni-genie"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var uids []string
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			uids = append(uids, string(p.UID))
+		}
+	}
+	return uids
 }

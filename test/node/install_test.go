@@ -83,6 +83,60 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 			}
 		}
 	})
+	t.Run("reinstall-and-upgrade", func(t *testing.T) {
+		e := e.with(t)
+		if multiIPs == nil {
+			t.Skip("npwg pod failed")
+		}
+		confPath := e.n.NodePath("/etc/cni/net.d/" + install.ConfName)
+		binPath := e.n.NodePath("/opt/cni/bin/genie")
+		conf0, _ := os.ReadFile(confPath)
+		bin0, _ := os.Stat(binPath)
+		// Install twice: nothing on the node changes.
+		if out, err := e.n.Kubectl("apply", "-f", filepath.Join(e.root, "deploy/manifests/cni-genie.yaml")); err != nil {
+			t.Fatalf("second apply: %v\n%s", err, out)
+		}
+		// Upgrade in place: a new DaemonSet pod replaces the agent and the
+		// installer while a VPC pod pings its peer through the data plane.
+		peer := e.pod("peer")
+		var peerIP net.IP
+		for _, s := range e.networkStatus("peer") {
+			if s.Interface == "net1" {
+				peerIP = net.ParseIP(s.IPs[0])
+			}
+		}
+		oldPods := e.genieds()
+		pinger, err := e.startPing(e.pod("multi"), peerIP, 600, 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := e.n.Kubectl("-n", "kube-system", "rollout", "restart", "ds/cni-genie"); err != nil {
+			t.Fatalf("rollout restart: %v\n%s", err, out)
+		}
+		if out, err := e.n.Kubectl("-n", "kube-system", "rollout", "status", "ds/cni-genie", "--timeout=120s"); err != nil {
+			t.Fatalf("rollout status: %v\n%s", err, out)
+		}
+		sent, got, err := pinger()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if newPods := e.genieds(); len(newPods) != 1 || newPods[0] == oldPods[0] {
+			t.Fatalf("DaemonSet pod not replaced: %v → %v", oldPods, newPods)
+		}
+		t.Logf("VPC ping across the agent's replacement: %d/%d replies", got, sent)
+		if sent == 0 || got != sent {
+			t.Errorf("VPC traffic lost while the DaemonSet pod was replaced: %d of %d replies", got, sent)
+		}
+		if conf1, _ := os.ReadFile(confPath); string(conf1) != string(conf0) {
+			t.Errorf("conflist changed by a reinstall:\n%s\n---\n%s", conf0, conf1)
+		}
+		if bin1, err := os.Stat(binPath); err != nil || !bin1.ModTime().Equal(bin0.ModTime()) {
+			t.Errorf("identical genie binary rewritten by the reinstall")
+		}
+		if err := e.ping(peer, multiIPs["net3"]); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("delete-leaves-nothing", func(t *testing.T) {
 		e := e.with(t)
 		e.deletePods("plain", "classic", "peer")
