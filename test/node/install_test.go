@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -9,7 +10,15 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/cni-genie/cni-genie/pkg/install"
+	"github.com/cni-genie/cni-genie/pkg/testutil/kubenode"
 	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
@@ -81,6 +90,43 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 			if !strings.Contains(dot, want) {
 				t.Errorf("geniectl status --graph dot lacks %s:\n%s", want, dot)
 			}
+		}
+	})
+	t.Run("plugin-credentials", func(t *testing.T) {
+		e := e.with(t)
+		// The plugin's kubeconfig, as genie reads it on the node.
+		cfg, err := clientcmd.BuildConfigFromFlags("", e.n.NodePath("/etc/cni/net.d/"+install.KubeconfigName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Dial = e.n.DialContext
+		pc, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := t.Context()
+		rev, err := pc.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u := rev.Status.UserInfo; u.Username != "system:serviceaccount:kube-system:cni-genie-plugin" ||
+			len(u.Extra["authentication.kubernetes.io/node-name"]) != 1 || u.Extra["authentication.kubernetes.io/node-name"][0] != e.n.Name {
+			t.Fatalf("plugin authenticates as %+v, want cni-genie-plugin bound to node %s", u, e.n.Name)
+		}
+		patch := []byte(`{"metadata":{"annotations":{"genie-test":"x"}}}`)
+		if _, err := pc.CoreV1().Pods(e.ns).Patch(ctx, "plain", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Errorf("plugin cannot annotate a pod of its node: %v", err)
+		}
+		other := kubenode.BusyboxPod(e.ns, "elsewhere", "other-node", nil)
+		if _, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, other, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer e.cs.CoreV1().Pods(e.ns).Delete(context.Background(), "elsewhere", metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+		if _, err := pc.CoreV1().Pods(e.ns).Patch(ctx, "elsewhere", types.MergePatchType, patch, metav1.PatchOptions{}); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+			t.Errorf("plugin annotated a pod of another node: err=%v, want denied by cni-genie-plugin-node-scope", err)
+		}
+		if _, err := pc.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("plugin can list secrets: %v", err)
 		}
 	})
 	t.Run("reinstall-and-upgrade", func(t *testing.T) {
