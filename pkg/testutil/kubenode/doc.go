@@ -4,6 +4,13 @@
 // from the CNI plugin exactly as on a cluster. It is the real-node sibling
 // of package kubeapi.
 //
+// The control plane is complete enough for the real install path: the
+// controller-manager runs its controllers under their own service accounts
+// (DaemonSets get pods, namespaces get their "default" account and
+// kube-root-ca.crt, the node loses its not-ready taint), the scheduler
+// places DaemonSet pods, and ServiceAccount admission and projected tokens
+// work. kube-apiserver listens on every address of the node at port 443.
+//
 // # Isolation
 //
 // Everything runs inside one private network namespace and one private

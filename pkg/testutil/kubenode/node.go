@@ -61,9 +61,6 @@ type Options struct {
 	// SandboxImage is the pinned pause image (default
 	// registry.k8s.io/pause:3.10).
 	SandboxImage string
-	// PodCIDR is the node's spec.podCIDR (informational; the test's
-	// conflist assigns addresses).
-	PodCIDR string
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
 }
