@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -356,6 +359,9 @@ func (e *env) leftovers() []string {
 	if o, err := e.n.Kubectl("get", "vpcendpoints.genie.cni.io", "-A", "-o", "name"); err == nil && len(strings.TrimSpace(string(o))) > 0 {
 		out = append(out, "store endpoints "+strings.TrimSpace(string(o)))
 	}
+	if n, err := e.agentMetric("genie_ipam_allocations"); err != nil || n != 0 {
+		out = append(out, fmt.Sprintf("agent IPAM allocations %v (%v)", n, err))
+	}
 	e.n.Do(func() error {
 		links, _ := netlink.LinkList()
 		for _, l := range links {
@@ -382,4 +388,22 @@ func (e *env) noLeftovers(what string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// agentMetric reads one unlabelled gauge from the agent's /metrics (on the
+// node's 127.0.0.1, reached from inside its network namespace).
+func (e *env) agentMetric(name string) (float64, error) {
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: e.n.DialContext}}
+	resp, err := hc.Get("http://127.0.0.1:9465/metrics")
+	if err != nil {
+		return -1, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return -1, fmt.Errorf("no %s in /metrics", name)
 }
