@@ -166,8 +166,11 @@ func TestManifestsInstall(t *testing.T) {
 	roles := map[string]*rbacv1.ClusterRole{}
 	var ds *appsv1.DaemonSet
 	var tokenRole *rbacv1.Role
+	var bindings []*rbacv1.ClusterRoleBinding
 	for _, o := range objs {
 		switch o := o.(type) {
+		case *rbacv1.ClusterRoleBinding:
+			bindings = append(bindings, o)
 		case *rbacv1.ClusterRole:
 			roles[o.Name] = o
 		case *rbacv1.Role:
@@ -176,20 +179,31 @@ func TestManifestsInstall(t *testing.T) {
 			ds = o
 		}
 	}
-	if r := roles["cni-genie-agent"]; r == nil || !reflect.DeepEqual(normRules(r.Rules), normRules(kubestore.PolicyRules())) {
-		t.Errorf("agent ClusterRole does not grant exactly kubestore.PolicyRules")
+	if r := roles["genie-agent"]; r == nil || !reflect.DeepEqual(normRules(r.Rules), normRules(kubestore.AgentPolicyRules())) {
+		t.Errorf("agent ClusterRole does not grant exactly kubestore.AgentPolicyRules")
 	}
-	if r := roles["cni-genie-plugin"]; r == nil || !reflect.DeepEqual(normRules(r.Rules), normRules(kube.PolicyRules())) {
+	if r := roles["genie-cni"]; r == nil || !reflect.DeepEqual(normRules(r.Rules), normRules(kube.PolicyRules())) {
 		t.Errorf("plugin ClusterRole does not grant exactly kube.PolicyRules")
 	}
-	if tokenRole == nil || !reflect.DeepEqual(normRules(tokenRole.Rules), []string{"/serviceaccounts/token:create:cni-genie-plugin"}) {
+	// Each service account is bound to its role, and the agent's has the
+	// name the node-scope policy recognises.
+	want := map[string]string{"genie-agent": kubestore.AgentServiceAccount, "genie-cni": "genie-cni"}
+	for _, b := range bindings {
+		if sa, ok := want[b.RoleRef.Name]; ok && len(b.Subjects) == 1 && b.Subjects[0].Kind == "ServiceAccount" && b.Subjects[0].Name == sa {
+			delete(want, b.RoleRef.Name)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("ClusterRoles not bound to their service accounts: %v", want)
+	}
+	if tokenRole == nil || !reflect.DeepEqual(normRules(tokenRole.Rules), []string{"/serviceaccounts/token:create:genie-cni"}) {
 		t.Errorf("token Role: %+v", tokenRole)
 	}
 	if ds == nil {
 		t.Fatal("no DaemonSet")
 	}
 	spec := ds.Spec.Template.Spec
-	if !spec.HostNetwork || spec.ServiceAccountName != "cni-genie" {
+	if !spec.HostNetwork || spec.ServiceAccountName != kubestore.AgentServiceAccount {
 		t.Errorf("hostNetwork %v serviceAccount %q", spec.HostNetwork, spec.ServiceAccountName)
 	}
 	containers := map[string]corev1.Container{}

@@ -109,9 +109,9 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if u := rev.Status.UserInfo; u.Username != "system:serviceaccount:kube-system:cni-genie-plugin" ||
+		if u := rev.Status.UserInfo; u.Username != "system:serviceaccount:kube-system:genie-cni" ||
 			len(u.Extra["authentication.kubernetes.io/node-name"]) != 1 || u.Extra["authentication.kubernetes.io/node-name"][0] != e.n.Name {
-			t.Fatalf("plugin authenticates as %+v, want cni-genie-plugin bound to node %s", u, e.n.Name)
+			t.Fatalf("plugin authenticates as %+v, want genie-cni bound to node %s", u, e.n.Name)
 		}
 		patch := []byte(`{"metadata":{"annotations":{"genie-test":"x"}}}`)
 		if _, err := pc.CoreV1().Pods(e.ns).Patch(ctx, "plain", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
@@ -123,7 +123,7 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 		}
 		defer e.cs.CoreV1().Pods(e.ns).Delete(context.Background(), "elsewhere", metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 		if _, err := pc.CoreV1().Pods(e.ns).Patch(ctx, "elsewhere", types.MergePatchType, patch, metav1.PatchOptions{}); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
-			t.Errorf("plugin annotated a pod of another node: err=%v, want denied by cni-genie-plugin-node-scope", err)
+			t.Errorf("plugin annotated a pod of another node: err=%v, want denied by genie-cni-node-scope", err)
 		}
 		if _, err := pc.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 			t.Errorf("plugin can list secrets: %v", err)
