@@ -175,6 +175,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		PodNamespace: req.PodNamespace, PodName: req.PodName,
 		VPC: req.VPC, Subnet: req.Subnet, VNI: v.VNI, HostIf: key,
 		Prefix: sub.CIDR.Bits(), MAC: mac.String(), DefaultRoute: req.DefaultRoute,
+		Labels: newLabelSet(req.Labels),
 	}
 	// 2. Record the attachment before creating anything, so a crash
 	//    leaves a record the next start-up undoes.

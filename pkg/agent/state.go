@@ -38,6 +38,8 @@ type attachment struct {
 	// DefaultRoute records that the pod got a default route via the
 	// gateway.
 	DefaultRoute bool `json:"defaultRoute,omitempty"`
+	// Labels are the pod's labels from the ADD request (services).
+	Labels labelSet `json:"labels,omitempty"`
 	// Complete is set once the attachment is fully programmed.
 	Complete bool `json:"complete"`
 }
@@ -58,7 +60,7 @@ func (a *attachment) endpoint(node string) vpc.Endpoint {
 	return vpc.Endpoint{
 		VPC: a.VPC, Subnet: a.Subnet, VNI: a.VNI, ID: a.owner(),
 		PodNamespace: a.PodNamespace, PodName: a.PodName, Interface: a.IfName,
-		IP: a.IP, MAC: a.hwAddr(), Node: node,
+		IP: a.IP, MAC: a.hwAddr(), Node: node, Labels: a.Labels.labels(),
 	}
 }
 

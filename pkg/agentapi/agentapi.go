@@ -48,6 +48,9 @@ type AttachRequest struct {
 	MAC string `json:"mac,omitempty"`
 	// DefaultRoute asks for a default route via the subnet gateway.
 	DefaultRoute bool `json:"defaultRoute,omitempty"`
+	// Labels are the pod's labels, published on the endpoint record for
+	// service selectors.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Validate reports the first missing field of r.

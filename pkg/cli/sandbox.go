@@ -245,7 +245,7 @@ func orDash(s string) string {
 func sandboxPod(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "pod", Short: "Add, delete and list sandbox pods"}
 	var node string
-	var nets []string
+	var nets, podLabels []string
 	var srcRoutes bool
 	add := &cobra.Command{
 		Use:   "add NAME --node K --net VPC/SUBNET[@IF] [--net ...]",
@@ -259,7 +259,11 @@ func sandboxPod(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := sb.PodAdd(c.Context(), args[0], node, nets)
+			labels, err := parseLabels("--label", podLabels) // service.go
+			if err != nil {
+				return err
+			}
+			p, err := sb.PodAddLabeled(c.Context(), args[0], node, nets, labels)
 			if err != nil {
 				return err
 			}
@@ -273,6 +277,7 @@ func sandboxPod(g *globals) *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&node, "node", "1", "node name or 1-based index")
+	add.Flags().StringArrayVar(&podLabels, "label", nil, "pod label KEY=VALUE for service selectors (repeatable)")
 	add.Flags().BoolVar(&srcRoutes, "source-routes", false, "give each interface its own routing table, selected by source address (pods in VPCs with overlapping CIDRs)")
 	add.Flags().StringArrayVar(&nets, "net", nil, "network VPC/SUBNET[@IF], or a delegate network such as "+sandbox.DelegateNetwork+"[@IF] (repeatable; the first is the default)")
 	del := &cobra.Command{

@@ -34,6 +34,7 @@ type podArgs struct {
 	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	K8S_POD_UID                types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	GENIE_NETWORKS             types.UnmarshallableString //nolint:revive // CNI_ARGS key
+	GENIE_LABELS               types.UnmarshallableString //nolint:revive // CNI_ARGS key (labels.go)
 }
 
 func loadPodArgs(s string) (*podArgs, error) {
