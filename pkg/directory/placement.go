@@ -1,0 +1,226 @@
+package directory
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Defaults of the placement.
+const (
+	// DefaultShards is the number of virtual shards. 4096 keeps the
+	// shard-to-holder BPF array at 4096 entries (48 KiB with R = 3) and
+	// gives every node of a 1,000-node cluster about 12 shards with R = 3.
+	DefaultShards = 4096
+	// DefaultReplicas is R, the number of nodes holding each shard.
+	DefaultReplicas = 3
+	// MaxShards bounds the shard count (the BPF array's size).
+	MaxShards = 1 << 20
+)
+
+// Member is one live node of the directory: its unique name (the node
+// name) and the underlay address of its directory RPC server.
+type Member struct {
+	Name string         `json:"name"`
+	RPC  netip.AddrPort `json:"rpc"`
+}
+
+// Placement maps every shard to its R holders by rendezvous (highest
+// random weight) hashing: the holders of shard s are the R members with
+// the largest Mix64(hash(name) ^ seed(s)). Every node computes the same
+// placement from the same member set, whatever order it learned the
+// members in; a member joining or leaving changes only the shards in whose
+// top R it ranks, about R/N of them.
+//
+// A Placement is immutable and safe for concurrent use.
+type Placement struct {
+	shards   int
+	replicas int // min(R, members)
+	members  []Member
+	index    map[string]int32
+	// holders[s*replicas+rank] is the member index of shard s's holder
+	// of that rank (0 = highest weight).
+	holders []int32
+}
+
+// ValidateShape checks a shard count (a power of two, at most MaxShards)
+// and a replica count (at least 1).
+func ValidateShape(shards, replicas int) error {
+	if shards <= 0 || shards > MaxShards || shards&(shards-1) != 0 {
+		return fmt.Errorf("shards %d: not a power of two in [1, %d]", shards, MaxShards)
+	}
+	if replicas < 1 {
+		return fmt.Errorf("replicas %d: must be at least 1", replicas)
+	}
+	return nil
+}
+
+// NewPlacement computes the placement of shards shards with replicas
+// holders each over members. Members are identified by name; a duplicate
+// name is an error. Fewer members than replicas gives every shard all the
+// members. The cost is one Mix64 per shard and member (41M at 10,000
+// members and 4096 shards) and three allocations.
+func NewPlacement(members []Member, shards, replicas int) (*Placement, error) {
+	if err := ValidateShape(shards, replicas); err != nil {
+		return nil, err
+	}
+	ms := slices.Clone(members)
+	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	p := &Placement{shards: shards, members: ms, index: make(map[string]int32, len(ms))}
+	for i, m := range ms {
+		if m.Name == "" {
+			return nil, fmt.Errorf("member %d: empty name", i)
+		}
+		if i > 0 && ms[i-1].Name == m.Name {
+			return nil, fmt.Errorf("member %q: listed twice", m.Name)
+		}
+		p.index[m.Name] = int32(i)
+	}
+	p.replicas = min(replicas, len(ms))
+	if p.replicas == 0 {
+		return p, nil
+	}
+	hs := make([]uint64, len(ms))
+	for i, m := range ms {
+		hs[i] = nameHash(m.Name)
+	}
+	r := p.replicas
+	p.holders = make([]int32, shards*r)
+	// Top-r selection by insertion into a small sorted window, with
+	// ties broken by member (name) order so the result is total.
+	var bw [16]uint64
+	var bi [16]int32
+	winW, winI := bw[:0], bi[:0]
+	if r > len(bw) {
+		winW, winI = make([]uint64, 0, r), make([]int32, 0, r)
+	}
+	for s := range shards {
+		seed := Mix64(uint64(s) + 0x9e3779b97f4a7c15)
+		winW, winI = winW[:0], winI[:0]
+		for i, h := range hs {
+			w := Mix64(h ^ seed)
+			if len(winW) == r && w <= winW[r-1] {
+				continue
+			}
+			// Insert (w, i) keeping winW descending.
+			j := len(winW)
+			if j < r {
+				winW, winI = append(winW, 0), append(winI, 0)
+			} else {
+				j = r - 1
+			}
+			for j > 0 && winW[j-1] < w {
+				winW[j], winI[j] = winW[j-1], winI[j-1]
+				j--
+			}
+			winW[j], winI[j] = w, int32(i)
+		}
+		copy(p.holders[s*r:], winI)
+	}
+	return p, nil
+}
+
+// nameHash is FNV-1a of the member name, finalized by Mix64.
+func nameHash(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return Mix64(h.Sum64())
+}
+
+// Shards returns the number of shards.
+func (p *Placement) Shards() int { return p.shards }
+
+// Replicas returns the number of holders of each shard: R, or the member
+// count when it is smaller.
+func (p *Placement) Replicas() int { return p.replicas }
+
+// Members returns the members sorted by name. Do not modify it.
+func (p *Placement) Members() []Member { return p.members }
+
+// Member returns the member of index i (an element of Holders).
+func (p *Placement) Member(i int32) Member { return p.members[i] }
+
+// Index returns the index of the named member, or -1.
+func (p *Placement) Index(name string) int32 {
+	if i, ok := p.index[name]; ok {
+		return i
+	}
+	return -1
+}
+
+// Holders returns the member indices of shard s's holders, highest rank
+// first. The slice aliases the placement: do not modify it.
+func (p *Placement) Holders(s uint32) []int32 {
+	r := p.replicas
+	return p.holders[int(s)*r : int(s)*r+r]
+}
+
+// HolderNames returns the names of shard s's holders, highest rank first.
+func (p *Placement) HolderNames(s uint32) []string {
+	hs := p.Holders(s)
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = p.members[h].Name
+	}
+	return out
+}
+
+// Holds reports whether the named member holds shard s, and at what rank.
+func (p *Placement) Holds(name string, s uint32) (rank int, ok bool) {
+	i, ok := p.index[name]
+	if !ok {
+		return 0, false
+	}
+	for r, h := range p.Holders(s) {
+		if h == i {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// ShardsOf returns the shards the named member holds, in increasing order.
+func (p *Placement) ShardsOf(name string) []uint32 {
+	i, ok := p.index[name]
+	if !ok {
+		return nil
+	}
+	var out []uint32
+	r := p.replicas
+	for s := range p.shards {
+		if slices.Contains(p.holders[s*r:s*r+r], i) {
+			out = append(out, uint32(s))
+		}
+	}
+	return out
+}
+
+// ShardCounts returns, per member index, how many shards it holds.
+func (p *Placement) ShardCounts() []int {
+	c := make([]int, len(p.members))
+	for _, h := range p.holders {
+		c[h]++
+	}
+	return c
+}
+
+// Moved counts the (shard, holder) assignments of q that p does not have:
+// the shard copies that must be loaded to go from p to q. Members are
+// compared by name.
+func (p *Placement) Moved(q *Placement) int {
+	n := 0
+	for s := range q.shards {
+		for _, h := range q.Holders(uint32(s)) {
+			if s >= p.shards {
+				n++
+				continue
+			}
+			if _, ok := p.Holds(q.members[h].Name, uint32(s)); !ok {
+				n++
+			}
+		}
+	}
+	return n
+}
