@@ -58,14 +58,14 @@ type Source interface {
 type MemSource struct {
 	shards int
 
-	mu       sync.Mutex
-	rev      int64
-	byShard  []map[Key]Record
-	history  []SourceEvent // every change since compacted
+	mu        sync.Mutex
+	rev       int64
+	byShard   []map[Key]Record
+	history   []SourceEvent // every change since compacted
 	compacted int64
-	watchers map[*memWatch]struct{}
-	lists    int // ListShards calls, for tests
-	listed   int // shards listed, for tests
+	watchers  map[*memWatch]struct{}
+	lists     int // ListShards calls, for tests
+	listed    int // shards listed, for tests
 }
 
 type memWatch struct {
