@@ -50,9 +50,6 @@ func (r Record) HardwareAddr() net.HardwareAddr {
 	return net.HardwareAddr(m[:])
 }
 
-// sameLocation reports whether r and o send packets to the same place.
-func (r Record) sameLocation(o Record) bool { return r.Node == o.Node && r.MAC == o.MAC }
-
 // Mix64 is the 64-bit finalizer of MurmurHash3 (fmix64). It is the only
 // hash of the directory, so the BPF data plane can compute a key's shard
 // with the same five instructions (see ShardOf and doc.go).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -93,13 +94,39 @@ type Node struct {
 
 type shardState struct {
 	loaded  bool
-	records map[Key]*entry
+	records map[ikey]entry
 }
 
+// ikey is a Key packed as vni<<32 | ipv4 (8 bytes, where Key is 28), the
+// held records' map key.
+type ikey uint64
+
+func packKey(k Key) ikey {
+	a := k.IP.As4()
+	return ikey(uint64(k.VNI)<<32 | uint64(a[0])<<24 | uint64(a[1])<<16 | uint64(a[2])<<8 | uint64(a[3]))
+}
+
+func (k ikey) key() Key {
+	v := uint32(k)
+	return Key{VNI: uint32(k >> 32), IP: netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})}
+}
+
+// entry is a held record without its key (56 bytes) and the nodes that
+// looked it up here.
 type entry struct {
-	rec     Record
+	node    string
+	mac     [6]byte
+	version uint64
 	lookers []string
 }
+
+func newEntry(r Record) entry { return entry{node: r.Node, mac: r.MAC, version: r.Version} }
+
+func (e entry) record(k ikey) Record {
+	return Record{Key: k.key(), Node: e.node, MAC: e.mac, Version: e.version}
+}
+
+func (e entry) sameLocation(r Record) bool { return e.node == r.Node && e.mac == r.MAC }
 
 type learned struct {
 	version uint64
@@ -197,7 +224,7 @@ func (n *Node) Lookers(k Key) []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if st := n.held[k.Shard(n.cfg.Shards)]; st != nil {
-		if e := st.records[k]; e != nil {
+		if e, ok := st.records[packKey(k)]; ok {
 			return slices.Clone(e.lookers)
 		}
 	}
@@ -280,7 +307,7 @@ func (n *Node) applyMembers(ctx context.Context, ms []Member) bool {
 	}
 	for s := range mine {
 		if n.held[s] == nil {
-			n.held[s] = &shardState{records: map[Key]*entry{}}
+			n.held[s] = &shardState{records: map[ikey]entry{}}
 			gained++
 		}
 	}
@@ -340,31 +367,37 @@ func (n *Node) loadPending(ctx context.Context) bool {
 func (n *Node) install(shards []uint32, recs []Record, diff bool) {
 	var pushes []push
 	n.mu.Lock()
-	fresh := map[uint32]map[Key]*entry{}
+	counts := map[uint32]int{}
+	for _, r := range recs {
+		counts[r.Shard(n.cfg.Shards)]++
+	}
+	fresh := map[uint32]map[ikey]entry{}
 	for _, s := range shards {
 		if n.held[s] != nil {
-			fresh[s] = map[Key]*entry{}
+			fresh[s] = make(map[ikey]entry, counts[s])
 		}
 	}
 	for _, r := range recs {
 		if m := fresh[r.Shard(n.cfg.Shards)]; m != nil {
-			m[r.Key] = &entry{rec: r}
+			m[packKey(r.Key)] = newEntry(r)
 		}
 	}
 	for s, m := range fresh {
 		st := n.held[s]
 		if diff {
 			for k, old := range st.records {
-				nw := m[k]
+				nw, ok := m[k]
 				switch {
-				case nw == nil:
-					pushes = append(pushes, push{old.lookers, Invalidation{Record: Record{Key: k, Version: old.rec.Version + 1}, Deleted: true}})
-				case !nw.rec.sameLocation(old.rec):
-					nw.lookers = old.lookers
-					pushes = append(pushes, push{old.lookers, Invalidation{Record: nw.rec}})
-				default:
-					nw.lookers = old.lookers
+				case !ok:
+					if len(old.lookers) > 0 {
+						pushes = append(pushes, push{old.lookers, Invalidation{Record: Record{Key: k.key(), Version: old.version + 1}, Deleted: true}})
+					}
+					continue
+				case !old.sameLocation(nw.record(k)) && len(old.lookers) > 0:
+					pushes = append(pushes, push{old.lookers, Invalidation{Record: nw.record(k)}})
 				}
+				nw.lookers = old.lookers
+				m[k] = nw
 			}
 		}
 		n.nrecords += len(m) - len(st.records)
@@ -437,22 +470,25 @@ func (n *Node) applyEvent(ev SourceEvent) {
 		n.mu.Unlock()
 		return
 	}
-	e := st.records[k]
+	ik := packKey(k)
+	e, ok := st.records[ik]
 	switch ev.Type {
 	case EventPut:
 		switch {
-		case e == nil:
-			st.records[k] = &entry{rec: ev.Record}
+		case !ok:
+			st.records[ik] = newEntry(ev.Record)
 			n.nrecords++
-		case e.rec.Version < ev.Record.Version:
-			if !e.rec.sameLocation(ev.Record) && len(e.lookers) > 0 {
+		case e.version < ev.Record.Version:
+			if !e.sameLocation(ev.Record) && len(e.lookers) > 0 {
 				pushes = append(pushes, push{e.lookers, Invalidation{Record: ev.Record}})
 			}
-			e.rec = ev.Record
+			nw := newEntry(ev.Record)
+			nw.lookers = e.lookers
+			st.records[ik] = nw
 		}
 	case EventDelete:
-		if e != nil && e.rec.Version < ev.Record.Version {
-			delete(st.records, k)
+		if ok && e.version < ev.Record.Version {
+			delete(st.records, ik)
 			n.nrecords--
 			if len(e.lookers) > 0 {
 				pushes = append(pushes, push{e.lookers, Invalidation{Record: ev.Record, Deleted: true}})
@@ -519,14 +555,16 @@ func (n *Node) serve(req LookupRequest) LookupResponse {
 	if st == nil || !st.loaded {
 		return LookupResponse{Status: StatusLoading}
 	}
-	e := st.records[req.Key]
-	if e == nil {
+	ik := packKey(req.Key)
+	e, ok := st.records[ik]
+	if !ok {
 		return LookupResponse{Status: StatusNotFound}
 	}
 	if req.Looker != "" && !slices.Contains(e.lookers, req.Looker) {
 		e.lookers = append(e.lookers, req.Looker)
+		st.records[ik] = e
 	}
-	return LookupResponse{Status: StatusFound, Record: e.rec}
+	return LookupResponse{Status: StatusFound, Record: e.record(ik)}
 }
 
 // ServeInvalidate implements Handler: forget or update a learned record

@@ -87,8 +87,16 @@ func (c *testCluster) setMembers() {
 }
 
 // settled: every live node uses a placement of the live set and has
-// loaded every shard it holds.
+// loaded every shard it holds, and the holders have every record of the
+// source R times (watch events of records put during loading included).
 func (c *testCluster) settled() bool {
+	total := 0
+	for _, nd := range c.nodes {
+		total += nd.Records()
+	}
+	if total != min(c.r, len(c.live))*c.src.Len() {
+		return false
+	}
 	for _, nd := range c.nodes {
 		p := nd.Placement()
 		if len(p.Members()) != len(c.live) {

@@ -105,7 +105,14 @@ func startRealCluster(t testing.TB, n int, src Source, shards int) []*realNode {
 	return nodes
 }
 
-func realSettled(nodes []*realNode, n int) bool {
+func realSettled(nodes []*realNode, n int, src *MemSource) bool {
+	total := 0
+	for _, rn := range nodes {
+		total += rn.node.Records()
+	}
+	if total != min(DefaultReplicas, n)*src.Len() {
+		return false
+	}
 	for _, rn := range nodes {
 		if len(rn.node.Placement().Members()) != n {
 			return false
@@ -129,7 +136,7 @@ func TestRealClusterFailover(t *testing.T) {
 		hosts = append(hosts, Member{Name: rn.name})
 	}
 	recs := putEndpoints(src, 300, hosts)
-	waitFor(t, 10*time.Second, "placement settled", func() bool { return realSettled(nodes, n) })
+	waitFor(t, 10*time.Second, "placement settled", func() bool { return realSettled(nodes, n, src) })
 	ctx := context.Background()
 	for i, r := range recs {
 		got, err := nodes[i%n].node.Lookup(ctx, r.Key)
@@ -168,7 +175,7 @@ func TestRealClusterFailover(t *testing.T) {
 		return true
 	})
 	detected := time.Since(killed)
-	waitFor(t, 10*time.Second, "re-replicated", func() bool { return realSettled(survivors, n-1) })
+	waitFor(t, 10*time.Second, "re-replicated", func() bool { return realSettled(survivors, n-1, src) })
 	rereplicated := time.Since(killed)
 	copies := map[uint32]int{}
 	for _, rn := range survivors {

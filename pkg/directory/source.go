@@ -261,3 +261,14 @@ func (s *MemSource) PutUnwatched(r Record) Record {
 	s.byShard[r.Shard(s.shards)][r.Key] = r
 	return r
 }
+
+// Len returns the number of records stored.
+func (s *MemSource) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, m := range s.byShard {
+		n += len(m)
+	}
+	return n
+}
