@@ -52,6 +52,9 @@ type Config struct {
 	// OnPlacement is called, from Run's goroutine, with every new
 	// placement: the agent rewrites the shard-to-holder BPF array.
 	OnPlacement func(*Placement)
+	// Placements, when set, is shared by the nodes of one process so
+	// each member set is placed once.
+	Placements *PlacementCache
 	// Registerer receives the metrics; nil keeps them private.
 	Registerer prometheus.Registerer
 	// Logger receives the node's logs; nil means slog.Default().
@@ -286,7 +289,13 @@ func (n *Node) Run(ctx context.Context) error {
 // lost, and loads the ones it gained. It reports false when a load failed
 // (Run retries).
 func (n *Node) applyMembers(ctx context.Context, ms []Member) bool {
-	p, err := NewPlacement(ms, n.cfg.Shards, n.cfg.Replicas)
+	var p *Placement
+	var err error
+	if n.cfg.Placements != nil {
+		p, err = n.cfg.Placements.Get(ms, n.cfg.Shards, n.cfg.Replicas)
+	} else {
+		p, err = NewPlacement(ms, n.cfg.Shards, n.cfg.Replicas)
+	}
 	if err != nil {
 		n.log.Error("bad member set", "err", err)
 		return true

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Defaults of the placement.
@@ -223,4 +224,42 @@ func (p *Placement) Moved(q *Placement) int {
 		}
 	}
 	return n
+}
+
+// PlacementCache remembers the last placement computed, so that nodes
+// sharing it (the simulation's thousands of in-process nodes, or the agent
+// and geniectl in one process) compute each member set once. It is safe
+// for concurrent use.
+type PlacementCache struct {
+	mu   sync.Mutex
+	last *Placement
+}
+
+// Get returns the placement of members, computed or remembered.
+func (c *PlacementCache) Get(members []Member, shards, replicas int) (*Placement, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.last; p != nil && p.shards == shards && p.replicas == min(replicas, len(members)) && sameMembers(p.members, members) {
+		return p, nil
+	}
+	p, err := NewPlacement(members, shards, replicas)
+	if err != nil {
+		return nil, err
+	}
+	c.last = p
+	return p, nil
+}
+
+// sameMembers reports whether sorted equals ms as a set.
+func sameMembers(sorted, ms []Member) bool {
+	if len(sorted) != len(ms) {
+		return false
+	}
+	for _, m := range ms {
+		i, ok := slices.BinarySearchFunc(sorted, m.Name, func(a Member, name string) int { return strings.Compare(a.Name, name) })
+		if !ok || sorted[i] != m {
+			return false
+		}
+	}
+	return true
 }
