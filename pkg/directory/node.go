@@ -52,6 +52,12 @@ type Config struct {
 	// OnPlacement is called, from Run's goroutine, with every new
 	// placement: the agent rewrites the shard-to-holder BPF array.
 	OnPlacement func(*Placement)
+	// OnHeld is called, from Run's goroutine and outside any lock, with
+	// the records of held shards that appeared or changed (put) and the
+	// keys that left them (a delete, or a dropped shard): the agent keeps
+	// the holder's BPF forward map, which bounced packets are looked up
+	// in, equal to the held records.
+	OnHeld func(put []Record, deleted []Key)
 	// Placements, when set, is shared by the nodes of one process so
 	// each member set is placed once.
 	Placements *PlacementCache
@@ -249,7 +255,7 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-n.wake:
 			n.memMu.Lock()
 			ms, ok := n.pending, n.hasNew
-			n.hasNew = false
+			n.pending, n.hasNew = nil, false
 			n.memMu.Unlock()
 			if ok && !n.applyMembers(ctx, ms) {
 				retry = time.After(time.Second)
@@ -304,11 +310,17 @@ func (n *Node) applyMembers(ctx context.Context, ms []Member) bool {
 	for _, s := range p.ShardsOf(n.cfg.Self.Name) {
 		mine[s] = true
 	}
+	var gone []Key
 	n.mu.Lock()
 	n.placement = p
 	dropped, gained := 0, 0
 	for s, st := range n.held {
 		if !mine[s] {
+			if n.cfg.OnHeld != nil {
+				for k := range st.records {
+					gone = append(gone, k.key())
+				}
+			}
 			n.nrecords -= len(st.records)
 			delete(n.held, s)
 			dropped++
@@ -324,6 +336,9 @@ func (n *Node) applyMembers(ctx context.Context, ms []Member) bool {
 	n.m.records.Set(float64(n.nrecords))
 	n.m.members.Set(float64(len(p.Members())))
 	n.mu.Unlock()
+	if len(gone) > 0 {
+		n.cfg.OnHeld(nil, gone)
+	}
 	n.m.shardMoves.WithLabelValues("dropped").Add(float64(dropped))
 	n.m.shardMoves.WithLabelValues("gained").Add(float64(gained))
 	if gained+dropped > 0 {
@@ -375,6 +390,8 @@ func (n *Node) loadPending(ctx context.Context) bool {
 // after a watch failure).
 func (n *Node) install(shards []uint32, recs []Record, diff bool) {
 	var pushes []push
+	var puts []Record
+	var dels []Key
 	n.mu.Lock()
 	counts := map[uint32]int{}
 	for _, r := range recs {
@@ -398,6 +415,7 @@ func (n *Node) install(shards []uint32, recs []Record, diff bool) {
 				nw, ok := m[k]
 				switch {
 				case !ok:
+					dels = append(dels, k.key())
 					if len(old.lookers) > 0 {
 						pushes = append(pushes, push{old.lookers, Invalidation{Record: Record{Key: k.key(), Version: old.version + 1}, Deleted: true}})
 					}
@@ -409,12 +427,26 @@ func (n *Node) install(shards []uint32, recs []Record, diff bool) {
 				m[k] = nw
 			}
 		}
+		if n.cfg.OnHeld != nil {
+			for k, e := range m {
+				if old, ok := st.records[k]; !ok || old.version != e.version {
+					puts = append(puts, e.record(k))
+				}
+			}
+		}
 		n.nrecords += len(m) - len(st.records)
 		st.records, st.loaded = m, true
 	}
 	n.m.records.Set(float64(n.nrecords))
 	n.mu.Unlock()
+	n.reportHeld(puts, dels)
 	n.sendInvalidations(pushes)
+}
+
+func (n *Node) reportHeld(puts []Record, dels []Key) {
+	if n.cfg.OnHeld != nil && len(puts)+len(dels) > 0 {
+		n.cfg.OnHeld(puts, dels)
+	}
 }
 
 func (n *Node) restartWatch(ctx context.Context, from int64) {
@@ -473,6 +505,8 @@ func (n *Node) applyEvent(ev SourceEvent) {
 	}
 	k := ev.Record.Key
 	var pushes []push
+	var puts []Record
+	var dels []Key
 	n.mu.Lock()
 	st := n.held[k.Shard(n.cfg.Shards)]
 	if st == nil || !st.loaded {
@@ -487,6 +521,7 @@ func (n *Node) applyEvent(ev SourceEvent) {
 		case !ok:
 			st.records[ik] = newEntry(ev.Record)
 			n.nrecords++
+			puts = append(puts, ev.Record)
 		case e.version < ev.Record.Version:
 			if !e.sameLocation(ev.Record) && len(e.lookers) > 0 {
 				pushes = append(pushes, push{e.lookers, Invalidation{Record: ev.Record}})
@@ -494,11 +529,13 @@ func (n *Node) applyEvent(ev SourceEvent) {
 			nw := newEntry(ev.Record)
 			nw.lookers = e.lookers
 			st.records[ik] = nw
+			puts = append(puts, ev.Record)
 		}
 	case EventDelete:
 		if ok && e.version < ev.Record.Version {
 			delete(st.records, ik)
 			n.nrecords--
+			dels = append(dels, k)
 			if len(e.lookers) > 0 {
 				pushes = append(pushes, push{e.lookers, Invalidation{Record: ev.Record, Deleted: true}})
 			}
@@ -506,6 +543,7 @@ func (n *Node) applyEvent(ev SourceEvent) {
 	}
 	n.m.records.Set(float64(n.nrecords))
 	n.mu.Unlock()
+	n.reportHeld(puts, dels)
 	n.sendInvalidations(pushes)
 }
 

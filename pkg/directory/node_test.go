@@ -429,3 +429,80 @@ func TestNodeRelistAfterCompaction(t *testing.T) {
 		return len(inv) > 0 && inv[len(inv)-1].Record == moved2
 	})
 }
+
+// OnHeld keeps a mirror (the holder's BPF forward map) equal to the held
+// records through loads, watch events, relists and dropped shards.
+func TestNodeOnHeldMirrorsHeldRecords(t *testing.T) {
+	var mu sync.Mutex
+	mirrors := map[string]map[Key]Record{}
+	c := newTestCluster(t, 4, 64, 2, func(cfg *Config) {
+		name := cfg.Self.Name
+		mu.Lock()
+		mirrors[name] = map[Key]Record{}
+		mu.Unlock()
+		cfg.OnHeld = func(put []Record, deleted []Key) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, k := range deleted {
+				delete(mirrors[name], k)
+			}
+			for _, r := range put {
+				mirrors[name][r.Key] = r
+			}
+		}
+	})
+	recs := putEndpoints(c.src, 200, c.live)
+	c.waitSettled()
+	c.src.Put(Record{Key: recs[0].Key, Node: "node-00003"})
+	c.src.Delete(recs[1].Key)
+	c.src.PutUnwatched(Record{Key: recs[2].Key, Node: "node-00001"})
+	c.src.BreakWatches()
+	c.start(Member{Name: "node-00004"}, nil) // joins without a mirror: others drop shards
+	c.setMembers()
+	check := func() bool {
+		for name, nd := range c.nodes {
+			mu.Lock()
+			mirror, ok := mirrors[name]
+			if !ok {
+				mu.Unlock()
+				continue
+			}
+			want := map[Key]Record{}
+			nd.mu.Lock()
+			for _, st := range nd.held {
+				for k, e := range st.records {
+					want[k.key()] = e.record(k)
+				}
+			}
+			nd.mu.Unlock()
+			same := len(want) == len(mirror)
+			for k, r := range want {
+				same = same && mirror[k] == r
+			}
+			mu.Unlock()
+			if !same {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, 3*time.Second, "mirrors equal held records", func() bool {
+		if !c.settled() {
+			return false
+		}
+		got, _ := c.src.Get(recs[2].Key)
+		return got.Node == "node-00001" && check()
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	n := 0
+	for _, m := range mirrors {
+		n += len(m)
+		if _, ok := m[recs[1].Key]; ok {
+			t.Fatal("a deleted record is still mirrored")
+		}
+	}
+	if n == 0 || n >= 2*c.src.Len() {
+		t.Fatalf("mirrors hold %d records for %d endpoints with R=2 and a mirrorless fifth node", n, c.src.Len())
+	}
+}

@@ -32,6 +32,9 @@ type simFigures struct {
 	// Distinct first holders of 1,000 active keys of one looker: the
 	// connections its lookups fan out to.
 	holdersFor1000 int
+	// Memory of one Placement, which every real node keeps (the
+	// simulation shares one through a PlacementCache).
+	placementBytes float64
 }
 
 func heapAndStacks() uint64 {
@@ -69,6 +72,13 @@ func simulate(t testing.TB, nodes, endpoints, shards int) simFigures {
 		c.Placements, c.Logger, c.OnInvalidate = cache, quiet, nil
 		c.AttemptTimeout = 100 * time.Millisecond
 	}
+	hp := heapAndStacks()
+	pl, err := NewPlacement(ms[:nodes], shards, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.placementBytes = float64(heapAndStacks() - hp)
+	runtime.KeepAlive(pl)
 	h0 := heapAndStacks()
 	c := &testCluster{t: t, shards: shards, r: r, src: src, net: NewMemNetwork(),
 		nodes: map[string]*Node{}, cancel: map[string]context.CancelFunc{}, inv: map[string][]Invalidation{}}
@@ -158,8 +168,8 @@ func simulate(t testing.TB, nodes, endpoints, shards int) simFigures {
 
 func (f simFigures) log(t testing.TB) {
 	t.Logf("nodes=%d endpoints=%d shards=%d R=3", f.nodes, f.endpoints, f.shards)
-	t.Logf("  per-node directory memory %.1f KiB (empty node %.1f KiB); records per node mean %.0f max %.0f; %.0f B per held record",
-		f.perNodeBytes/1024, f.nodeOverheadBytes/1024, f.recordsMean, f.recordsMax, f.bytesPerRecord)
+	t.Logf("  per-node directory memory %.1f KiB (empty node %.1f KiB) + its placement %.1f KiB; records per node mean %.0f max %.0f; %.0f B per held record",
+		f.perNodeBytes/1024, f.nodeOverheadBytes/1024, f.placementBytes/1024, f.recordsMean, f.recordsMax, f.bytesPerRecord)
 	t.Logf("  join: %d keys moved (R/(N+1) of R*E: %.0f, ratio %.2f), settled in %s", f.joinMoved, f.joinExpected, float64(f.joinMoved)/f.joinExpected, f.settleJoin.Round(time.Millisecond))
 	t.Logf("  leave: %d keys moved (%.0f expected, ratio %.2f), settled in %s", f.leaveMoved, f.leaveExpected, float64(f.leaveMoved)/f.leaveExpected, f.settleLeave.Round(time.Millisecond))
 	t.Logf("  RPCs per lookup %.3f; with one dead node not yet detected %.3f; 1,000 active keys fan out to %d holders", f.rpcsPerLookup, f.rpcsPerLookupDead, f.holdersFor1000)
@@ -197,17 +207,20 @@ func TestSimulation(t *testing.T) {
 }
 
 // BenchmarkSimulation runs the simulation at 1,000 and 10,000 nodes with
-// 1M endpoints (minutes, several GiB at 10,000): go test -run '^$'
+// 1M endpoints (minutes, about 2 GiB at 10,000): go test -run '^$'
 // -bench Simulation -benchtime 1x ./pkg/directory/
 func BenchmarkSimulation(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprintf("nodes=%d/endpoints=1M", n), func(b *testing.B) {
+	// 4096 shards give 1,000 nodes about 12 each; 10,000 nodes need
+	// more shards than nodes to hold a share each (65,536: about 20).
+	for _, tc := range []struct{ nodes, shards int }{{1000, DefaultShards}, {10000, 1 << 16}} {
+		b.Run(fmt.Sprintf("nodes=%d/shards=%d/endpoints=1M", tc.nodes, tc.shards), func(b *testing.B) {
 			var f simFigures
 			for b.Loop() {
-				f = simulate(b, n, 1<<20, DefaultShards)
+				f = simulate(b, tc.nodes, 1<<20, tc.shards)
 			}
 			f.log(b)
 			b.ReportMetric(f.perNodeBytes/1024, "KiB/node")
+			b.ReportMetric(f.placementBytes/1024, "placement-KiB")
 			b.ReportMetric(f.recordsMax, "max-records/node")
 			b.ReportMetric(float64(f.joinMoved)/f.joinExpected, "join-moved/expected")
 			b.ReportMetric(float64(f.leaveMoved)/f.leaveExpected, "leave-moved/expected")
