@@ -300,7 +300,7 @@ func (n *Node) applyMembers(ctx context.Context, ms []Member) bool {
 	if n.cfg.Placements != nil {
 		p, err = n.cfg.Placements.Get(ms, n.cfg.Shards, n.cfg.Replicas)
 	} else {
-		p, err = NewPlacement(ms, n.cfg.Shards, n.cfg.Replicas)
+		p, err = n.placement.Next(ms) // incremental for one join or leave
 	}
 	if err != nil {
 		n.log.Error("bad member set", "err", err)

@@ -37,13 +37,16 @@ type Member struct {
 //
 // A Placement is immutable and safe for concurrent use.
 type Placement struct {
-	shards   int
-	replicas int // min(R, members)
+	shards    int
+	replicas  int // min(R, members)
+	requested int // R
 	members  []Member
 	index    map[string]int32
 	// holders[s*replicas+rank] is the member index of shard s's holder
 	// of that rank (0 = highest weight).
 	holders []int32
+	// weights[s*replicas+rank] is the weight of that holder.
+	weights []uint64
 	// byMember[i] lists member i's shards in increasing order.
 	byMember [][]uint32
 }
@@ -71,7 +74,7 @@ func NewPlacement(members []Member, shards, replicas int) (*Placement, error) {
 	}
 	ms := slices.Clone(members)
 	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
-	p := &Placement{shards: shards, members: ms, index: make(map[string]int32, len(ms))}
+	p := &Placement{shards: shards, requested: replicas, members: ms, index: make(map[string]int32, len(ms))}
 	for i, m := range ms {
 		if m.Name == "" {
 			return nil, fmt.Errorf("member %d: empty name", i)
@@ -91,6 +94,7 @@ func NewPlacement(members []Member, shards, replicas int) (*Placement, error) {
 	}
 	r := p.replicas
 	p.holders = make([]int32, shards*r)
+	p.weights = make([]uint64, shards*r)
 	// Top-r selection by insertion into a small sorted window, with
 	// ties broken by member (name) order so the result is total.
 	var bw [16]uint64
@@ -121,8 +125,15 @@ func NewPlacement(members []Member, shards, replicas int) (*Placement, error) {
 			winW[j], winI[j] = w, int32(i)
 		}
 		copy(p.holders[s*r:], winI)
+		copy(p.weights[s*r:], winW)
 	}
-	// The inverted index: one backing array for all members.
+	p.index2()
+	return p, nil
+}
+
+// index2 builds the inverted index: one backing array for all members.
+func (p *Placement) index2() {
+	ms, r := p.members, p.replicas
 	counts := make([]int, len(ms))
 	for _, h := range p.holders {
 		counts[h]++
@@ -134,12 +145,163 @@ func NewPlacement(members []Member, shards, replicas int) (*Placement, error) {
 		p.byMember[i] = all[off : off : off+c]
 		off += c
 	}
-	for s := range shards {
+	for s := range p.shards {
 		for _, h := range p.holders[s*r : s*r+r] {
 			p.byMember[h] = append(p.byMember[h], uint32(s))
 		}
 	}
-	return p, nil
+}
+
+// Next returns the placement of members, the same as NewPlacement with
+// p's shape, computed incrementally when members is p's set plus or minus
+// one member (a join: one weight per shard; a leave: only the leaver's
+// shards are ranked again) and from scratch otherwise.
+func (p *Placement) Next(members []Member) (*Placement, error) {
+	r := p.replicas
+	if r == 0 || p.weights == nil {
+		return NewPlacement(members, p.shards, max(r, p.requested))
+	}
+	switch d := len(members) - len(p.members); {
+	case d == 1 && r == p.requested:
+		return p.join(members)
+	case d == -1 && len(members) >= p.requested:
+		return p.leave(members)
+	}
+	return NewPlacement(members, p.shards, p.requested)
+}
+
+// sortedMembers sorts a copy of ms by name and checks names are unique.
+func sortedMembers(ms []Member) ([]Member, error) {
+	out := slices.Clone(ms)
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	for i, m := range out {
+		if m.Name == "" {
+			return nil, fmt.Errorf("member %d: empty name", i)
+		}
+		if i > 0 && out[i-1].Name == m.Name {
+			return nil, fmt.Errorf("member %q: listed twice", m.Name)
+		}
+	}
+	return out, nil
+}
+
+func (p *Placement) join(members []Member) (*Placement, error) {
+	ms, err := sortedMembers(members)
+	if err != nil {
+		return nil, err
+	}
+	// ms must be p.members with one member inserted at pos.
+	pos := -1
+	for i, j := 0, 0; i < len(ms); i++ {
+		if j < len(p.members) && ms[i] == p.members[j] {
+			j++
+			continue
+		}
+		if pos >= 0 {
+			return NewPlacement(members, p.shards, p.requested)
+		}
+		pos = i
+	}
+	if pos < 0 {
+		return NewPlacement(members, p.shards, p.requested)
+	}
+	q := p.shell(ms)
+	r := q.replicas
+	hy := nameHash(ms[pos].Name)
+	y := int32(pos)
+	for s := range q.shards {
+		hs, ws := q.holders[s*r:s*r+r], q.weights[s*r:s*r+r]
+		for k := range hs {
+			if hs[k] >= y {
+				hs[k]++
+			}
+		}
+		w := Mix64(hy ^ Mix64(uint64(s)+0x9e3779b97f4a7c15))
+		if w < ws[r-1] || (w == ws[r-1] && y > hs[r-1]) {
+			continue
+		}
+		j := r - 1
+		for j > 0 && (ws[j-1] < w || (ws[j-1] == w && hs[j-1] > y)) {
+			ws[j], hs[j] = ws[j-1], hs[j-1]
+			j--
+		}
+		ws[j], hs[j] = w, y
+	}
+	q.index2()
+	return q, nil
+}
+
+func (p *Placement) leave(members []Member) (*Placement, error) {
+	ms, err := sortedMembers(members)
+	if err != nil {
+		return nil, err
+	}
+	pos := -1
+	for i, j := 0, 0; j < len(p.members); j++ {
+		if i < len(ms) && ms[i] == p.members[j] {
+			i++
+			continue
+		}
+		if pos >= 0 {
+			return NewPlacement(members, p.shards, p.requested)
+		}
+		pos = j
+	}
+	if pos < 0 {
+		return NewPlacement(members, p.shards, p.requested)
+	}
+	q := p.shell(ms)
+	x := int32(pos)
+	hs := make([]uint64, len(ms))
+	for i, m := range ms {
+		hs[i] = nameHash(m.Name)
+	}
+	for k, h := range q.holders {
+		if h > x {
+			q.holders[k] = h - 1
+		}
+	}
+	for _, s := range p.byMember[x] {
+		q.rank(int(s), hs)
+	}
+	q.index2()
+	return q, nil
+}
+
+// shell copies p's arrays for the member list ms (same shape).
+func (p *Placement) shell(ms []Member) *Placement {
+	q := &Placement{shards: p.shards, replicas: p.replicas, requested: p.requested, members: ms,
+		index: make(map[string]int32, len(ms)), holders: slices.Clone(p.holders), weights: slices.Clone(p.weights)}
+	for i, m := range ms {
+		q.index[m.Name] = int32(i)
+	}
+	return q
+}
+
+// rank recomputes shard s's top R over q.members from scratch (hs holds
+// the name hashes of q.members).
+func (q *Placement) rank(s int, hs []uint64) {
+	r := q.replicas
+	seed := Mix64(uint64(s) + 0x9e3779b97f4a7c15)
+	ws, ix := q.weights[s*r:s*r+r], q.holders[s*r:s*r+r]
+	n := 0
+	for i, h := range hs {
+		w := Mix64(h ^ seed)
+		if n == r && w <= ws[r-1] {
+			continue
+		}
+		j := n
+		if n < r {
+			n++
+		} else {
+			j = r - 1
+		}
+		for j > 0 && ws[j-1] < w {
+			ws[j], ix[j] = ws[j-1], ix[j-1]
+			j--
+		}
+		ws[j], ix[j] = w, int32(i)
+	}
 }
 
 // nameHash is FNV-1a of the member name, finalized by Mix64.
@@ -254,7 +416,13 @@ func (c *PlacementCache) Get(members []Member, shards, replicas int) (*Placement
 	if p := c.last; p != nil && p.shards == shards && p.replicas == min(replicas, len(members)) && sameMembers(p.members, members) {
 		return p, nil
 	}
-	p, err := NewPlacement(members, shards, replicas)
+	var p *Placement
+	var err error
+	if c.last != nil && c.last.shards == shards && c.last.requested == replicas {
+		p, err = c.last.Next(members)
+	} else {
+		p, err = NewPlacement(members, shards, replicas)
+	}
 	if err != nil {
 		return nil, err
 	}

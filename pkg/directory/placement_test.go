@@ -208,3 +208,65 @@ func BenchmarkShardOf(b *testing.B) {
 	}
 	_ = s
 }
+
+// Next (incremental on one join or leave) gives exactly NewPlacement's
+// result along a random walk of joins, leaves and bigger changes.
+func TestPlacementNextEqualsFull(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	pool := members(60)
+	live := slices.Clone(pool[:10])
+	p := mustPlacement(t, live, 512, 3)
+	for step := range 200 {
+		switch k := rng.IntN(10); {
+		case k < 4 && len(live) < len(pool): // join
+			for {
+				m := pool[rng.IntN(len(pool))]
+				if !slices.ContainsFunc(live, func(l Member) bool { return l.Name == m.Name }) {
+					live = append(live, m)
+					break
+				}
+			}
+		case k < 8 && len(live) > 1: // leave
+			i := rng.IntN(len(live))
+			live = slices.Delete(live, i, i+1)
+		default: // several at once, or an address change
+			live[rng.IntN(len(live))].RPC = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 2}), uint16(step))
+		}
+		rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+		q, err := p.Next(live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := mustPlacement(t, live, 512, 3)
+		if !slices.Equal(q.holders, want.holders) || !slices.Equal(q.Members(), want.Members()) || q.Replicas() != want.Replicas() {
+			t.Fatalf("step %d (%d members): incremental placement differs from a full one", step, len(live))
+		}
+		for _, m := range want.Members() {
+			if !slices.Equal(q.ShardsOf(m.Name), want.ShardsOf(m.Name)) {
+				t.Fatalf("step %d: ShardsOf(%s) differs", step, m.Name)
+			}
+		}
+		p = q
+	}
+}
+
+func BenchmarkPlacementNext(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		ms := members(n + 1)
+		p := mustPlacement(b, ms[:n], 1<<16, 3)
+		b.Run(fmt.Sprintf("nodes=%d/shards=65536/join", n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := p.Next(ms); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("nodes=%d/shards=65536/leave", n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := p.Next(ms[1:n]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
