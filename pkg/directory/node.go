@@ -186,10 +186,10 @@ func NewNode(cfg Config) (*Node, error) {
 
 // SetMembers gives the node the current live members (including itself).
 // It returns at once; Run applies the latest set, so a burst of changes
-// costs one placement.
+// costs one placement. The node keeps ms until then: do not modify it.
 func (n *Node) SetMembers(ms []Member) {
 	n.memMu.Lock()
-	n.pending, n.hasNew = slices.Clone(ms), true
+	n.pending, n.hasNew = ms, true
 	n.memMu.Unlock()
 	select {
 	case n.wake <- struct{}{}:

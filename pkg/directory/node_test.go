@@ -81,8 +81,9 @@ func (c *testCluster) remove(names ...string) {
 }
 
 func (c *testCluster) setMembers() {
+	live := slices.Clone(c.live) // one copy, shared: nodes keep it
 	for _, nd := range c.nodes {
-		nd.SetMembers(c.live)
+		nd.SetMembers(live)
 	}
 }
 
