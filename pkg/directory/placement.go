@@ -40,8 +40,8 @@ type Placement struct {
 	shards    int
 	replicas  int // min(R, members)
 	requested int // R
-	members  []Member
-	index    map[string]int32
+	members   []Member
+	index     map[string]int32
 	// holders[s*replicas+rank] is the member index of shard s's holder
 	// of that rank (0 = highest weight).
 	holders []int32
