@@ -8,7 +8,9 @@
  *   ARP request from the pod   -> answered with the gateway MAC, back to the pod
  *   IPv4 from the pod          -> anti-spoof, then {vni, dst}:
  *                                   local  -> L2 rewrite, redirect_peer into the pod
- *                                   remote -> Geneve encap, redirect to the uplink
+ *                                   remote -> next hop from the FIB; Geneve encap,
+ *                                             redirect (or redirect_neigh) to it;
+ *                                             too big for the path -> ICMP back
  *   everything else            -> counted drop
  */
 #include "lib/common.h"
@@ -17,6 +19,7 @@
 #include "lib/eth.h"
 #include "lib/arp.h"
 #include "lib/geneve.h"
+#include "lib/icmp.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -28,11 +31,13 @@ int from_pod(struct __sk_buff *skb)
 	struct endpoint_info *dst;
 	struct node_config *cfg;
 	struct lxc_info *ep;
+	struct nexthop nh = {};
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 zero = 0, hash;
 	__u8 tos;
+	int ret;
 
 	if (!skb_ensure(skb, ETH_HLEN))
 		return drop_skb(DROP_TRUNCATED);
@@ -99,5 +104,11 @@ int from_pod(struct __sk_buff *skb)
 	hash = skb->hash;
 	if (!hash)
 		hash = flow_hash(ip, data_end);
-	return geneve_encap(skb, cfg, ep->vni, dst, tos, hash);
+	ret = underlay_route(skb, cfg->underlay_ip, dst->node_ip, cfg->uplink_ifindex,
+			     encap_seg_len(skb, ip, data_end), &nh);
+	if (ret == ROUTE_TOO_BIG)
+		return icmp_frag_needed(skb, ep, ifindex, cfg, nh.mtu);
+	if (ret < 0)
+		return drop_skb(ret);
+	return geneve_encap(skb, cfg, ep->vni, dst, tos, hash, &nh);
 }

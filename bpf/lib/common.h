@@ -39,6 +39,9 @@
 #endif
 
 #define GENEVE_PORT 6081
+/* Bytes the encapsulation adds on the wire: outer IPv4 + UDP + Geneve + inner
+ * Ethernet (EncapOverhead in Go). */
+#define ENCAP_OVERHEAD 50
 
 #define __inline static __always_inline
 

@@ -17,13 +17,14 @@
 #define DROP_NO_ROUTE		-5	/* no endpoint {vni, dst} */
 #define DROP_UNSUPPORTED_L3	-6	/* not IPv4/ARP (pod) or not IPv4 inside Geneve */
 #define DROP_ARP		-7	/* ARP we do not answer: reply, probe, gratuitous, malformed */
-#define DROP_NO_NODE		-8	/* remote node has no underlay MAC in genie_nodes */
+#define DROP_NO_NEXTHOP		-8	/* no route/next hop to the remote node on the underlay (FIB lookup failed) */
 #define DROP_ENCAP_FAILED	-9	/* adjust_room/store failed while encapsulating */
 #define DROP_GENEVE_MALFORMED	-10	/* to our Geneve port but bad version/options/protocol/fragment */
 #define DROP_UNKNOWN_VNI	-11	/* Geneve VNI without endpoints on this node */
 #define DROP_FORGED		-12	/* inner src is not an endpoint of that VNI on the outer src node */
 #define DROP_NOT_LOCAL		-13	/* decapsulated packet for an endpoint not on this node */
 #define DROP_DECAP_FAILED	-14	/* adjust_room/store failed while decapsulating */
+#define DROP_FRAG_NEEDED	-15	/* encapsulated packet exceeds the path MTU (ICMP sent back if DF) */
 
 __inline void count_drop(int reason)
 {

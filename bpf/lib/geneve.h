@@ -2,7 +2,7 @@
 /* Geneve (RFC 8926) encapsulation and outer header classification.
  *
  * Wire format we send (EncapOverhead = 50 bytes on top of the inner IPv4):
- *   outer eth (reused L2 header) | IPv4 (20, DF, TTL 64) | UDP (8, csum 0)
+ *   outer eth (next hop, from the FIB) | IPv4 (20, DF, TTL 64) | UDP (8, csum 0)
  *   | Geneve (8: ver 0, no options, proto 0x6558, VNI) | inner eth (14) | inner IPv4
  */
 #pragma once
@@ -11,6 +11,7 @@
 #include "maps.h"
 #include "drop.h"
 #include "eth.h"
+#include "fib.h"
 
 struct genevehdr {
 	__u8 ver_optlen;	/* ver:2 (0), opt_len:6 (in 4-byte words) */
@@ -24,6 +25,7 @@ struct genevehdr {
 
 #define ENCAP_LEN (sizeof(struct iphdr) + sizeof(struct udphdr) + \
 		   sizeof(struct genevehdr) + sizeof(struct ethhdr))
+_Static_assert(ENCAP_LEN == ENCAP_OVERHEAD, "encap header length");
 
 /* Everything written after bpf_skb_adjust_room, in one store. */
 struct encap_hdrs {
@@ -66,31 +68,47 @@ __inline __u32 flow_hash(const struct iphdr *ip, void *data_end)
 	return h;
 }
 
+/* encap_seg_len is the outer IPv4 length of the packet in skb (Ethernet +
+ * IPv4 header at ip) once encapsulated; for a GSO packet, of one of the
+ * segments it will be cut into (what must fit the path MTU): the inner
+ * headers plus gso_size, like skb_gso_validate_network_len. */
+__inline __u32 encap_seg_len(struct __sk_buff *skb, const struct iphdr *ip,
+			     void *data_end)
+{
+	const __u8 *l4 = (const void *)ip + ip->ihl * 4;
+	__u32 gso = skb->gso_size, l4len = sizeof(struct udphdr);
+
+	if (!gso)
+		return skb->len - ETH_HLEN + ENCAP_OVERHEAD;
+	if (ip->protocol == IPPROTO_TCP) {
+		l4len = 20;	/* doff, if the header is linear (it is, from a socket) */
+		if ((void *)(l4 + 13) <= data_end)
+			l4len = (l4[12] >> 4) * 4;
+	}
+	return ENCAP_OVERHEAD + ip->ihl * 4 + l4len + gso;
+}
+
 /* geneve_encap wraps the IPv4 packet in skb (starting with an Ethernet
- * header) for remote endpoint dst of VPC vni and redirects it to the uplink.
- * hash is the inner flow's hash (skb->hash, or flow_hash for a hashless
- * packet), read before the headers move. Returns a tc verdict; failures are
- * counted drops. GSO and checksum offload stay intact: adjust_room with the
- * ENCAP flags marks the skb as a UDP tunnel so the uplink segments it (and
- * fills the inner checksums) correctly. */
+ * header) for remote endpoint dst of VPC vni and sends it to next hop nh
+ * (underlay_route). hash is the inner flow's hash (skb->hash, or flow_hash
+ * for a hashless packet), read before the headers move. Returns a tc
+ * verdict; failures are counted drops. GSO and checksum offload stay intact:
+ * adjust_room with the ENCAP flags marks the skb as a UDP tunnel so the
+ * uplink segments it (and fills the inner checksums) correctly. */
 __inline int geneve_encap(struct __sk_buff *skb, const struct node_config *cfg,
 			  __u32 vni, const struct endpoint_info *dst, __u8 tos,
-			  __u32 hash)
+			  __u32 hash, const struct nexthop *nh)
 {
-	struct node_info *node;
 	struct encap_hdrs h;
 	__u32 len;
-
-	node = bpf_map_lookup_elem(&genie_nodes, &dst->node_ip);
-	if (!node)
-		return drop_skb(DROP_NO_NODE);
 
 	if (bpf_skb_adjust_room(skb, ENCAP_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS))
 		return drop_skb(DROP_ENCAP_FAILED);
 	len = skb->len;
 
-	mac_copy(h.oeth.h_dest, node->mac);
-	mac_copy(h.oeth.h_source, cfg->uplink_mac);
+	/* Unresolved: zeros, bpf_redirect_neigh writes the real header. */
+	mac_copy(h.oeth.h_dest, nh->dmac);
+	mac_copy(h.oeth.h_source, nh->smac);
 	h.oeth.h_proto = bpf_htons(ETH_P_IP);
 
 	h.oip.version = 4;
@@ -126,7 +144,7 @@ __inline int geneve_encap(struct __sk_buff *skb, const struct node_config *cfg,
 
 	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0))
 		return drop_skb(DROP_ENCAP_FAILED);
-	return bpf_redirect(cfg->uplink_ifindex, 0);
+	return nexthop_redirect(nh);
 }
 
 /* Result of classifying a frame on the uplink. */

@@ -5,8 +5,10 @@
  * includes its VNI: isolation is by construction, not by policy.
  *
  * IPv4 addresses are stored as in the packet (network byte order); VNIs and
- * ifindexes in host byte order. Keep the struct layouts in sync with
- * pkg/datapath/maps.go.
+ * ifindexes in host byte order. The Go side uses the structs bpf2go generates
+ * from this file (lxc_bpfel.go), so there is nothing to keep in sync by hand;
+ * a changed layout makes maps pinned by an older agent incompatible
+ * (ErrMapIncompatible on Open).
  */
 #pragma once
 
@@ -17,9 +19,6 @@
 #endif
 #ifndef MAX_ENDPOINTS
 #define MAX_ENDPOINTS 65536	/* local + remote endpoints known to a node */
-#endif
-#ifndef MAX_NODES
-#define MAX_NODES 4096		/* underlay nodes */
 #endif
 #ifndef MAX_VNIS
 #define MAX_VNIS 4096		/* VPCs with endpoints on one node */
@@ -53,16 +52,11 @@ struct endpoint_info {
 	__u16 pad;
 };
 
-struct node_info {
-	__u8 mac[ETH_ALEN];	/* outer destination MAC towards the node */
-	__u16 pad;
-};
-
 struct node_config {
-	__be32 underlay_ip;
-	__u32 uplink_ifindex;
-	__u8 uplink_mac[ETH_ALEN];
-	__u8 gw_mac[ETH_ALEN];
+	__be32 underlay_ip;	/* outer source address */
+	__u32 uplink_ifindex;	/* FIB lookup oif for the outer packet */
+	__u8 uplink_mac[ETH_ALEN]; /* informational: the outer MACs come from the FIB */
+	__u8 gw_mac[ETH_ALEN];	/* the virtual gateway pods see */
 };
 
 /* host-side veth ifindex -> the pod endpoint behind it (VNI, IP, MAC). */
@@ -84,16 +78,6 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } genie_endpoints SEC(".maps");
-
-/* node underlay ipv4 -> underlay MAC, so encapsulation needs no neighbour lookup. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __be32);
-	__type(value, struct node_info);
-	__uint(max_entries, MAX_NODES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} genie_nodes SEC(".maps");
 
 /* VNI -> number of local endpoints; the uplink accepts Geneve only for these. */
 struct {
@@ -123,8 +107,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } genie_drops SEC(".maps");
 
-/* NO_ROUTE destinations {vni, ip} for on-demand endpoint resolution by the
- * agent (first packet learns the remote endpoint). */
+/* NO_ROUTE destinations and FORGED sources {vni, ip} for on-demand endpoint
+ * resolution. The datapath offers the reader (Datapath.Misses); no agent reads
+ * it yet, so today every remote endpoint is pushed by the store watch. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, MISS_RINGBUF_BYTES);

@@ -49,6 +49,8 @@ type Agent struct {
 	gwMAC    net.HardwareAddr
 	// runCtx lives as long as Run; watches derive from it.
 	runCtx context.Context
+	// bg are the background loops (heartbeat, reclaim) shutdown waits for.
+	bg sync.WaitGroup
 
 	ready    atomic.Bool
 	notReady atomic.Value // string: why not ready
@@ -152,6 +154,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.runCtx = ctx
+	// Lock the socket before touching it, so a second agent cannot
+	// unlink a running agent's socket.
+	unlock, err := lockSocket(a.cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	// Serve the socket first: STATUS then reports why the agent is not
 	// ready yet, and the other verbs ask the runtime to try again later.
 	l, err := agentapi.Listen(a.cfg.Socket)
@@ -219,7 +228,7 @@ func (a *Agent) start(ctx context.Context) error {
 	addr, _ := netip.AddrFromSlice(ip)
 	a.uplinkIx = ix
 	a.podMTU = mtu - datapath.EncapOverhead
-	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink}
+	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, UplinkMTU: mtu, Heartbeat: time.Now()}
 	if err := a.st.RegisterNode(ctx, a.node); err != nil {
 		return fmt.Errorf("registering node %q: %w", a.node.Name, err)
 	}
@@ -243,6 +252,9 @@ func (a *Agent) start(ctx context.Context) error {
 		if err := dp.AttachUplinkPrefilter(ix); err != nil {
 			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
 		}
+	} else if err := dp.DetachUplinkPrefilter(ix); err != nil {
+		// One an earlier run pinned stays attached otherwise.
+		return fmt.Errorf("detaching XDP prefilter from %s: %w", a.cfg.Uplink, err)
 	}
 
 	a.notReady.Store("loading IPAM state")
@@ -270,6 +282,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
+	a.startNodeLifecycle(ctx)
 	return nil
 }
 
@@ -283,6 +296,7 @@ func (a *Agent) shutdown() {
 	if a.nodeWatchStarted {
 		<-a.nodeWatchDone
 	}
+	a.bg.Wait()
 	if a.st != nil {
 		if err := a.st.Close(); err != nil {
 			a.log.Warn("closing store", "err", err)
@@ -327,12 +341,21 @@ func (a *Agent) restore(ctx context.Context) error {
 	for _, err := range errs {
 		a.log.Warn("skipping unreadable attachment record", "err", err)
 	}
-	var keep []*attachment
+	var keep, unfinished []*attachment
 	for _, at := range atts {
 		link, err := netlink.LinkByName(at.HostIf)
 		if !at.Complete || err != nil {
 			a.log.Info("undoing stale attachment", "container", at.ContainerID, "if", at.IfName, "complete", at.Complete)
-			a.undo(ctx, at)
+			at.Complete = false
+			if errs := a.undo(ctx, at); len(errs) > 0 {
+				// Kept (record and address) for a retried DEL or GC: its
+				// store endpoint may still exist.
+				a.log.Warn("stale attachment not fully undone", "container", at.ContainerID, "if", at.IfName, "err", errors.Join(errs...))
+				a.mu.Lock()
+				a.atts[at.key()] = at
+				a.mu.Unlock()
+				unfinished = append(unfinished, at)
+			}
 			continue
 		}
 		at.HostIndex = link.Attrs().Index
@@ -367,11 +390,14 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	// IPAM allocations and store endpoints of this node without an
 	// attachment are leaks from a crash: free them.
-	valid := make([]string, 0, len(keep))
+	valid := make([]string, 0, len(keep)+len(unfinished))
 	validID := map[string]bool{}
 	for _, at := range keep {
 		valid = append(valid, at.owner())
 		validID[at.VPC+"/"+at.owner()] = true
+	}
+	for _, at := range unfinished {
+		valid = append(valid, at.owner()) // its address waits for its endpoint
 	}
 	// This node's endpoints lie in its blocks (the store enforces it):
 	// list only the VPCs of its blocks and attachments, one at a time. A

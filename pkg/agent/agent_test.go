@@ -6,7 +6,10 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestHostVethName(t *testing.T) {
@@ -176,6 +179,11 @@ func TestDropsCollector(t *testing.T) {
 	}
 }
 
+// TestKeyedMutex: a held key makes a second locker of the same key wait
+// (it is given ample time to get in), other keys do not wait, concurrent
+// lockers of one key never overlap, and no entry is left behind. A mutex
+// that does not lock fails the first check (the second locker gets in
+// within the grace period) and the overlap count.
 func TestKeyedMutex(t *testing.T) {
 	var k keyedMutex
 	unlockA := k.lock("a")
@@ -184,7 +192,11 @@ func TestKeyedMutex(t *testing.T) {
 		defer close(done)
 		k.lock("b")() // another key does not wait
 	}()
-	<-done
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("lock of another key waited for a held key")
+	}
 	got := make(chan struct{})
 	go func() {
 		defer close(got)
@@ -193,11 +205,41 @@ func TestKeyedMutex(t *testing.T) {
 	select {
 	case <-got:
 		t.Fatal("second lock of the same key did not wait")
-	default:
+	case <-time.After(100 * time.Millisecond):
 	}
 	unlockA()
-	<-got
-	if len(k.m) != 0 {
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("second lock of the same key never got the key after unlock")
+	}
+
+	// Mutual exclusion under contention.
+	var inside, overlaps atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				unlock := k.lock("c")
+				if inside.Add(1) != 1 {
+					overlaps.Add(1)
+				}
+				time.Sleep(50 * time.Microsecond)
+				inside.Add(-1)
+				unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := overlaps.Load(); n != 0 {
+		t.Fatalf("%d lockers of one key overlapped", n)
+	}
+	k.mu.Lock()
+	left := len(k.m)
+	k.mu.Unlock()
+	if left != 0 {
 		t.Fatalf("entries leaked: %v", k.m)
 	}
 }

@@ -183,7 +183,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	}()
 
 	// 3. Allocate the address (local unless the node's blocks are full).
-	alloc, err := a.ipam.Allocate(ctx, req.VPC, req.Subnet, at.owner(), requested)
+	// Distinct from the pod's other attachments' addresses: with
+	// overlapping VPCs the source address picks the interface.
+	alloc, err := a.ipam.AllocateForPod(ctx, req.VPC, req.Subnet, req.ContainerID, at.owner(), requested)
 	if err != nil {
 		return nil, fail(codeFor(err), "allocate IP", err)
 	}
@@ -230,7 +232,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		vpcCIDR = prefixToIPNet(v.CIDR)
 	}
 	lr, err := setupPodLink(&podLink{
-		netns: req.Netns, ifName: req.IfName, hostName: key, mac: mac, mtu: a.podMTU,
+		netns: req.Netns, ifName: req.IfName, hostName: key, mac: mac, mtu: a.podMTUFor(v),
 		addr: podAddr, gateway: net.IP(sub.Gateway.AsSlice()), subnet: prefixToIPNet(sub.CIDR),
 		vpcCIDR: vpcCIDR, defRoute: req.DefaultRoute,
 	})
@@ -279,7 +281,7 @@ func (a *Agent) result(at *attachment, v vpc.VPC, sub vpc.Subnet) *current.Resul
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
 			{Name: at.HostIf},
-			{Name: at.IfName, Mac: at.MAC, Mtu: a.podMTU, Sandbox: at.Netns},
+			{Name: at.IfName, Mac: at.MAC, Mtu: a.podMTUFor(v), Sandbox: at.Netns},
 		},
 		IPs: []*current.IPConfig{{
 			Interface: current.Int(1),
@@ -304,9 +306,15 @@ func (a *Agent) result(at *attachment, v vpc.VPC, sub vpc.Subnet) *current.Resul
 // Attach, the body of Detach and the cleanup of stale records.
 func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 	var errs []error
+	// The store endpoint goes first and the address is freed only once it
+	// is gone (releaseAddress, at the end): a freed address may be handed
+	// to the next pod at once, and while the store still publishes the
+	// old endpoint with it, the two would collide in the VPC.
+	unpublished := true
 	if err := a.st.DeleteEndpoint(ctx, at.VPC, at.owner()); err != nil {
 		a.m.storeErrors.WithLabelValues("delete_endpoint").Inc()
 		errs = append(errs, fmt.Errorf("delete endpoint from store: %w", err))
+		unpublished = false
 	}
 	a.mu.Lock()
 	if at.IP.IsValid() && a.local[vniIP{at.VNI, at.IP}] == at.key() {
@@ -317,11 +325,9 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 		// A remote endpoint that meanwhile took the address (its block
 		// moved to another node) gets its entry now.
 		if vs := a.vpcs[at.VPC]; vs != nil {
-			for _, r := range vs.remote {
-				if r.ip == at.IP {
-					if err := a.writeRemoteLocked(at.VNI, r); err != nil {
-						a.log.Warn("programming remote endpoint", "vpc", at.VPC, "err", err)
-					}
+			if r, ok := vs.ownerOf(at.IP); ok {
+				if err := a.writeRemoteLocked(at.VNI, r); err != nil {
+					a.log.Warn("programming remote endpoint", "vpc", at.VPC, "err", err)
 				}
 			}
 		}
@@ -339,11 +345,15 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 			errs = append(errs, fmt.Errorf("detach pod program: %w", err))
 		}
 	}
+	if at.IP.IsValid() && at.Netns != "" {
+		// Best effort: a vanished netns took its rules with it.
+		removeSourceRule(at.Netns, at.IP)
+	}
 	if err := deleteHostLink(at.HostIf); err != nil {
 		errs = append(errs, err)
 	}
-	if err := a.ipam.Release(ctx, at.owner()); err != nil {
-		errs = append(errs, fmt.Errorf("release IP: %w", err))
+	if err := a.releaseAddress(ctx, at, unpublished); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		if err := a.state.remove(at.key()); err != nil {
@@ -361,6 +371,20 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 		a.mu.Unlock()
 	}
 	return errs
+}
+
+// releaseAddress frees the attachment's address, but only once its store
+// endpoint is gone (unpublished): after a failed store delete both stay,
+// and the retried DEL, GC or the next start-up deletes the endpoint and
+// then frees the address.
+func (a *Agent) releaseAddress(ctx context.Context, at *attachment, unpublished bool) error {
+	if !unpublished {
+		return nil // the store error is reported by the caller
+	}
+	if err := a.ipam.Release(ctx, at.owner()); err != nil {
+		return fmt.Errorf("release IP: %w", err)
+	}
+	return nil
 }
 
 // Detach implements agentapi.Backend. It is idempotent and works when the

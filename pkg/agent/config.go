@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
 	"github.com/cni-genie/cni-genie/pkg/datapath"
@@ -52,9 +53,17 @@ type Config struct {
 	// (default; see datapath.AttachTC: no RCU grace period on the ADD
 	// path) or "tcx" (a pinned tcx link).
 	PodAttach string
+	// NodeReclaimAfter is how long a node must be dead (heartbeat that
+	// old, or node object missing that long) before the agents reclaim
+	// its blocks and endpoints (package reclaim); the agent heartbeats
+	// every quarter of it. Zero disables both.
+	NodeReclaimAfter time.Duration
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// DefaultNodeReclaimAfter is the default of --node-reclaim-after.
+const DefaultNodeReclaimAfter = 10 * time.Minute
 
 // DefaultGatewayMAC is the virtual gateway MAC used unless configured.
 const DefaultGatewayMAC = "02:67:6e:00:00:01"
@@ -72,6 +81,8 @@ func DefaultConfig() Config {
 		MetricsAddr:    "127.0.0.1:9465",
 		GatewayMAC:     DefaultGatewayMAC,
 		PodAttach:      string(datapath.AttachTC),
+
+		NodeReclaimAfter: DefaultNodeReclaimAfter,
 	}
 }
 
@@ -100,6 +111,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.XDPPrefilter, "xdp-prefilter", c.XDPPrefilter, "also attach the XDP prefilter to the uplink (drops foreign Geneve before an skb is built)")
 	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC of the virtual subnet gateways answered by BPF")
 	fs.StringVar(&c.PodAttach, "pod-attach", c.PodAttach, "how the pod program attaches to host veths: tcx (pinned link) or tc (clsact + cls_bpf filter: no RCU grace period per ADD/DEL, about 10 ms less)")
+	fs.DurationVar(&c.NodeReclaimAfter, "node-reclaim-after", c.NodeReclaimAfter,
+		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")
 	def := datapath.DefaultMapSizes()
 	fs.Func("max-endpoints", fmt.Sprintf("capacity of the endpoints map: local plus remote endpoints of the VPCs hosted on this node (default %d)", def.Endpoints),
 		mapSizeFlag(&c.MapSizes.Endpoints))

@@ -4,7 +4,9 @@
 //
 // # What it does
 //
-// Start-up: connect to the store (--datastore etcd: --store-endpoints,
+// Start-up: lock the socket (an flock on <socket>.lock holding the pid,
+// so a second genied fails with a message naming the socket and the
+// running agent's pid instead of unlinking its socket), connect to the store (--datastore etcd: --store-endpoints,
 // unix:///path works; --datastore kubernetes: genie.cni.io custom
 // resources through --kubeconfig or the in-cluster account), read the uplink's IPv4 and MAC (--uplink), register the node,
 // open the data plane under --pin-dir (re-adopting the maps and links a
@@ -15,18 +17,47 @@
 // --metrics-addr.
 //
 // Attach (CNI ADD of a VPC network): resolve the VPC and subnet, allocate
-// the address (a static request is honoured or refused), create a veth
+// the address (a static request is honoured or refused; it differs from
+// the addresses of the pod's other attachments, see below), create a veth
 // whose host side is named "gv"+10 hex digits of a hash of containerID and
 // ifname (deterministic, so DEL and a restarted agent find it), configure
-// the pod side in the pod's netns (MAC, MTU = uplink MTU minus
-// datapath.EncapOverhead, address with the subnet's prefix, route to the
-// VPC CIDR via the gateway, optionally the default route; offloads stay on),
+// the pod side in the pod's netns (MAC, MTU = the VPC's, else the
+// smallest uplink MTU the nodes registered minus datapath.EncapOverhead
+// (podMTUFor), address with the subnet's prefix, route to the
+// VPC CIDR via the gateway, optionally the default route; IPv6 disabled
+// on the interface before it comes up; offloads stay on; a routing table
+// of its own with a rule "from <its address>"),
 // write the endpoint into the data plane, attach the pod program and
 // publish the endpoint in the store. Each step is undone if a later one
 // fails; errors name the VPC, subnet, pod and step. Detach undoes the same
-// steps and is idempotent, also when the netns is gone. GC detaches every
+// steps and is idempotent, also when the netns is gone; the store
+// endpoint goes first and the address is freed only once it is gone, so a
+// failed store delete keeps both and the retry finishes both. GC detaches every
 // local attachment the runtime no longer lists and lets IPAM free
 // addresses without an owner.
+//
+// Multihomed pods. A pod in two VPCs with overlapping CIDRs has the same
+// connected route on two interfaces, so the destination cannot choose the
+// interface a reply leaves through; this kernel has no VRF. The agent
+// therefore gives one pod distinct addresses across its attachments (IPAM
+// groups allocations by container ID) and every VPC interface a table
+// (10000 + its ifindex in the pod) with a rule "from <its address> lookup
+// <table>": a connected socket's source address picks its interface. A
+// table without a matching route falls through to the main table, so a
+// pod with one VPC interface routes as before. Unbound UDP servers that
+// reply without IP_PKTINFO still get the main table's choice of source.
+// IPv6 is off on VPC interfaces (the overlay is IPv4): router and
+// neighbour solicitations and MLD reports were counted as drops.
+//
+// Node lifecycle. The agent re-registers its node with a fresh heartbeat
+// every quarter of --node-reclaim-after and runs the dead-node reclaimer of
+// package reclaim: a node whose heartbeat is that old, or whose node
+// object has been gone that long while it holds blocks, loses its
+// endpoints, then its blocks, then its node object. The live node with the
+// smallest name sweeps (no election); concurrent sweeps are safe because
+// every step is idempotent and conditional (see package reclaim).
+// geniectl node delete does the same by hand and refuses a live node
+// without --force.
 //
 // # Why it is shaped so
 //
@@ -47,8 +78,19 @@
 // ADD must publish its endpoint.
 //
 // One writer. The agent is the only writer of the node's maps; a single
-// mutex orders all map writes from ADD/DEL and the watches, and the VPC's
-// remote entries never overwrite a local entry that reuses an address.
+// mutex (Agent.mu) orders all map writes from ADD/DEL and the watches, and
+// the VPC's remote entries never overwrite a local entry that reuses an
+// address. No loop over a whole VPC runs under it: a VPC's listing is
+// programmed, and an unhosted VPC's entries removed, in chunks of 256 with
+// the mutex released in between (the VPC's watch events queue until its
+// sync ends; a VPC unhosted meanwhile stops it), and a per-VPC index by
+// address answers "who else has this address" in O(1). Measured with
+// test/scale BenchmarkAddDuringSync (BENCHMARKS.md §4): before, an ADD
+// during the removal of a 10k-endpoint VPC waited for all of it (2.7-4 s,
+// the removal was quadratic). A node that first appears or changes its
+// underlay address has its remote endpoints rewritten one hosted VPC per
+// hold of the mutex (a scan of that VPC; rare); heartbeats and MAC or MTU
+// changes touch no endpoint.
 //
 // Pod program attach. By default (--pod-attach tc) the pod program is a
 // cls_bpf filter on a clsact qdisc of the host veth, not a tcx link: a tcx
@@ -80,7 +122,7 @@
 // remote entries. A failed watch resumes from the last revision seen; if
 // that revision was compacted away every hosted VPC is listed again (from
 // a revision read first). The node list is watched in full (nodes are few)
-// for the underlay MACs. Memory and map entries are O(endpoints of the VPCs
+// for their underlay addresses and uplink MTUs. Memory and map entries are O(endpoints of the VPCs
 // hosted here), not O(cluster); the watch traffic is O(endpoint changes of
 // the cluster) on etcd. On a store with store.VPCWatcher (the Kubernetes
 // backend) the one watch is filtered by the store instead, to the VPCs

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 
 	"github.com/containernetworking/plugins/pkg/ip"
@@ -90,6 +91,13 @@ func setupPodLink(pl *podLink) (*podLinkResult, error) {
 		if err != nil {
 			return fmt.Errorf("finding %s: %w", pl.ifName, err)
 		}
+		// No IPv6 on a VPC interface (the overlay is IPv4): without this
+		// the pod's router and neighbour solicitations and MLD reports,
+		// sent as soon as the link is up, are counted as drops by the
+		// pod program. In the pod's netns only, before the link is up.
+		if err := writeSysctl(fmt.Sprintf("/proc/sys/net/ipv6/conf/%s/disable_ipv6", pl.ifName), "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("disabling ipv6 on %s: %w", pl.ifName, err)
+		}
 		if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: pl.addr}); err != nil {
 			return fmt.Errorf("adding address %s to %s: %w", pl.addr, pl.ifName, err)
 		}
@@ -118,7 +126,7 @@ func setupPodLink(pl *podLink) (*podLinkResult, error) {
 			}
 		}
 		res.routes = dsts
-		return nil
+		return addSourceRouting(link, pl, dsts)
 	})
 	if err != nil {
 		return nil, err
@@ -129,6 +137,64 @@ func setupPodLink(pl *podLink) (*podLinkResult, error) {
 		return res, fmt.Errorf("disabling ipv6 on %s: %w", pl.hostName, err)
 	}
 	return res, nil
+}
+
+// sourceTableBase is the first routing table (and rule priority) of the
+// per-interface tables in pods: table sourceTableBase + the pod-side
+// ifindex, below the main table's rule (32766).
+const sourceTableBase = 10000
+
+// addSourceRouting gives the pod interface its own routing table (its
+// subnet, and dsts via the gateway) and a rule "from <its address> lookup
+// <table>". A pod in two VPCs with overlapping CIDRs has two identical
+// connected routes (10.50.1.0/24 on eth0 and on eth1) in its main table,
+// so without it a reply from eth1's address leaves through eth0, into the
+// other VPC. With the address distinct per interface (the agent
+// allocates so), the source address picks the interface; this kernel has
+// no VRF. A table without a matching route falls through to the main
+// table, so a pod with one VPC interface routes as before. The table's
+// routes go with the link; the rule stays in the pod's netns until the
+// attachment is detached (or, if the netns went first, with the netns).
+func addSourceRouting(link netlink.Link, pl *podLink, dsts []*net.IPNet) error {
+	idx := link.Attrs().Index
+	table := sourceTableBase + idx
+	routes := []*netlink.Route{{LinkIndex: idx, Dst: pl.subnet, Src: pl.addr.IP, Scope: netlink.SCOPE_LINK, Table: table}}
+	for _, dst := range dsts {
+		routes = append(routes, &netlink.Route{LinkIndex: idx, Dst: dst, Gw: pl.gateway, Src: pl.addr.IP, Table: table})
+	}
+	for _, r := range routes {
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("adding route %s to table %d of %s: %w", r.Dst, table, pl.ifName, err)
+		}
+	}
+	rule := netlink.NewRule()
+	rule.Src = &net.IPNet{IP: pl.addr.IP, Mask: net.CIDRMask(32, 32)}
+	rule.Table = table
+	rule.Priority = table
+	if err := netlink.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("adding rule from %s lookup %d: %w", pl.addr.IP, table, err)
+	}
+	return nil
+}
+
+// removeSourceRule deletes the pod's "from ip" rules of addSourceRouting
+// (their tables go with the link). Errors are ignored: the netns may be
+// gone, and a leftover rule only points at an empty table.
+func removeSourceRule(netnsPath string, ip netip.Addr) {
+	_ = ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		rules, err := netlink.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if r.Src != nil && r.Table >= sourceTableBase && r.Priority >= sourceTableBase && r.Src.IP.Equal(ip.AsSlice()) {
+				if ones, _ := r.Src.Mask.Size(); ones == 32 {
+					_ = netlink.RuleDel(&r)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // deleteHostLink removes the host side of a veth (and so its peer). A

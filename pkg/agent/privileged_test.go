@@ -43,6 +43,8 @@ type cluster struct {
 	storeURL []string
 	fabric   ns.NetNS
 	nodes    []*node
+	// agentArgs are extra genied flags of every node.
+	agentArgs []string
 }
 
 // node is one node of the cluster.
@@ -96,10 +98,10 @@ func buildGenied(t *testing.T) string {
 	return out
 }
 
-func newCluster(t *testing.T, nodes int) *cluster {
+func newCluster(t *testing.T, nodes int, agentArgs ...string) *cluster {
 	skipUnlessPrivileged(t)
 	ctx := context.Background()
-	c := &cluster{t: t, dir: t.TempDir()}
+	c := &cluster{t: t, dir: t.TempDir(), agentArgs: agentArgs}
 	c.bin = buildGenied(t)
 
 	c.startStore()
@@ -232,6 +234,7 @@ func (n *node) startAgent(t *testing.T) {
 		n.c.bin, "--node-name", n.name, "--uplink", "eth0", "--pin-dir", n.pinDir,
 		"--socket", n.socket, "--state-dir", filepath.Join(n.dir, "state"),
 		"--store-endpoints", strings.Join(n.c.storeURL, ","), "--metrics-addr", "127.0.0.1:9465")
+	n.agent.Args = append(n.agent.Args, n.c.agentArgs...)
 	n.agent.Stdout, n.agent.Stderr = logf, logf
 	if err := n.agent.Start(); err != nil {
 		t.Fatalf("starting genied: %v", err)
@@ -763,8 +766,14 @@ func TestPrivilegedAgent(t *testing.T) {
 
 	t.Run("detach frees the address and removes the link", func(t *testing.T) {
 		hostIf := hostIfOf(t, b)
+		if n := sourceRules(t, b.ns, b.ip); n != 1 {
+			t.Fatalf("pod has %d rules from %s before detach, want 1 (per-source routing)", n, b.ip)
+		}
 		if err := e.client.Detach(ctx, &agentapi.DetachRequest{ContainerID: b.id, IfName: "eth1", Netns: b.ns.Path()}); err != nil {
 			t.Fatalf("detach: %v", err)
+		}
+		if n := sourceRules(t, b.ns, b.ip); n != 0 {
+			t.Fatalf("pod has %d rules from %s after detach", n, b.ip)
 		}
 		if linkExists(b.ns, "eth1") || linkExists(e.ns, hostIf) {
 			t.Fatal("veth still exists after detach")
@@ -814,6 +823,28 @@ func TestPrivilegedAgent(t *testing.T) {
 			t.Fatalf("endpoints after gc: %+v %v", eps, err)
 		}
 	})
+}
+
+// sourceRules counts the pod's policy rules "from ip".
+func sourceRules(t *testing.T, pns ns.NetNS, ip netip.Addr) int {
+	t.Helper()
+	n := 0
+	err := pns.Do(func(ns.NetNS) error {
+		rules, err := netlink.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if r.Src != nil && r.Src.IP.Equal(ip.AsSlice()) {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func hostIfOf(t *testing.T, p *pod) string {

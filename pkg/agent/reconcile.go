@@ -37,6 +37,49 @@ type vpcState struct {
 	// (real IDs are a 64-digit container ID plus the interface: 8 bytes
 	// instead of ~70 per endpoint at 100k endpoints).
 	remote map[epKey]remoteEP
+	// byIP indexes remote by address (usually one key; two while an
+	// address moves between endpoints), so that finding the endpoint that
+	// owns an address is O(1), not a loop over the VPC under a.mu.
+	byIP map[netip.Addr][]epKey
+}
+
+// syncChunk is how many endpoints a VPC sync or removal programs per
+// hold of a.mu: ADDs and watch events of other VPCs wait for one chunk
+// (about 0.3 ms of map updates), not for a whole 10k-endpoint VPC.
+const syncChunk = 256
+
+func newVPCState(name string) *vpcState {
+	return &vpcState{name: name, refs: 1, synced: make(chan struct{}), syncing: true,
+		subnets: map[string]vpc.Subnet{}, remote: map[epKey]remoteEP{}, byIP: map[netip.Addr][]epKey{}}
+}
+
+// ownerOf returns a remote endpoint of vs with address ip; a.mu is held.
+func (vs *vpcState) ownerOf(ip netip.Addr) (remoteEP, bool) {
+	for _, k := range vs.byIP[ip] {
+		if r, ok := vs.remote[k]; ok {
+			return r, true
+		}
+	}
+	return remoteEP{}, false
+}
+
+func (vs *vpcState) indexIP(ip netip.Addr, k epKey) {
+	vs.byIP[ip] = append(vs.byIP[ip], k)
+}
+
+func (vs *vpcState) unindexIP(ip netip.Addr, k epKey) {
+	ks := vs.byIP[ip]
+	for i, x := range ks {
+		if x == k {
+			ks = append(ks[:i], ks[i+1:]...)
+			break
+		}
+	}
+	if len(ks) == 0 {
+		delete(vs.byIP, ip)
+	} else {
+		vs.byIP[ip] = ks
+	}
 }
 
 // epKey is a 64-bit hash of an endpoint ID (per process seed). A collision
@@ -80,8 +123,7 @@ func (a *Agent) acquireVPC(ctx context.Context, name string) (vpc.VPC, error) {
 		}
 		return vs.vpc, nil
 	}
-	vs = &vpcState{name: name, refs: 1, synced: make(chan struct{}), syncing: true,
-		subnets: map[string]vpc.Subnet{}, remote: map[epKey]remoteEP{}}
+	vs = newVPCState(name)
 	a.vpcs[name] = vs
 	a.mu.Unlock()
 	a.joinWatch(name)
@@ -102,12 +144,9 @@ func (a *Agent) acquireVPC(ctx context.Context, name string) (vpc.VPC, error) {
 		if a.vpcs[name] == vs {
 			delete(a.vpcs, name)
 		}
-		for id := range vs.remote {
-			_ = a.deleteRemoteLocked(vs, id)
-		}
-		a.updateRemoteGaugeLocked()
 		vs.syncErr = err
 		a.mu.Unlock()
+		a.dropRemotes(vs)
 		close(vs.synced)
 		return vpc.VPC{}, err
 	}
@@ -129,25 +168,57 @@ func (a *Agent) releaseVPC(name string) {
 
 func (a *Agent) releaseState(vs *vpcState) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.vpcs[vs.name] != vs {
 		// Its first sync failed; it is gone already.
+		a.mu.Unlock()
 		return
 	}
 	vs.refs--
 	if vs.refs > 0 {
+		a.mu.Unlock()
 		return
 	}
-	// Under a.mu, so the endpoint watch sees the VPC either hosted with
-	// its entries or gone without them.
+	// Unhosted under a.mu, so the endpoint watch drops its events from
+	// now on; its entries go in chunks (dropRemotes).
 	delete(a.vpcs, vs.name)
-	for id := range vs.remote {
-		if err := a.deleteRemoteLocked(vs, id); err != nil {
-			a.log.Warn("removing remote endpoint of unhosted vpc", "vpc", vs.name, "err", err)
+	a.m.watches.Dec()
+	a.mu.Unlock()
+	a.dropRemotes(vs)
+}
+
+// dropRemotes removes every remote entry of vs, which is no longer in
+// a.vpcs, from the data plane, releasing a.mu every syncChunk entries so
+// that ADDs do not wait for a whole VPC. An address a local endpoint uses,
+// or that the VPC (hosted again meanwhile, as a new vpcState) has
+// programmed since, is left alone.
+func (a *Agent) dropRemotes(vs *vpcState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := vs.remote
+	vs.remote, vs.byIP = map[epKey]remoteEP{}, map[netip.Addr][]epKey{}
+	a.nRemote -= len(old)
+	a.updateRemoteGaugeLocked()
+	n := 0
+	for _, r := range old {
+		if n++; n%syncChunk == 0 {
+			a.mu.Unlock()
+			a.mu.Lock()
+		}
+		if a.dpClosed {
+			return
+		}
+		if _, isLocal := a.local[vniIP{vs.vpc.VNI, r.ip}]; isLocal {
+			continue
+		}
+		if nv := a.vpcs[vs.name]; nv != nil && nv.vpc.VNI == vs.vpc.VNI {
+			if _, ok := nv.ownerOf(r.ip); ok {
+				continue
+			}
+		}
+		if err := a.dp.DeleteEndpoint(vs.vpc.VNI, r.ip); err != nil {
+			a.log.Warn("removing remote endpoint of unhosted vpc", "vpc", vs.name, "ip", r.ip, "err", err)
 		}
 	}
-	a.updateRemoteGaugeLocked()
-	a.m.watches.Dec()
 }
 
 // lookup resolves a VPC and one of its subnets, from the cache of a hosted
@@ -202,35 +273,74 @@ func (a *Agent) lookupOpt(ctx context.Context, vpcName, subnet string, fresh boo
 
 // syncVPC lists the VPC's endpoints and makes the data plane's remote
 // entries of the VPC match, then applies the watch events queued during
-// the listing that are newer than it.
+// the listing that are newer than it. The listing is programmed in chunks
+// of syncChunk, releasing a.mu in between, so ADDs of other pods do not
+// wait for a whole VPC; the VPC's watch events keep queueing until the
+// end (vs.syncing), and a VPC unhosted meanwhile stops the sync.
 func (a *Agent) syncVPC(ctx context.Context, vs *vpcState) error {
 	a.mu.Lock()
 	vs.syncing = true
 	a.mu.Unlock()
 	eps, rev, err := a.st.ListEndpoints(ctx, vs.vpc.Name)
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if err != nil {
+		a.mu.Lock()
 		vs.syncing, vs.pending = false, nil
+		a.mu.Unlock()
 		a.m.storeErrors.WithLabelValues("list_endpoints").Inc()
 		return fmt.Errorf("listing endpoints of vpc %q: %w", vs.vpc.Name, err)
 	}
+	// hosted is called with a.mu held at the start of every chunk.
+	hosted := func() bool {
+		if a.vpcs[vs.name] == vs && !a.dpClosed {
+			return true
+		}
+		vs.syncing, vs.pending = false, nil
+		return false
+	}
 	seen := make(map[epKey]bool, len(eps))
 	var errs []error
-	for _, e := range eps {
-		if e.Node == a.cfg.NodeName {
-			continue
+	for i := 0; i < len(eps); i += syncChunk {
+		a.mu.Lock()
+		if !hosted() {
+			a.mu.Unlock()
+			return nil
 		}
-		seen[keyOf(e.ID)] = true
-		if err := a.putRemoteLocked(vs, e); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for id := range vs.remote {
-		if !seen[id] {
-			if err := a.deleteRemoteLocked(vs, id); err != nil {
+		for _, e := range eps[i:min(i+syncChunk, len(eps))] {
+			if e.Node == a.cfg.NodeName {
+				continue
+			}
+			seen[keyOf(e.ID)] = true
+			if err := a.putRemoteLocked(vs, e); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		a.updateRemoteGaugeLocked()
+		a.mu.Unlock()
+	}
+	// Entries the listing no longer has. Only this sync changes
+	// vs.remote while vs.syncing (watch events queue), so ranging over it
+	// across chunks is safe; releaseState replaces it (see hosted).
+	a.mu.Lock()
+	if !hosted() {
+		a.mu.Unlock()
+		return nil
+	}
+	remote, n := vs.remote, 0
+	for id := range remote {
+		if seen[id] {
+			continue
+		}
+		if n++; n%syncChunk == 0 {
+			a.updateRemoteGaugeLocked()
+			a.mu.Unlock()
+			a.mu.Lock()
+			if !hosted() {
+				a.mu.Unlock()
+				return nil
+			}
+		}
+		if err := a.deleteRemoteLocked(vs, id); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	// Remote entries of this VNI the data plane has but we did not
@@ -238,16 +348,22 @@ func (a *Agent) syncVPC(ctx context.Context, vs *vpcState) error {
 	// start-up) go as well. No dump here: at 1,000 hosted VPCs and 100k
 	// entries a dump per VPC made start-up quadratic.
 	if left := a.leftover[vs.vpc.VNI]; left != nil {
-		want := map[netip.Addr]bool{}
-		for _, r := range vs.remote {
-			want[r.ip] = true
-		}
+		delete(a.leftover, vs.vpc.VNI)
+		n = 0
 		for ip := range left {
-			if _, isLocal := a.local[vniIP{vs.vpc.VNI, ip}]; !want[ip] && !isLocal {
+			if n++; n%syncChunk == 0 {
+				a.mu.Unlock()
+				a.mu.Lock()
+				if !hosted() {
+					a.mu.Unlock()
+					return nil
+				}
+			}
+			_, isLocal := a.local[vniIP{vs.vpc.VNI, ip}]
+			if _, want := vs.ownerOf(ip); !want && !isLocal {
 				_ = a.dp.DeleteEndpoint(vs.vpc.VNI, ip)
 			}
 		}
-		delete(a.leftover, vs.vpc.VNI)
 	}
 	vs.listedRev = rev
 	pending := vs.pending
@@ -260,6 +376,7 @@ func (a *Agent) syncVPC(ctx context.Context, vs *vpcState) error {
 		}
 	}
 	a.updateRemoteGaugeLocked()
+	a.mu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -275,6 +392,7 @@ func (a *Agent) putRemoteLocked(vs *vpcState, e vpc.Endpoint) error {
 	copy(r.mac[:], e.MAC)
 	if _, ok := vs.remote[k]; !ok {
 		a.nRemote++
+		vs.indexIP(r.ip, k)
 	}
 	vs.remote[k] = r
 	if _, isLocal := a.local[vniIP{vs.vpc.VNI, e.IP}]; isLocal {
@@ -318,15 +436,14 @@ func (a *Agent) deleteRemoteLocked(vs *vpcState, k epKey) error {
 		return nil
 	}
 	delete(vs.remote, k)
+	vs.unindexIP(r.ip, k)
 	a.nRemote--
 	if _, isLocal := a.local[vniIP{vs.vpc.VNI, r.ip}]; isLocal {
 		return nil
 	}
-	for _, o := range vs.remote {
-		if o.ip == r.ip {
-			// Another endpoint took the address meanwhile.
-			return a.writeRemoteLocked(vs.vpc.VNI, o)
-		}
+	if o, ok := vs.ownerOf(r.ip); ok {
+		// Another endpoint took the address meanwhile.
+		return a.writeRemoteLocked(vs.vpc.VNI, o)
 	}
 	if err := a.dp.DeleteEndpoint(vs.vpc.VNI, r.ip); err != nil {
 		return fmt.Errorf("removing remote endpoint %s of vni %d: %w", r.ip, vs.vpc.VNI, err)
@@ -468,7 +585,7 @@ func (a *Agent) applyLocked(vs *vpcState, ev store.EndpointEvent) error {
 	return a.deleteRemoteLocked(vs, keyOf(ev.Endpoint.ID))
 }
 
-// startNodeWatch lists the nodes (programming their underlay MACs) and
+// startNodeWatch lists the nodes (their underlay addresses and MTUs) and
 // watches them for the agent's lifetime.
 func (a *Agent) startNodeWatch(ctx context.Context) error {
 	rev, err := a.syncNodes(ctx)
@@ -540,7 +657,6 @@ func (a *Agent) syncNodes(ctx context.Context) (int64, error) {
 // and (re)programs the remote endpoints hosted on it.
 func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	old, had := a.nodes[n.Name]
 	if t == store.EventDelete {
 		if had {
@@ -549,10 +665,12 @@ func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 				a.log.Warn("forgetting node", "node", n.Name, "err", err)
 			}
 		}
+		a.mu.Unlock()
 		return
 	}
-	if had && old.UnderlayIP == n.UnderlayIP && old.UnderlayMAC.String() == n.UnderlayMAC.String() {
-		return
+	if had && old.UnderlayIP == n.UnderlayIP && old.UnderlayMAC.String() == n.UnderlayMAC.String() && old.UplinkMTU == n.UplinkMTU {
+		a.mu.Unlock()
+		return // a heartbeat
 	}
 	a.nodes[n.Name] = n
 	if had && old.UnderlayIP != n.UnderlayIP {
@@ -563,20 +681,34 @@ func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 			a.log.Warn("programming node", "node", n.Name, "err", err)
 		}
 	}
+	if had && old.UnderlayIP == n.UnderlayIP {
+		// MAC or MTU only: remote entries carry the node's IP, not these.
+		a.mu.Unlock()
+		return
+	}
 	// Remote endpoints of this node that waited for it, or whose
-	// underlay address changed.
+	// underlay address changed: one hosted VPC per hold of a.mu.
+	hosted := make([]*vpcState, 0, len(a.vpcs))
 	for _, vs := range a.vpcs {
-		for _, r := range vs.remote {
-			if r.node != n.Name {
-				continue
-			}
-			if _, isLocal := a.local[vniIP{vs.vpc.VNI, r.ip}]; isLocal {
-				continue
-			}
-			if err := a.writeRemoteLocked(vs.vpc.VNI, r); err != nil {
-				a.log.Warn("programming remote endpoint", "vpc", vs.vpc.Name, "err", err)
+		hosted = append(hosted, vs)
+	}
+	a.mu.Unlock()
+	for _, vs := range hosted {
+		a.mu.Lock()
+		if a.vpcs[vs.name] == vs && !a.dpClosed {
+			for _, r := range vs.remote {
+				if r.node != n.Name {
+					continue
+				}
+				if _, isLocal := a.local[vniIP{vs.vpc.VNI, r.ip}]; isLocal {
+					continue
+				}
+				if err := a.writeRemoteLocked(vs.vpc.VNI, r); err != nil {
+					a.log.Warn("programming remote endpoint", "vpc", vs.vpc.Name, "err", err)
+				}
 			}
 		}
+		a.mu.Unlock()
 	}
 }
 

@@ -61,6 +61,7 @@ type upFlags struct {
 	binDir    string
 	cniBinDir string
 	noAgents  bool
+	underlay  string
 }
 
 func (f *upFlags) register(c *cobra.Command) {
@@ -68,6 +69,7 @@ func (f *upFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.binDir, "bin-dir", "", "directory of genie, genied and geniectl (default: geniectl's own)")
 	c.Flags().StringVar(&f.cniBinDir, "cni-bin-dir", "", "directory of the CNI reference plugins (default $GENIE_TEST_CNI_BINDIR, else _output/cni/bin)")
 	c.Flags().BoolVar(&f.noAgents, "no-agents", false, "start no genied (underlay and store only)")
+	c.Flags().StringVar(&f.underlay, "underlay", sandbox.UnderlayFlat, "underlay topology: \"flat\" (one L2 segment) or \"routed\" (two segments joined by a router namespace)")
 }
 
 func (f *upFlags) options(g *globals, name string) sandbox.Options {
@@ -83,7 +85,7 @@ func (f *upFlags) options(g *globals, name string) sandbox.Options {
 		}
 	}
 	return sandbox.Options{Name: name, Nodes: f.nodes, BinDir: f.binDir, CNIBinDir: cni,
-		StateRoot: g.stateRoot, NoAgents: f.noAgents, Log: g.errOut}
+		StateRoot: g.stateRoot, NoAgents: f.noAgents, Underlay: f.underlay, Log: g.errOut}
 }
 
 func sandboxUp(g *globals) *cobra.Command {

@@ -17,11 +17,25 @@ func (d *Datapath) linkPin(kind string, ifindex int) string {
 }
 
 func (d *Datapath) attachUplink(ifindex int) error {
-	if err := tuneVethUplink(ifindex); err != nil {
-		return fmt.Errorf("attach uplink ifindex %d: %w", ifindex, err)
+	ifc, err := net.InterfaceByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("attach uplink ifindex %d: find uplink: %w", ifindex, err)
+	}
+	if err := tuneVethUplink(ifc.Name); err != nil {
+		return fmt.Errorf("attach uplink %s: %w", ifc.Name, err)
+	}
+	if err := enableForwarding(ifc.Name); err != nil {
+		return fmt.Errorf("attach uplink %s: %w", ifc.Name, err)
+	}
+	if d.pmtuFD < 0 {
+		fd, err := pmtuSocket(d.cfg.UnderlayIP, ifindex)
+		if err != nil {
+			return fmt.Errorf("attach uplink %s: %w", ifc.Name, err)
+		}
+		d.pmtuFD = fd
 	}
 	if err := d.attach(d.linkPin("uplink", ifindex), ifindex, d.uplink.FromUplink, attachTCXIngress); err != nil {
-		return fmt.Errorf("attach uplink ifindex %d: %w", ifindex, err)
+		return fmt.Errorf("attach uplink %s: %w", ifc.Name, err)
 	}
 	return nil
 }
@@ -85,29 +99,25 @@ const udpSegFeature = "tx-udp-segmentation"
 // datagram boundaries; TCP super-packets (TCPV4|UDP_TUNNEL) still cross
 // whole, so TCP throughput is unaffected. Real NICs segment on the wire and
 // are left alone.
-func tuneVethUplink(ifindex int) error {
-	ifc, err := net.InterfaceByIndex(ifindex)
-	if err != nil {
-		return fmt.Errorf("find uplink: %w", err)
-	}
+func tuneVethUplink(name string) error {
 	et, err := ethtool.NewEthtool()
 	if err != nil {
 		return fmt.Errorf("open ethtool: %w", err)
 	}
 	defer et.Close()
-	drv, err := et.DriverName(ifc.Name)
+	drv, err := et.DriverName(name)
 	if err != nil || drv != "veth" {
 		return nil // not a veth (or no driver info): nothing to fix
 	}
-	feats, err := et.Features(ifc.Name)
+	feats, err := et.Features(name)
 	if err != nil {
-		return fmt.Errorf("read offloads of %s: %w", ifc.Name, err)
+		return fmt.Errorf("read offloads of %s: %w", name, err)
 	}
 	if !feats[udpSegFeature] {
 		return nil
 	}
-	if err := et.Change(ifc.Name, map[string]bool{udpSegFeature: false}); err != nil {
-		return fmt.Errorf("turn %s off on %s: %w", udpSegFeature, ifc.Name, err)
+	if err := et.Change(name, map[string]bool{udpSegFeature: false}); err != nil {
+		return fmt.Errorf("turn %s off on %s: %w", udpSegFeature, name, err)
 	}
 	return nil
 }

@@ -161,6 +161,27 @@ func TestPrivilegedAttachLifecycle(t *testing.T) {
 		if err := d2.AttachUplinkPrefilter(up); err != nil {
 			return err
 		}
+		// A restarted agent that no longer wants the prefilter
+		// (--xdp-prefilter=false) detaches the one an earlier run pinned,
+		// from a fresh handle.
+		d2.Close()
+		d3, err := Open(testConfig(pin))
+		if err != nil {
+			return err
+		}
+		defer d3.Close()
+		if err := d3.DetachUplinkPrefilter(up); err != nil {
+			return err
+		}
+		if l, _ = netlink.LinkByIndex(up); l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
+			return fmt.Errorf("xdp pinned by an earlier handle still attached after DetachUplinkPrefilter")
+		}
+		if _, err := os.Stat(d3.linkPin("prefilter", up)); !os.IsNotExist(err) {
+			return fmt.Errorf("prefilter pin left after detach: %v", err)
+		}
+		if err := d3.AttachUplinkPrefilter(up); err != nil {
+			return err
+		}
 		if err := Remove(pin); err != nil {
 			return err
 		}

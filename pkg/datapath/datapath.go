@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -28,10 +29,11 @@ type Config struct {
 	// UnderlayIP is this node's underlay IPv4 address: the outer source of
 	// encapsulated packets and the address decapsulation listens on.
 	UnderlayIP netip.Addr
-	// UplinkIfindex is the ifindex of the underlay interface encapsulated
-	// packets are redirected to.
+	// UplinkIfindex is the ifindex of the underlay interface: the output
+	// interface of the FIB lookup for encapsulated packets.
 	UplinkIfindex int
-	// UplinkMAC is the MAC of the uplink, the outer source MAC.
+	// UplinkMAC is the MAC of the uplink (informational: the outer MACs
+	// come from the FIB and the neighbour table).
 	UplinkMAC net.HardwareAddr
 	// GatewayMAC is the virtual gateway MAC pods see: the answer to every
 	// ARP request of a pod and the source MAC of every delivered packet. Pick
@@ -68,9 +70,9 @@ type RemoteEndpoint struct {
 	// MAC is the MAC of the remote pod-side veth (carried as inner
 	// destination MAC; the remote node rewrites it anyway).
 	MAC net.HardwareAddr
-	// NodeIP is the underlay IPv4 address of the node hosting the pod. The
-	// node's underlay MAC must be known through UpsertNode for encapsulated
-	// packets to be sent; until then they are dropped as NO_NODE.
+	// NodeIP is the underlay IPv4 address of the node hosting the pod.
+	// Encapsulated packets go to the kernel's next hop for it; without a
+	// route they are dropped as NO_NEXTHOP.
 	NodeIP netip.Addr
 }
 
@@ -102,6 +104,9 @@ type Datapath struct {
 	cfg    Config
 	lxc    lxcObjects
 	uplink uplinkObjects
+	// pmtuFD is the raw socket that lets the kernel learn path MTUs
+	// (pmtu.go), opened by AttachUplink; -1 until then.
+	pmtuFD int
 }
 
 // Open loads the BPF programs and maps for cfg. Maps already pinned under
@@ -122,7 +127,11 @@ func Remove(pinDir string) error { return remove(pinDir) }
 
 // AttachUplink attaches the decapsulation program to tcx ingress of the
 // uplink ifindex. The link is pinned; an existing pinned link is updated in
-// place with the current program (no gap in forwarding).
+// place with the current program (no gap in forwarding). It also prepares
+// the uplink for encapsulation: IPv4 forwarding on (the FIB lookup of the
+// next hop needs it), UDP segmentation off on a veth, and a socket that
+// lets the kernel learn path MTUs to the peers, held until Close (see
+// pmtu.go).
 func (d *Datapath) AttachUplink(ifindex int) error {
 	d.linkMu.Lock()
 	defer d.linkMu.Unlock()
@@ -198,20 +207,27 @@ func (d *Datapath) DeleteEndpoint(vni uint32, ip netip.Addr) error {
 	return d.deleteEndpoint(vni, ip)
 }
 
-// UpsertNode records the underlay MAC of a node, used as outer destination
-// MAC of packets encapsulated to it. With all nodes on one L2 underlay this
-// is the node's uplink MAC; behind a router it is the next hop's MAC.
+// UpsertNode validates its arguments and does nothing else.
+//
+// Deprecated: the outer packet leaves through the kernel's next hop for
+// the node's underlay address (bpf_fib_lookup, bpf_redirect_neigh), on a
+// flat or a routed underlay alike, so the data plane needs no node MACs.
+// Kept so that callers compile; it will be removed with them.
 func (d *Datapath) UpsertNode(ip netip.Addr, mac net.HardwareAddr) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.upsertNode(ip, mac)
+	if err := errors.Join(checkIP("ip", ip), checkMAC("mac", mac)); err != nil {
+		return fmt.Errorf("upsert node %s: %w", ip, err)
+	}
+	return nil
 }
 
-// DeleteNode forgets a node's underlay MAC. Idempotent.
+// DeleteNode validates its argument and does nothing else.
+//
+// Deprecated: see UpsertNode.
 func (d *Datapath) DeleteNode(ip netip.Addr) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.deleteNode(ip)
+	if err := checkIP("ip", ip); err != nil {
+		return fmt.Errorf("delete node %s: %w", ip, err)
+	}
+	return nil
 }
 
 // Endpoints lists the endpoints map, for reconcile diffing.

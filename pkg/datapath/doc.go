@@ -5,15 +5,18 @@
 //
 // # Attach points
 //
-//   - from_pod (bpf/lxc.c), tcx ingress of every host-side pod veth, i.e.
-//     every packet a pod sends. The pod's identity (VNI, IP, MAC) is looked
-//     up by skb->ingress_ifindex, never taken from the packet. ARP requests
-//     are answered with the virtual gateway MAC for any target (L3 gateway,
-//     nothing floods); IPv4 is anti-spoofed (source MAC and IP must be the
+//   - from_pod (bpf/lxc.c), ingress of every host-side pod veth, i.e. every
+//     packet a pod sends: a cls_bpf filter on a clsact qdisc (AttachTC, what
+//     the agent uses by default: no RCU grace period per pod) or a pinned
+//     tcx link (AttachTCX, the package default). The pod's identity (VNI,
+//     IP, MAC) is looked up by skb->ingress_ifindex, never from the packet.
+//     ARP requests are answered with the virtual gateway MAC for any target
+//     (L3 gateway, nothing floods); IPv4 is anti-spoofed (source MAC and IP must be the
 //     endpoint's) and looked up as {vni, dst}: a local endpoint gets an L2
 //     rewrite and bpf_redirect_peer into its netns, a remote one gets a
 //     Geneve header (RFC 8926, UDP 6081, built by the program: this kernel
-//     has no geneve module) and bpf_redirect to the uplink.
+//     has no geneve module) and leaves through the kernel's next hop for the
+//     remote node (see Underlay).
 //   - from_uplink (bpf/uplink.c), tcx ingress of the node uplink. Geneve to
 //     our underlay address is validated, its inner destination must be a
 //     local endpoint of the packet's VNI and its inner source an endpoint of
@@ -42,15 +45,45 @@
 // XDP where an early drop is worth it, and the agent must not attach it on
 // veth uplinks (the sandbox).
 //
+// # Underlay
+//
+// The outer packet goes wherever the node's routing table sends the remote
+// node's underlay address, so the underlay may be one L2 segment or any
+// routed IPv4 network. Before encapsulating, from_pod calls bpf_fib_lookup
+// (output lookup, the uplink as oif, tot_len = the outer length, for GSO
+// packets that of one segment); on success it writes the MACs the FIB
+// returned and bpf_redirects to the egress device, and when the neighbour
+// is not resolved (first packet, expired entry) it uses bpf_redirect_neigh,
+// which resolves it and queues the packet meanwhile. No route (or an
+// unreachable/blackhole one) is a counted NO_NEXTHOP drop. AttachUplink
+// turns IPv4 forwarding on for the uplink: the helper refuses to resolve
+// through a device without it. The agent needs no node MACs any more
+// (UpsertNode is a deprecated no-op); a next hop that never answers ARP is
+// dropped by the neighbour subsystem (ip -s neigh shows it FAILED).
+//
+// Chosen over agent-resolved neighbours (a node map holding the next hop's
+// MAC, as the node's own MAC was held before) because the FIB lookup also
+// gives the path MTU, including the kernel's PMTU exceptions, and follows
+// route and neighbour changes without an agent loop. It costs a FIB and a
+// neighbour lookup per packet: measured in the same run as the old
+// node-map path (BenchmarkLxcEncap, BPF_PROG_RUN, loaded 2-core machine)
+// 720-765 ns against 480-525 ns of program time, about +240 ns per packet,
+// which GSO amortises for bulk traffic; the end-to-end same-run
+// comparison is in docs/design.md.
+//
+// Path MTU: see pmtu.go. A packet that does not fit is dropped
+// (FRAG_NEEDED) and, with DF, answered by an ICMP "fragmentation needed"
+// built in BPF (bpf/lib/icmp.h), so TCP lowers its MSS instead of
+// blackholing.
+//
 // # Maps (bpf/lib/maps.h; all pinned by name under Config.PinDir)
 //
 //	genie_lxc        host ifindex -> {vni, ip, mac, flags}      the pod behind a veth
 //	genie_endpoints  {vni, ip} -> {ifindex | node ip, mac}      where an endpoint lives
-//	genie_nodes      node underlay ip -> underlay mac           outer dst MAC, no neighbour lookup
 //	genie_vnis       vni -> number of local endpoints            prefilter/decap: VPCs hosted here
 //	genie_config     [0] -> {underlay ip, uplink ifindex/mac, gateway mac}
 //	genie_drops      per-CPU [reason] -> count                   see DropReason
-//	genie_misses     ring buffer of {vni, ip} NO_ROUTE misses    on-demand learning (Misses)
+//	genie_misses     ring buffer of {vni, ip} misses             for on-demand learning (Misses): no reader yet
 //	genie_miss_seen  LRU {vni, ip} -> last report time           one report per address per second
 //
 // Every key that concerns a VPC includes the VNI, so two VPCs with the same
@@ -68,8 +101,11 @@
 //
 // # MTU and offloads
 //
-// Encapsulation adds EncapOverhead (50) bytes: overlay interfaces must use
-// MTU = uplink MTU - 50. GSO/TSO and checksum offload stay ON in pods:
+// Encapsulation adds EncapOverhead (50) bytes: a pod's MTU must be at most
+// the path's MTU - 50. The agent takes it from the network, not from its
+// own uplink: the VPC's MTU if set, else the smallest uplink MTU any node
+// registered minus 50 (vpc.VPC.PodMTU); paths narrower than that are
+// handled by the path MTU check above. GSO/TSO and checksum offload stay ON in pods:
 // bpf_skb_adjust_room with the ENCAP_L3_IPV4|ENCAP_L4_UDP|ENCAP_L2_ETH flags
 // marks GSO packets as UDP tunnel packets, so the uplink segments them and
 // fills inner checksums; the outer UDP checksum is 0 (allowed for IPv4) and
@@ -118,7 +154,8 @@
 //   - tx-udp-segmentation off on veth uplinks (tuneVethUplink) does not
 //     touch TCP: TCP-in-tunnel GSO needs only TSO and tx-udp_tnl-*;
 //   - FIXED_GSO only keeps gso_size; on veths nothing is ever segmented;
-//   - skb->hash is set for socket traffic, so encap pays no flow dissector;
+//   - skb->hash is set for socket traffic, and hashless packets get an
+//     inline hash (flow_hash), so encap never runs the flow dissector;
 //   - redirect_peer to the uplink's peer (skipping one backlog hop on veth
 //     uplinks) measured within noise (throughput +2..5%, latency no gain) and
 //     would bypass the uplink's egress qdisc and tc programs (future QoS):
@@ -154,14 +191,16 @@
 // # Scale
 //
 // Per packet: one hash lookup for the sender, one for the destination (plus
-// one node lookup for remote, one source lookup on decap): O(1) regardless
-// of the number of VPCs, endpoints or nodes, about 30 ns of program time for
-// a local forward (see the Benchmark* functions). Map sizes are compile-time
-// constants overridable with -D (MAX_ENDPOINTS etc.); a full map is reported
-// as ErrMapFull naming the map. Remote endpoints need not all be present: a
-// packet to an unknown {vni, ip} is dropped (NO_ROUTE) and reported through
-// Misses, rate limited per address, so an agent can resolve it on demand
-// from the directory and let the next packet through; a node then holds
-// only the endpoints its pods talk to. (The receiving node must know the
-// sender too, or decap drops the packet as FORGED.)
+// a FIB lookup for remote, one source lookup on decap): O(1) in the number
+// of VPCs and endpoints, O(routes) in the node's FIB (a trie), about 30 ns
+// of program time for a local forward (see the Benchmark* functions). Map
+// sizes are compile-time constants overridable with -D (MAX_ENDPOINTS
+// etc.); a full map is reported as ErrMapFull naming the map, and a failed
+// upsert leaves the maps as they were (a journal of map writes is rolled
+// back). Today every remote endpoint of a hosted VPC is pushed by the
+// agent's store watch. A packet to an unknown {vni, ip} is dropped
+// (NO_ROUTE) and also reported through Misses, rate limited per address,
+// so that a directory could resolve it on demand; no agent reads the
+// reports yet. (The receiving node must know the sender too, or decap
+// drops the packet as FORGED.)
 package datapath

@@ -25,8 +25,9 @@ const (
 	DropUnsupportedL3 DropReason = 6
 	// DropARP: ARP that is not a request the gateway answers (replies, probes, gratuitous, malformed).
 	DropARP DropReason = 7
-	// DropNoNode: the remote endpoint's node has no underlay MAC (UpsertNode missing).
-	DropNoNode DropReason = 8
+	// DropNoNextHop: the node's routing table has no usable route to the
+	// remote endpoint's node (no route, unreachable, blackhole, prohibit).
+	DropNoNextHop DropReason = 8
 	// DropEncapFailed: bpf_skb_adjust_room or a header store failed while encapsulating.
 	DropEncapFailed DropReason = 9
 	// DropGeneveMalformed: UDP to our Geneve port with a bad Geneve header (version, options, protocol, fragment).
@@ -39,6 +40,10 @@ const (
 	DropNotLocal DropReason = 13
 	// DropDecapFailed: bpf_skb_adjust_room or a header store failed while decapsulating.
 	DropDecapFailed DropReason = 14
+	// DropFragNeeded: the encapsulated packet (for GSO: one segment) is
+	// larger than the path MTU to the remote node; a DF packet without IP
+	// options gets an ICMP "fragmentation needed" back.
+	DropFragNeeded DropReason = 15
 )
 
 // maxDropReason is the size of the drop counter array (DROP_MAX in drop.h).
@@ -52,13 +57,14 @@ var dropNames = map[DropReason]string{
 	DropNoRoute:         "NO_ROUTE",
 	DropUnsupportedL3:   "UNSUPPORTED_L3",
 	DropARP:             "ARP",
-	DropNoNode:          "NO_NODE",
+	DropNoNextHop:       "NO_NEXTHOP",
 	DropEncapFailed:     "ENCAP_FAILED",
 	DropGeneveMalformed: "GENEVE_MALFORMED",
 	DropUnknownVNI:      "UNKNOWN_VNI",
 	DropForged:          "FORGED",
 	DropNotLocal:        "NOT_LOCAL",
 	DropDecapFailed:     "DECAP_FAILED",
+	DropFragNeeded:      "FRAG_NEEDED",
 }
 
 // String returns the reason's name as used in metrics labels, e.g. "NO_ROUTE".

@@ -29,7 +29,7 @@ func worldEndpoints() []worldEndpoint {
 	for _, e := range []LocalEndpoint{redA, redB, blueA} {
 		out = append(out, worldEndpoint{vni: e.VNI, ip: e.IP, mac: e.MAC, local: true})
 	}
-	for _, e := range []RemoteEndpoint{redR, blueR, blueB, redC} {
+	for _, e := range []RemoteEndpoint{redR, blueR, blueB, redC, redD, redE, redF} {
 		out = append(out, worldEndpoint{vni: e.VNI, ip: e.IP, mac: e.MAC, nodeIP: e.NodeIP})
 	}
 	return out
@@ -111,6 +111,14 @@ func checkLxcOutput(t *testing.T, sender LocalEndpoint, in, out []byte) {
 	case etherIPv4:
 	default:
 		t.Fatalf("redirected frame with ethertype %#x", binary.BigEndian.Uint16(out[12:14]))
+	}
+	if len(out) == 70 && len(in) > 70 && out[23] == protoICMP {
+		// ICMP fragmentation needed: back to the sender, about its packet.
+		if out[34] != 3 || out[35] != 4 || !bytes.Equal(out[0:6], sender.MAC) || addr4(out[30:34]) != sender.IP ||
+			!bytes.Equal(out[42:70], in[14:42]) {
+			t.Fatalf("icmp is not a frag-needed to the sender about its packet: %x", out)
+		}
+		return
 	}
 	if len(out) == len(in)+EncapOverhead {
 		// Encapsulated: the VNI must be the sender's, the inner frame for

@@ -30,7 +30,7 @@ func open(cfg Config) (*Datapath, error) {
 	}
 
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
-	d := &Datapath{cfg: cfg}
+	d := &Datapath{cfg: cfg, pmtuFD: -1}
 	// Both objects declare the same maps pinned by name: the first load
 	// creates (or re-adopts) the pins, the second re-adopts them, so both
 	// programs share one set of maps.
@@ -115,7 +115,12 @@ func (d *Datapath) writeConfig() error {
 }
 
 func (d *Datapath) close() error {
-	return errors.Join(d.lxc.Close(), d.uplink.Close())
+	var err error
+	if d.pmtuFD >= 0 {
+		err = unix.Close(d.pmtuFD)
+		d.pmtuFD = -1
+	}
+	return errors.Join(err, d.lxc.Close(), d.uplink.Close())
 }
 
 func remove(pinDir string) error {

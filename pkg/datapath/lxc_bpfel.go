@@ -43,12 +43,6 @@ type lxcNodeConfig struct {
 	GwMac         [6]uint8
 }
 
-type lxcNodeInfo struct {
-	_   structs.HostLayout
-	Mac [6]uint8
-	Pad uint16
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -59,7 +53,6 @@ const (
 	lxcMapGenieLxc       = "genie_lxc"
 	lxcMapGenieMissSeen  = "genie_miss_seen"
 	lxcMapGenieMisses    = "genie_misses"
-	lxcMapGenieNodes     = "genie_nodes"
 	lxcMapGenieVnis      = "genie_vnis"
 	lxcProgFromPod       = "from_pod"
 )
@@ -119,7 +112,6 @@ type lxcMapSpecs struct {
 	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
 	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieNodes     *ebpf.MapSpec `ebpf:"genie_nodes"`
 	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
@@ -155,7 +147,6 @@ type lxcMaps struct {
 	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
 	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieNodes     *ebpf.Map `ebpf:"genie_nodes"`
 	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
 }
 
@@ -167,7 +158,6 @@ func (m *lxcMaps) Close() error {
 		m.GenieLxc,
 		m.GenieMissSeen,
 		m.GenieMisses,
-		m.GenieNodes,
 		m.GenieVnis,
 	)
 }

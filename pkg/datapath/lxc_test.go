@@ -57,9 +57,15 @@ func podIP(srcMAC net.HardwareAddr, src, dst netip.Addr, o ipOpts) []byte {
 }
 
 // encapCheck verifies every byte of an encapsulated frame: outer headers
-// built from the fixture world, the UDP source port in the ephemeral range
+// built from the fixture world (outer MACs: the uplink's and nextHopMAC,
+// as the FIB resolved them), the UDP source port in the ephemeral range
 // (it is a flow hash), and the inner frame.
-func encapCheck(vni uint32, dstNodeMAC net.HardwareAddr, dstNode netip.Addr, innerDstMAC net.HardwareAddr, innerIP []byte, tos uint8) func(*testing.T, []byte) {
+func encapCheck(vni uint32, nextHopMAC net.HardwareAddr, dstNode netip.Addr, innerDstMAC net.HardwareAddr, innerIP []byte, tos uint8) func(*testing.T, []byte) {
+	return encapCheckMACs(vni, nextHopMAC, uplinkMAC, dstNode, innerDstMAC, innerIP, tos)
+}
+
+// encapCheckMACs is encapCheck with the outer source MAC given too.
+func encapCheckMACs(vni uint32, dstNodeMAC, srcMAC net.HardwareAddr, dstNode netip.Addr, innerDstMAC net.HardwareAddr, innerIP []byte, tos uint8) func(*testing.T, []byte) {
 	return func(t *testing.T, out []byte) {
 		t.Helper()
 		if len(out) != EncapOverhead+14+len(innerIP) {
@@ -71,7 +77,7 @@ func encapCheck(vni uint32, dstNodeMAC net.HardwareAddr, dstNode netip.Addr, inn
 		}
 		inner := cat(ethHdr(innerDstMAC, gwMAC, etherIPv4), innerIP)
 		udp := udpPkt(sport, GenevePort, cat(geneveHdr(vni, 0, 0, 0, etherTEB), inner))
-		want := cat(ethHdr(dstNodeMAC, uplinkMAC, etherIPv4),
+		want := cat(ethHdr(dstNodeMAC, srcMAC, etherIPv4),
 			ipv4Pkt(nodeA, dstNode, protoUDP, udp, ipOpts{tos: tos, fragOff: 0x4000}))
 		if !bytes.Equal(out, want) {
 			t.Errorf("encapsulated frame differs\n got %x\nwant %x", out, want)
@@ -95,6 +101,13 @@ func TestPrivilegedLxcFixtures(t *testing.T) {
 	arpReq := func(sha net.HardwareAddr, spa, tpa netip.Addr) []byte {
 		return cat(ethHdr(mustMAC("ff:ff:ff:ff:ff:ff"), sha, etherARP), arpPkt(1, sha, spa, make(net.HardwareAddr, 6), tpa))
 	}
+	ipRedAToC := ipv4Pkt(ip1, ip9, protoUDP, udpPkt(40000, 5201, payload(64)), ipOpts{})
+	ipRedAToD := ipv4Pkt(ip1, ipD, protoUDP, udpPkt(40000, 5201, payload(64)), ipOpts{})
+	// Route MTU 1200 to F: 1150 bytes of inner IPv4 fit, 1151 do not.
+	ipFits := ipv4Pkt(ip1, ipF, protoTCP, payload(routeMTU-EncapOverhead-20), ipOpts{fragOff: 0x4000})
+	ipTooBig := ipv4Pkt(ip1, ipF, protoTCP, payload(routeMTU-EncapOverhead-20+1), ipOpts{fragOff: 0x4000})
+	ipTooBigNoDF := ipv4Pkt(ip1, ipF, protoUDP, udpPkt(40000, 5201, payload(routeMTU)), ipOpts{})
+	zeroMAC := make(net.HardwareAddr, 6)
 	gwFor := netip.MustParseAddr("10.0.0.254")
 	anyIP := netip.MustParseAddr("198.51.100.7")
 
@@ -189,8 +202,39 @@ func TestPrivilegedLxcFixtures(t *testing.T) {
 			in: podIP(redA.MAC, ip1, anyIP, ipOpts{}), verdict: tcActShot, drop: DropNoRoute,
 		},
 		{
-			name: "remote node without underlay mac", ifindex: redA.HostIfindex,
-			in: podIP(redA.MAC, ip1, ip9, ipOpts{}), verdict: tcActShot, drop: DropNoNode,
+			// The neighbour is not resolved: no MACs yet, redirect_neigh
+			// (same verdict) lets the kernel resolve it and fill them in.
+			name: "remote node with an unresolved neighbour", ifindex: redA.HostIfindex,
+			in:      cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipRedAToC),
+			verdict: tcActRedirect,
+			check:   encapCheckMACs(vniRed, zeroMAC, zeroMAC, nodeC, redC.MAC, ipRedAToC, 0),
+		},
+		{
+			name: "remote node behind a router: outer dst mac is the router's", ifindex: redA.HostIfindex,
+			in:      cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipRedAToD),
+			verdict: tcActRedirect,
+			check:   encapCheck(vniRed, routerMAC, nodeD, redD.MAC, ipRedAToD, 0),
+		},
+		{
+			name: "remote node without a route", ifindex: redA.HostIfindex,
+			in: podIP(redA.MAC, ip1, ipE, ipOpts{}), verdict: tcActShot, drop: DropNoNextHop,
+		},
+		{
+			name: "fits the small path mtu once encapsulated", ifindex: redA.HostIfindex,
+			in:      cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipFits),
+			verdict: tcActRedirect,
+			check:   encapCheck(vniRed, routerMAC, nodeF, redF.MAC, ipFits, 0),
+		},
+		{
+			name: "too big for the path with DF: icmp fragmentation needed back to the pod", ifindex: redA.HostIfindex,
+			in:      cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipTooBig),
+			verdict: tcActRedirect, drop: DropFragNeeded,
+			out: cat(ethHdr(redA.MAC, gwMAC, etherIPv4), ipv4Pkt(ipF, ip1, protoICMP,
+				icmpFragNeeded(uint16(routeMTU-EncapOverhead), ipTooBig[:28]), ipOpts{tos: 0xc0})),
+		},
+		{
+			name: "too big for the path without DF: dropped, no icmp", ifindex: redA.HostIfindex,
+			in: cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipTooBigNoDF), verdict: tcActShot, drop: DropFragNeeded,
 		},
 		// BPF_PROG_RUN refuses frames shorter than 14 bytes and IPv4
 		// frames shorter than an IPv4 header before the program runs, so

@@ -64,6 +64,63 @@ func mapName(m *ebpf.Map) string {
 	return m.String()
 }
 
+// journal records how to undo each map write of one operation, so that an
+// operation that fails halfway (a full map, a kernel error) leaves every map
+// and the per-VNI reference counts as they were: all or nothing.
+type journal struct{ undo []func() error }
+
+// update writes m[key] = val and records how to restore the old value.
+func (j *journal) update(m *ebpf.Map, key, val any) error {
+	prev := make([]byte, m.ValueSize())
+	had := m.Lookup(key, prev) == nil
+	if err := m.Update(key, val, ebpf.UpdateAny); err != nil {
+		return mapErr(m, "update", err)
+	}
+	j.undo = append(j.undo, restore(m, key, prev, had))
+	return nil
+}
+
+// delete removes m[key] (absent is fine) and records how to restore it.
+func (j *journal) delete(m *ebpf.Map, key any) error {
+	prev := make([]byte, m.ValueSize())
+	if m.Lookup(key, prev) != nil {
+		return nil
+	}
+	if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return mapErr(m, "delete", err)
+	}
+	j.undo = append(j.undo, restore(m, key, prev, true))
+	return nil
+}
+
+func restore(m *ebpf.Map, key any, prev []byte, had bool) func() error {
+	return func() error {
+		if had {
+			return m.Update(key, prev, ebpf.UpdateAny)
+		}
+		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+		return nil
+	}
+}
+
+// rollback undoes the recorded writes, newest first. Restoring never needs
+// room a map did not have before the operation, so it only fails on kernel
+// errors; those are returned with the operation's error.
+func (j *journal) rollback(err error) error {
+	var errs []error
+	for i := len(j.undo) - 1; i >= 0; i-- {
+		if uerr := j.undo[i](); uerr != nil {
+			errs = append(errs, uerr)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w (rollback incomplete: %w)", err, errors.Join(errs...))
+	}
+	return err
+}
+
 func (d *Datapath) upsertLocal(ep LocalEndpoint) error {
 	err := errors.Join(checkVNI(ep.VNI), checkIP("ip", ep.IP), checkMAC("mac", ep.MAC))
 	if ep.HostIfindex <= 0 {
@@ -72,13 +129,14 @@ func (d *Datapath) upsertLocal(ep LocalEndpoint) error {
 	if err != nil {
 		return fmt.Errorf("upsert local endpoint vni %d ip %s: %w", ep.VNI, ep.IP, err)
 	}
-	if err := d.doUpsertLocal(ep); err != nil {
-		return fmt.Errorf("upsert local endpoint vni %d ip %s: %w", ep.VNI, ep.IP, err)
+	var j journal
+	if err := d.doUpsertLocal(&j, ep); err != nil {
+		return fmt.Errorf("upsert local endpoint vni %d ip %s: %w", ep.VNI, ep.IP, j.rollback(err))
 	}
 	return nil
 }
 
-func (d *Datapath) doUpsertLocal(ep LocalEndpoint) error {
+func (d *Datapath) doUpsertLocal(j *journal, ep LocalEndpoint) error {
 	m := &d.lxc
 	key := lxcEndpointKey{Vni: ep.VNI, Ip: ip4(ep.IP)}
 	ifx := uint32(ep.HostIfindex)
@@ -89,7 +147,7 @@ func (d *Datapath) doUpsertLocal(ep LocalEndpoint) error {
 	var prevLxc lxcLxcInfo
 	if err := m.GenieLxc.Lookup(ifx, &prevLxc); err == nil {
 		if prevLxc.Vni != key.Vni || prevLxc.Ip != key.Ip {
-			if err := d.doDelete(lxcEndpointKey{Vni: prevLxc.Vni, Ip: prevLxc.Ip}); err != nil {
+			if err := d.doDelete(j, lxcEndpointKey{Vni: prevLxc.Vni, Ip: prevLxc.Ip}); err != nil {
 				return fmt.Errorf("unbind previous endpoint of ifindex %d: %w", ifx, err)
 			}
 		}
@@ -99,29 +157,29 @@ func (d *Datapath) doUpsertLocal(ep LocalEndpoint) error {
 	havePrev := m.GenieEndpoints.Lookup(&key, &prev) == nil
 	if havePrev && prev.Ifindex != 0 && prev.Ifindex != ifx {
 		// Moved to another veth: forget the old binding.
-		if err := d.unbindLxc(prev.Ifindex, key); err != nil {
+		if err := d.unbindLxc(j, prev.Ifindex, key); err != nil {
 			return err
 		}
 	}
 
 	val := lxcEndpointInfo{Ifindex: ifx}
 	copy(val.Mac[:], ep.MAC)
-	if err := m.GenieEndpoints.Update(&key, &val, ebpf.UpdateAny); err != nil {
-		return mapErr(m.GenieEndpoints, "update", err)
+	if err := j.update(m.GenieEndpoints, key, &val); err != nil {
+		return err
 	}
 	li := lxcLxcInfo{Vni: ep.VNI, Ip: key.Ip}
 	copy(li.Mac[:], ep.MAC)
-	if err := m.GenieLxc.Update(ifx, &li, ebpf.UpdateAny); err != nil {
-		return mapErr(m.GenieLxc, "update", err)
+	if err := j.update(m.GenieLxc, ifx, &li); err != nil {
+		return err
 	}
 	if !havePrev || prev.Ifindex == 0 {
-		return d.vniRef(ep.VNI, +1)
+		return d.vniRef(j, ep.VNI, +1)
 	}
 	return nil
 }
 
 // unbindLxc deletes genie_lxc[ifindex] if it is bound to key.
-func (d *Datapath) unbindLxc(ifindex uint32, key lxcEndpointKey) error {
+func (d *Datapath) unbindLxc(j *journal, ifindex uint32, key lxcEndpointKey) error {
 	var li lxcLxcInfo
 	if err := d.lxc.GenieLxc.Lookup(ifindex, &li); err != nil {
 		return nil
@@ -129,15 +187,12 @@ func (d *Datapath) unbindLxc(ifindex uint32, key lxcEndpointKey) error {
 	if li.Vni != key.Vni || li.Ip != key.Ip {
 		return nil
 	}
-	if err := d.lxc.GenieLxc.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return mapErr(d.lxc.GenieLxc, "delete", err)
-	}
-	return nil
+	return j.delete(d.lxc.GenieLxc, ifindex)
 }
 
 // vniRef adds delta to the count of local endpoints of vni, deleting the
 // entry at zero (the uplink then drops Geneve for it as UNKNOWN_VNI).
-func (d *Datapath) vniRef(vni uint32, delta int) error {
+func (d *Datapath) vniRef(j *journal, vni uint32, delta int) error {
 	m := d.lxc.GenieVnis
 	var n uint32
 	_ = m.Lookup(vni, &n)
@@ -147,15 +202,9 @@ func (d *Datapath) vniRef(vni uint32, delta int) error {
 	case n > 1:
 		n--
 	default:
-		if err := m.Delete(vni); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return mapErr(m, "delete", err)
-		}
-		return nil
+		return j.delete(m, vni)
 	}
-	if err := m.Update(vni, n, ebpf.UpdateAny); err != nil {
-		return mapErr(m, "update", err)
-	}
-	return nil
+	return j.update(m, vni, n)
 }
 
 func (d *Datapath) upsertRemote(ep RemoteEndpoint) error {
@@ -165,17 +214,18 @@ func (d *Datapath) upsertRemote(ep RemoteEndpoint) error {
 	}
 	m := &d.lxc
 	key := lxcEndpointKey{Vni: ep.VNI, Ip: ip4(ep.IP)}
+	var j journal
 	var prev lxcEndpointInfo
 	if m.GenieEndpoints.Lookup(&key, &prev) == nil && prev.Ifindex != 0 {
 		// The pod moved away from this node.
-		if err := d.doDelete(key); err != nil {
-			return fmt.Errorf("upsert remote endpoint vni %d ip %s: %w", ep.VNI, ep.IP, err)
+		if err := d.doDelete(&j, key); err != nil {
+			return fmt.Errorf("upsert remote endpoint vni %d ip %s: %w", ep.VNI, ep.IP, j.rollback(err))
 		}
 	}
 	val := lxcEndpointInfo{NodeIp: ip4(ep.NodeIP)}
 	copy(val.Mac[:], ep.MAC)
-	if err := m.GenieEndpoints.Update(&key, &val, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("upsert remote endpoint vni %d ip %s: %w", ep.VNI, ep.IP, mapErr(m.GenieEndpoints, "update", err))
+	if err := j.update(m.GenieEndpoints, key, &val); err != nil {
+		return fmt.Errorf("upsert remote endpoint vni %d ip %s: %w", ep.VNI, ep.IP, j.rollback(err))
 	}
 	return nil
 }
@@ -184,13 +234,14 @@ func (d *Datapath) deleteEndpoint(vni uint32, ip netip.Addr) error {
 	if err := errors.Join(checkVNI(vni), checkIP("ip", ip)); err != nil {
 		return fmt.Errorf("delete endpoint vni %d ip %s: %w", vni, ip, err)
 	}
-	if err := d.doDelete(lxcEndpointKey{Vni: vni, Ip: ip4(ip)}); err != nil {
-		return fmt.Errorf("delete endpoint vni %d ip %s: %w", vni, ip, err)
+	var j journal
+	if err := d.doDelete(&j, lxcEndpointKey{Vni: vni, Ip: ip4(ip)}); err != nil {
+		return fmt.Errorf("delete endpoint vni %d ip %s: %w", vni, ip, j.rollback(err))
 	}
 	return nil
 }
 
-func (d *Datapath) doDelete(key lxcEndpointKey) error {
+func (d *Datapath) doDelete(j *journal, key lxcEndpointKey) error {
 	m := &d.lxc
 	var prev lxcEndpointInfo
 	if err := m.GenieEndpoints.Lookup(&key, &prev); err != nil {
@@ -199,38 +250,16 @@ func (d *Datapath) doDelete(key lxcEndpointKey) error {
 		}
 		return mapErr(m.GenieEndpoints, "lookup", err)
 	}
-	if err := m.GenieEndpoints.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return mapErr(m.GenieEndpoints, "delete", err)
+	if err := j.delete(m.GenieEndpoints, key); err != nil {
+		return err
 	}
 	if prev.Ifindex == 0 {
 		return nil
 	}
-	if err := d.unbindLxc(prev.Ifindex, key); err != nil {
+	if err := d.unbindLxc(j, prev.Ifindex, key); err != nil {
 		return err
 	}
-	return d.vniRef(key.Vni, -1)
-}
-
-func (d *Datapath) upsertNode(ip netip.Addr, mac net.HardwareAddr) error {
-	if err := errors.Join(checkIP("ip", ip), checkMAC("mac", mac)); err != nil {
-		return fmt.Errorf("upsert node %s: %w", ip, err)
-	}
-	var v lxcNodeInfo
-	copy(v.Mac[:], mac)
-	if err := d.lxc.GenieNodes.Update(ip4(ip), &v, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("upsert node %s: %w", ip, mapErr(d.lxc.GenieNodes, "update", err))
-	}
-	return nil
-}
-
-func (d *Datapath) deleteNode(ip netip.Addr) error {
-	if err := checkIP("ip", ip); err != nil {
-		return fmt.Errorf("delete node %s: %w", ip, err)
-	}
-	if err := d.lxc.GenieNodes.Delete(ip4(ip)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete node %s: %w", ip, mapErr(d.lxc.GenieNodes, "delete", err))
-	}
-	return nil
+	return d.vniRef(j, key.Vni, -1)
 }
 
 func (d *Datapath) endpoints() ([]Entry, error) {

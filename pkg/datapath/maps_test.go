@@ -197,21 +197,25 @@ func TestPrivilegedValidation(t *testing.T) {
 
 func TestPrivilegedMapFull(t *testing.T) {
 	needBPF(t)
-	d, err := Open(testConfig(testPinDir(t)))
+	cfg := testConfig(testPinDir(t))
+	cfg.MapSizes = MapSizes{LXC: 8}
+	d, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	max := int(d.lxc.GenieNodes.MaxEntries())
+	max := int(d.lxc.GenieLxc.MaxEntries())
+	ep := func(i int) LocalEndpoint {
+		return LocalEndpoint{VNI: vniRed, IP: netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 1)}), MAC: redA.MAC, HostIfindex: 5000 + i}
+	}
 	for i := range max {
-		ip := netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)})
-		if err := d.UpsertNode(ip, nodeBMAC); err != nil {
-			t.Fatalf("node %d: %v", i, err)
+		if err := d.UpsertLocalEndpoint(ep(i)); err != nil {
+			t.Fatalf("endpoint %d: %v", i, err)
 		}
 	}
-	err = d.UpsertNode(netip.MustParseAddr("172.31.0.1"), nodeBMAC)
-	if !errors.Is(err, ErrMapFull) || !strings.Contains(err.Error(), "genie_nodes") {
-		t.Fatalf("upsert into a full map: %v, want ErrMapFull naming genie_nodes", err)
+	err = d.UpsertLocalEndpoint(ep(max))
+	if !errors.Is(err, ErrMapFull) || !strings.Contains(err.Error(), "genie_lxc") {
+		t.Fatalf("upsert into a full map: %v, want ErrMapFull naming genie_lxc", err)
 	}
 }
 
@@ -223,12 +227,12 @@ func TestPrivilegedIncompatiblePin(t *testing.T) {
 	if err := os.MkdirAll(pin, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "genie_nodes", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 8})
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "genie_lxc", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.Pin(filepath.Join(pin, "genie_nodes")); err != nil {
+	if err := m.Pin(filepath.Join(pin, "genie_lxc")); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Open(testConfig(pin))

@@ -21,7 +21,11 @@ type MapSizes struct {
 	Endpoints uint32
 	// LXC bounds genie_lxc: pod interfaces on the node (default 4096).
 	LXC uint32
-	// Nodes bounds genie_nodes: underlay nodes (default 4096).
+	// Nodes is ignored and reported as 0.
+	//
+	// Deprecated: the data plane has no node map any more (the outer
+	// packet's next hop comes from the kernel's FIB); kept so that
+	// existing flags and callers compile.
 	Nodes uint32
 	// VNIs bounds genie_vnis: VPCs with a local endpoint (default 4096).
 	VNIs uint32
@@ -46,7 +50,6 @@ func sizesOf(spec *ebpf.CollectionSpec) MapSizes {
 	return MapSizes{
 		Endpoints: get(lxcMapGenieEndpoints),
 		LXC:       get(lxcMapGenieLxc),
-		Nodes:     get(lxcMapGenieNodes),
 		VNIs:      get(lxcMapGenieVnis),
 	}
 }
@@ -56,7 +59,6 @@ func (s MapSizes) apply(spec *ebpf.CollectionSpec) error {
 	for name, n := range map[string]uint32{
 		lxcMapGenieEndpoints: s.Endpoints,
 		lxcMapGenieLxc:       s.LXC,
-		lxcMapGenieNodes:     s.Nodes,
 		lxcMapGenieVnis:      s.VNIs,
 	} {
 		if n == 0 {
@@ -89,7 +91,6 @@ func (d *Datapath) MapSizes() MapSizes {
 	return MapSizes{
 		Endpoints: d.lxc.GenieEndpoints.MaxEntries(),
 		LXC:       d.lxc.GenieLxc.MaxEntries(),
-		Nodes:     d.lxc.GenieNodes.MaxEntries(),
 		VNIs:      d.lxc.GenieVnis.MaxEntries(),
 	}
 }

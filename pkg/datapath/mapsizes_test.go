@@ -12,8 +12,8 @@ import (
 
 func TestDefaultMapSizes(t *testing.T) {
 	s := DefaultMapSizes()
-	if s.Endpoints == 0 || s.LXC == 0 || s.Nodes == 0 || s.VNIs == 0 {
-		t.Fatalf("default sizes %+v have a zero", s)
+	if s.Endpoints == 0 || s.LXC == 0 || s.VNIs == 0 || s.Nodes != 0 {
+		t.Fatalf("default sizes %+v: want every map sized, nodes (no map) 0", s)
 	}
 	cfg := Config{PinDir: "/sys/fs/bpf/x", UnderlayIP: nodeA, UplinkIfindex: 1,
 		UplinkMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, GatewayMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
@@ -30,15 +30,15 @@ func TestPrivilegedMapSizes(t *testing.T) {
 	needBPF(t)
 	pin := testPinDir(t)
 	cfg := testConfig(pin)
-	cfg.MapSizes = MapSizes{Endpoints: 8, Nodes: 5}
+	cfg.MapSizes = MapSizes{Endpoints: 8, LXC: 5}
 	d, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := d.MapSizes()
 	def := DefaultMapSizes()
-	if got.Endpoints != 8 || got.Nodes != 5 || got.LXC != def.LXC || got.VNIs != def.VNIs {
-		t.Fatalf("map sizes %+v, want endpoints 8, nodes 5, others %+v", got, def)
+	if got.Endpoints != 8 || got.LXC != 5 || got.VNIs != def.VNIs {
+		t.Fatalf("map sizes %+v, want endpoints 8, lxc 5, others %+v", got, def)
 	}
 	if n := d.uplink.GenieEndpoints.MaxEntries(); n != 8 {
 		t.Errorf("uplink program's endpoints map has %d entries, want the shared map of 8", n)

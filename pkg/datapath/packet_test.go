@@ -120,3 +120,14 @@ func payload(n int) []byte {
 	}
 	return b
 }
+
+// icmpFragNeeded builds an ICMP "fragmentation needed" message (type 3,
+// code 4) with next-hop MTU mtu quoting quote.
+func icmpFragNeeded(mtu uint16, quote []byte) []byte {
+	b := make([]byte, 8, 8+len(quote))
+	b[0], b[1] = 3, 4
+	binary.BigEndian.PutUint16(b[6:], mtu)
+	b = append(b, quote...)
+	binary.BigEndian.PutUint16(b[2:], csum16(b))
+	return b
+}

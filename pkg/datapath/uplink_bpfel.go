@@ -43,12 +43,6 @@ type uplinkNodeConfig struct {
 	GwMac         [6]uint8
 }
 
-type uplinkNodeInfo struct {
-	_   structs.HostLayout
-	Mac [6]uint8
-	Pad uint16
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -59,7 +53,6 @@ const (
 	uplinkMapGenieLxc         = "genie_lxc"
 	uplinkMapGenieMissSeen    = "genie_miss_seen"
 	uplinkMapGenieMisses      = "genie_misses"
-	uplinkMapGenieNodes       = "genie_nodes"
 	uplinkMapGenieVnis        = "genie_vnis"
 	uplinkProgFromUplink      = "from_uplink"
 	uplinkProgUplinkPrefilter = "uplink_prefilter"
@@ -121,7 +114,6 @@ type uplinkMapSpecs struct {
 	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
 	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieNodes     *ebpf.MapSpec `ebpf:"genie_nodes"`
 	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
@@ -157,7 +149,6 @@ type uplinkMaps struct {
 	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
 	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieNodes     *ebpf.Map `ebpf:"genie_nodes"`
 	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
 }
 
@@ -169,7 +160,6 @@ func (m *uplinkMaps) Close() error {
 		m.GenieLxc,
 		m.GenieMissSeen,
 		m.GenieMisses,
-		m.GenieNodes,
 		m.GenieVnis,
 	)
 }

@@ -9,7 +9,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"fmt"
+
 	"github.com/cilium/ebpf"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,16 +34,34 @@ type skbCtx struct {
 	IngressIfindex, Ifindex                                                               uint32
 }
 
-// The fixture world: this node (A) and a peer (B) on one underlay, two VPCs
-// (red and blue) with the SAME CIDR 10.0.0.0/24 and the same pod addresses.
+// The fixture world: this node (A) and peers on its underlay, two VPCs (red
+// and blue) with the SAME CIDR 10.0.0.0/24 and the same pod addresses. The
+// underlay is real (newWorld builds it in a network namespace, where the
+// programs run), so the FIB gives deterministic next hops:
+//
+//	B 192.168.100.2   on the uplink's /24, neighbour nodeBMAC (permanent)
+//	C 192.168.100.3   on the /24, neighbour unresolved: redirect_neigh
+//	D 192.168.200.4   behind router 192.168.100.254 (routerMAC)
+//	F 192.168.201.6   behind the router, route MTU routeMTU (locked: the
+//	                  FIB's MTU check honours a route MTU only when locked,
+//	                  and PMTU exceptions, which a test cannot create)
+//	E 10.255.0.5      unreachable (no route)
 var (
 	nodeA     = netip.MustParseAddr("192.168.100.1")
 	nodeB     = netip.MustParseAddr("192.168.100.2")
-	nodeC     = netip.MustParseAddr("192.168.100.3") // known endpoints, no MAC
+	nodeC     = netip.MustParseAddr("192.168.100.3")
+	nodeD     = netip.MustParseAddr("192.168.200.4")
+	nodeE     = netip.MustParseAddr("10.255.0.5")
+	nodeF     = netip.MustParseAddr("192.168.201.6")
+	router    = netip.MustParseAddr("192.168.100.254")
 	nodeBMAC  = mustMAC("02:aa:00:00:00:02")
+	routerMAC = mustMAC("02:aa:00:00:00:fe")
 	uplinkMAC = mustMAC("02:aa:00:00:00:01")
 	gwMAC     = mustMAC("02:00:00:00:00:01")
+	// uplinkIdx is the fixture uplink's ifindex: newWorld's device, or a
+	// made-up one for tests that run no program.
 	uplinkIdx = 100
+	routeMTU  = 1200
 
 	vniRed  uint32 = 100
 	vniBlue uint32 = 200
@@ -58,9 +80,87 @@ var (
 	redR  = RemoteEndpoint{VNI: vniRed, IP: ip3, MAC: mustMAC("0a:00:00:00:64:03"), NodeIP: nodeB}
 	blueR = RemoteEndpoint{VNI: vniBlue, IP: ip3, MAC: mustMAC("0a:00:00:00:c8:03"), NodeIP: nodeB}
 	blueB = RemoteEndpoint{VNI: vniBlue, IP: ip2, MAC: mustMAC("0a:00:00:00:c8:02"), NodeIP: nodeB}
-	// Remote on C, whose MAC is unknown.
+	// Remote on C (neighbour unresolved), D (routed), E (unreachable) and
+	// F (small path MTU).
 	redC = RemoteEndpoint{VNI: vniRed, IP: ip9, MAC: mustMAC("0a:00:00:00:64:09"), NodeIP: nodeC}
+	redD = RemoteEndpoint{VNI: vniRed, IP: ipD, MAC: mustMAC("0a:00:00:00:64:0d"), NodeIP: nodeD}
+	redE = RemoteEndpoint{VNI: vniRed, IP: ipE, MAC: mustMAC("0a:00:00:00:64:0e"), NodeIP: nodeE}
+	redF = RemoteEndpoint{VNI: vniRed, IP: ipF, MAC: mustMAC("0a:00:00:00:64:0f"), NodeIP: nodeF}
+	ipD  = netip.MustParseAddr("10.0.0.13")
+	ipE  = netip.MustParseAddr("10.0.0.14")
+	ipF  = netip.MustParseAddr("10.0.0.15")
 )
+
+// worldNS is the namespace of the current fixture world (nil: none); the
+// programs run there (BPF_PROG_RUN uses the caller's netns for the FIB).
+var worldNS ns.NetNS
+
+// inWorld runs f on a thread in the fixture world's namespace, if any.
+func inWorld(tb testing.TB, f func()) {
+	tb.Helper()
+	if worldNS == nil {
+		f()
+		return
+	}
+	if err := worldNS.Do(func(ns.NetNS) error { f(); return nil }); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// newUnderlay builds the fixture underlay in a new namespace: the uplink
+// (one end of a veth pair, MAC uplinkMAC, 192.168.100.1/24), permanent
+// neighbours for B and the router, and the routes of the table above.
+// It returns the namespace and the uplink's ifindex.
+func newUnderlay(tb testing.TB) (ns.NetNS, int) {
+	tb.Helper()
+	n := newNetNS(tb)
+	var ifindex int
+	inNS(tb, n, func() error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0", HardwareAddr: uplinkMAC}, PeerName: "up1"}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add uplink veth: %w", err)
+		}
+		if _, err := setUp("up1", "", 0); err != nil {
+			return err
+		}
+		l, err := setUp("up0", netip.PrefixFrom(nodeA, 24).String(), 0)
+		if err != nil {
+			return err
+		}
+		ifindex = l.Attrs().Index
+		// As AttachUplink does: the FIB lookup needs forwarding on the uplink.
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/up0/forwarding", []byte("1"), 0o644); err != nil {
+			return err
+		}
+		for _, nb := range []struct {
+			ip  netip.Addr
+			mac net.HardwareAddr
+		}{{nodeB, nodeBMAC}, {router, routerMAC}} {
+			if err := netlink.NeighAdd(&netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+				IP: nb.ip.AsSlice(), HardwareAddr: nb.mac}); err != nil {
+				return fmt.Errorf("add neighbour %s: %w", nb.ip, err)
+			}
+		}
+		for _, r := range []netlink.Route{
+			{LinkIndex: ifindex, Dst: prefixNet("192.168.200.0/24"), Gw: router.AsSlice()},
+			{LinkIndex: ifindex, Dst: prefixNet("192.168.201.0/24"), Gw: router.AsSlice(), MTU: routeMTU, MTULock: true},
+		} {
+			if err := netlink.RouteAdd(&r); err != nil {
+				return fmt.Errorf("add route %s: %w", r.Dst, err)
+			}
+		}
+		return nil
+	})
+	return n, ifindex
+}
+
+func prefixNet(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
 
 func needBPF(tb testing.TB) {
 	tb.Helper()
@@ -103,27 +203,32 @@ func testConfig(pinDir string) Config {
 	return Config{PinDir: pinDir, UnderlayIP: nodeA, UplinkIfindex: uplinkIdx, UplinkMAC: uplinkMAC, GatewayMAC: gwMAC}
 }
 
-// newWorld opens a datapath with the fixture world's maps filled in.
+// newWorld opens a datapath with the fixture world's maps filled in, on
+// the fixture underlay (newUnderlay); runSKB and runXDP run programs there.
 func newWorld(tb testing.TB) *Datapath {
 	tb.Helper()
 	needBPF(tb)
-	d, err := Open(testConfig(testPinDir(tb)))
+	n, ifindex := newUnderlay(tb)
+	cfg := testConfig(testPinDir(tb))
+	cfg.UplinkIfindex = ifindex
+	d, err := Open(cfg)
 	if err != nil {
 		tb.Fatalf("open: %v", err)
 	}
-	tb.Cleanup(func() { d.Close() })
+	worldNS = n
+	tb.Cleanup(func() {
+		worldNS = nil
+		d.Close()
+	})
 	for _, ep := range []LocalEndpoint{redA, redB, blueA} {
 		if err := d.UpsertLocalEndpoint(ep); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	for _, ep := range []RemoteEndpoint{redR, blueR, blueB, redC} {
+	for _, ep := range []RemoteEndpoint{redR, blueR, blueB, redC, redD, redE, redF} {
 		if err := d.UpsertRemoteEndpoint(ep); err != nil {
 			tb.Fatal(err)
 		}
-	}
-	if err := d.UpsertNode(nodeB, nodeBMAC); err != nil {
-		tb.Fatal(err)
 	}
 	return d
 }
@@ -136,7 +241,11 @@ func runSKB(tb testing.TB, prog *ebpf.Program, pkt []byte, ingressIfindex int) (
 		DataOut: make([]byte, len(pkt)+256),
 		Context: skbCtx{IngressIfindex: uint32(ingressIfindex)},
 	}
-	ret, err := prog.Run(opts)
+	var (
+		ret uint32
+		err error
+	)
+	inWorld(tb, func() { ret, err = prog.Run(opts) })
 	if err != nil {
 		tb.Fatalf("BPF_PROG_RUN: %v", err)
 	}
@@ -146,7 +255,11 @@ func runSKB(tb testing.TB, prog *ebpf.Program, pkt []byte, ingressIfindex int) (
 func runXDP(tb testing.TB, prog *ebpf.Program, pkt []byte) (uint32, []byte) {
 	tb.Helper()
 	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt)+256)}
-	ret, err := prog.Run(opts)
+	var (
+		ret uint32
+		err error
+	)
+	inWorld(tb, func() { ret, err = prog.Run(opts) })
 	if err != nil {
 		tb.Fatalf("BPF_PROG_RUN: %v", err)
 	}

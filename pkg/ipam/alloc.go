@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -37,9 +38,17 @@ type block struct {
 	// verified: known to be held in the store. False for a block kept
 	// empty after its last release; checked again before reuse.
 	verified bool
+	// releasing: empty and being given back to the store (a.mu released
+	// meanwhile); nothing is allocated from it.
+	releasing bool
 }
 
 type impl struct {
+	// storeMu serialises the operations that need the store (block
+	// claims, verifications and releases, subnet look-ups); they make
+	// their round trips with mu released (see unlocked), so ADDs served
+	// from a block with room never wait for the store.
+	storeMu sync.Mutex
 	mu      sync.Mutex
 	st      store.Store
 	node    string
@@ -256,11 +265,20 @@ func (a *impl) resync(ctx context.Context) error {
 			}
 			blk.used[e.IP] = e.ID
 			a.allocs[e.ID] = Allocation{Owner: e.ID, VPC: e.VPC, Subnet: e.Subnet, IP: netip.PrefixFrom(e.IP, sn.CIDR.Bits()),
-				Gateway: sn.Gateway, Block: blk.CIDR}
+				Gateway: sn.Gateway, Block: blk.CIDR, Pod: podOfEndpoint(e.ID)}
 			a.log.Info("recovered allocation from the store", "owner", e.ID, "ip", e.IP)
 		}
 	}
 	return a.persist()
+}
+
+// podOfEndpoint is the container ID of an endpoint ID (vpc.EndpointID:
+// "<containerID>/<ifname>").
+func podOfEndpoint(id string) string {
+	if i := strings.LastIndexByte(id, '/'); i > 0 {
+		return id[:i]
+	}
+	return ""
 }
 
 func (a *impl) addBlock(b store.Block, verified bool) *block {
@@ -346,28 +364,75 @@ func (a *impl) persist() error {
 }
 
 func (a *impl) allocate(ctx context.Context, vpcName, subnetName, owner string, requested netip.Addr) (Allocation, error) {
+	return a.allocatePod(ctx, vpcName, subnetName, "", owner, requested)
+}
+
+// podAddrs returns the addresses held by pod's allocations (nil for no
+// pod); a.mu is held. O(allocations of the node), a few hundred.
+func (a *impl) podAddrs(pod string) map[netip.Addr]string {
+	if pod == "" {
+		return nil
+	}
+	var out map[netip.Addr]string
+	for _, al := range a.allocs {
+		if al.Pod == pod {
+			if out == nil {
+				out = map[netip.Addr]string{}
+			}
+			out[al.IP.Addr()] = al.Owner
+		}
+	}
+	return out
+}
+
+func (a *impl) allocatePod(ctx context.Context, vpcName, subnetName, pod, owner string, requested netip.Addr) (Allocation, error) {
 	what := fmt.Sprintf("allocate address for %q in subnet %q", owner, subnetKey(vpcName, subnetName))
 	if owner == "" {
 		return Allocation{}, fmt.Errorf("%s: owner is empty: %w", what, vpc.ErrInvalid)
 	}
+	// Fast path: a verified block with room, no store round trip and
+	// only mu held.
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		return Allocation{}, fmt.Errorf("%s: allocator is closed", what)
-	}
-	if al, ok := a.allocs[owner]; ok {
-		if al.VPC == vpcName && al.Subnet == subnetName && (!requested.IsValid() || requested == al.IP.Addr()) {
-			return al, nil
-		}
-		return Allocation{}, fmt.Errorf("%s: owner holds %s in subnet %q: %w", what, al.IP, subnetKey(al.VPC, al.Subnet), ErrOwnerConflict)
+	if al, done, err := a.existingLocked(what, vpcName, subnetName, owner, requested); done {
+		a.mu.Unlock()
+		return al, err
 	}
 	key := subnetKey(vpcName, subnetName)
+	if sn, ok := a.subnets[key]; ok && !requested.IsValid() {
+		avoid := a.podAddrs(pod)
+		for _, b := range a.blocks[key] {
+			if !b.verified || b.releasing {
+				continue
+			}
+			if ip := lowestFree(sn, b, avoid); ip.IsValid() {
+				al, err := a.commitLocked(what, sn, b, ip, owner, pod)
+				a.mu.Unlock()
+				return al, err
+			}
+		}
+	}
+	a.mu.Unlock()
+
+	// Slow path: the store is needed. One at a time (storeMu); mu is
+	// released around each round trip, so the state is re-read after it.
+	a.storeMu.Lock()
+	defer a.storeMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if al, done, err := a.existingLocked(what, vpcName, subnetName, owner, requested); done {
+		return al, err
+	}
 	sn, ok := a.subnets[key]
 	if !ok || len(a.blocks[key]) == 0 {
 		// No block here yet: learn (or refresh) the subnet.
-		s, err := a.st.GetSubnet(ctx, vpcName, subnetName)
+		var s vpc.Subnet
+		var err error
+		a.unlocked(func() { s, err = a.st.GetSubnet(ctx, vpcName, subnetName) })
 		if err != nil {
 			return Allocation{}, fmt.Errorf("%s: %w", what, err)
+		}
+		if a.closed {
+			return Allocation{}, fmt.Errorf("%s: allocator is closed", what)
 		}
 		sn = s
 		a.subnets[key] = s
@@ -378,18 +443,52 @@ func (a *impl) allocate(ctx context.Context, vpcName, subnetName, owner string, 
 		err error
 	)
 	if requested.IsValid() {
-		blk, ip, err = a.takeStatic(ctx, &sn, requested)
+		blk, ip, err = a.takeStatic(ctx, &sn, requested, pod)
 	} else {
-		blk, ip, err = a.takeAny(ctx, &sn)
+		blk, ip, err = a.takeAny(ctx, &sn, pod)
+	}
+	if err == nil && a.closed {
+		err = errors.New("allocator is closed")
 	}
 	if err != nil {
 		return Allocation{}, fmt.Errorf("%s: %w", what, err)
 	}
-	al := Allocation{Owner: owner, VPC: vpcName, Subnet: subnetName, IP: netip.PrefixFrom(ip, sn.CIDR.Bits()), Gateway: sn.Gateway, Block: blk.CIDR}
-	blk.used[ip] = owner
+	if al, done, err := a.existingLocked(what, vpcName, subnetName, owner, requested); done {
+		return al, err // the same owner, allocated meanwhile
+	}
+	return a.commitLocked(what, sn, blk, ip, owner, pod)
+}
+
+// unlocked runs fn (a store round trip) with a.mu released; the caller
+// holds a.storeMu and a.mu, and re-reads what fn's result depends on.
+func (a *impl) unlocked(fn func()) {
+	a.mu.Unlock()
+	defer a.mu.Lock()
+	fn()
+}
+
+// existingLocked answers an allocation of an owner that already has one,
+// and a closed allocator (done: return al, err).
+func (a *impl) existingLocked(what, vpcName, subnetName, owner string, requested netip.Addr) (al Allocation, done bool, err error) {
+	if a.closed {
+		return Allocation{}, true, fmt.Errorf("%s: allocator is closed", what)
+	}
+	if al, ok := a.allocs[owner]; ok {
+		if al.VPC == vpcName && al.Subnet == subnetName && (!requested.IsValid() || requested == al.IP.Addr()) {
+			return al, true, nil
+		}
+		return Allocation{}, true, fmt.Errorf("%s: owner holds %s in subnet %q: %w", what, al.IP, subnetKey(al.VPC, al.Subnet), ErrOwnerConflict)
+	}
+	return Allocation{}, false, nil
+}
+
+// commitLocked records ip of b for owner and persists it.
+func (a *impl) commitLocked(what string, sn vpc.Subnet, b *block, ip netip.Addr, owner, pod string) (Allocation, error) {
+	al := Allocation{Owner: owner, VPC: sn.VPC, Subnet: sn.Name, IP: netip.PrefixFrom(ip, sn.CIDR.Bits()), Gateway: sn.Gateway, Block: b.CIDR, Pod: pod}
+	b.used[ip] = owner
 	a.allocs[owner] = al
 	if err := a.persist(); err != nil {
-		delete(blk.used, ip)
+		delete(b.used, ip)
 		delete(a.allocs, owner)
 		return Allocation{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -402,7 +501,9 @@ func (a *impl) verify(ctx context.Context, sn *vpc.Subnet, b *block) (bool, erro
 	if b.verified {
 		return true, nil
 	}
-	fresh, err := a.st.GetSubnet(ctx, b.VPC, b.Subnet)
+	var fresh vpc.Subnet
+	var err error
+	a.unlocked(func() { fresh, err = a.st.GetSubnet(ctx, b.VPC, b.Subnet) })
 	if errors.Is(err, store.ErrNotFound) {
 		a.log.Info("subnet gone; dropping its empty blocks", "subnet", sn.Key())
 		for _, x := range slices.Clone(a.blocks[sn.Key()]) {
@@ -424,7 +525,8 @@ func (a *impl) verify(ctx context.Context, sn *vpc.Subnet, b *block) (bool, erro
 			return false, nil
 		}
 	}
-	got, err := a.st.ClaimBlockContaining(ctx, b.VPC, b.Subnet, a.node, b.CIDR.Addr())
+	var got store.Block
+	a.unlocked(func() { got, err = a.st.ClaimBlockContaining(ctx, b.VPC, b.Subnet, a.node, b.CIDR.Addr()) })
 	if err != nil || got.CIDR != b.CIDR {
 		a.log.Info("empty block no longer ours; dropping it", "block", b.CIDR, "err", err)
 		if len(b.used) == 0 {
@@ -439,21 +541,24 @@ func (a *impl) verify(ctx context.Context, sn *vpc.Subnet, b *block) (bool, erro
 	return true, nil
 }
 
-func (a *impl) takeAny(ctx context.Context, sn *vpc.Subnet) (*block, netip.Addr, error) {
+func (a *impl) takeAny(ctx context.Context, sn *vpc.Subnet, pod string) (*block, netip.Addr, error) {
 	for _, b := range slices.Clone(a.blocks[sn.Key()]) {
-		ip := lowestFree(*sn, b)
-		if !ip.IsValid() {
+		if b.releasing || !lowestFree(*sn, b, a.podAddrs(pod)).IsValid() {
 			continue
 		}
 		ok, err := a.verify(ctx, sn, b)
 		if err != nil {
 			return nil, netip.Addr{}, err
 		}
-		if ok {
-			return b, lowestFree(*sn, b), nil
+		// Re-read after the round trip: fast-path ADDs may have taken
+		// addresses meanwhile.
+		if ip := lowestFree(*sn, b, a.podAddrs(pod)); ok && ip.IsValid() {
+			return b, ip, nil
 		}
 	}
-	nb, err := a.st.ClaimBlock(ctx, sn.VPC, sn.Name, a.node)
+	var nb store.Block
+	var err error
+	a.unlocked(func() { nb, err = a.st.ClaimBlock(ctx, sn.VPC, sn.Name, a.node) })
 	if errors.Is(err, store.ErrNotFound) {
 		delete(a.subnets, sn.Key())
 	}
@@ -465,14 +570,29 @@ func (a *impl) takeAny(ctx context.Context, sn *vpc.Subnet) (*block, netip.Addr,
 	}
 	a.log.Info("claimed block", "subnet", sn.Key(), "block", nb.CIDR)
 	b := a.addBlock(nb, true)
-	ip := lowestFree(*sn, b)
+	ip := lowestFree(*sn, b, a.podAddrs(pod))
 	if !ip.IsValid() {
 		return nil, netip.Addr{}, fmt.Errorf("claimed block %s has no assignable address", nb.CIDR)
 	}
 	return b, ip, nil
 }
 
-func (a *impl) takeStatic(ctx context.Context, sn *vpc.Subnet, ip netip.Addr) (*block, netip.Addr, error) {
+func (a *impl) takeStatic(ctx context.Context, sn *vpc.Subnet, ip netip.Addr, pod string) (*block, netip.Addr, error) {
+	b, ip, err := a.takeStaticOnce(ctx, sn, ip)
+	if err != nil {
+		return nil, ip, err
+	}
+	// Checked after the round trips (mu was released during them).
+	if o := b.used[ip]; o != "" {
+		return nil, ip, fmt.Errorf("requested %s is held by %q: %w", ip, o, ErrAddressInUse)
+	}
+	if o, ok := a.podAddrs(pod)[ip]; ok {
+		return nil, ip, fmt.Errorf("requested %s is held by %q of the same pod: %w", ip, o, ErrAddressInUse)
+	}
+	return b, ip, nil
+}
+
+func (a *impl) takeStaticOnce(ctx context.Context, sn *vpc.Subnet, ip netip.Addr) (*block, netip.Addr, error) {
 	switch {
 	case !ip.Is4() || !sn.CIDR.Contains(ip):
 		return nil, ip, fmt.Errorf("requested %s is outside %s: %w", ip, sn, ErrAddressReserved)
@@ -494,7 +614,9 @@ func (a *impl) takeStatic(ctx context.Context, sn *vpc.Subnet, ip netip.Addr) (*
 			return b, ip, nil
 		}
 	}
-	nb, err := a.st.ClaimBlockContaining(ctx, sn.VPC, sn.Name, a.node, ip)
+	var nb store.Block
+	var err error
+	a.unlocked(func() { nb, err = a.st.ClaimBlockContaining(ctx, sn.VPC, sn.Name, a.node, ip) })
 	if errors.Is(err, store.ErrConflict) {
 		return nil, ip, fmt.Errorf("requested %s: %w: %w", ip, err, ErrAddressInUse)
 	}
@@ -505,10 +627,11 @@ func (a *impl) takeStatic(ctx context.Context, sn *vpc.Subnet, ip netip.Addr) (*
 	return a.addBlock(nb, true), ip, nil
 }
 
-// lowestFree returns the lowest assignable free address of b, or zero.
-func lowestFree(sn vpc.Subnet, b *block) netip.Addr {
+// lowestFree returns the lowest assignable free address of b not in
+// avoid, or zero.
+func lowestFree(sn vpc.Subnet, b *block, avoid map[netip.Addr]string) netip.Addr {
 	for ip := b.CIDR.Addr(); ip.IsValid() && b.CIDR.Contains(ip); ip = ip.Next() {
-		if sn.Assignable(ip) && b.used[ip] == "" {
+		if _, taken := avoid[ip]; sn.Assignable(ip) && b.used[ip] == "" && !taken {
 			return ip
 		}
 	}
@@ -517,22 +640,29 @@ func lowestFree(sn vpc.Subnet, b *block) netip.Addr {
 
 func (a *impl) release(ctx context.Context, owner string) error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.closed {
+		a.mu.Unlock()
 		return fmt.Errorf("release address of %q: allocator is closed", owner)
 	}
-	if err := a.releaseLocked(ctx, owner); err != nil {
-		return err
-	}
+	b := a.releaseLocked(owner)
 	if err := a.persist(); err != nil {
+		if b != nil {
+			b.releasing = false
+		}
+		a.mu.Unlock()
 		return fmt.Errorf("release address of %q: %w", owner, err)
+	}
+	a.mu.Unlock()
+	if b != nil {
+		a.giveBack(ctx, []*block{b})
 	}
 	return nil
 }
 
-// releaseLocked frees owner's address in memory and gives back its block
-// if it became empty and is not the node's last of the subnet.
-func (a *impl) releaseLocked(ctx context.Context, owner string) error {
+// releaseLocked frees owner's address in memory. If that empties a block
+// that is not the node's last of its subnet, the block is marked
+// releasing (nothing is allocated from it) and returned, for giveBack.
+func (a *impl) releaseLocked(owner string) *block {
 	al, ok := a.allocs[owner]
 	if !ok {
 		return nil
@@ -543,7 +673,7 @@ func (a *impl) releaseLocked(ctx context.Context, owner string) error {
 		return nil
 	}
 	delete(b.used, al.IP.Addr())
-	if len(b.used) > 0 {
+	if len(b.used) > 0 || b.releasing {
 		return nil
 	}
 	if len(a.blocks[subnetKey(b.VPC, b.Subnet)]) == 1 {
@@ -551,15 +681,45 @@ func (a *impl) releaseLocked(ctx context.Context, owner string) error {
 		b.verified = false
 		return nil
 	}
-	if err := a.st.ReleaseBlock(ctx, b.VPC, b.Subnet, b.CIDR, a.node); err != nil {
-		// Still ours in the store: keep it, to be reused or released later.
-		a.log.Warn("could not release empty block", "block", b.CIDR, "err", err)
-		b.verified = false
-		return nil
+	b.releasing = true
+	return b
+}
+
+// giveBack releases empty blocks marked releasing to the store, one store
+// operation at a time (storeMu) and with mu released during the round
+// trips. A block that failed to release (or got an address meanwhile:
+// only a slow-path allocation, serialised by storeMu, can use it) is
+// kept, unverified, for reuse or a later release.
+func (a *impl) giveBack(ctx context.Context, bs []*block) []error {
+	a.storeMu.Lock()
+	defer a.storeMu.Unlock()
+	var errs []error
+	for _, b := range bs {
+		a.mu.Lock()
+		if len(b.used) > 0 || a.closed {
+			b.releasing = false
+			a.mu.Unlock()
+			continue
+		}
+		a.mu.Unlock()
+		err := a.st.ReleaseBlock(ctx, b.VPC, b.Subnet, b.CIDR, a.node)
+		a.mu.Lock()
+		b.releasing = false
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			// Still ours in the store: keep it, to be reused or released later.
+			a.log.Warn("could not release empty block", "block", b.CIDR, "err", err)
+			b.verified = false
+			errs = append(errs, err)
+		} else {
+			a.log.Info("released empty block", "subnet", subnetKey(b.VPC, b.Subnet), "block", b.CIDR)
+			a.removeBlock(b)
+			if err := a.persist(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		a.mu.Unlock()
 	}
-	a.log.Info("released empty block", "subnet", subnetKey(b.VPC, b.Subnet), "block", b.CIDR)
-	a.removeBlock(b)
-	return nil
+	return errs
 }
 
 func (a *impl) gc(ctx context.Context, valid []string) ([]string, error) {
@@ -568,7 +728,6 @@ func (a *impl) gc(ctx context.Context, valid []string) ([]string, error) {
 		keep[v] = true
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	var freed []string
 	for owner := range a.allocs {
 		if !keep[owner] {
@@ -576,14 +735,18 @@ func (a *impl) gc(ctx context.Context, valid []string) ([]string, error) {
 		}
 	}
 	slices.Sort(freed)
+	var empty []*block
 	for _, owner := range freed {
-		if err := a.releaseLocked(ctx, owner); err != nil {
-			return nil, fmt.Errorf("gc: %w", err)
+		if b := a.releaseLocked(owner); b != nil {
+			empty = append(empty, b)
 		}
 	}
-	if err := a.persist(); err != nil {
+	err := a.persist()
+	a.mu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
+	a.giveBack(ctx, empty) // failures keep the block; logged
 	return freed, nil
 }
 
@@ -622,25 +785,25 @@ func (a *impl) heldBlocks() []store.Block {
 
 func (a *impl) releaseEmptyBlocks(ctx context.Context) ([]store.Block, error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []store.Block
-	var errs []error
+	var empty []*block
 	for _, bs := range a.blocks {
-		for _, b := range slices.Clone(bs) {
-			if len(b.used) > 0 {
-				continue
+		for _, b := range bs {
+			if len(b.used) == 0 && !b.releasing {
+				b.releasing = true
+				empty = append(empty, b)
 			}
-			if err := a.st.ReleaseBlock(ctx, b.VPC, b.Subnet, b.CIDR, a.node); err != nil && !errors.Is(err, store.ErrConflict) {
-				errs = append(errs, err)
-				continue
-			}
-			a.removeBlock(b)
+		}
+	}
+	a.mu.Unlock()
+	errs := a.giveBack(ctx, empty)
+	a.mu.Lock()
+	var out []store.Block
+	for _, b := range empty {
+		if a.findBlock(b.VPC, b.Subnet, b.CIDR.Addr()) != b {
 			out = append(out, b.Block)
 		}
 	}
-	if err := a.persist(); err != nil {
-		errs = append(errs, err)
-	}
+	a.mu.Unlock()
 	slices.SortFunc(out, func(x, y store.Block) int {
 		return cmp.Or(cmp.Compare(x.VPC, y.VPC), cmp.Compare(x.Subnet, y.Subnet), x.CIDR.Addr().Compare(y.CIDR.Addr()))
 	})

@@ -20,7 +20,14 @@
 // (which deletes its blocks) meanwhile.
 //
 // The subnet's network, broadcast and gateway addresses are never handed
-// out. Addresses within a block are chosen lowest-free-first.
+// out. Addresses within a block are chosen lowest-free-first, skipping
+// (AllocateForPod) the addresses of the same pod's other allocations in
+// any VPC: a pod in two VPCs with overlapping CIDRs gets a distinct address
+// per interface, so its source address names its interface.
+//
+// ReclaimNode frees a dead node's endpoints and then its blocks
+// (idempotent, safe to run concurrently; package agent/reclaim decides
+// when).
 //
 // Allocations persist in a JSON state file (written to a temporary file
 // and renamed, so a crash leaves the old or the new state; fsynced only with
@@ -31,6 +38,15 @@
 // and their addresses are recovered from the store's endpoints of this
 // node. GC frees allocations of owners the runtime no longer knows, so a
 // pod that vanished without a DEL leaks nothing.
+//
+// Concurrency: an allocation from a verified block with room takes only
+// the allocator's mutex and makes no store round trip. Everything that
+// needs the store (a block claim or re-verification, a subnet look-up, a
+// block release) runs one at a time under a second mutex and makes its
+// round trips with the first released, re-reading the state after each,
+// so a slow claim never holds up ADDs served locally; a block being
+// released is marked and skipped meanwhile. Only start-up (New) talks to
+// the store under the mutex, before anyone can allocate.
 //
 // Scale: the state is O(pods on the node); a claim is one store
 // transaction over the subnet's block list, O(blocks of the subnet).

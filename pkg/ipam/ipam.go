@@ -54,6 +54,9 @@ type Allocation struct {
 	Gateway netip.Addr `json:"gateway"`
 	// Block is the node's block the address came from.
 	Block netip.Prefix `json:"block"`
+	// Pod groups the allocations of one pod (its container ID; empty: no
+	// pod): AllocateForPod never gives two of them the same address.
+	Pod string `json:"pod,omitempty"`
 }
 
 // Allocator hands out addresses from blocks its node claims in the store.
@@ -83,6 +86,17 @@ func New(ctx context.Context, st store.Store, node, stateDir string, opts Option
 // of the subnet are never handed out.
 func (a *Allocator) Allocate(ctx context.Context, vpcName, subnetName, owner string, requested netip.Addr) (Allocation, error) {
 	return a.allocate(ctx, vpcName, subnetName, owner, requested)
+}
+
+// AllocateForPod is Allocate for an owner that is one of pod's
+// attachments: the address differs from the address of every other
+// allocation of pod, in any VPC. A pod in two VPCs with overlapping CIDRs
+// then has a distinct address on each interface, so a source address
+// names the interface (and the VPC) a reply must leave through. A
+// requested address another attachment of pod holds is refused with
+// ErrAddressInUse.
+func (a *Allocator) AllocateForPod(ctx context.Context, vpcName, subnetName, pod, owner string, requested netip.Addr) (Allocation, error) {
+	return a.allocatePod(ctx, vpcName, subnetName, pod, owner, requested)
 }
 
 // Release frees owner's address (idempotent). A block left empty is

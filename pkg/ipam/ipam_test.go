@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/ipam"
 	"github.com/cni-genie/cni-genie/pkg/store"
@@ -590,5 +591,112 @@ func TestReclaimNode(t *testing.T) {
 	}
 	if got := len(back.Allocations()); got != 6 {
 		t.Fatalf("returning agent kept %d allocations, want the 6 of its unclaimed block", got)
+	}
+}
+
+// A pod in two VPCs with the same CIDR gets a distinct address on each
+// attachment (the first pod of each VPC would otherwise get the same
+// lowest address in both); another pod still gets the address the first
+// took in the other VPC; a static request for an address the pod holds
+// on its other attachment is refused; after a restart of the allocator
+// the grouping survives (the state file keeps it).
+func TestAllocateForPodDistinctAcrossVPCs(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 26)
+	if _, err := s.CreateVPC(ctx, vpc.VPC{Name: "red", CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "red", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24"), BlockPrefixLen: 26}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a := newAlloc(t, s, "n1", dir)
+	blue, err := a.AllocateForPod(ctx, "blue", "web", "pod1", "pod1/eth0", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	red, err := a.AllocateForPod(ctx, "red", "web", "pod1", "pod1/eth1", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blue.IP.Addr() == red.IP.Addr() {
+		t.Fatalf("one pod got %s in blue and in red", blue.IP)
+	}
+	other, err := a.AllocateForPod(ctx, "red", "web", "pod2", "pod2/eth0", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.IP.Addr() != blue.IP.Addr() {
+		t.Fatalf("another pod in red got %s, want %s (free in red)", other.IP, blue.IP)
+	}
+	if _, err := a.AllocateForPod(ctx, "red", "web", "pod1", "pod1/eth2", blue.IP.Addr()); !errors.Is(err, ipam.ErrAddressInUse) {
+		t.Fatalf("static request for the pod's own blue address in red: %v, want ErrAddressInUse", err)
+	}
+	a.Close()
+	a = newAlloc(t, s, "n1", dir)
+	// In blue, red's address is the lowest free one: only the pod
+	// grouping kept in the state file keeps pod1 off it.
+	third, err := a.AllocateForPod(ctx, "blue", "web", "pod1", "pod1/eth3", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.IP.Addr() == red.IP.Addr() {
+		t.Fatalf("after a restart pod1 got %s in blue, which it holds in red", third.IP)
+	}
+}
+
+// stallingClaims is a store whose ClaimBlock waits for release to close.
+type stallingClaims struct {
+	store.Store
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stallingClaims) ClaimBlock(ctx context.Context, v, sn, node string) (store.Block, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return s.Store.ClaimBlock(ctx, v, sn, node)
+}
+
+// An allocation waiting for a slow block claim does not hold up
+// allocations and releases served from blocks the node has: no store
+// round trip runs under the allocator's mutex. Seen failing with the
+// store call made inside the mutex (the second allocation waited for the
+// claim).
+func TestSlowClaimDoesNotBlockLocalAllocations(t *testing.T) {
+	s, _ := setup(t, "10.1.0.0/24", 26)
+	if _, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "db", CIDR: netip.MustParsePrefix("10.1.1.0/24"), BlockPrefixLen: 26}); err != nil {
+		t.Fatal(err)
+	}
+	st := &stallingClaims{Store: s, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	a := newAlloc(t, st, "n1", t.TempDir())
+	// A block of web, claimed with the claim let through.
+	go func() { <-st.entered; st.release <- struct{}{} }()
+	mustAlloc(t, a, "warm")
+	slow := make(chan error, 1)
+	go func() {
+		_, err := a.Allocate(ctx, "blue", "db", "needs-claim", netip.Addr{})
+		slow <- err
+	}()
+	<-st.entered // the claim is in flight
+	fast := make(chan error, 1)
+	go func() {
+		if _, err := a.Allocate(ctx, "blue", "web", "local", netip.Addr{}); err != nil {
+			fast <- err
+			return
+		}
+		fast <- a.Release(ctx, "local")
+	}()
+	select {
+	case err := <-fast:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		close(st.release)
+		t.Fatal("a local allocation waited for another subnet's block claim")
+	}
+	close(st.release)
+	if err := <-slow; err != nil {
+		t.Fatalf("allocation with the claim: %v", err)
 	}
 }

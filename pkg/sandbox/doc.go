@@ -6,12 +6,22 @@
 //
 // # Design notes
 //
-// Topology. A fabric namespace holds the underlay: a linux bridge br0. Each
-// node is a namespace whose eth0 is a veth into br0 (port pN in the
-// fabric), addressed from 172.30.0.0/24. These addresses exist only inside
-// the sandbox's own namespaces, and the host's interfaces are never
-// touched: every link is created directly in its target namespace through
-// a netlink handle bound to that namespace.
+// Topology. A fabric namespace holds the underlay: linux bridges, one per
+// L2 segment. On the flat underlay (the default) every node is on br0: a
+// namespace whose eth0 is a veth into br0 (port pN in the fabric),
+// addressed from 172.30.0.0/24. On the routed underlay (Options.Underlay =
+// UnderlayRouted, `sandbox up --underlay routed`) node i sits on segment
+// (i-1) mod 2, bridge br0 (172.30.0.0/24) or br1 (172.30.1.0/24), and a
+// router namespace with ip_forward joins the segments (.1 on each); the
+// nodes route 172.30.0.0/16 through it. So one 3-node routed sandbox has
+// on-link pairs (node1-node3) and routed ones (node2 with either), and the
+// data plane must follow the kernel's next hop to reach node2.
+// SetRouterMTU makes the router forward into a segment at a smaller MTU
+// (a route MTU: it answers with ICMP "fragmentation needed" like a real
+// narrow link) for path MTU tests. These addresses exist only inside the
+// sandbox's own namespaces, and the host's interfaces are never touched:
+// every link is created directly in its target namespace through a netlink
+// handle bound to that namespace.
 //
 // Processes. The store is an embedded etcd (pkg/store/etcdstore) run by a
 // detached `geniectl sandbox serve-store`, serving on a filesystem unix
@@ -41,9 +51,10 @@
 // opened there, and for ICMP a raw socket there must see the echo request.
 // With overlapping VPCs the same address answers from several places, so
 // "a reply came back" would prove nothing. A pod in two VPCs with
-// overlapping CIDRs has two identical connected routes; SourceRoutes gives
-// it per-source routing tables so that its replies leave through the
-// interface they belong to.
+// overlapping CIDRs has two identical connected routes; the agent gives
+// its VPC interfaces distinct addresses and per-source routing tables, so
+// its replies leave through the interface they belong to (SourceRoutes
+// does the same for delegate interfaces).
 //
 // State and concurrency. sandbox.json in the state dir records nodes, pids
 // and pods; every mutation reloads and saves it under a flock, so the CLI
@@ -57,6 +68,6 @@
 // the pin dir — so it is idempotent and cleans up after a crash.
 //
 // Scale. Nodes are cheap (a namespace, a veth and one agent process); the
-// limit is one /24 underlay (MaxNodes). Several sandboxes can run side by
+// limit is one /24 per segment (MaxNodes). Several sandboxes can run side by
 // side: names keep their namespaces, state and pins apart.
 package sandbox

@@ -7,12 +7,13 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// SourceRoutes gives each interface of a multihomed pod its own routing
-// table (100 + index) and a rule "from <its IP> lookup <table>". A pod in
-// two VPCs with overlapping CIDRs has two identical connected routes
-// (10.10.1.0/24 on eth0 and on eth1); without per-source tables its
-// replies from eth1's address could leave through eth0. This is the pod's
-// own routing policy, as an application in such a pod would set it.
+// SourceRoutes gives each delegate (non-VPC) interface of a multihomed
+// pod its own routing table (100 + index) and a rule "from <its IP>
+// lookup <table>", as an application in such a pod would set it. VPC
+// interfaces need nothing here: the agent gives each of them a distinct
+// address and its own per-source table itself (see package agent), so a
+// pod in two VPCs with overlapping CIDRs answers each VPC through its own
+// interface without this call.
 func (s *Sandbox) SourceRoutes(pod string) error {
 	p, err := s.Pod(pod)
 	if err != nil {
@@ -25,6 +26,9 @@ func (s *Sandbox) SourceRoutes(pod string) error {
 	defer h.Close()
 	defer nh.Close()
 	for i, ifc := range p.Interfaces {
+		if ifc.VPC != "" {
+			continue // the agent routes VPC interfaces by source
+		}
 		l, err := h.LinkByName(ifc.Name)
 		if err != nil {
 			return fmt.Errorf("pod %s: %w", pod, err)

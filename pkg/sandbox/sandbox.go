@@ -70,6 +70,9 @@ type Options struct {
 	NoAgents bool
 	// AgentArgs are extra genied flags.
 	AgentArgs []string
+	// Underlay is the underlay topology: UnderlayFlat (default, one L2
+	// segment) or UnderlayRouted (segments joined by a router).
+	Underlay string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -86,6 +89,12 @@ func (o *Options) defaults() error {
 	}
 	if o.Nodes < 1 || o.Nodes > MaxNodes {
 		return fmt.Errorf("sandbox %q: %d nodes: want 1 to %d", o.Name, o.Nodes, MaxNodes)
+	}
+	if o.Underlay == "" {
+		o.Underlay = UnderlayFlat
+	}
+	if err := validateUnderlay(o.Underlay); err != nil {
+		return fmt.Errorf("sandbox %q: %w", o.Name, err)
 	}
 	if o.StateRoot == "" {
 		o.StateRoot = DefaultStateRoot
@@ -191,15 +200,19 @@ func (p *Pod) IP(ifname string) (netip.Addr, bool) {
 
 // state is what sandbox.json holds.
 type state struct {
-	Name          string          `json:"name"`
-	Created       time.Time       `json:"created"`
-	BinDir        string          `json:"binDir"`
-	CNIBinDir     string          `json:"cniBinDir"`
-	StoreEndpoint string          `json:"storeEndpoint"`
-	StorePID      int             `json:"storePID,omitempty"`
-	Fabric        string          `json:"fabric"`
-	Nodes         []*Node         `json:"nodes"`
-	Pods          map[string]*Pod `json:"pods"`
+	Name          string    `json:"name"`
+	Created       time.Time `json:"created"`
+	BinDir        string    `json:"binDir"`
+	CNIBinDir     string    `json:"cniBinDir"`
+	StoreEndpoint string    `json:"storeEndpoint"`
+	StorePID      int       `json:"storePID,omitempty"`
+	Fabric        string    `json:"fabric"`
+	// Underlay is Options.Underlay; Router the router namespace's path
+	// (routed only).
+	Underlay string          `json:"underlay,omitempty"`
+	Router   string          `json:"router,omitempty"`
+	Nodes    []*Node         `json:"nodes"`
+	Pods     map[string]*Pod `json:"pods"`
 	// AgentArgs are the extra genied flags of Options, kept so that
 	// RestartAgent starts the agent with them again.
 	AgentArgs []string `json:"agentArgs,omitempty"`
@@ -316,7 +329,7 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	}
 	s := &Sandbox{dir: dir, pinRoot: pinRoot(opts.BPFRoot, opts.Name), log: opts.Log, children: map[int]chan struct{}{}}
 	s.st = state{Name: opts.Name, Created: time.Now().UTC(), BinDir: opts.BinDir, CNIBinDir: opts.CNIBinDir, Pods: map[string]*Pod{},
-		AgentArgs: opts.AgentArgs}
+		AgentArgs: opts.AgentArgs, Underlay: opts.Underlay}
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(opts.Log, "up failed, tearing down: %v\n", err)
@@ -329,7 +342,7 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	}
 	defer unlock()
 
-	fmt.Fprintf(s.log, "creating fabric and %d nodes\n", opts.Nodes)
+	fmt.Fprintf(s.log, "creating %s fabric and %d nodes\n", opts.Underlay, opts.Nodes)
 	if err := s.buildFabric(opts.Nodes); err != nil {
 		return nil, err
 	}
@@ -372,6 +385,11 @@ func (s *Sandbox) buildFabric(nodes int) error {
 	if err := addBridge(fabric, "br0"); err != nil {
 		return fmt.Errorf("sandbox %q: fabric: %w", s.st.Name, err)
 	}
+	if s.st.Underlay == UnderlayRouted {
+		if err := s.buildRouter(); err != nil {
+			return err
+		}
+	}
 	for i := 1; i <= nodes; i++ {
 		name := fmt.Sprintf("node%d", i)
 		path, err := createNetns(prefix + name)
@@ -379,10 +397,11 @@ func (s *Sandbox) buildFabric(nodes int) error {
 			return err
 		}
 		ndir := filepath.Join(s.dir, name)
+		seg := s.nodeSegment(i)
 		n := &Node{
 			Name:       name,
 			Netns:      path,
-			UnderlayIP: nthAddr(UnderlayPrefix, 10+i),
+			UnderlayIP: nthAddr(segmentPrefix(seg), 10+i),
 			Socket:     filepath.Join(ndir, "agent.sock"),
 			PinDir:     filepath.Join(s.pinRoot, name),
 			StateDir:   filepath.Join(ndir, "state"),
@@ -396,12 +415,17 @@ func (s *Sandbox) buildFabric(nodes int) error {
 		if err := vethBetween(fabric, port, path, NodeUplink, 0); err != nil {
 			return fmt.Errorf("node %s: uplink: %w", name, err)
 		}
-		if err := setMaster(fabric, port, "br0"); err != nil {
+		if err := setMaster(fabric, port, fmt.Sprintf("br%d", seg)); err != nil {
 			return fmt.Errorf("node %s: uplink: %w", name, err)
 		}
 		cidr := netip.PrefixFrom(n.UnderlayIP, UnderlayPrefix.Bits()).String()
 		if err := addAddr(path, NodeUplink, cidr); err != nil {
 			return fmt.Errorf("node %s: uplink: %w", name, err)
+		}
+		if s.st.Underlay == UnderlayRouted {
+			if err := s.routeViaRouter(n, seg); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

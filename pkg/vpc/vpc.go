@@ -47,6 +47,37 @@ type VPC struct {
 	// VNI is allocated by the store on creation (lowest free in
 	// [MinVNI, MaxVNI]). It is ignored on input.
 	VNI uint32 `json:"vni,omitempty"`
+	// MTU is the MTU of the VPC's pod interfaces. Zero (the default)
+	// derives it from the cluster: the smallest uplink MTU the nodes
+	// registered, minus the encapsulation overhead (see PodMTU).
+	MTU int `json:"mtu,omitempty"`
+}
+
+// MinMTU and MaxMTU bound VPC.MTU (IPv4's minimum datagram size; a
+// jumbo frame).
+const (
+	MinMTU = 576
+	MaxMTU = 9000
+)
+
+// PodMTU returns the MTU of v's pod interfaces: v.MTU if set, else the
+// smallest UplinkMTU among nodes minus overhead (the encapsulation's
+// bytes); fallback (e.g. this node's own uplink MTU minus overhead) when
+// no node registered one.
+func (v VPC) PodMTU(nodes []Node, overhead, fallback int) int {
+	if v.MTU != 0 {
+		return v.MTU
+	}
+	least := 0
+	for _, n := range nodes {
+		if n.UplinkMTU > 0 && (least == 0 || n.UplinkMTU < least) {
+			least = n.UplinkMTU
+		}
+	}
+	if least == 0 {
+		return fallback
+	}
+	return least - overhead
 }
 
 // String returns "name cidr".
@@ -60,6 +91,9 @@ func (v VPC) Validate() error {
 	}
 	if err := validatePrefix(v.CIDR); err != nil {
 		return fmt.Errorf("vpc %q: cidr: %w", v.Name, err)
+	}
+	if v.MTU != 0 && (v.MTU < MinMTU || v.MTU > MaxMTU) {
+		return invalidf("vpc %q: mtu %d: want 0 (derived from the nodes) or %d to %d", v.Name, v.MTU, MinMTU, MaxMTU)
 	}
 	return nil
 }
@@ -249,6 +283,13 @@ type Node struct {
 	UnderlayMAC net.HardwareAddr `json:"-"`
 	// Uplink is the name of the node's underlay interface (informational).
 	Uplink string `json:"uplink,omitempty"`
+	// UplinkMTU is the MTU of the node's uplink (0: unknown); the smallest
+	// in the cluster sets the default pod MTU of every VPC (VPC.PodMTU).
+	UplinkMTU int `json:"uplinkMTU,omitempty"`
+	// Heartbeat is when the node's agent last reported itself alive (it
+	// re-registers periodically); zero when the store keeps none. Dead
+	// nodes are found by it (package reclaim).
+	Heartbeat time.Time `json:"heartbeat,omitzero"`
 }
 
 // Validate checks the name, the underlay IP and the MAC.

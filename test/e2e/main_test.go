@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
@@ -12,11 +13,29 @@ import (
 
 func TestMain(m *testing.M) { sandboxtest.Main(m) }
 
-// newSandbox brings up a sandbox with a random name; its teardown must
-// leave nothing behind.
+// suiteUnderlay is the underlay the suite runs on: GENIE_E2E_UNDERLAY
+// ("flat" or "routed"), default routed. A routed sandbox has both kinds of
+// node pairs (node1-node3 share a segment, node2 is behind the router), so
+// it covers the flat case's on-link path too; TestPrivilegedSameVPC also
+// runs on a flat underlay, where every pair is on-link.
+func suiteUnderlay() string {
+	if u := os.Getenv("GENIE_E2E_UNDERLAY"); u != "" {
+		return u
+	}
+	return sandbox.UnderlayRouted
+}
+
+// newSandbox brings up a sandbox with a random name on the suite's
+// underlay; its teardown must leave nothing behind.
 func newSandbox(t *testing.T, nodes int) *sandbox.Sandbox {
 	t.Helper()
-	return sandboxtest.New(t, "e2e", sandbox.Options{Nodes: nodes})
+	return newSandboxOn(t, nodes, suiteUnderlay())
+}
+
+// newSandboxOn is newSandbox on the given underlay.
+func newSandboxOn(t *testing.T, nodes int, underlay string) *sandbox.Sandbox {
+	t.Helper()
+	return sandboxtest.New(t, "e2e", sandbox.Options{Nodes: nodes, Underlay: underlay})
 }
 
 // mkVPC creates VPC name with cidr and one subnet "web" with subnetCIDR.

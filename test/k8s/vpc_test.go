@@ -107,6 +107,9 @@ type agentNode struct {
 	uplink   string
 	cmd      *exec.Cmd
 	exited   chan struct{}
+	// proxy is the agent's way to the API server; it records what the
+	// agent asked the API server to watch.
+	proxy *watchProxy
 }
 
 // underlay connects two nodes with a veth pair (named "gku"+suffix of
@@ -169,7 +172,13 @@ func startAgent(t *testing.T, c *cluster, n *node, genied string, acct *storeAcc
 		}
 		os.Remove(a.pinDir)
 	})
-	kubecfg := acct.kubeconfig(t, c, "https://"+n.relay.addr())
+	// Through a recording proxy in the node netns (the relay carries
+	// TLS end to end and sees no request).
+	a.proxy = startWatchProxy(t, n.netns, c.srv.URL, c.srv.CAData)
+	kubecfg := filepath.Join(dir, "store.kubeconfig")
+	if err := kubeapi.WriteKubeconfig(kubecfg, a.proxy.url(), a.proxy.caPEM, acct.token); err != nil {
+		t.Fatal(err)
+	}
 	log, err := os.Create(a.logFile)
 	if err != nil {
 		t.Fatal(err)
@@ -479,15 +488,22 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		}
 	}
 	// The subnet has no endpoint left, so it can go (its blocks with it).
-	// Each node watches the endpoints of the VPCs it hosts only (one
-	// label-selected stream, restarted as VPCs join): node 1 both, node 2
-	// blue only.
+	// Each node asked the API server to watch the endpoints of the VPCs it
+	// hosts only (one label-selected stream, restarted as VPCs join): node
+	// 1 both, node 2 blue only, as recorded by the proxy each agent
+	// reaches the API server through.
 	for _, tc := range []struct {
 		a    *agentNode
-		most int
-	}{{a1, 2}, {a2, 1}} {
-		if got := maxWatchedVPCs(tc.a); got != tc.most {
-			t.Errorf("%s watched at most %d VPCs, want %d:\n%s", tc.a.name, got, tc.most, tc.a.log())
+		want []string
+	}{{a1, []string{vpcName, redName}}, {a2, []string{vpcName}}} {
+		most, all := tc.a.proxy.watched()
+		if most != len(tc.want) || len(all) != len(tc.want) {
+			t.Errorf("%s asked the API server to watch at most %d VPCs, %v in all; want %v", tc.a.name, most, all, tc.want)
+		}
+		for _, v := range tc.want {
+			if !all[v] {
+				t.Errorf("%s never watched vpc %s (watched %v)", tc.a.name, v, all)
+			}
 		}
 	}
 	for _, v := range []string{vpcName, redName} {
@@ -495,24 +511,6 @@ func TestPrivilegedVPCKubernetes(t *testing.T) {
 		ctl("vpc", "delete", v)
 	}
 	cleaned = true
-}
-
-// maxWatchedVPCs is the largest VPC set genied's endpoint watch followed,
-// from its log (-1: none logged).
-func maxWatchedVPCs(a *agentNode) int {
-	most := -1
-	for _, line := range strings.Split(a.log(), "\n") {
-		if !strings.Contains(line, `msg="watching endpoints of hosted vpcs"`) {
-			continue
-		}
-		for _, f := range strings.Fields(line) {
-			var n int
-			if _, err := fmt.Sscanf(f, "vpcs=%d", &n); err == nil {
-				most = max(most, n)
-			}
-		}
-	}
-	return most
 }
 
 // endpointObjectName is the VPCEndpoint's name: <vpc>.<a-b-c-d>.

@@ -13,7 +13,7 @@ import (
 )
 
 func nodeSpecOf(n vpc.Node) nodeSpec {
-	sp := nodeSpec{Name: n.Name, UnderlayIP: n.UnderlayIP.String(), Uplink: n.Uplink}
+	sp := nodeSpec{Name: n.Name, UnderlayIP: n.UnderlayIP.String(), Uplink: n.Uplink, UplinkMTU: n.UplinkMTU}
 	if len(n.UnderlayMAC) > 0 {
 		sp.UnderlayMAC = n.UnderlayMAC.String()
 	}

@@ -93,6 +93,7 @@ type vpcObject struct {
 
 type vpcSpec struct {
 	CIDR string `json:"cidr"`
+	MTU  int    `json:"mtu,omitempty"`
 }
 
 type vpcStatus struct {
@@ -138,6 +139,7 @@ type nodeSpec struct {
 	UnderlayIP  string `json:"underlayIP"`
 	UnderlayMAC string `json:"underlayMAC,omitempty"`
 	Uplink      string `json:"uplink,omitempty"`
+	UplinkMTU   int    `json:"uplinkMTU,omitempty"`
 }
 
 type blockObject struct {
@@ -273,7 +275,7 @@ func (s *Store) toVPC(o *vpcObject) (vpc.VPC, error) {
 	if err != nil {
 		return vpc.VPC{}, fmt.Errorf("vpc object %q: cidr %q: %w", o.Metadata.Name, o.Spec.CIDR, vpc.ErrInvalid)
 	}
-	return vpc.VPC{Name: s.unscope(o.Metadata.Name), CIDR: p, VNI: o.Status.VNI}, nil
+	return vpc.VPC{Name: s.unscope(o.Metadata.Name), CIDR: p, VNI: o.Status.VNI, MTU: o.Spec.MTU}, nil
 }
 
 func toSubnet(o *subnetObject) (vpc.Subnet, error) {
@@ -286,7 +288,7 @@ func toSubnet(o *subnetObject) (vpc.Subnet, error) {
 }
 
 func toNode(o *nodeObject) (vpc.Node, error) {
-	n := vpc.Node{Name: o.Spec.Name, Uplink: o.Spec.Uplink}
+	n := vpc.Node{Name: o.Spec.Name, Uplink: o.Spec.Uplink, UplinkMTU: o.Spec.UplinkMTU}
 	var err error
 	if n.UnderlayIP, err = netip.ParseAddr(o.Spec.UnderlayIP); err != nil {
 		return vpc.Node{}, fmt.Errorf("node object %q: underlay ip %q: %w", o.Metadata.Name, o.Spec.UnderlayIP, vpc.ErrInvalid)
