@@ -793,3 +793,15 @@ func (n *Node) notify(inv Invalidation) {
 		n.cfg.OnInvalidate(inv)
 	}
 }
+
+// Holders returns the members that hold k's shard in the node's current
+// placement, highest rank first: "which nodes hold it" for geniectl.
+func (n *Node) Holders(k Key) []Member {
+	p := n.Placement()
+	hs := p.Holders(k.Shard(n.cfg.Shards))
+	out := make([]Member, len(hs))
+	for i, h := range hs {
+		out[i] = p.Member(h)
+	}
+	return out
+}

@@ -173,6 +173,12 @@ func TestNodeLookupFromAnyNode(t *testing.T) {
 			t.Fatalf("lookup %s from %s: %+v, want %+v", want.Key, looker, got, want)
 		}
 	}
+	// Holders names the nodes that hold a key loaded.
+	for _, m := range c.node("node-00000").Holders(recs[0].Key) {
+		if loaded, _ := c.node(m.Name).HeldShards(); !slices.Contains(loaded, recs[0].Shard(64)) {
+			t.Fatalf("Holders(%s) names %s, which does not hold shard %d", recs[0].Key, m.Name, recs[0].Shard(64))
+		}
+	}
 	// Every shard has R loaded copies, exactly on its placement's holders.
 	copies := c.holderCopies()
 	for s := range uint32(64) {
