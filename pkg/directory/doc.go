@@ -52,13 +52,16 @@
 //	ProbeInterval           200 ms (1 s)   each node probes one member per interval
 //	ProbeTimeout            100 ms (500 ms) direct ack deadline, then indirect probes
 //	SuspicionMult           2      (4)     suspect → dead after 2·log10(N)·ProbeInterval
-//	SuspicionMaxTimeoutMult 4      (6)     bound when confirmations are missing
+//	SuspicionMaxTimeoutMult 4      (6)     unused at SuspicionMult 2 (see below)
 //	GossipInterval          50 ms  (200 ms) dissemination of the dead message
 //	GossipNodes             4      (3)
 //	GossipToTheDeadTime     5 s    (30 s)
 //	TCPTimeout              2 s    (10 s)
 //
-// The suspicion timeout is then 0.68 s at 50 nodes, 1.2 s at 1,000, and
+// memberlist waits for SuspicionMult-2 independent confirmations before
+// shortening a suspicion from its maximum to its minimum; at 2 it expects
+// none and uses the minimum at once. The suspicion timeout is then
+// 0.68 s at 50 nodes, 1.2 s at 1,000, and
 // detection adds at most one probe interval plus the probe timeout: about
 // a second on a LAN (BENCHMARKS.md, "Directory": detection and
 // convergence of a crash among 50 real members on 127.0.0.1, against the

@@ -24,7 +24,7 @@ func FastLANConfig() *memberlist.Config {
 	c.ProbeInterval = 200 * time.Millisecond // default 1 s
 	c.ProbeTimeout = 100 * time.Millisecond  // default 500 ms
 	c.SuspicionMult = 2                      // default 4
-	c.SuspicionMaxTimeoutMult = 4            // default 6
+	c.SuspicionMaxTimeoutMult = 4            // default 6; unused while SuspicionMult is 2
 	c.GossipInterval = 50 * time.Millisecond // default 200 ms
 	c.GossipNodes = 4                        // default 3
 	c.GossipToTheDeadTime = 5 * time.Second  // default 30 s
