@@ -524,7 +524,9 @@ func (n *Node) applyEvent(ev SourceEvent) {
 			puts = append(puts, ev.Record)
 		case e.version < ev.Record.Version:
 			if !e.sameLocation(ev.Record) && len(e.lookers) > 0 {
-				pushes = append(pushes, push{e.lookers, Invalidation{Record: ev.Record}})
+				// Lookers that left the cluster are forgotten here.
+				e.lookers = slices.DeleteFunc(e.lookers, func(l string) bool { return n.placement.Index(l) < 0 })
+				pushes = append(pushes, push{slices.Clone(e.lookers), Invalidation{Record: ev.Record}})
 			}
 			nw := newEntry(ev.Record)
 			nw.lookers = e.lookers

@@ -513,3 +513,42 @@ func TestNodeOnHeldMirrorsHeldRecords(t *testing.T) {
 		t.Fatalf("mirrors hold %d records for %d endpoints with R=2 and a mirrorless fifth node", n, c.src.Len())
 	}
 }
+
+// A looker that left the cluster is dropped from a record's lookers at
+// the record's next move.
+func TestNodeDeadLookerForgotten(t *testing.T) {
+	c := newTestCluster(t, 6, 64, 3, nil)
+	recs := putEndpoints(c.src, 50, c.live)
+	c.waitSettled()
+	k := recs[0].Key
+	var looker string
+	for _, m := range c.live {
+		if _, ok := c.node(m.Name).Placement().Holds(m.Name, k.Shard(64)); !ok {
+			looker = m.Name
+			break
+		}
+	}
+	if _, err := c.node(looker).Lookup(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.node("node-00005").Lookup(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	holdersWith := func(name string) int {
+		n := 0
+		for _, nd := range c.nodes {
+			if slices.Contains(nd.Lookers(k), name) {
+				n++
+			}
+		}
+		return n
+	}
+	if holdersWith(looker) == 0 {
+		t.Fatal("looker not registered")
+	}
+	c.kill(looker)
+	c.remove(looker)
+	c.waitSettled()
+	c.src.Put(Record{Key: k, Node: "node-00004"})
+	waitFor(t, 2*time.Second, "dead looker forgotten", func() bool { return holdersWith(looker) == 0 })
+}
