@@ -68,8 +68,8 @@
 // neighbour lookup per packet: measured in the same run as the old
 // node-map path (BenchmarkLxcEncap, BPF_PROG_RUN, loaded 2-core machine)
 // 720-765 ns against 480-525 ns of program time, about +240 ns per packet,
-// which GSO amortises for bulk traffic; the end-to-end same-run
-// comparison is in docs/design.md.
+// which GSO amortises for bulk traffic: end to end, the same-run ratios of
+// BENCHMARKS.md §2 stayed within noise (two runs of each).
 //
 // Path MTU: see pmtu.go. A packet that does not fit is dropped
 // (FRAG_NEEDED) and, with DF, answered by an ICMP "fragmentation needed"
