@@ -149,6 +149,11 @@
 // packet path. The connection is not encrypted yet (mTLS through
 // NewGRPCTransport's dial options and grpc.Creds on the server).
 //
+// Publish is the third RPC: the hosting node pushes a record it just
+// wrote to the store to the holders of its shard, which apply it like a
+// watch event (a larger version wins; a holder still loading the shard
+// refuses and the publisher counts it as not applied).
+//
 // # Lookers and invalidation
 //
 // A holder remembers, per record, the nodes that looked it up (the Looker
@@ -206,10 +211,15 @@
 //     endpoints, its shards and remote_lru. The VPC-scoped sync stays as
 //     an explicit small-cluster mode.
 //
-// Still to build for the issue: the above wiring and BPF maps; the holder
-// acknowledging a new record before ADD returns (a Publish RPC from the
-// hosting agent to the shard's holders, so "reachable when ADD returns"
-// does not wait for the holders' store watch); the store backends' Source;
+// Readiness: after ADD writes the endpoint to the store, the hosting
+// agent calls node.Publish with the stored record (its revision as
+// Version) and returns once the holders applied it (Publish returns how
+// many did; all R normally), so "reachable when ADD returns" does not wait
+// for the holders' store watch; the watch still brings the record to a
+// holder the push missed. DEL publishes the deletion the same way.
+//
+// Still to build for the issue: the above wiring and BPF maps; the store
+// backends' Source;
 // geniectl status/directory lookup (Placement.HolderNames and
 // Node.Lookup with an empty Looker give both); a grace period before a
 // holder drops a shard, to damp false deaths.

@@ -22,6 +22,7 @@ const (
 	serviceName      = "genie.directory.v1.Directory"
 	methodLookup     = "/" + serviceName + "/Lookup"
 	methodInvalidate = "/" + serviceName + "/Invalidate"
+	methodPublish    = "/" + serviceName + "/Publish"
 )
 
 // jsonCodec encodes the directory's messages as JSON. A lookup is about
@@ -64,6 +65,20 @@ var serviceDesc = grpc.ServiceDesc{
 				return call(ctx, &inv)
 			}
 			return icpt(ctx, &inv, &grpc.UnaryServerInfo{Server: srv, FullMethod: methodInvalidate}, call)
+		}},
+		{MethodName: "Publish", Handler: func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+			var pub Publication
+			if err := dec(&pub); err != nil {
+				return nil, err
+			}
+			call := func(ctx context.Context, r any) (any, error) {
+				resp, err := srv.(Handler).ServePublish(ctx, *r.(*Publication))
+				return &resp, err
+			}
+			if icpt == nil {
+				return call(ctx, &pub)
+			}
+			return icpt(ctx, &pub, &grpc.UnaryServerInfo{Server: srv, FullMethod: methodPublish}, call)
 		}},
 	},
 }
@@ -138,6 +153,19 @@ func (t *GRPCTransport) Invalidate(ctx context.Context, to Member, inv Invalidat
 		return fmt.Errorf("member %s: invalidate: %w", to.Name, err)
 	}
 	return nil
+}
+
+// Publish implements Transport.
+func (t *GRPCTransport) Publish(ctx context.Context, to Member, pub Publication) (PublishResponse, error) {
+	c, err := t.conn(to)
+	if err != nil {
+		return PublishResponse{}, err
+	}
+	var resp PublishResponse
+	if err := c.Invoke(ctx, methodPublish, &pub, &resp); err != nil {
+		return PublishResponse{}, fmt.Errorf("member %s: publish: %w", to.Name, err)
+	}
+	return resp, nil
 }
 
 // Prune closes the connections to addresses no live member uses.

@@ -90,3 +90,11 @@ func (t memTransport) Invalidate(ctx context.Context, to Member, inv Invalidatio
 	}
 	return h.ServeInvalidate(ctx, inv)
 }
+
+func (t memTransport) Publish(ctx context.Context, to Member, pub Publication) (PublishResponse, error) {
+	h, err := t.n.handler(ctx, to)
+	if err != nil {
+		return PublishResponse{}, err
+	}
+	return h.ServePublish(ctx, pub)
+}

@@ -18,6 +18,7 @@ type metrics struct {
 	records        prometheus.Gauge
 	members        prometheus.Gauge
 	sourceRestarts prometheus.Counter
+	published      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,8 +53,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Live members in this node's placement."}),
 		sourceRestarts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "source_restarts_total",
 			Help: "Source watches restarted after an error (a relist of every held shard)."}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "published_total",
+			Help: "Holders that applied a record this node published."}),
 	}
 	reg.MustRegister(m.lookups, m.attempts, m.served, m.lookupSeconds, m.failover, m.invSent, m.invFailed,
-		m.invReceived, m.shardMoves, m.shardsHeld, m.records, m.members, m.sourceRestarts)
+		m.invReceived, m.shardMoves, m.shardsHeld, m.records, m.members, m.sourceRestarts, m.published)
 	return m
 }

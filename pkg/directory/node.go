@@ -503,6 +503,12 @@ func (n *Node) applyEvent(ev SourceEvent) {
 	if ev.Revision > n.lastRev {
 		n.lastRev = ev.Revision
 	}
+	n.applyRecord(ev)
+}
+
+// applyRecord applies a put or delete to a held, loaded shard; it reports
+// whether the node holds the shard loaded. Safe from any goroutine.
+func (n *Node) applyRecord(ev SourceEvent) bool {
 	k := ev.Record.Key
 	var pushes []push
 	var puts []Record
@@ -511,7 +517,7 @@ func (n *Node) applyEvent(ev SourceEvent) {
 	st := n.held[k.Shard(n.cfg.Shards)]
 	if st == nil || !st.loaded {
 		n.mu.Unlock()
-		return
+		return false
 	}
 	ik := packKey(k)
 	e, ok := st.records[ik]
@@ -547,6 +553,62 @@ func (n *Node) applyEvent(ev SourceEvent) {
 	n.mu.Unlock()
 	n.reportHeld(puts, dels)
 	n.sendInvalidations(pushes)
+	return true
+}
+
+// ServePublish implements Handler: apply a record the hosting node just
+// wrote to the store, ahead of this holder's watch (which later brings the
+// same version, a no-op). A holder that does not hold the shard loaded
+// refuses, so the publisher knows it is not yet served there.
+func (n *Node) ServePublish(_ context.Context, pub Publication) (PublishResponse, error) {
+	ev := SourceEvent{Type: EventPut, Record: pub.Record}
+	if pub.Deleted {
+		ev.Type = EventDelete
+	}
+	if pub.Record.Key.Validate() != nil || !n.applyRecord(ev) {
+		return PublishResponse{Applied: false}, nil
+	}
+	return PublishResponse{Applied: true}, nil
+}
+
+// Publish pushes a record just written to the store (rec.Version is its
+// store revision) to every holder of its shard in parallel, each bounded
+// by the attempt timeout, and returns how many of them applied it. The
+// hosting agent calls it before ADD returns, so that the record is served
+// without waiting for the holders' store watch; the watch remains the
+// guarantee when a holder misses the push.
+func (n *Node) Publish(ctx context.Context, pub Publication) (int, error) {
+	if err := pub.Record.Key.Validate(); err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
+	}
+	p := n.Placement()
+	hs := p.Holders(pub.Record.Shard(n.cfg.Shards))
+	acks := make(chan bool, len(hs))
+	for _, h := range hs {
+		m := p.Member(h)
+		go func() {
+			if m.Name == n.cfg.Self.Name {
+				r, _ := n.ServePublish(ctx, pub)
+				acks <- r.Applied
+				return
+			}
+			actx, cancel := context.WithTimeout(ctx, n.cfg.AttemptTimeout)
+			defer cancel()
+			r, err := n.cfg.Transport.Publish(actx, m, pub)
+			acks <- err == nil && r.Applied
+		}()
+	}
+	applied := 0
+	for range hs {
+		if <-acks {
+			applied++
+		}
+	}
+	n.m.published.Add(float64(applied))
+	if applied == 0 && len(hs) > 0 {
+		return 0, fmt.Errorf("publish %s: %w", pub.Record.Key, ErrUnavailable)
+	}
+	return applied, nil
 }
 
 // sendInvalidations delivers pushes in the background, each with the

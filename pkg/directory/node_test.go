@@ -552,3 +552,46 @@ func TestNodeDeadLookerForgotten(t *testing.T) {
 	c.src.Put(Record{Key: k, Node: "node-00004"})
 	waitFor(t, 2*time.Second, "dead looker forgotten", func() bool { return holdersWith(looker) == 0 })
 }
+
+// Publish makes a new record servable by all R holders before their watch
+// brings it (here the watch never does), and a published move reaches the
+// lookers as an invalidation.
+func TestNodePublishAheadOfWatch(t *testing.T) {
+	c := newTestCluster(t, 6, 64, 3, nil)
+	putEndpoints(c.src, 20, c.live)
+	c.waitSettled()
+	host := c.node("node-00002")
+	rec := c.src.PutUnwatched(Record{Key: testKey(5000), Node: "node-00002", MAC: [6]byte{2, 1, 2, 3, 4, 5}})
+	n, err := host.Publish(context.Background(), Publication{Record: rec})
+	if err != nil || n != 3 {
+		t.Fatalf("publish: %d holders applied, %v; want 3", n, err)
+	}
+	for _, m := range c.live {
+		got, err := c.node(m.Name).Lookup(context.Background(), rec.Key)
+		if err != nil || got != rec {
+			t.Fatalf("lookup from %s right after publish: %+v, %v", m.Name, got, err)
+		}
+	}
+	moved := c.src.PutUnwatched(Record{Key: rec.Key, Node: "node-00004"})
+	if n, err := c.node("node-00004").Publish(context.Background(), Publication{Record: moved}); err != nil || n != 3 {
+		t.Fatalf("publish move: %d, %v", n, err)
+	}
+	waitFor(t, 2*time.Second, "published move invalidates lookers", func() bool {
+		inv := c.invalidations("node-00000")
+		return len(inv) > 0 && inv[len(inv)-1].Record == moved
+	})
+	// An older version published late changes nothing.
+	if _, err := host.Publish(context.Background(), Publication{Record: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.node("node-00001").Lookup(context.Background(), rec.Key); got != moved {
+		t.Fatalf("a stale publication overwrote the record: %+v", got)
+	}
+	// With every holder dead the publisher learns it.
+	for _, h := range host.Holders(rec.Key) {
+		c.net.Kill(h.Name)
+	}
+	if _, err := c.node(c.live[0].Name).Publish(context.Background(), Publication{Record: moved}); err == nil && !slices.ContainsFunc(host.Holders(rec.Key), func(m Member) bool { return m.Name == c.live[0].Name }) {
+		t.Fatal("publish with every holder dead reported success")
+	}
+}

@@ -145,6 +145,19 @@ func TestRealClusterFailover(t *testing.T) {
 		}
 	}
 
+	// Publish over gRPC: a record the holders' watch never sees is served
+	// by all three at once.
+	pub := src.PutUnwatched(Record{Key: testKey(7000), Node: nodes[1].name})
+	if n, err := nodes[1].node.Publish(ctx, Publication{Record: pub}); err != nil || n != DefaultReplicas {
+		t.Fatalf("publish over gRPC: %d applied, %v", n, err)
+	}
+	for _, rn := range nodes {
+		if got, err := rn.node.Lookup(ctx, pub.Key); err != nil || got != pub {
+			t.Fatalf("lookup of a published record from %s: %+v, %v", rn.name, got, err)
+		}
+	}
+	recs = append(recs, pub)
+
 	victim := nodes[2]
 	survivors := slices.Delete(slices.Clone(nodes), 2, 3)
 	p := survivors[0].node.Placement()

@@ -69,10 +69,25 @@ type Invalidation struct {
 	Deleted bool   `json:"deleted,omitempty"`
 }
 
+// Publication is a record the hosting node just wrote to the store (or
+// deleted: Deleted, Record.Version the deletion's revision), pushed to the
+// holders of its shard ahead of their store watch.
+type Publication struct {
+	Record  Record `json:"record"`
+	Deleted bool   `json:"deleted,omitempty"`
+}
+
+// PublishResponse says whether the holder applied a Publication (false:
+// it does not hold the shard loaded).
+type PublishResponse struct {
+	Applied bool `json:"applied"`
+}
+
 // Handler serves the directory RPCs of one node. *Node implements it.
 type Handler interface {
 	ServeLookup(ctx context.Context, req LookupRequest) (LookupResponse, error)
 	ServeInvalidate(ctx context.Context, inv Invalidation) error
+	ServePublish(ctx context.Context, pub Publication) (PublishResponse, error)
 }
 
 // Transport carries the directory RPCs from one node to another. The
@@ -81,4 +96,5 @@ type Handler interface {
 type Transport interface {
 	Lookup(ctx context.Context, to Member, req LookupRequest) (LookupResponse, error)
 	Invalidate(ctx context.Context, to Member, inv Invalidation) error
+	Publish(ctx context.Context, to Member, pub Publication) (PublishResponse, error)
 }
