@@ -6,8 +6,10 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +67,13 @@ type nodeMeta struct {
 // Gossip is this node's membership: a memberlist instance whose live
 // members, with their RPC addresses, feed the directory's placement.
 type Gossip struct {
-	ml       *memberlist.Memberlist
+	ml *memberlist.Memberlist
+	// live is this node's view, maintained from the event callbacks
+	// (memberlist calls them under its lock, the only safe time to read
+	// a *memberlist.Node: Members() hands out pointers it keeps writing).
+	addr     string
+	liveMu   sync.Mutex
+	live     map[string]Member
 	meta     []byte
 	onChange func([]Member)
 	changed  chan struct{}
@@ -84,19 +92,35 @@ func (d delegate) NodeMeta(limit int) []byte {
 	}
 	return d.g.meta
 }
-func (delegate) NotifyMsg([]byte)                {}
-func (delegate) GetBroadcasts(int, int) [][]byte { return nil }
-func (delegate) LocalState(bool) []byte          { return nil }
-func (delegate) MergeRemoteState([]byte, bool)   {}
-func (d delegate) NotifyJoin(*memberlist.Node)   { d.g.signal() }
-func (d delegate) NotifyLeave(*memberlist.Node)  { d.g.signal() }
-func (d delegate) NotifyUpdate(*memberlist.Node) { d.g.signal() }
-func (g *Gossip) signal()                        { trySignal(g.changed) }
+func (delegate) NotifyMsg([]byte)                  {}
+func (delegate) GetBroadcasts(int, int) [][]byte   { return nil }
+func (delegate) LocalState(bool) []byte            { return nil }
+func (delegate) MergeRemoteState([]byte, bool)     {}
+func (d delegate) NotifyJoin(n *memberlist.Node)   { d.g.update(n, true) }
+func (d delegate) NotifyLeave(n *memberlist.Node)  { d.g.update(n, false) }
+func (d delegate) NotifyUpdate(n *memberlist.Node) { d.g.update(n, true) }
+func (g *Gossip) signal()                          { trySignal(g.changed) }
 func trySignal(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
 	default:
 	}
+}
+
+// update records a member's join, update or leave and signals the loop.
+func (g *Gossip) update(n *memberlist.Node, alive bool) {
+	g.liveMu.Lock()
+	var m nodeMeta
+	switch {
+	case !alive:
+		delete(g.live, n.Name)
+	case json.Unmarshal(n.Meta, &m) == nil:
+		g.live[n.Name] = Member{Name: n.Name, RPC: m.RPC}
+	default:
+		delete(g.live, n.Name) // no usable metadata: not a directory member
+	}
+	g.liveMu.Unlock()
+	g.signal()
 }
 
 // JoinGossip starts memberlist and joins the seeds.
@@ -105,7 +129,7 @@ func JoinGossip(cfg GossipConfig) (*Gossip, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip %s: encoding metadata: %w", cfg.Name, err)
 	}
-	g := &Gossip{meta: meta, onChange: cfg.OnChange, changed: make(chan struct{}, 1), done: make(chan struct{})}
+	g := &Gossip{meta: meta, live: map[string]Member{}, onChange: cfg.OnChange, changed: make(chan struct{}, 1), done: make(chan struct{})}
 	mc := cfg.Memberlist
 	if mc == nil {
 		mc = FastLANConfig()
@@ -125,6 +149,9 @@ func JoinGossip(cfg GossipConfig) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip %s: starting memberlist on %s:%d: %w", cfg.Name, cfg.BindAddr, cfg.BindPort, err)
 	}
 	g.ml = ml
+	// Read once, before any peer can make memberlist rewrite the node.
+	ln := ml.LocalNode()
+	g.addr = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
 	if len(cfg.Seeds) > 0 {
 		if _, err := ml.Join(cfg.Seeds); err != nil {
 			ml.Shutdown()
@@ -154,23 +181,18 @@ func (g *Gossip) loop() {
 // Members returns the live members with a valid RPC address, sorted by
 // name.
 func (g *Gossip) Members() []Member {
-	var out []Member
-	for _, n := range g.ml.Members() {
-		var m nodeMeta
-		if json.Unmarshal(n.Meta, &m) != nil {
-			continue
-		}
-		out = append(out, Member{Name: n.Name, RPC: m.RPC})
+	g.liveMu.Lock()
+	out := make([]Member, 0, len(g.live))
+	for _, m := range g.live {
+		out = append(out, m)
 	}
+	g.liveMu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Addr returns memberlist's host:port, for other nodes' Seeds.
-func (g *Gossip) Addr() string {
-	n := g.ml.LocalNode()
-	return netip.AddrPortFrom(netip.MustParseAddr(n.Addr.String()), n.Port).String()
-}
+func (g *Gossip) Addr() string { return g.addr }
 
 // Leave tells the others this node is leaving (they drop it at once)
 // and stops.
