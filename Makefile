@@ -60,6 +60,8 @@ image:
 test: deps test-bins build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# the e2e suite once more on a flat underlay (the run above is routed)
+	GENIE_E2E_UNDERLAY=flat $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e
 
 ## test-unit: only the tests that need no root and no test binaries
 test-unit:
