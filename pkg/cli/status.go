@@ -212,7 +212,8 @@ func statusCommand(g *globals) *cobra.Command {
 		Long: `Show what the store holds (nodes with their endpoints and IPAM blocks, VPCs
 with their VNI, subnets with blocks and used/free addresses, the endpoint
 count) and the agents' health: every agent of the sandbox (over its socket,
-plus the endpoints programmed in its data plane and its VPC watches), or the
+plus the endpoints programmed in its data plane, its VPC watches and the
+state of its underlay next hops to the other nodes), or the
 agent on --agent-socket (whose node is --node, default every node).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
