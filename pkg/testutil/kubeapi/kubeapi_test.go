@@ -250,7 +250,7 @@ func TestStaticTokensAddRemoveStop(t *testing.T) {
 		t.Error("removing the admin token succeeded")
 	}
 
-	pids := []int{s.apiserver.cmd.Process.Pid, s.etcd.cmd.Process.Pid}
+	pids := []int{s.apiserver.Pid(), s.etcd.Pid()}
 	s.Stop()
 	s.Stop() // idempotent
 	for _, pid := range pids {
@@ -281,7 +281,7 @@ func orphanChild() {
 		fmt.Println("error", err)
 		os.Exit(3)
 	}
-	fmt.Println("pids", s.apiserver.cmd.Process.Pid, s.etcd.cmd.Process.Pid, s.Dir)
+	fmt.Println("pids", s.apiserver.Pid(), s.etcd.Pid(), s.Dir)
 	os.Exit(2)
 }
 

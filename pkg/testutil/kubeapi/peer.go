@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/proc"
 )
 
 // Peer is a second kube-apiserver serving the same etcd, certificates and
@@ -15,7 +17,7 @@ import (
 type Peer struct {
 	// URL is the peer's base URL, https://127.0.0.1:<port>.
 	URL string
-	p   *proc
+	p   *proc.Proc
 }
 
 // StartPeer starts a peer and waits for its /readyz. Stop it with
@@ -38,7 +40,7 @@ func (s *Server) StartPeer(ctx context.Context) (*Peer, error) {
 	peer := &Peer{URL: "https://127.0.0.1:" + strconv.Itoa(ports[0]), p: p}
 	hc, err := s.httpClient()
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.StartTimeout)
@@ -55,7 +57,7 @@ func (s *Server) StartPeer(ctx context.Context) (*Peer, error) {
 		return resp.StatusCode == http.StatusOK
 	})
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return nil, s.startupError("kube-apiserver peer", p, err)
 	}
 	s.opts.Logf("kubeapi: kube-apiserver peer ready at %s in %v", peer.URL, time.Since(begin).Round(time.Millisecond))
@@ -63,4 +65,4 @@ func (s *Server) StartPeer(ctx context.Context) (*Peer, error) {
 }
 
 // Stop stops the peer (SIGTERM, then SIGKILL) and waits for it.
-func (p *Peer) Stop() { p.p.kill() }
+func (p *Peer) Stop() { p.p.Kill() }

@@ -1,7 +1,6 @@
 package kubeapi
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -15,13 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/cni-genie/cni-genie/pkg/testutil/proc"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -93,12 +91,12 @@ type Server struct {
 	etcdURL   string
 	apiPort   int
 	tokenFile string
-	spawner   *spawner
+	spawner   *proc.Spawner
 
 	mu        sync.Mutex
 	tokens    []Token
-	etcd      *proc
-	apiserver *proc
+	etcd      *proc.Proc
+	apiserver *proc.Proc
 	stopped   bool
 }
 
@@ -131,7 +129,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temp dir: %w", err)
 	}
-	s := &Server{Dir: dir, opts: opts, spawner: newSpawner()}
+	s := &Server{Dir: dir, opts: opts, spawner: proc.NewSpawner()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -236,7 +234,7 @@ func (s *Server) startEtcd(ctx context.Context) error {
 		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"health":"true"`)
 	})
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return s.startupError("etcd", p, err)
 	}
 	return nil
@@ -289,19 +287,19 @@ func (s *Server) startAPIServer(ctx context.Context) error {
 		return resp.StatusCode == http.StatusOK
 	})
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return s.startupError("kube-apiserver", p, err)
 	}
 	s.StartupTime = time.Since(begin)
 	return nil
 }
 
-func (s *Server) startupError(name string, p *proc, err error) error {
-	tail := p.tail(40)
+func (s *Server) startupError(name string, p *proc.Proc, err error) error {
+	tail := p.Tail(40)
 	if strings.Contains(tail, "address already in use") {
 		err = fmt.Errorf("%w: %w", errPortInUse, err)
 	}
-	return fmt.Errorf("start %s: %w\n--- last lines of %s ---\n%s", name, err, p.logPath, tail)
+	return fmt.Errorf("start %s: %w\n--- last lines of %s ---\n%s", name, err, p.LogPath, tail)
 }
 
 func (s *Server) httpClient() (*http.Client, error) {
@@ -317,7 +315,7 @@ func (s *Server) httpClient() (*http.Client, error) {
 
 // poll calls ready every 100ms until it returns true, the process exits or
 // ctx ends.
-func poll(ctx context.Context, p *proc, ready func() bool) error {
+func poll(ctx context.Context, p *proc.Proc, ready func() bool) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -325,8 +323,8 @@ func poll(ctx context.Context, p *proc, ready func() bool) error {
 			return nil
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("process exited early: %v", p.err)
+		case <-p.Done():
+			return fmt.Errorf("process exited early: %v", p.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("not ready: %w", ctx.Err())
 		case <-t.C:
@@ -408,12 +406,12 @@ func (s *Server) Stop() {
 	api, etcd := s.apiserver, s.etcd
 	s.mu.Unlock()
 	if api != nil {
-		api.kill()
+		api.Kill()
 	}
 	if etcd != nil {
-		etcd.kill()
+		etcd.Kill()
 	}
-	s.spawner.close()
+	s.spawner.Close()
 	if os.Getenv(EnvKeep) == "1" {
 		s.opts.Logf("kubeapi: keeping %s", s.Dir)
 		return
@@ -449,109 +447,14 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// proc is one child process with its log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error // exit status, valid after done
-}
-
-// spawn starts a binary from the bin dir in its own process group, with
-// Pdeathsig so it dies with the thread that created it.
-func (s *Server) spawn(name string, args []string) (*proc, error) {
+// spawn starts a binary from the bin dir (see proc.Spawner).
+func (s *Server) spawn(name string, args []string) (*proc.Proc, error) {
 	return s.spawnAs(name, name, args)
 }
 
 // spawnAs is spawn with a log file named after logName.
-func (s *Server) spawnAs(name, logName string, args []string) (*proc, error) {
-	logPath := filepath.Join(s.Dir, logName+".log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open %s log: %w", name, err)
-	}
-	fmt.Fprintf(logf, "==== %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
+func (s *Server) spawnAs(name, logName string, args []string) (*proc.Proc, error) {
 	cmd := exec.Command(filepath.Join(s.opts.BinDir, name), args...)
 	cmd.Dir = s.Dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	s.spawner.do(func() { err = cmd.Start() })
-	logf.Close() // the child holds its own copy
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	return s.spawner.Start(name, cmd, filepath.Join(s.Dir, logName+".log"))
 }
-
-// kill sends SIGTERM to the process group, then SIGKILL after 10s, and waits.
-func (p *proc) kill() {
-	pgid := p.cmd.Process.Pid
-	select {
-	case <-p.done:
-		syscall.Kill(-pgid, syscall.SIGKILL) // leftovers in the group, if any
-		return
-	default:
-	}
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
-	syscall.Kill(-pgid, syscall.SIGKILL)
-}
-
-// tail returns the last n lines of the process log.
-func (p *proc) tail(n int) string {
-	f, err := os.Open(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
-// spawner runs process starts on one OS thread that lives as long as the
-// Server: Pdeathsig fires when the creating thread exits, so children must
-// not be created on a thread the Go runtime may retire.
-type spawner struct {
-	reqs chan func()
-	once sync.Once
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan func())}
-	go func() {
-		runtime.LockOSThread()
-		for f := range s.reqs {
-			f()
-		}
-		// Children are dead by now; give the thread back.
-		runtime.UnlockOSThread()
-	}()
-	return s
-}
-
-func (s *spawner) do(f func()) {
-	done := make(chan struct{})
-	s.reqs <- func() { f(); close(done) }
-	<-done
-}
-
-func (s *spawner) close() { s.once.Do(func() { close(s.reqs) }) }

@@ -97,7 +97,7 @@ func (s *Server) Restart() error {
 }
 
 func (s *Server) restartLocked(step string) error {
-	s.apiserver.kill()
+	s.apiserver.Kill()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StartTimeout)
 	defer cancel()
 	if err := s.startAPIServer(ctx); err != nil {

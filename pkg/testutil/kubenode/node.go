@@ -1,7 +1,6 @@
 package kubenode
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,13 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/cni-genie/cni-genie/pkg/testutil/proc"
 	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,9 +81,9 @@ type Node struct {
 	holderPID  int
 	netns      ns.NetNS
 	cgroupRoot string
-	spawner    *spawner
+	spawner    *proc.Spawner
 	mu         sync.Mutex
-	procs      map[string]*proc
+	procs      map[string]*proc.Proc
 	stopped    bool
 }
 
@@ -114,7 +113,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Name: opts.Name, Dir: dir, opts: opts, procs: map[string]*proc{}, spawner: newSpawner(),
+	n := &Node{Name: opts.Name, Dir: dir, opts: opts, procs: map[string]*proc.Proc{}, spawner: proc.NewSpawner(),
 		cgroupRoot: "genie-kn-" + filepath.Base(dir)[len("genie-kubenode-"):]}
 	ok := false
 	defer func() {
@@ -187,7 +186,7 @@ func (n *Node) setupNamespaces() error {
 		"sh", "-c", `echo $$ > "$1"; exec sleep infinity`, "sh", pidFile)
 	n.holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var err error
-	n.spawner.do(func() { err = n.holder.Start() })
+	n.spawner.Do(func() { err = n.holder.Start() })
 	if err != nil {
 		return fmt.Errorf("start namespace holder: %w", err)
 	}
@@ -380,7 +379,7 @@ func (n *Node) StopProcess(name string) {
 	delete(n.procs, name)
 	n.mu.Unlock()
 	if p != nil {
-		p.kill()
+		p.Kill()
 	}
 }
 
@@ -406,14 +405,14 @@ func (n *Node) PID(name string) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if p := n.procs[name]; p != nil {
-		return p.cmd.Process.Pid
+		return p.Pid()
 	}
 	return 0
 }
 
 // LogTail returns the last lines of a component's log.
 func (n *Node) LogTail(name string, lines int) string {
-	return tail(n.path("logs", name+".log"), lines)
+	return proc.Tail(n.path("logs", name+".log"), lines)
 }
 
 func (n *Node) waitNodeReady(ctx context.Context) error {
@@ -446,9 +445,9 @@ func (n *Node) poll(ctx context.Context, what string, timeout time.Duration, rea
 		n.mu.Lock()
 		for name, p := range n.procs {
 			select {
-			case <-p.done:
+			case <-p.Done():
 				n.mu.Unlock()
-				return fmt.Errorf("waiting for %s: %s exited: %v\n--- %s log ---\n%s", what, name, p.err, name, n.LogTail(name, 30))
+				return fmt.Errorf("waiting for %s: %s exited: %v\n--- %s log ---\n%s", what, name, p.Err(), name, n.LogTail(name, 30))
 			default:
 			}
 		}
@@ -474,18 +473,18 @@ func (n *Node) Stop() {
 	}
 	n.stopped = true
 	procs := n.procs
-	n.procs = map[string]*proc{}
+	n.procs = map[string]*proc.Proc{}
 	n.mu.Unlock()
 	for _, name := range []string{"kubelet", "kube-scheduler", "kube-controller-manager"} {
 		if p := procs[name]; p != nil {
-			p.kill()
+			p.Kill()
 		}
 	}
 	n.killCgroupTree()
 	n.killOwned() // shims: their command lines name our containerd socket
 	for _, name := range []string{"containerd", "kube-apiserver", "etcd"} {
 		if p := procs[name]; p != nil {
-			p.kill()
+			p.Kill()
 		}
 	}
 	n.killCgroupTree()
@@ -497,7 +496,7 @@ func (n *Node) Stop() {
 		syscall.Kill(-n.holder.Process.Pid, syscall.SIGKILL)
 		n.holder.Wait()
 	}
-	n.spawner.close()
+	n.spawner.Close()
 	n.removeCgroups()
 	if os.Getenv("GENIE_KUBENODE_KEEP") == "1" {
 		n.opts.Logf("kubenode: keeping %s", n.Dir)
@@ -586,94 +585,19 @@ func (n *Node) removeCgroups() {
 	}
 }
 
-// proc is one component.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
 // spawn starts a component from the bin dir inside the node, logging to
 // logs/<name>.log.
-func (n *Node) spawn(name string, args ...string) (*proc, error) {
+func (n *Node) spawn(name string, args ...string) (*proc.Proc, error) {
 	if err := os.MkdirAll(n.path("logs"), 0o755); err != nil {
 		return nil, err
 	}
-	logf, err := os.OpenFile(n.path("logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd := n.nsenterCmd("env", append([]string{"PATH=" + n.opts.BinDir + ":/usr/sbin:/usr/bin:/sbin:/bin", n.bin(name)}, args...)...)
+	p, err := n.spawner.Start(name, cmd, n.path("logs", name+".log"))
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(logf, "==== %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
-	cmd := n.nsenterCmd("env", append([]string{"PATH=" + n.opts.BinDir + ":/usr/sbin:/usr/bin:/sbin:/bin", n.bin(name)}, args...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	n.spawner.do(func() { err = cmd.Start() })
-	logf.Close()
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
 	n.mu.Lock()
 	n.procs[name] = p
 	n.mu.Unlock()
 	return p, nil
 }
-
-func (p *proc) kill() {
-	pg := p.cmd.Process.Pid
-	syscall.Kill(-pg, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-pg, syscall.SIGKILL)
-		<-p.done
-	}
-	syscall.Kill(-pg, syscall.SIGKILL)
-}
-
-func tail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
-// spawner starts processes from one OS thread that lives as long as the
-// node, since Pdeathsig fires when the creating thread exits.
-type spawner struct {
-	reqs chan func()
-	once sync.Once
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan func())}
-	go func() {
-		runtime.LockOSThread()
-		for f := range s.reqs {
-			f()
-		}
-		runtime.UnlockOSThread()
-	}()
-	return s
-}
-
-func (s *spawner) do(f func()) {
-	done := make(chan struct{})
-	s.reqs <- func() { f(); close(done) }
-	<-done
-}
-
-func (s *spawner) close() { s.once.Do(func() { close(s.reqs) }) }
