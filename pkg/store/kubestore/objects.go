@@ -56,6 +56,8 @@ var (
 	resEndpoint = res("vpcendpoints", "VPCEndpoint")
 	resVNIClaim = res("vniclaims", "VNIClaim")
 	resIndex    = res("endpointindexes", "EndpointIndex")
+	resService  = res("vpcservices", "VPCService")
+	resVIP      = res("vpcservicevips", "VPCServiceVIP")
 )
 
 // CRDFiles are the store's CRDs, files of deploy/crds. All must be
@@ -68,10 +70,12 @@ var CRDFiles = []string{
 	"genie.cni.io_vpcendpoints.yaml",
 	"genie.cni.io_vniclaims.yaml",
 	"genie.cni.io_endpointindexes.yaml",
+	"genie.cni.io_vpcservices.yaml",
+	"genie.cni.io_vpcservicevips.yaml",
 }
 
 // allResources lists every CRD the store needs, for the start-up check.
-var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex}
+var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex, resService, resVIP}
 
 // header is the part every object shares.
 type header struct {
