@@ -176,6 +176,8 @@ type endpointSpec struct {
 	MAC          string `json:"mac,omitempty"`
 	Node         string `json:"node"`
 	Published    string `json:"published,omitempty"` // RFC 3339 with nanoseconds
+	// Labels are the pod's labels at ADD (service selectors match them).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 type vniClaimObject struct {
@@ -319,7 +321,7 @@ func toBlock(o *blockObject) (store.Block, error) {
 func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 	sp := o.Spec
 	e := vpc.Endpoint{VPC: sp.VPC, Subnet: sp.Subnet, VNI: sp.VNI, ID: sp.ID, PodNamespace: sp.PodNamespace,
-		PodName: sp.PodName, Interface: sp.Interface, Node: sp.Node}
+		PodName: sp.PodName, Interface: sp.Interface, Node: sp.Node, Labels: sp.Labels}
 	var err error
 	if e.IP, err = netip.ParseAddr(sp.IP); err != nil {
 		return vpc.Endpoint{}, fmt.Errorf("endpoint object %q: ip %q: %w", o.Metadata.Name, sp.IP, vpc.ErrInvalid)
@@ -339,7 +341,7 @@ func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 
 func endpointSpecOf(e vpc.Endpoint) endpointSpec {
 	sp := endpointSpec{VPC: e.VPC, Subnet: e.Subnet, VNI: e.VNI, ID: e.ID, PodNamespace: e.PodNamespace,
-		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node}
+		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node, Labels: e.Labels}
 	if len(e.MAC) > 0 {
 		sp.MAC = e.MAC.String()
 	}
