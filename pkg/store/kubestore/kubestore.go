@@ -60,6 +60,8 @@ type Store struct {
 	cfg   *rest.Config // as connected, for the typed clients of Lead
 	scope string
 	opts  Options
+	// vipStaleAfter overrides defaultVIPStaleAfter (tests).
+	vipStaleAfter time.Duration
 	// blockLens caches the block prefix length of subnets ("vpc/subnet"),
 	// a hint only: PutEndpoint checks it against the subnet it reads.
 	blockLens sync.Map

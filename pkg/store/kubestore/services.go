@@ -44,10 +44,10 @@ type vipSpec struct {
 	VIP     string `json:"vip"`
 }
 
-// vipStaleAfter is how old a claim without its service must be before it
+// defaultVIPStaleAfter is how old a claim without its service must be before it
 // is collected: a claim is made just before its service, so a younger one
 // may belong to a create in flight.
-const vipStaleAfter = time.Minute
+const defaultVIPStaleAfter = time.Minute
 
 func (s *Store) serviceName(v, n string) string        { return s.name(v, n) }
 func (s *Store) vipName(v string, a netip.Addr) string { return s.name(v, dashed(a)) }
@@ -171,7 +171,11 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 // vipStale reports whether claim c may be collected: old enough that its
 // create is over, and its service does not hold it (the caller checked).
 func (s *Store) vipStale(c *vipObject) bool {
-	return time.Since(c.Metadata.CreationTimestamp.Time) > vipStaleAfter
+	d := s.vipStaleAfter
+	if d == 0 {
+		d = defaultVIPStaleAfter
+	}
+	return time.Since(c.Metadata.CreationTimestamp.Time) > d
 }
 
 // serviceErr maps service.ErrConflict to store.ErrConflict.

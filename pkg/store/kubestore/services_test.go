@@ -2,14 +2,20 @@ package kubestore_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/cni-genie/cni-genie/pkg/service"
 	"github.com/cni-genie/cni-genie/pkg/service/resolver"
+	"github.com/cni-genie/cni-genie/pkg/store"
 	"github.com/cni-genie/cni-genie/pkg/store/kubestore"
 	"github.com/cni-genie/cni-genie/pkg/store/storetest"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
@@ -88,4 +94,35 @@ func TestResolverOnKubestore(t *testing.T) {
 	want("10.0.0.2")
 	put("c3/eth1", "10.0.0.4", map[string]string{"app": "web"})
 	want("10.0.0.2", "10.0.0.4")
+}
+
+// A VIP claim left without its service (a create or delete interrupted
+// between its two writes) holds the VIP while it may belong to a create in
+// flight, and is collected once stale.
+func TestServiceStaleVIPClaim(t *testing.T) {
+	srv := server(t)
+	sc := scope()
+	s := open(t, limitedConfig(t), sc)
+	storetest.MustVPC(t, s, "blue", "10.0.0.0/16")
+	claim := raw("VPCServiceVIP", sc+".blue.10-0-7-7", sc, map[string]any{"vpc": "blue", "service": "ghost", "vip": "10.0.7.7"})
+	claim.SetLabels(map[string]string{kubestore.LabelScope: sc, kubestore.LabelVPC: "blue"})
+	if _, err := dyn(t, srv.RESTConfig()).Resource(gvr("vpcservicevips")).Create(t.Context(), claim, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sv := service.Service{VPC: "blue", Name: "web", VIP: netip.MustParseAddr("10.0.7.7"), Ports: []service.Port{{Port: 80, Protocol: service.TCP}}}
+	_, err := s.CreateService(t.Context(), sv)
+	if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), `service "blue/ghost"`) {
+		t.Fatalf("create over a fresh claim = %v, want a conflict naming blue/ghost", err)
+	}
+	kubestore.SetVIPStaleAfter(s, time.Millisecond)
+	if got, err := s.CreateService(t.Context(), sv); err != nil || got.VIP != sv.VIP {
+		t.Fatalf("create over a stale claim = %+v, %v; want it collected and the vip taken", got, err)
+	}
+	c, err := dyn(t, srv.RESTConfig()).Resource(gvr("vpcservicevips")).Get(t.Context(), claim.GetName(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc, _, _ := unstructured.NestedString(c.Object, "spec", "service"); svc != "web" {
+		t.Errorf("claim of 10.0.7.7 names %q, want web", svc)
+	}
 }
