@@ -58,6 +58,9 @@ type Config struct {
 	// its blocks and endpoints (package reclaim); the agent heartbeats
 	// every quarter of it. Zero disables both.
 	NodeReclaimAfter time.Duration
+	// UnderlayCheckInterval is how often the peers' underlay next hops
+	// are checked (underlay.go); zero disables the check.
+	UnderlayCheckInterval time.Duration
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -82,7 +85,8 @@ func DefaultConfig() Config {
 		GatewayMAC:     DefaultGatewayMAC,
 		PodAttach:      string(datapath.AttachTC),
 
-		NodeReclaimAfter: DefaultNodeReclaimAfter,
+		NodeReclaimAfter:      DefaultNodeReclaimAfter,
+		UnderlayCheckInterval: DefaultUnderlayCheckInterval,
 	}
 }
 
@@ -113,6 +117,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PodAttach, "pod-attach", c.PodAttach, "how the pod program attaches to host veths: tcx (pinned link) or tc (clsact + cls_bpf filter: no RCU grace period per ADD/DEL, about 10 ms less)")
 	fs.DurationVar(&c.NodeReclaimAfter, "node-reclaim-after", c.NodeReclaimAfter,
 		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")
+	fs.DurationVar(&c.UnderlayCheckInterval, "underlay-check-interval", c.UnderlayCheckInterval,
+		"check every peer node's underlay next hop (route and ARP) this often, and on node events; exported as genie_underlay_peers (0 disables)")
 	def := datapath.DefaultMapSizes()
 	fs.Func("max-endpoints", fmt.Sprintf("capacity of the endpoints map: local plus remote endpoints of the VPCs hosted on this node (default %d)", def.Endpoints),
 		mapSizeFlag(&c.MapSizes.Endpoints))
