@@ -17,6 +17,8 @@
 //	VPCEndpoint    <vpc>.<a-b-c-d>         the endpoint, named by its IP
 //	EndpointIndex  <vpc>.<sha256(id)[:20]> id -> IP, to find an endpoint by id
 //	VNIClaim       vni-<n>                 spec.{vpc,vpcUID}
+//	VPCService     <vpc>.<name>            spec: the service.Service; status: its resolved backends
+//	VPCServiceVIP  <vpc>.<a-b-c-d>         spec.{vpc,service,vip}: the VIP's claim
 //
 // Labels genie.cni.io/vpc and genie.cni.io/subnet let lists and watches
 // select server-side. Objects are plain JSON through client-go's dynamic
@@ -68,6 +70,12 @@
 //     subnet was deleted or fenced meanwhile. A block naming another
 //     subnet UID is left from an earlier subnet of that name and is
 //     collected.
+//   - Services (services.go): the VIP claim, then the VPCService; a
+//     failed create deletes its claim, DeleteService deletes service then
+//     claim, and a claim not held by its service and older than a minute
+//     is collected. Backends are the service's status, so they go with
+//     it, and one watch carries both in order. Leadership (leader.go) is
+//     a coordination Lease through client-go leaderelection.
 //
 // # Endpoint records: a CR per attachment, measured
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -164,7 +165,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 		if at.Spec.ID != e.ID {
 			return vpc.Endpoint{}, fmt.Errorf("%s: ip %s is held by endpoint %q: %w", what, e.IP, e.VPC+"/"+at.Spec.ID, store.ErrConflict)
 		}
-		if at.Spec == spec && at.Metadata.Labels[LabelSubnet] == e.Subnet {
+		if reflect.DeepEqual(at.Spec, spec) && at.Metadata.Labels[LabelSubnet] == e.Subnet {
 			ok = true
 			return e, nil
 		}

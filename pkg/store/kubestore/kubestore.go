@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,6 +43,13 @@ type Options struct {
 	// and fairness.
 	QPS   float32
 	Burst int
+	// LeaseNamespace holds the Leases of Lead (store.LeaderElector).
+	// Empty: the namespace of the in-cluster service account, else
+	// "kube-system".
+	LeaseNamespace string
+	// LeaseDuration of Lead's Leases: a leader that stops renewing is
+	// replaced after at most this long. Zero means 15s.
+	LeaseDuration time.Duration
 }
 
 // Store is the Kubernetes implementation of store.Store: one CRD object
@@ -49,7 +57,11 @@ type Options struct {
 type Store struct {
 	dyn   dynamic.Interface
 	hc    *http.Client
+	cfg   *rest.Config // as connected, for the typed clients of Lead
 	scope string
+	opts  Options
+	// vipStaleAfter overrides defaultVIPStaleAfter (tests).
+	vipStaleAfter time.Duration
 	// blockLens caches the block prefix length of subnets ("vpc/subnet"),
 	// a hint only: PutEndpoint checks it against the subnet it reads.
 	blockLens sync.Map
@@ -116,7 +128,7 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 	if err != nil {
 		return nil, fmt.Errorf("connect to kubernetes %s: %w", cfg.Host, err)
 	}
-	s := &Store{dyn: dyn, hc: hc, scope: opts.Scope}
+	s := &Store{dyn: dyn, hc: hc, cfg: cfg, scope: opts.Scope, opts: opts}
 	for _, r := range allResources {
 		_, err := s.dyn.Resource(r.gvr).List(ctx, metav1.ListOptions{Limit: 1})
 		if apierrors.IsNotFound(err) {

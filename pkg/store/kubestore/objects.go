@@ -56,6 +56,8 @@ var (
 	resEndpoint = res("vpcendpoints", "VPCEndpoint")
 	resVNIClaim = res("vniclaims", "VNIClaim")
 	resIndex    = res("endpointindexes", "EndpointIndex")
+	resService  = res("vpcservices", "VPCService")
+	resVIP      = res("vpcservicevips", "VPCServiceVIP")
 )
 
 // CRDFiles are the store's CRDs, files of deploy/crds. All must be
@@ -68,10 +70,12 @@ var CRDFiles = []string{
 	"genie.cni.io_vpcendpoints.yaml",
 	"genie.cni.io_vniclaims.yaml",
 	"genie.cni.io_endpointindexes.yaml",
+	"genie.cni.io_vpcservices.yaml",
+	"genie.cni.io_vpcservicevips.yaml",
 }
 
 // allResources lists every CRD the store needs, for the start-up check.
-var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex}
+var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex, resService, resVIP}
 
 // header is the part every object shares.
 type header struct {
@@ -172,6 +176,8 @@ type endpointSpec struct {
 	MAC          string `json:"mac,omitempty"`
 	Node         string `json:"node"`
 	Published    string `json:"published,omitempty"` // RFC 3339 with nanoseconds
+	// Labels are the pod's labels at ADD (service selectors match them).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 type vniClaimObject struct {
@@ -315,7 +321,7 @@ func toBlock(o *blockObject) (store.Block, error) {
 func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 	sp := o.Spec
 	e := vpc.Endpoint{VPC: sp.VPC, Subnet: sp.Subnet, VNI: sp.VNI, ID: sp.ID, PodNamespace: sp.PodNamespace,
-		PodName: sp.PodName, Interface: sp.Interface, Node: sp.Node}
+		PodName: sp.PodName, Interface: sp.Interface, Node: sp.Node, Labels: sp.Labels}
 	var err error
 	if e.IP, err = netip.ParseAddr(sp.IP); err != nil {
 		return vpc.Endpoint{}, fmt.Errorf("endpoint object %q: ip %q: %w", o.Metadata.Name, sp.IP, vpc.ErrInvalid)
@@ -335,7 +341,7 @@ func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 
 func endpointSpecOf(e vpc.Endpoint) endpointSpec {
 	sp := endpointSpec{VPC: e.VPC, Subnet: e.Subnet, VNI: e.VNI, ID: e.ID, PodNamespace: e.PodNamespace,
-		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node}
+		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node, Labels: e.Labels}
 	if len(e.MAC) > 0 {
 		sp.MAC = e.MAC.String()
 	}

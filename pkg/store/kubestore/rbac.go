@@ -15,6 +15,8 @@ func PolicyRules() []rbacv1.PolicyRule {
 		rule([]string{"update"}, "vpcs/status", "subnets/status"),
 		rule([]string{"get", "list", "watch", "create", "update", "delete"}, "genienodes", "vpcendpoints", "endpointindexes"),
 		rule([]string{"deletecollection"}, "endpointindexes"),
+		rule([]string{"get", "list", "watch", "create", "delete"}, "vpcservices", "vpcservicevips"),
+		rule([]string{"update"}, "vpcservices/status"),
 	}
 }
 
@@ -23,12 +25,13 @@ func PolicyRules() []rbacv1.PolicyRule {
 // network (VPCs, subnets, nodes, endpoints, blocks), write its own
 // GenieNode, endpoints, endpoint indexes and IPAM blocks, and assign the
 // VNI of a VPC made with kubectl (create a VNIClaim, set status.vni
-// once). RBAC cannot say "its own": the ValidatingAdmissionPolicy
-// genie-agent-node-scope (deploy/policy/agent-node-scope.yaml) refuses
-// an agent's write to an object of another node, and any status write
-// but setting an unset VNI. Agents never create or delete VPCs and
-// subnets, and never delete VNI claims (that would let one node give
-// two VPCs the same VNI).
+// once), and, when elected, write services' resolved backends
+// (vpcservices/status) and hold the resolver's Lease. RBAC cannot say
+// "its own": the ValidatingAdmissionPolicy genie-agent-node-scope
+// (deploy/policy/agent-node-scope.yaml) refuses an agent's write to an
+// object of another node, and any VPC status write but setting an unset
+// VNI. Agents never create or delete VPCs, subnets or services, and never
+// delete VNI claims (that would let one node give two VPCs the same VNI).
 func AgentPolicyRules() []rbacv1.PolicyRule {
 	rule := func(verbs []string, resources ...string) rbacv1.PolicyRule {
 		return rbacv1.PolicyRule{APIGroups: []string{Group}, Resources: resources, Verbs: verbs}
@@ -40,6 +43,11 @@ func AgentPolicyRules() []rbacv1.PolicyRule {
 		rule([]string{"get", "list", "watch", "create", "delete"}, "ipamblocks"),
 		rule([]string{"get", "list", "watch", "create", "update"}, "genienodes"),
 		rule([]string{"get", "list", "watch", "create", "update", "delete"}, "vpcendpoints", "endpointindexes"),
+		// Services: read them; the elected resolver writes their backends.
+		rule([]string{"get", "list", "watch"}, "vpcservices", "vpcservicevips"),
+		rule([]string{"update"}, "vpcservices/status"),
+		// The resolver's leader election (Lease): see LeaseNamespace.
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
 	}
 }
 
