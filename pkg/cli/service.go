@@ -176,7 +176,7 @@ func serviceCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(create, list, del)
+	c.AddCommand(create, list, del, serviceControllerCommand(g))
 	return c
 }
 

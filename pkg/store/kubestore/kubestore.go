@@ -74,20 +74,28 @@ var _ store.Store = (*Store)(nil)
 // New connects with the kubeconfig at path (empty: the in-cluster service
 // account) and checks that the API server answers and serves the CRDs.
 func New(ctx context.Context, kubeconfig string, opts Options) (*Store, error) {
-	var cfg *rest.Config
-	var err error
+	cfg, err := RESTConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return NewForConfig(ctx, cfg, opts)
+}
+
+// RESTConfig loads the kubeconfig at path, or the in-cluster service
+// account's configuration when path is empty.
+func RESTConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("connect to kubernetes: no kubeconfig given and not in a cluster: %w", err)
+		}
+		return cfg, nil
 	}
-	if err != nil && kubeconfig == "" {
-		return nil, fmt.Errorf("connect to kubernetes: no kubeconfig given and not in a cluster: %w", err)
-	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("connect to kubernetes: load kubeconfig %q: %w", kubeconfig, err)
 	}
-	return NewForConfig(ctx, cfg, opts)
+	return cfg, nil
 }
 
 // NewForConfig connects with cfg (copied) and checks that the API server
