@@ -58,6 +58,9 @@ type Config struct {
 	// its blocks and endpoints (package reclaim); the agent heartbeats
 	// every quarter of it. Zero disables both.
 	NodeReclaimAfter time.Duration
+	// QoSUplinkRate is the uplink's rate in bits/s: non-zero installs the
+	// QoS HTB tree on its egress (see qos.go).
+	QoSUplinkRate uint64
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -113,6 +116,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PodAttach, "pod-attach", c.PodAttach, "how the pod program attaches to host veths: tcx (pinned link) or tc (clsact + cls_bpf filter: no RCU grace period per ADD/DEL, about 10 ms less)")
 	fs.DurationVar(&c.NodeReclaimAfter, "node-reclaim-after", c.NodeReclaimAfter,
 		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")
+	c.registerQoSFlags(fs)
 	def := datapath.DefaultMapSizes()
 	fs.Func("max-endpoints", fmt.Sprintf("capacity of the endpoints map: local plus remote endpoints of the VPCs hosted on this node (default %d)", def.Endpoints),
 		mapSizeFlag(&c.MapSizes.Endpoints))

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/cni-genie/cni-genie/pkg/qos"
 )
 
 // recordFormat versions the on-disk record layout.
@@ -50,6 +52,8 @@ type RecordNetwork struct {
 	IPs          []string `json:"ips,omitempty"`
 	MAC          string   `json:"mac,omitempty"`
 	DefaultRoute []string `json:"defaultRoute,omitempty"`
+	// QoS is the VPC attachment's class and limits (nil: none).
+	QoS *qos.Spec `json:"qos,omitempty"`
 }
 
 // IsVPC reports whether the network is served by the node agent.

@@ -177,8 +177,12 @@ func (t *Tree) DeletePod(minor uint16) error {
 	return nil
 }
 
-// Remove takes the tree off the uplink (back to the kernel's default qdisc).
+// Remove takes our tree off the uplink (back to the kernel's default
+// qdisc); another root qdisc is left alone.
 func Remove(link netlink.Link) error {
+	if ours, err := haveTree(link); err != nil || !ours {
+		return err
+	}
 	q := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: link.Attrs().Index, Handle: Handle(0), Parent: netlink.HANDLE_ROOT})
 	if err := netlink.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("removing htb from %s: %w", link.Attrs().Name, err)

@@ -84,8 +84,9 @@ type Sources struct {
 	// "bandwidth" egressRate/ingressRate (or runtimeConfig.bandwidth for the
 	// pod's first network), bits/s; 0: absent.
 	BandwidthEgress, BandwidthIngress int64
-	// PodClass is the genie.cni.io/qos annotation or CNI_ARGS GENIE_QOS.
-	PodClass string
+	// PodClass is the genie.cni.io/qos annotation or CNI_ARGS GENIE_QOS;
+	// PodClassKey names which, for errors (default the annotation).
+	PodClass, PodClassKey string
 	// PodEgress and PodIngress are the kubernetes.io/*-bandwidth
 	// annotations.
 	PodEgress, PodIngress string
@@ -110,7 +111,11 @@ func (src Sources) Resolve() (Spec, error) {
 	if s.Class == None {
 		c, err := ParseClass(src.PodClass)
 		if err != nil {
-			return Spec{}, fmt.Errorf("%s: %w", AnnotationClass, err)
+			key := src.PodClassKey
+			if key == "" {
+				key = AnnotationClass
+			}
+			return Spec{}, fmt.Errorf("%s: %w", key, err)
 		}
 		s.Class = c
 	}
