@@ -34,6 +34,7 @@ func (inv *invocation) vpcQoS(i int, p *planned) (*qos.Spec, error) {
 		src.PodClass, src.PodEgress, src.PodIngress = a[qos.AnnotationClass], a[qos.AnnotationEgress], a[qos.AnnotationIngress]
 	} else {
 		src.PodClass, src.PodClassKey = string(inv.pod.GENIE_QOS), "CNI_ARGS "+qos.EnvArgClass
+		src.PodEgress, src.PodEgressKey = string(inv.pod.GENIE_EGRESS_BANDWIDTH), "CNI_ARGS "+qos.EnvArgEgress
 	}
 	s, err := src.Resolve()
 	if err != nil {

@@ -36,6 +36,7 @@ type podArgs struct {
 	K8S_POD_UID                types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	GENIE_NETWORKS             types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	GENIE_QOS                  types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgClass)
+	GENIE_EGRESS_BANDWIDTH     types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgEgress)
 }
 
 func loadPodArgs(s string) (*podArgs, error) {
@@ -54,7 +55,7 @@ func delegateArgs(s string) [][2]string {
 	var out [][2]string
 	for _, pair := range strings.Split(s, ";") {
 		k, v, ok := strings.Cut(pair, "=")
-		if !ok || k == selection.ArgsKey || k == qos.EnvArgClass {
+		if !ok || k == selection.ArgsKey || k == qos.EnvArgClass || k == qos.EnvArgEgress {
 			continue
 		}
 		out = append(out, [2]string{k, v})

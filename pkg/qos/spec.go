@@ -23,6 +23,9 @@ const (
 	// EnvArgClass is the CNI_ARGS key with the class of the pod's VPC
 	// attachments outside Kubernetes.
 	EnvArgClass = "GENIE_QOS"
+	// EnvArgEgress is the CNI_ARGS key with the egress limit (a quantity in
+	// bits/s, like kubernetes.io/egress-bandwidth) outside Kubernetes.
+	EnvArgEgress = "GENIE_EGRESS_BANDWIDTH"
 )
 
 // MinRate is the smallest rate limit accepted (bits/s): below it HTB's
@@ -88,8 +91,9 @@ type Sources struct {
 	// PodClassKey names which, for errors (default the annotation).
 	PodClass, PodClassKey string
 	// PodEgress and PodIngress are the kubernetes.io/*-bandwidth
-	// annotations.
-	PodEgress, PodIngress string
+	// annotations (PodEgress: or CNI_ARGS GENIE_EGRESS_BANDWIDTH, named by
+	// PodEgressKey).
+	PodEgress, PodIngress, PodEgressKey string
 	// VPCDefault is the VPC's default class.
 	VPCDefault Class
 }
@@ -123,7 +127,11 @@ func (src Sources) Resolve() (Spec, error) {
 		s.Class = src.VPCDefault
 	}
 	var err error
-	if s.EgressRate, err = rate("bandwidth egressRate", src.BandwidthEgress, AnnotationEgress, src.PodEgress); err != nil {
+	egressKey := src.PodEgressKey
+	if egressKey == "" {
+		egressKey = AnnotationEgress
+	}
+	if s.EgressRate, err = rate("bandwidth egressRate", src.BandwidthEgress, egressKey, src.PodEgress); err != nil {
 		return Spec{}, err
 	}
 	if s.IngressRate, err = rate("bandwidth ingressRate", src.BandwidthIngress, AnnotationIngress, src.PodIngress); err != nil {
