@@ -15,6 +15,8 @@ import (
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
 	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 )
 
 // qosRate is the uplink rate the QoS e2e test shapes to: low enough that
@@ -53,8 +55,19 @@ func TestPrivilegedQoS(t *testing.T) {
 	}
 
 	// Both saturate: high gets at least 75% (0.95 when measured quietly),
-	// low is not starved.
+	// low is not starved; and the bytes went through their classes' leaves
+	// (a single FIFO can split in anyone's favour by chance).
+	before := classBytes(t, sb.Nodes()[0].Netns)
 	rates := bulkConcurrent(t, rxIP, rx, 4, map[string]*sandbox.Pod{"hi": hi, "lo": lo})
+	after := classBytes(t, sb.Nodes()[0].Netns)
+	for _, c := range []string{"1:10", "1:30"} {
+		if d := after[c] - before[c]; d < 1e6 {
+			t.Errorf("class %s carried %d bytes, want the pod's flow (> 1 MB)", c, d)
+		}
+	}
+	if d := after["1:20"] - before["1:20"]; d > 1e6 {
+		t.Errorf("the default class 1:20 carried %d bytes: classified traffic fell through", d)
+	}
 	total := rates["hi"] + rates["lo"]
 	t.Logf("high %.0f Mbit/s, low %.0f Mbit/s (link %.0f)", rates["hi"]/1e6, rates["lo"]/1e6, qosRate/1e6)
 	if share := rates["hi"] / total; share < 0.75 {
@@ -80,6 +93,34 @@ func TestPrivilegedQoS(t *testing.T) {
 	if got < 12e6 || got > 22e6 {
 		t.Errorf("limited pod %.1f Mbit/s, want about 20", got/1e6)
 	}
+}
+
+// classBytes reads the bytes sent by each HTB class on the node's uplink
+// (iproute2 6.1's JSON output of htb classes is broken: netlink instead).
+func classBytes(t *testing.T, netns string) map[string]uint64 {
+	t.Helper()
+	m := map[string]uint64{}
+	err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
+		link, err := netlink.LinkByName(sandbox.NodeUplink)
+		if err != nil {
+			return err
+		}
+		classes, err := netlink.ClassList(link, netlink.MakeHandle(1, 0))
+		if err != nil {
+			return err
+		}
+		for _, c := range classes {
+			if st := c.Attrs().Statistics; st != nil && st.Basic != nil {
+				h := c.Attrs().Handle
+				m[fmt.Sprintf("%x:%x", h>>16, h&0xffff)] = st.Basic.Bytes
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("reading htb classes: %v", err)
+	}
+	return m
 }
 
 // bulkConcurrent runs one iperf3 TCP flow of secs seconds from every pod
