@@ -12,10 +12,16 @@
 // egress rate limit (bits/s).
 //
 // The class comes, highest precedence first, from the attachment's NPWG
-// cni-args {"qos": "high"}, the pod annotation genie.cni.io/qos, CNI_ARGS
-// GENIE_QOS outside Kubernetes, or the VPC's default; the egress limit from
-// the attachment's NPWG "bandwidth" egressRate (runtimeConfig.bandwidth for
-// the pod's first network) or kubernetes.io/egress-bandwidth (Sources).
+// cni-args {"qos": "high"}, the pod annotation genie.cni.io/qos, or CNI_ARGS
+// GENIE_QOS outside Kubernetes; the egress limit from the attachment's NPWG
+// "bandwidth" egressRate (runtimeConfig.bandwidth for the pod's first
+// network), kubernetes.io/egress-bandwidth, or CNI_ARGS
+// GENIE_EGRESS_BANDWIDTH (Sources). Sources has a VPC-wide default class,
+// but the VPC object does not carry one yet, so nothing sets it.
+//
+// A limit is enforced on the bytes the uplink sends, which include the 50
+// bytes of encapsulation per packet: a 50 Mbit/s limit gave 46 Mbit/s of
+// TCP goodput (BENCHMARKS.md).
 //
 // # The data plane
 //
