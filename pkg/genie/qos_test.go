@@ -50,6 +50,7 @@ func TestVPCQoS(t *testing.T) {
 			!strings.Contains(te.Msg, tc.want) {
 			t.Errorf("%s: error %v, want code 7 naming the network, the key and %q", tc.args, err, tc.want)
 		}
+		t.Logf("error: %v", err)
 		if len(agent.attachRq) != n {
 			t.Errorf("%s: the agent was asked to attach", tc.args)
 		}
