@@ -23,6 +23,7 @@
 #include "lib/geneve.h"
 #include "lib/icmp.h"
 #include "lib/qos.h"
+#include "lib/lb.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -87,6 +88,12 @@ int from_pod(struct __sk_buff *skb)
 	key.vni = ep->vni;
 	key.ip = ip->daddr;
 	tos = ip->tos;
+	/* Services: DNAT to a backend, or a reply back to the VIP (lib/lb.h). */
+	ret = lb_from_pod(skb, ep, &key.ip);
+	if (ret < 0)
+		return drop_skb(ret);
+	if (!(ip = lb_reload_ip(skb, &data_end)))
+		return drop_skb(DROP_TRUNCATED);
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
 		report_miss(&key);

@@ -22,6 +22,7 @@
 #include "lib/drop.h"
 #include "lib/eth.h"
 #include "lib/geneve.h"
+#include "lib/lb.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -104,6 +105,10 @@ int from_uplink(struct __sk_buff *skb)
 	if (bpf_skb_adjust_room(skb, -(__s32)ENCAP_LEN, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
 		return drop_skb(DROP_DECAP_FAILED);
+	/* A service backend's reply to a local client: source back to the VIP. */
+	ret = lb_rev_nat(skb, gi.vni, ETH_HLEN);
+	if (ret < 0)
+		return drop_skb(ret);
 	if (l2_rewrite(skb, pod_mac, cfg->gw_mac))
 		return drop_skb(DROP_DECAP_FAILED);
 	return bpf_redirect_peer(ifindex, 0);

@@ -25,6 +25,10 @@
 #define DROP_NOT_LOCAL		-13	/* decapsulated packet for an endpoint not on this node */
 #define DROP_DECAP_FAILED	-14	/* adjust_room/store failed while decapsulating */
 #define DROP_FRAG_NEEDED	-15	/* encapsulated packet exceeds the path MTU (ICMP sent back if DF) */
+/* Services and NAT (lib/lb.h, conntrack.h, nat.h), numbered from 24 up. */
+#define DROP_NO_BACKEND		-24	/* service without a usable backend */
+#define DROP_CT_FAILED		-25	/* conntrack insert failed (the insert-failure metric) */
+#define DROP_NAT_FAILED		-26	/* checksum or store helper failed while rewriting */
 
 __inline void count_drop(int reason)
 {

@@ -125,8 +125,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } genie_miss_seen SEC(".maps");
 
+#include "maps_lb.h"	/* service LB and conntrack: genie_svc, genie_maglev, genie_ct */
+
 /* Room for later features, each its own map keyed by VNI:
- *   genie_svc / genie_backends   {vni, vip, port, proto} -> backends (service LB)
  *   genie_egress                 {vni, pod ip} -> egress gateway node
  *   (QoS lives in lxc_info.flags, lib/qos.h)
  */

@@ -289,6 +289,7 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	a.startNodeLifecycle(ctx)
+	a.startServices(ctx) // service.go
 	return nil
 }
 

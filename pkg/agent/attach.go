@@ -22,8 +22,14 @@ import (
 
 var _ agentapi.Backend = (*Agent)(nil)
 
-// attachTimeout bounds one Attach, store round trips included.
-const attachTimeout = 20 * time.Second
+// attachTimeout bounds the store round trips of one Attach (they are the
+// only steps that wait on the network), and undoTimeout those of its
+// rollback: with the store down an ADD fails with code 11 well within 5 s
+// (#7.4), where a healthy store answers in milliseconds.
+const (
+	attachTimeout = 3 * time.Second
+	undoTimeout   = 500 * time.Millisecond
+)
 
 // stepError is an attach failure with the CNI code to report.
 type stepError struct {
@@ -40,6 +46,10 @@ func fail(code uint, step string, err error) error { return &stepError{code, ste
 // codeFor picks the CNI error code for a store or IPAM failure.
 func codeFor(err error) uint {
 	switch {
+	case store.Transient(err), errors.Is(err, context.Canceled):
+		// Store down or busy, or out of time: nothing is wrong with the
+		// request.
+		return types.ErrTryAgainLater
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, vpc.ErrInvalid),
 		errors.Is(err, ipam.ErrAddressInUse), errors.Is(err, ipam.ErrAddressReserved),
 		errors.Is(err, ipam.ErrOwnerConflict), errors.Is(err, store.ErrConflict):
@@ -168,6 +178,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		PodNamespace: req.PodNamespace, PodName: req.PodName,
 		VPC: req.VPC, Subnet: req.Subnet, VNI: v.VNI, HostIf: key,
 		Prefix: sub.CIDR.Bits(), MAC: mac.String(), DefaultRoute: req.DefaultRoute,
+		Labels: newLabelSet(req.Labels),
 	}
 	// 2. Record the attachment before creating anything, so a crash
 	//    leaves a record the next start-up undoes.
@@ -179,7 +190,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	a.mu.Unlock()
 	defer func() {
 		if !success {
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			cctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
 			a.undo(cctx, at)
 			cancel()
 		}
@@ -246,7 +257,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		var nsErr ns.NSPathNotExistErr
 		code := uint(types.ErrInternal)
 		if errors.As(err, &nsErr) {
-			code = types.ErrInvalidEnvironmentVariables
+			code = types.ErrInvalidNetNS
 		}
 		return nil, fail(code, "create interface", err)
 	}

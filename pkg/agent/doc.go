@@ -59,6 +59,13 @@
 // geniectl node delete does the same by hand and refuses a live node
 // without --force.
 //
+// Services (service.go): with a store that has services
+// (store.ServiceStore), the agent programs the frontends of the VPCs it
+// hosts (package service/svcagent), campaigns for the cluster's backend
+// resolver (service/resolver, store.LeaderElector) and runs the conntrack
+// GC on its own handle of the pinned map, exporting genie_conntrack_*.
+// Pods' labels from the ADD request are published on their endpoints.
+//
 // # Why it is shaped so
 //
 // Restart safety. Maps and links are pinned, so the data plane forwards

@@ -44,6 +44,8 @@ type attachment struct {
 	QoS           qos.Class `json:"qos,omitempty"`
 	QoSMinor      uint16    `json:"qosMinor,omitempty"`
 	QoSEgressRate uint64    `json:"qosEgressRate,omitempty"`
+	// Labels are the pod's labels from the ADD request (services).
+	Labels labelSet `json:"labels,omitempty"`
 	// Complete is set once the attachment is fully programmed.
 	Complete bool `json:"complete"`
 }
@@ -64,7 +66,7 @@ func (a *attachment) endpoint(node string) vpc.Endpoint {
 	return vpc.Endpoint{
 		VPC: a.VPC, Subnet: a.Subnet, VNI: a.VNI, ID: a.owner(),
 		PodNamespace: a.PodNamespace, PodName: a.PodName, Interface: a.IfName,
-		IP: a.IP, MAC: a.hwAddr(), Node: node,
+		IP: a.IP, MAC: a.hwAddr(), Node: node, Labels: a.Labels.labels(),
 	}
 }
 

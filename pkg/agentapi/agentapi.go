@@ -51,6 +51,9 @@ type AttachRequest struct {
 	DefaultRoute bool `json:"defaultRoute,omitempty"`
 	// QoS is the attachment's class and rate limits (nil: none).
 	QoS *qos.Spec `json:"qos,omitempty"`
+	// Labels are the pod's labels, published on the endpoint record for
+	// service selectors.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Validate reports the first missing field of r.

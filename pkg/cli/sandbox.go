@@ -249,7 +249,7 @@ func orDash(s string) string {
 func sandboxPod(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "pod", Short: "Add, delete and list sandbox pods"}
 	var node string
-	var nets []string
+	var nets, podLabels []string
 	var srcRoutes bool
 	var qosClass, egressRate string
 	add := &cobra.Command{
@@ -264,7 +264,11 @@ func sandboxPod(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := sb.PodAddQoSRate(c.Context(), args[0], node, nets, qosClass, egressRate)
+			labels, err := parseLabels("--label", podLabels) // service.go
+			if err != nil {
+				return err
+			}
+			p, err := sb.PodAddQoSLabeled(c.Context(), args[0], node, nets, qosClass, egressRate, labels)
 			if err != nil {
 				return err
 			}
@@ -280,6 +284,7 @@ func sandboxPod(g *globals) *cobra.Command {
 	add.Flags().StringVar(&node, "node", "1", "node name or 1-based index")
 	add.Flags().StringVar(&qosClass, "qos", "", "QoS class of the pod's VPC attachments: high, normal or low (CNI_ARGS GENIE_QOS)")
 	add.Flags().StringVar(&egressRate, "egress-rate", "", "egress rate limit of the pod's VPC attachments in bits/s, e.g. 20M (CNI_ARGS GENIE_EGRESS_BANDWIDTH; needs genied --qos-uplink-rate)")
+	add.Flags().StringArrayVar(&podLabels, "label", nil, "pod label KEY=VALUE for service selectors (repeatable)")
 	add.Flags().BoolVar(&srcRoutes, "source-routes", false, "give each interface its own routing table, selected by source address (pods in VPCs with overlapping CIDRs)")
 	add.Flags().StringArrayVar(&nets, "net", nil, "network VPC/SUBNET[@IF], or a delegate network such as "+sandbox.DelegateNetwork+"[@IF] (repeatable; the first is the default)")
 	del := &cobra.Command{

@@ -240,7 +240,7 @@ agent on --agent-socket (whose node is --node, default every node).`,
 				return enc.Encode(cs)
 			}
 			printClusterStatus(g, cs)
-			return nil
+			return printStatusServices(ctx, g, st) // service.go
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -50,8 +50,9 @@ func OpenSandboxStore(ctx context.Context, sb *sandbox.Sandbox) (store.Store, er
 func vpcCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "vpc", Short: "Create, list and delete VPC networks"}
 	var cidr string
+	var mtu int
 	create := &cobra.Command{
-		Use:   "create NAME --cidr CIDR",
+		Use:   "create NAME --cidr CIDR [--mtu N]",
 		Short: "Create a VPC (its VNI is allocated by the store)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -64,7 +65,7 @@ func vpcCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			v, err := st.CreateVPC(c.Context(), vpc.VPC{Name: args[0], CIDR: p})
+			v, err := st.CreateVPC(c.Context(), vpc.VPC{Name: args[0], CIDR: p, MTU: mtu})
 			if err != nil {
 				return err
 			}
@@ -74,6 +75,7 @@ func vpcCommand(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&cidr, "cidr", "", "the VPC's address range, e.g. 10.10.0.0/16")
 	create.MarkFlagRequired("cidr")
+	create.Flags().IntVar(&mtu, "mtu", 0, "the MTU of the VPC's pod interfaces (default: the smallest uplink MTU in the cluster minus the 50-byte encapsulation)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List VPCs",
@@ -114,9 +116,13 @@ func vpcCommand(g *globals) *cobra.Command {
 }
 
 func printVPCs(g *globals, vs []vpc.VPC) {
-	tw := table(g.out, "VPC", "CIDR", "VNI")
+	tw := table(g.out, "VPC", "CIDR", "VNI", "MTU")
 	for _, v := range vs {
-		row(tw, v.Name, v.CIDR, v.VNI)
+		mtu := "auto"
+		if v.MTU != 0 {
+			mtu = fmt.Sprint(v.MTU)
+		}
+		row(tw, v.Name, v.CIDR, v.VNI, mtu)
 	}
 	tw.Flush()
 }

@@ -29,6 +29,12 @@
 //     (genie_vnis, maintained by Upsert/DeleteEndpoint) before an skb exists.
 //     It never delivers.
 //
+// Services: before the {vni, dst} lookup, from_pod load-balances packets
+// to a service frontend of its VNI (DNAT to a Maglev-picked backend,
+// pinned by conntrack) and reverse-NATs replies of flows whose client is
+// local; from_uplink does the reverse NAT after decap. See bpf/lib/lb.h
+// and package service.
+//
 // # Why tc and not XDP on veths
 //
 // The issue asked for XDP on the uplink. Measured on this kind of machine
@@ -68,8 +74,8 @@
 // neighbour lookup per packet: measured in the same run as the old
 // node-map path (BenchmarkLxcEncap, BPF_PROG_RUN, loaded 2-core machine)
 // 720-765 ns against 480-525 ns of program time, about +240 ns per packet,
-// which GSO amortises for bulk traffic; the end-to-end same-run
-// comparison is in docs/design.md.
+// which GSO amortises for bulk traffic: end to end, the same-run ratios of
+// BENCHMARKS.md §2 stayed within noise (two runs of each).
 //
 // Path MTU: see pmtu.go. A packet that does not fit is dropped
 // (FRAG_NEEDED) and, with DF, answered by an ICMP "fragmentation needed"
@@ -85,6 +91,9 @@
 //	genie_drops      per-CPU [reason] -> count                   see DropReason
 //	genie_misses     ring buffer of {vni, ip} misses             for on-demand learning (Misses): no reader yet
 //	genie_miss_seen  LRU {vni, ip} -> last report time           one report per address per second
+//	genie_svc        {vni, vip, port, proto} -> {table id, M}    service frontends (service.go)
+//	genie_maglev     table id -> inner array[M] of {ip, port}    Maglev tables, swapped atomically
+//	genie_ct         LRU {vni, 5-tuple} -> NAT, TCP state, expiry conntrack (conntrack.go, GC in Go)
 //
 // Every key that concerns a VPC includes the VNI, so two VPCs with the same
 // CIDR and the same pod addresses never see each other: isolation is by

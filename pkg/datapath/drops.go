@@ -44,6 +44,12 @@ const (
 	// larger than the path MTU to the remote node; a DF packet without IP
 	// options gets an ICMP "fragmentation needed" back.
 	DropFragNeeded DropReason = 15
+	// DropNoBackend: a packet to a service that has no usable backend.
+	DropNoBackend DropReason = 24
+	// DropCTFailed: a conntrack insert failed (the insert-failure metric).
+	DropCTFailed DropReason = 25
+	// DropNATFailed: a checksum or store helper failed while rewriting for NAT.
+	DropNATFailed DropReason = 26
 )
 
 // maxDropReason is the size of the drop counter array (DROP_MAX in drop.h).
@@ -65,6 +71,9 @@ var dropNames = map[DropReason]string{
 	DropNotLocal:        "NOT_LOCAL",
 	DropDecapFailed:     "DECAP_FAILED",
 	DropFragNeeded:      "FRAG_NEEDED",
+	DropNoBackend:       "NO_BACKEND",
+	DropCTFailed:        "CT_FAILED",
+	DropNATFailed:       "NAT_FAILED",
 }
 
 // String returns the reason's name as used in metrics labels, e.g. "NO_ROUTE".

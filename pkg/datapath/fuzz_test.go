@@ -235,6 +235,13 @@ func lxcSeedFrames() []lxcSeed {
 		{0, cat(ethHdr(mustMAC("ff:ff:ff:ff:ff:ff"), redA.MAC, etherARP), arpPkt(1, redA.MAC, ip1, make([]byte, 6), ip2))},
 		{2, podIP(redA.MAC, ip1, ip2, ipOpts{})},
 		{3, podIP(redA.MAC, ip1, ip2, ipOpts{})},
+		// Underlay next hops: routed, unresolved, unreachable, too big
+		// for the path (DF: ICMP back), too big without DF.
+		{0, podIP(redA.MAC, ip1, ipD, ipOpts{})},
+		{0, podIP(redA.MAC, ip1, ip9, ipOpts{})},
+		{0, podIP(redA.MAC, ip1, ipE, ipOpts{})},
+		{0, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipv4Pkt(ip1, ipF, protoTCP, payload(1300), ipOpts{fragOff: 0x4000}))},
+		{0, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipv4Pkt(ip1, ipF, protoUDP, udpPkt(40000, 5201, payload(1300)), ipOpts{}))},
 	}
 }
 

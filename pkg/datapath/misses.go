@@ -16,6 +16,8 @@ import (
 // may resolve it on demand from the directory and UpsertRemoteEndpoint it,
 // so the next packet flows; the directory alone decides, so a forged source
 // stays dropped. The data plane reports an address at most once a second.
+// Nothing reads the reports yet: the agent pushes every remote endpoint of
+// its VPCs from the store watch, so a miss is an address not (yet) in use.
 type Miss struct {
 	VNI uint32
 	IP  netip.Addr

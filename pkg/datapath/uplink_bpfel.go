@@ -13,6 +13,31 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type uplinkCtEntry struct {
+	_        structs.HostLayout
+	Expires  uint64
+	SrcAddr  uint32
+	DstAddr  uint32
+	SrcPort  uint16
+	DstPort  uint16
+	Flags    uint8
+	State    uint8
+	Pad      uint16
+	Vni      uint32
+	SvcTable uint32
+}
+
+type uplinkCtKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type uplinkEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -43,16 +68,39 @@ type uplinkNodeConfig struct {
 	GwMac         [6]uint8
 }
 
+type uplinkSvcInfo struct {
+	_          structs.HostLayout
+	Table      uint32
+	M          uint32
+	Flags      uint16
+	Backends   uint16
+	TargetPort uint16
+	Pad        uint16
+}
+
+type uplinkSvcKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	uplinkMapGenieConfig      = "genie_config"
+	uplinkMapGenieCt          = "genie_ct"
 	uplinkMapGenieDrops       = "genie_drops"
 	uplinkMapGenieEndpoints   = "genie_endpoints"
+	uplinkMapGenieLbPorts     = "genie_lb_ports"
 	uplinkMapGenieLxc         = "genie_lxc"
+	uplinkMapGenieMaglev      = "genie_maglev"
 	uplinkMapGenieMissSeen    = "genie_miss_seen"
 	uplinkMapGenieMisses      = "genie_misses"
+	uplinkMapGenieSvc         = "genie_svc"
 	uplinkMapGenieVnis        = "genie_vnis"
 	uplinkProgFromUplink      = "from_uplink"
 	uplinkProgUplinkPrefilter = "uplink_prefilter"
@@ -109,11 +157,15 @@ type uplinkProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type uplinkMapSpecs struct {
 	GenieConfig    *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
 	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
 	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
 	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
@@ -144,22 +196,30 @@ func (o *uplinkObjects) Close() error {
 // It can be passed to loadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type uplinkMaps struct {
 	GenieConfig    *ebpf.Map `ebpf:"genie_config"`
+	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
 	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
 	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
 	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
 	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
 	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
+	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
 	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
 }
 
 func (m *uplinkMaps) Close() error {
 	return _UplinkClose(
 		m.GenieConfig,
+		m.GenieCt,
 		m.GenieDrops,
 		m.GenieEndpoints,
+		m.GenieLbPorts,
 		m.GenieLxc,
+		m.GenieMaglev,
 		m.GenieMissSeen,
 		m.GenieMisses,
+		m.GenieSvc,
 		m.GenieVnis,
 	)
 }

@@ -2,8 +2,10 @@ package genie
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
@@ -18,6 +20,10 @@ import (
 // verbTimeout bounds one genie invocation; delegates and the agent have
 // their own, shorter, bounds.
 const verbTimeout = 5 * time.Minute
+
+// gcGrace: GC never collects an attachment whose ADD was recorded less
+// than this long before GC began (see CmdGC).
+var gcGrace = 2 * time.Minute
 
 // About is printed by the binary when run without CNI_COMMAND.
 const About = "genie: CNI meta-plugin attaching a pod to several networks (delegated CNI plugins and genie VPCs)"
@@ -101,6 +107,12 @@ func Add(args *skel.CmdArgs) (types.Result, error) {
 // add resolves, records, attaches in order (rolling back on failure), and
 // reports network-status. It returns the merged 1.x result.
 func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
+	// A pod whose netns is already gone (a sandbox torn down while its
+	// ADD queued) fails here, code 8, before any delegate or the agent
+	// allocates for it.
+	if _, err := os.Stat(inv.args.Netns); err != nil {
+		return nil, stepError(types.ErrInvalidNetNS, "open netns", err)
+	}
 	plan, source, err := inv.resolve(ctx)
 	if err != nil {
 		return nil, err
@@ -109,7 +121,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 		ContainerID: inv.args.ContainerID, IfName: inv.args.IfName, Netns: inv.args.Netns,
 		CNIVersion: inv.conf.CNIVersion, Args: delegateArgs(inv.args.Args),
 		PodNamespace: string(inv.pod.K8S_POD_NAMESPACE), PodName: string(inv.pod.K8S_POD_NAME),
-		PodUID: string(inv.pod.K8S_POD_UID),
+		PodUID: string(inv.pod.K8S_POD_UID), Created: time.Now(),
 	}
 	for i := range plan {
 		rn, err := inv.recordNetwork(i, &plan[i])
@@ -194,9 +206,16 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 			return fail(len(rec.Networks)-1, fmt.Sprintf("write network-status of pod %s/%s", rec.PodNamespace, rec.PodName), err, false)
 		}
 	}
+	merged := mergeResults(results)
+	if rec.Result, err = json.Marshal(merged); err == nil {
+		err = inv.store.save(rec)
+	}
+	if err != nil {
+		return fail(len(rec.Networks)-1, "record the result", err, false)
+	}
 	inv.log.Info("added", "container", rec.ContainerID, "networks", len(rec.Networks),
 		"took", time.Since(inv.start), "delegates", delegated)
-	return mergeResults(results), nil
+	return merged, nil
 }
 
 // CmdDel is the DEL verb. With a record it deletes every recorded network in
@@ -256,6 +275,9 @@ func CmdCheck(args *skel.CmdArgs) error {
 		return &types.Error{Code: types.ErrInternal,
 			Msg: fmt.Sprintf("check: no attachment record for container %s interface %s", args.ContainerID, args.IfName)}
 	}
+	if err := inv.checkPrevResult(rec); err != nil {
+		return err
+	}
 	for i := range rec.Networks {
 		n := &rec.Networks[i]
 		if err := inv.check(ctx, rec, n, args.Netns); err != nil {
@@ -269,6 +291,10 @@ func CmdCheck(args *skel.CmdArgs) error {
 // cni.dev/valid-attachments are deleted like DEL; then every delegate network
 // (conf dir and records) gets GC with the delegate attachments of the valid
 // records, and the node agent gets the valid VPC attachments.
+//
+// A record younger than gcGrace counts as valid: a runtime computes its
+// list, then calls GC, and an ADD that began in between (GC waits for its
+// shared lock) would otherwise be collected the moment it succeeded.
 func CmdGC(args *skel.CmdArgs) error {
 	inv, done, err := setup(args)
 	if err != nil {
@@ -316,8 +342,18 @@ func (inv *invocation) gc(ctx context.Context) error {
 	}
 	var vpcValid []agentapi.Attachment
 	vpcSeen := false
+	gcStart := time.Now()
 	for _, rec := range recs {
 		keep := valid[types.GCAttachment{ContainerID: rec.ContainerID, IfName: rec.IfName}]
+		if !keep && !rec.Created.IsZero() && gcStart.Sub(rec.Created) < gcGrace {
+			// The runtime's valid list predates this ADD (it was computed
+			// before the ADD began, and this GC waited for the ADD's
+			// shared lock): the attachment is live, keep it and its
+			// delegate and VPC attachments.
+			inv.log.Info("gc: keeping an attachment added after the valid list may have been computed",
+				"container", rec.ContainerID, "ifname", rec.IfName, "age", gcStart.Sub(rec.Created))
+			keep = true
+		}
 		if !keep {
 			inv.log.Info("gc: deleting stale attachment", "container", rec.ContainerID, "ifname", rec.IfName)
 			if err := inv.detachAll(ctx, rec, len(rec.Networks)-1, rec.Netns); err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
 	"github.com/cni-genie/cni-genie/pkg/selection"
@@ -99,8 +100,13 @@ func newUnprivEnv(t *testing.T) *unprivEnv {
 	e := &unprivEnv{dir: dir, confDir: filepath.Join(dir, "net.d"), stateDir: filepath.Join(dir, "state"),
 		socket: filepath.Join(dir, "agent.sock")}
 	os.MkdirAll(e.confDir, 0o755)
+	// A stand-in for the pod's netns: ADD only checks that it exists; the
+	// in-test agent and the failing delegates never enter it.
+	os.WriteFile(e.netns(), nil, 0o644)
 	return e
 }
+
+func (e *unprivEnv) netns() string { return filepath.Join(e.dir, "netns") }
 
 func (e *unprivEnv) write(t *testing.T, file, body string) {
 	if err := os.WriteFile(filepath.Join(e.confDir, file), []byte(body), 0o644); err != nil {
@@ -112,7 +118,7 @@ func (e *unprivEnv) args(cid, cniArgs, binDir string) *skel.CmdArgs {
 	conf, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "genie", "type": "genie",
 		"confDir": e.confDir, "stateDir": e.stateDir, "binDir": binDir, "agentSocket": e.socket,
 		"logFile": filepath.Join(e.dir, "genie.log")})
-	return &skel.CmdArgs{ContainerID: cid, IfName: "eth0", Netns: "/var/run/netns/genie-test-none",
+	return &skel.CmdArgs{ContainerID: cid, IfName: "eth0", Netns: e.netns(),
 		Args: cniArgs, Path: binDir, StdinData: conf}
 }
 
@@ -287,6 +293,7 @@ func TestVPCNetworks(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent.detached = nil
+	ageRecords(t, e.stateDir, gcGrace+time.Second) // not an ADD racing the GC
 	gc := e.args("", "", bin)
 	conf := map[string]any{}
 	json.Unmarshal(gc.StdinData, &conf)
@@ -465,5 +472,25 @@ func TestLogFileOpenedOnFirstRecord(t *testing.T) {
 	data, err := os.ReadFile(path)
 	if err != nil || !strings.Contains(string(data), "first record") || strings.Contains(string(data), "below") {
 		t.Fatalf("log file = %q, %v", data, err)
+	}
+}
+
+// A pod whose netns is gone fails ADD with code 8 before genie records
+// anything, asks any delegate or the agent.
+func TestAddMissingNetns(t *testing.T) {
+	e := newUnprivEnv(t)
+	agent := startAgent(t, e.socket)
+	a := e.args("nons", "IgnoreUnknown=1;GENIE_NETWORKS=vpc:blue/web", t.TempDir())
+	a.Netns = filepath.Join(e.dir, "gone")
+	_, err := Add(a)
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrInvalidNetNS || !strings.Contains(te.Msg, "open netns") || !strings.Contains(te.Msg, a.Netns) {
+		t.Fatalf("add with a missing netns: %v, want code 8 naming the netns", err)
+	}
+	if len(agent.attached) != 0 || len(agent.attachRq) != 0 {
+		t.Fatalf("the agent was asked to attach: %v", agent.attached)
+	}
+	if r, _ := os.ReadDir(e.stateDir); len(r) > 1 { // the lock file only
+		t.Fatalf("state left: %v", r)
 	}
 }

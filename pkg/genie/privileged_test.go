@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -251,6 +252,19 @@ func TestPrivilegedGC(t *testing.T) {
 		gcArgs := *a
 		gcArgs.StdinData, _ = json.Marshal(gcConf)
 		gcArgs.ContainerID, gcArgs.Netns, gcArgs.IfName, gcArgs.Args = "", "", "", ""
+		// Pod b was added after the valid list could have been computed:
+		// a GC now must keep it (the GC/ADD race, see CmdGC).
+		if err := e.inHost(func() error { return CmdGC(&gcArgs) }); err != nil {
+			e.dumpLog()
+			t.Fatalf("gc: %v", err)
+		}
+		if r := e.records(); len(r) != 2 {
+			t.Fatalf("records after a GC racing b's ADD: %v, want both", r)
+		}
+		if st := readPod(t, podB); len(st.addrs) != 2 {
+			t.Fatalf("pod b interfaces after a GC racing its ADD: %v", st.addrs)
+		}
+		e.ageRecords(gcGrace + time.Minute)
 		if err := e.inHost(func() error { return CmdGC(&gcArgs) }); err != nil {
 			e.dumpLog()
 			t.Fatalf("gc: %v", err)

@@ -37,6 +37,7 @@ type podArgs struct {
 	GENIE_NETWORKS             types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	GENIE_QOS                  types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgClass)
 	GENIE_EGRESS_BANDWIDTH     types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgEgress)
+	GENIE_LABELS               types.UnmarshallableString //nolint:revive // CNI_ARGS key (labels.go)
 }
 
 func loadPodArgs(s string) (*podArgs, error) {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/cni-genie/cni-genie/pkg/qos"
+	"time"
 )
 
 // recordFormat versions the on-disk record layout.
@@ -32,6 +33,13 @@ type Record struct {
 	PodUID       string      `json:"podUID,omitempty"`
 	// Networks in attach order; DEL walks them backwards.
 	Networks []RecordNetwork `json:"networks"`
+	// Created is when ADD recorded the plan. GC spares a record younger
+	// than gcGrace whatever the runtime's valid list says: the list may
+	// have been computed before this ADD began (see CmdGC).
+	Created time.Time `json:"created,omitzero"`
+	// Result is the merged 1.x result ADD returned (absent until ADD
+	// succeeded); CHECK compares the runtime's prevResult with it.
+	Result json.RawMessage `json:"result,omitempty"`
 }
 
 // RecordNetwork is one planned attachment.

@@ -43,7 +43,8 @@ var ErrDemoMismatch = errors.New("connectivity matrix differs from expectation")
 // Demo runs the scripted demo on opts' sandbox (3 nodes unless set): it
 // brings the sandbox up, creates two VPCs with overlapping CIDRs, attaches
 // the DemoPods through genie, prints the pods and the connectivity and
-// isolation matrix, and tears everything down unless keep is set.
+// isolation matrix, gives each VPC a service at the same VIP (DemoVIP) and
+// probes it, and tears everything down unless keep is set.
 func Demo(ctx context.Context, opts Options, w io.Writer, keep bool) (err error) {
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
@@ -139,5 +140,6 @@ func Demo(ctx context.Context, opts Options, w io.Writer, keep bool) (err error)
 	if bad > 0 {
 		return fmt.Errorf("%w: %d of %d pairs", ErrDemoMismatch, bad, len(checks))
 	}
-	return nil
+	step("a service at the same VIP %s in each VPC (demo_services.go)", DemoVIP)
+	return demoServices(ctx, sb, st, w)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cni-genie/cni-genie/pkg/genie"
 	"github.com/cni-genie/cni-genie/pkg/qos"
 )
 
@@ -20,6 +21,14 @@ func (s *Sandbox) PodAddQoS(ctx context.Context, name, node string, nets []strin
 // PodAddQoSRate is PodAddQoS with an egress limit too (CNI_ARGS
 // GENIE_EGRESS_BANDWIDTH, a quantity in bits/s such as "20M"; "" none).
 func (s *Sandbox) PodAddQoSRate(ctx context.Context, name, node string, nets []string, class, egress string) (*Pod, error) {
+	return s.PodAddQoSLabeled(ctx, name, node, nets, class, egress, nil)
+}
+
+// PodAddQoSLabeled is PodAddQoSRate for a pod with labels (PodAddLabeled).
+func (s *Sandbox) PodAddQoSLabeled(ctx context.Context, name, node string, nets []string, class, egress string, labels map[string]string) (*Pod, error) {
+	if class == "" && egress == "" {
+		return s.PodAddLabeled(ctx, name, node, nets, labels)
+	}
 	if _, err := qos.ParseClass(class); err != nil {
 		return nil, fmt.Errorf("pod %q: %w", name, err)
 	}
@@ -32,6 +41,9 @@ func (s *Sandbox) PodAddQoSRate(ctx context.Context, name, node string, nets []s
 			return nil, fmt.Errorf("pod %q: egress rate: %w", name, err)
 		}
 		extra = append(extra, [2]string{qos.EnvArgEgress, egress})
+	}
+	if len(labels) > 0 {
+		extra = append(extra, [2]string{"GENIE_LABELS", genie.LabelsArg(labels)})
 	}
 	label := class
 	if egress != "" {

@@ -20,6 +20,14 @@
 //     the endpoint's node;
 //   - one owner per IPAM block.
 //
+// Failures a retry may not have are told apart from refusals: a store
+// that does not answer before the caller's deadline is ErrUnavailable
+// (naming the store), and an optimistic read-compare-commit that keeps
+// losing to concurrent writers is ErrBusy after the jittered backoff of
+// Retrier (wait.Backoff); Transient reports both (the agent answers CNI
+// code 11). ErrConflict and the other sentinels are the store's rules
+// refusing the request.
+//
 // Reads that drive watches (ListEndpoints, ListNodes) return the revision
 // of the read, and Watch* resume strictly after it, so a consumer can
 // list-then-watch without a gap. Watch failures arrive in-band as one

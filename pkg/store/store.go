@@ -32,7 +32,25 @@ var (
 	// ErrCompacted: a watch's start revision was compacted away; list
 	// again and watch from the new revision.
 	ErrCompacted = errors.New("revision compacted")
+	// ErrBusy: an optimistic read-compare-commit lost to concurrent
+	// writers on every attempt of its backoff (ContentionBackoff). Nothing
+	// was written; the same call may succeed later (CNI code 11).
+	ErrBusy = errors.New("store busy with concurrent updates, try again")
+	// ErrUnavailable: the store did not answer (etcd unreachable or
+	// without a leader, the Kubernetes API server down or refusing
+	// connections) within the caller's deadline. The message names the
+	// store's endpoints. Nothing is known to be written; try again later
+	// (CNI code 11).
+	ErrUnavailable = errors.New("store unavailable")
 )
+
+// Transient reports whether err is a failure that a later retry of the
+// same call may not have: the store was unreachable or busy, or the
+// caller's deadline ran out.
+func Transient(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBusy) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
 
 // EventType says what happened to an object.
 type EventType int

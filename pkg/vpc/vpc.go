@@ -208,6 +208,8 @@ type Endpoint struct {
 	MAC net.HardwareAddr `json:"-"`
 	// Node is the name of the node hosting the pod.
 	Node string `json:"node"`
+	// Labels are the pod's labels at ADD (service selectors match them).
+	Labels map[string]string `json:"labels,omitempty"`
 	// Published is when the hosting agent published the endpoint (its
 	// wall clock). Other agents observe their propagation latency against
 	// it, so it is only as exact as the nodes' clock sync; zero for

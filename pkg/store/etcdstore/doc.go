@@ -16,7 +16,8 @@
 //
 // Every uniqueness rule is an optimistic transaction: read the relevant
 // keys at one revision, decide, then commit with compares that fail if
-// anything read has changed, and retry on failure. Concretely:
+// anything read has changed, and retry on failure after a jittered
+// backoff (store.Retrier; ErrBusy when it runs out). Concretely:
 //   - CreateVPC picks the lowest VNI absent from /vni/ and commits the VPC
 //     and VNI keys together if both are still absent (CreateRevision == 0),
 //     so concurrent creators never share a VNI.
@@ -53,4 +54,8 @@
 // Scale: VNI allocation and block claims read the whole VNI or block list
 // of one subnet, O(VPCs) and O(blocks of a subnet); everything else is
 // O(1) keys per operation. Contention costs retries, not correctness.
+//
+// Errors: every call no member answered before the caller's deadline (or
+// without a leader) wraps store.ErrUnavailable and names the endpoints,
+// so an agent reports "try again later" (CNI code 11), not a bad config.
 package etcdstore

@@ -20,12 +20,10 @@ import (
 // DefaultPrefix is the key prefix of all objects.
 const DefaultPrefix = "/genie/v1"
 
-// maxRetries bounds optimistic transaction retries under contention.
-const maxRetries = 1000
-
 // Store is the etcd implementation of store.Store.
 type Store struct {
 	cli    *clientv3.Client
+	kv     availKV
 	owned  bool
 	prefix string
 }
@@ -57,6 +55,9 @@ func New(ctx context.Context, endpoints []string, opts Options) (*Store, error) 
 	defer cancel()
 	if _, err := cli.Get(pctx, "/genie-probe", clientv3.WithCountOnly()); err != nil {
 		cli.Close()
+		if unavailable(err) {
+			return nil, fmt.Errorf("connect to etcd %s: %w: %w", strings.Join(endpoints, ","), store.ErrUnavailable, err)
+		}
 		return nil, fmt.Errorf("connect to etcd %s: %w", strings.Join(endpoints, ","), err)
 	}
 	s := NewFromClient(cli, opts)
@@ -70,7 +71,7 @@ func NewFromClient(cli *clientv3.Client, opts Options) *Store {
 	if p == "" {
 		p = DefaultPrefix
 	}
-	return &Store{cli: cli, prefix: p}
+	return &Store{cli: cli, kv: newAvailKV(cli), prefix: p}
 }
 
 // Close closes the client if New created it.
@@ -126,7 +127,7 @@ func (s *Store) blocksPrefix(v, sn string) string {
 // read runs ops in one read-only transaction, so all results share a
 // revision, and returns the responses and that revision.
 func (s *Store) read(ctx context.Context, ops ...clientv3.Op) ([]*clientv3.GetResponse, int64, error) {
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := s.kv.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -135,10 +136,6 @@ func (s *Store) read(ctx context.Context, ops ...clientv3.Op) ([]*clientv3.GetRe
 		out[i] = (*clientv3.GetResponse)(r.GetResponseRange())
 	}
 	return out, resp.Header.Revision, nil
-}
-
-func tooBusy(what string) error {
-	return fmt.Errorf("%s: gave up after %d conflicting concurrent updates: %w", what, maxRetries, store.ErrConflict)
 }
 
 func noVPC(what, name string) error {
@@ -158,7 +155,8 @@ func (s *Store) CreateVPC(ctx context.Context, v vpc.VPC) (vpc.VPC, error) {
 	if err := v.Validate(); err != nil {
 		return vpc.VPC{}, fmt.Errorf("%s: %w", what, err)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		rs, _, err := s.read(ctx,
 			clientv3.OpGet(s.vpcKey(v.Name)),
 			clientv3.OpGet(s.vniPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)))
@@ -184,7 +182,7 @@ func (s *Store) CreateVPC(ctx context.Context, v vpc.VPC) (vpc.VPC, error) {
 		}
 		v.VNI = vni
 		b, _ := json.Marshal(v)
-		resp, err := s.cli.Txn(ctx).If(
+		resp, err := s.kv.Txn(ctx).If(
 			clientv3.Compare(clientv3.CreateRevision(s.vpcKey(v.Name)), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(s.vniKey(vni)), "=", 0),
 		).Then(
@@ -198,7 +196,7 @@ func (s *Store) CreateVPC(ctx context.Context, v vpc.VPC) (vpc.VPC, error) {
 			return v, nil
 		}
 	}
-	return vpc.VPC{}, tooBusy(what)
+	return vpc.VPC{}, try.Err()
 }
 
 // GetVPC implements store.Store.
@@ -222,7 +220,8 @@ func (s *Store) ListVPCs(ctx context.Context) ([]vpc.VPC, error) {
 // DeleteVPC implements store.Store.
 func (s *Store) DeleteVPC(ctx context.Context, name string) error {
 	what := fmt.Sprintf("delete vpc %q", name)
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		rs, _, err := s.read(ctx,
 			clientv3.OpGet(s.vpcKey(name)),
 			clientv3.OpGet(s.subnetsPrefix(name), clientv3.WithPrefix(), clientv3.WithKeysOnly()))
@@ -243,7 +242,7 @@ func (s *Store) DeleteVPC(ctx context.Context, name string) error {
 		if err := json.Unmarshal(rs[0].Kvs[0].Value, &v); err != nil {
 			return fmt.Errorf("%s: decode: %w", what, err)
 		}
-		resp, err := s.cli.Txn(ctx).If(
+		resp, err := s.kv.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(s.vpcKey(name)), "=", rs[0].Kvs[0].ModRevision),
 			clientv3.Compare(clientv3.CreateRevision(s.subnetsPrefix(name)).WithPrefix(), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(s.endpointsPrefix(name)).WithPrefix(), "=", 0),
@@ -258,12 +257,12 @@ func (s *Store) DeleteVPC(ctx context.Context, name string) error {
 			return nil
 		}
 		// Endpoints without subnets cannot normally exist; report them.
-		gr, err := s.cli.Get(ctx, s.endpointsPrefix(name), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		gr, err := s.kv.Get(ctx, s.endpointsPrefix(name), clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err == nil && gr.Count > 0 {
 			return fmt.Errorf("%s: it has %d endpoint(s): %w", what, gr.Count, store.ErrInUse)
 		}
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // --- subnets ---
@@ -275,7 +274,8 @@ func (s *Store) CreateSubnet(ctx context.Context, sn vpc.Subnet) (vpc.Subnet, er
 	if err := vpc.ValidateName(sn.VPC); err != nil {
 		return vpc.Subnet{}, fmt.Errorf("%s: vpc: %w", what, err)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		rs, rev, err := s.read(ctx,
 			clientv3.OpGet(s.vpcKey(sn.VPC)),
 			clientv3.OpGet(s.subnetsPrefix(sn.VPC), clientv3.WithPrefix()))
@@ -305,7 +305,7 @@ func (s *Store) CreateSubnet(ctx context.Context, sn vpc.Subnet) (vpc.Subnet, er
 			return vpc.Subnet{}, fmt.Errorf("%s: %w: %w", what, err, store.ErrConflict)
 		}
 		b, _ := json.Marshal(sn)
-		resp, err := s.cli.Txn(ctx).If(
+		resp, err := s.kv.Txn(ctx).If(
 			clientv3.Compare(clientv3.CreateRevision(s.vpcKey(sn.VPC)), "=", rs[0].Kvs[0].CreateRevision),
 			// No sibling appeared or changed since the overlap check.
 			clientv3.Compare(clientv3.ModRevision(s.subnetsPrefix(sn.VPC)).WithPrefix(), "<", rev+1),
@@ -317,7 +317,7 @@ func (s *Store) CreateSubnet(ctx context.Context, sn vpc.Subnet) (vpc.Subnet, er
 			return sn, nil
 		}
 	}
-	return vpc.Subnet{}, tooBusy(what)
+	return vpc.Subnet{}, try.Err()
 }
 
 // GetSubnet implements store.Store.
@@ -342,7 +342,8 @@ func (s *Store) ListSubnets(ctx context.Context, vpcName string) ([]vpc.Subnet, 
 // DeleteSubnet implements store.Store.
 func (s *Store) DeleteSubnet(ctx context.Context, vpcName, name string) error {
 	what := fmt.Sprintf("delete subnet %q", vpcName+"/"+name)
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		rs, rev, err := s.read(ctx,
 			clientv3.OpGet(s.subnetKey(vpcName, name)),
 			clientv3.OpGet(s.endpointsPrefix(vpcName), clientv3.WithPrefix()))
@@ -370,7 +371,7 @@ func (s *Store) DeleteSubnet(ctx context.Context, vpcName, name string) error {
 			}
 			return fmt.Errorf("%s: it has endpoint(s) %s%s: %w", what, strings.Join(users, ", "), more, store.ErrInUse)
 		}
-		resp, err := s.cli.Txn(ctx).If(
+		resp, err := s.kv.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(s.subnetKey(vpcName, name)), "=", rs[0].Kvs[0].ModRevision),
 			// No endpoint of the VPC appeared or changed since the check.
 			clientv3.Compare(clientv3.ModRevision(s.endpointsPrefix(vpcName)).WithPrefix(), "<", rev+1),
@@ -385,7 +386,7 @@ func (s *Store) DeleteSubnet(ctx context.Context, vpcName, name string) error {
 			return nil
 		}
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // --- nodes ---
@@ -396,7 +397,7 @@ func (s *Store) RegisterNode(ctx context.Context, n vpc.Node) error {
 		return fmt.Errorf("register node %q: %w", n.Name, err)
 	}
 	b, _ := json.Marshal(n)
-	if _, err := s.cli.Put(ctx, s.nodeKey(n.Name), string(b)); err != nil {
+	if _, err := s.kv.Put(ctx, s.nodeKey(n.Name), string(b)); err != nil {
 		return fmt.Errorf("register node %q: %w", n.Name, err)
 	}
 	return nil
@@ -422,7 +423,7 @@ func (s *Store) ListNodes(ctx context.Context) ([]vpc.Node, int64, error) {
 
 // DeleteNode implements store.Store.
 func (s *Store) DeleteNode(ctx context.Context, name string) error {
-	if _, err := s.cli.Delete(ctx, s.nodeKey(name)); err != nil {
+	if _, err := s.kv.Delete(ctx, s.nodeKey(name)); err != nil {
 		return fmt.Errorf("delete node %q: %w", name, err)
 	}
 	return nil
@@ -456,7 +457,8 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 	if err := e.Validate(); err != nil {
 		return vpc.Endpoint{}, fmt.Errorf("%s: %w", what, err)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		rs, _, err := s.read(ctx,
 			clientv3.OpGet(s.vpcKey(e.VPC)),
 			clientv3.OpGet(s.subnetKey(e.VPC, e.Subnet)),
@@ -485,7 +487,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 		// The address must come from a block the endpoint's node holds.
 		blk := netip.PrefixFrom(e.IP, sn.BlockPrefixLen).Masked()
 		bkey := s.blockKey(e.VPC, e.Subnet, blk)
-		br, err := s.cli.Get(ctx, bkey)
+		br, err := s.kv.Get(ctx, bkey)
 		if err != nil {
 			return vpc.Endpoint{}, fmt.Errorf("%s: %w", what, err)
 		}
@@ -527,7 +529,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 				}
 			}
 		}
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		resp, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return vpc.Endpoint{}, fmt.Errorf("%s: %w", what, err)
 		}
@@ -535,13 +537,13 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 			return e, nil
 		}
 	}
-	return vpc.Endpoint{}, tooBusy(what)
+	return vpc.Endpoint{}, try.Err()
 }
 
 // indexOwned reports whether the IP index entry of ip names id, and its
 // mod revision.
 func (s *Store) indexOwned(ctx context.Context, vpcName string, ip netip.Addr, id string) (bool, int64, error) {
-	r, err := s.cli.Get(ctx, s.endpointIPKey(vpcName, ip))
+	r, err := s.kv.Get(ctx, s.endpointIPKey(vpcName, ip))
 	if err != nil {
 		return false, 0, err
 	}
@@ -563,8 +565,9 @@ func (s *Store) GetEndpoint(ctx context.Context, vpcName, id string) (vpc.Endpoi
 // DeleteEndpoint implements store.Store.
 func (s *Store) DeleteEndpoint(ctx context.Context, vpcName, id string) error {
 	what := fmt.Sprintf("delete endpoint %q", vpcName+"/"+id)
-	for range maxRetries {
-		r, err := s.cli.Get(ctx, s.endpointKey(vpcName, id))
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
+		r, err := s.kv.Get(ctx, s.endpointKey(vpcName, id))
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
@@ -584,7 +587,7 @@ func (s *Store) DeleteEndpoint(ctx context.Context, vpcName, id string) error {
 				ops = append(ops, clientv3.OpDelete(s.endpointIPKey(vpcName, e.IP)))
 			}
 		}
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		resp, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
@@ -592,7 +595,7 @@ func (s *Store) DeleteEndpoint(ctx context.Context, vpcName, id string) error {
 			return nil
 		}
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // ListEndpoints implements store.Store.
@@ -650,7 +653,8 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 	if err := vpc.ValidateNodeName(node); err != nil {
 		return store.Block{}, fmt.Errorf("%s: %w", what, err)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		rs, _, err := s.read(ctx,
 			clientv3.OpGet(s.subnetKey(vpcName, subnetName)),
 			clientv3.OpGet(s.blocksPrefix(vpcName, subnetName), clientv3.WithPrefix()))
@@ -693,7 +697,7 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 		b := store.Block{VPC: vpcName, Subnet: subnetName, CIDR: want, Node: node}
 		val, _ := json.Marshal(b)
 		key := s.blockKey(vpcName, subnetName, want)
-		resp, err := s.cli.Txn(ctx).If(
+		resp, err := s.kv.Txn(ctx).If(
 			clientv3.Compare(clientv3.CreateRevision(s.subnetKey(vpcName, subnetName)), "=", rs[0].Kvs[0].CreateRevision),
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 		).Then(clientv3.OpPut(key, string(val))).Commit()
@@ -704,7 +708,7 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 			return b, nil
 		}
 	}
-	return store.Block{}, tooBusy(what)
+	return store.Block{}, try.Err()
 }
 
 // firstFreeBlock returns the lowest block of sn not in held that contains
@@ -742,8 +746,9 @@ func blockAssignable(sn vpc.Subnet, b netip.Prefix) int {
 func (s *Store) ReleaseBlock(ctx context.Context, vpcName, subnetName string, block netip.Prefix, node string) error {
 	what := fmt.Sprintf("release block %s of subnet %q for node %q", block, vpcName+"/"+subnetName, node)
 	key := s.blockKey(vpcName, subnetName, block)
-	for range maxRetries {
-		r, err := s.cli.Get(ctx, key)
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
+		r, err := s.kv.Get(ctx, key)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
@@ -757,7 +762,7 @@ func (s *Store) ReleaseBlock(ctx context.Context, vpcName, subnetName string, bl
 		if b.Node != node {
 			return fmt.Errorf("%s: held by node %q: %w", what, b.Node, store.ErrConflict)
 		}
-		resp, err := s.cli.Txn(ctx).If(
+		resp, err := s.kv.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision),
 		).Then(clientv3.OpDelete(key)).Commit()
 		if err != nil {
@@ -767,7 +772,7 @@ func (s *Store) ReleaseBlock(ctx context.Context, vpcName, subnetName string, bl
 			return nil
 		}
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // ListBlocks implements store.Store.
@@ -794,7 +799,7 @@ func (s *Store) ListBlocks(ctx context.Context, vpcName, subnetName string) ([]s
 // --- helpers ---
 
 func (s *Store) get(ctx context.Context, key string, v any) error {
-	r, err := s.cli.Get(ctx, key)
+	r, err := s.kv.Get(ctx, key)
 	if err != nil {
 		return err
 	}
@@ -808,7 +813,7 @@ func (s *Store) get(ctx context.Context, key string, v any) error {
 }
 
 func list[T any](ctx context.Context, s *Store, prefix string) ([]T, int64, error) {
-	r, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	r, err := s.kv.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, err
 	}

@@ -38,7 +38,8 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 	if err := vpc.ValidateNodeName(node); err != nil {
 		return store.Block{}, fmt.Errorf("%s: %w", what, err)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		so, err := get[subnetObject](ctx, s, resSubnet, s.subnetName(vpcName, subnetName))
 		if apierrors.IsNotFound(err) {
 			return store.Block{}, noSubnet(what, vpcName, subnetName)
@@ -53,6 +54,9 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 		if so.Status.Deleting {
 			return store.Block{}, fmt.Errorf("%s: %s is being deleted: %w", what, sn, store.ErrConflict)
 		}
+		if err := s.checkSubnet(ctx, what, so, sn); err != nil {
+			return store.Block{}, err
+		}
 		objs, _, err := list[blockObject](ctx, s, resBlock, s.selector(LabelVPC, vpcName, LabelSubnet, subnetName), 0)
 		if err != nil {
 			return store.Block{}, wrap(what+": list blocks", err)
@@ -60,7 +64,16 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 		held := make(map[netip.Prefix]string, len(objs))
 		for _, b := range objs {
 			if b.Spec.SubnetUID != string(so.Metadata.UID) {
-				if err := s.delUID(ctx, resBlock, b.Metadata.Name, b.Metadata.UID); err != nil {
+				err := s.delUID(ctx, resBlock, b.Metadata.Name, b.Metadata.UID)
+				if apierrors.IsForbidden(err) {
+					// Another node's stale block, which admission does
+					// not let this agent delete: leave its range alone.
+					if p, perr := netip.ParsePrefix(b.Spec.CIDR); perr == nil {
+						held[p] = b.Spec.Node
+					}
+					continue
+				}
+				if err != nil {
 					return store.Block{}, wrap(fmt.Sprintf("%s: delete stale block %s", what, b.Spec.CIDR), err)
 				}
 				continue
@@ -108,7 +121,7 @@ func (s *Store) claim(ctx context.Context, vpcName, subnetName, node string, add
 		}
 		return store.Block{VPC: vpcName, Subnet: subnetName, CIDR: want, Node: node}, nil
 	}
-	return store.Block{}, tooBusy(what)
+	return store.Block{}, try.Err()
 }
 
 // firstFreeBlock returns the lowest block of sn not in held with at least
@@ -143,7 +156,8 @@ func (s *Store) ReleaseBlock(ctx context.Context, vpcName, subnetName string, bl
 	if !block.IsValid() {
 		return fmt.Errorf("%s: no block given: %w", what, vpc.ErrInvalid)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		o, err := getOpt[blockObject](ctx, s, resBlock, s.blockName(vpcName, subnetName, block))
 		if err != nil {
 			return wrap(what, err)
@@ -163,7 +177,7 @@ func (s *Store) ReleaseBlock(ctx context.Context, vpcName, subnetName string, bl
 		}
 		return nil
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // ListBlocks implements store.Store.

@@ -117,16 +117,20 @@
 // WatchEndpoints and WatchNodes are list-then-watch from a
 // resourceVersion (the store's revision; the etcd3 storage writes etcd's
 // revision in decimal). "0" means from now: a one-item list supplies the
-// current resourceVersion. The API server ends each watch after
-// --min-request-timeout (randomized); the store resumes from the last
-// resourceVersion seen, kept fresh by bookmarks, so the consumer's
-// channel does not break (tested with 1-2 s server timeouts). A start
-// revision the server no longer has (410 Gone / Expired) is one
-// EventError wrapping store.ErrCompacted. An API server that refuses
-// connections or answers 5xx/429 (a restart, an upgrade) is retried with
-// backoff for WatchRetryFor (30 s); a restarted server's watch cache
-// starts at the current revision, so the retry then usually ends in
-// ErrCompacted, and the consumer lists again (tested with a real restart). Delete events carry the
+// current resourceVersion. The stream is client-go's RetryWatcher
+// (k8s.io/client-go/tools/watch) with bookmarks: when the API server
+// ends a watch (--min-request-timeout, randomized), restarts or refuses
+// connections, it watches again from the last resourceVersion seen (a
+// bookmark keeps it fresh on a quiet node), so the consumer's channel
+// does not break and nothing is listed again (tested with 1-2 s server
+// timeouts, and with a rolling restart of an HA pair of API servers
+// behind a balancer: no list, no missed event). Connection failures and
+// 5xx/429 are retried for as long as the watch lives; 401/403 and a
+// start revision the server no longer has (410 Gone / Expired) end it
+// with one EventError, the latter wrapping store.ErrCompacted. A lone API
+// server that restarts starts its watch cache at the current revision,
+// so a watch from an older one can only get ErrCompacted there, and the
+// consumer lists again (tested with a real restart). Delete events carry the
 // endpoint as last stored; an endpoint moving to another IP is seen as a
 // delete of the old address, then a put of the new one.
 //
@@ -155,9 +159,13 @@
 //
 // # Limits
 //
-// Objects written with kubectl pass the schema but skip the cross-object
-// rules (overlap, VNI, IP uniqueness, in-use checks); an admission
-// webhook would close that. status.deleting left by a DeleteSubnet that
+// Objects written with kubectl pass the schema and the admission policies
+// of deploy/policy (name and label consistency); a Subnet that breaks a
+// cross-object rule (outside its VPC, overlapping a sibling that takes
+// precedence) is ignored where agents use it (checkSubnet), naming the
+// conflict. In-use checks (DeleteSubnet, DeleteVPC) are the store's, so a
+// kubectl delete skips them. Agents run with AgentPolicyRules under the
+// node-scope policy: see rbac.go. status.deleting left by a DeleteSubnet that
 // died mid-way blocks new endpoints of that subnet until DeleteSubnet is
 // run again.
 package kubestore

@@ -40,7 +40,8 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 			_ = s.delUID(context.WithoutCancel(ctx), resIndex, madeIdx.Metadata.Name, madeIdx.Metadata.UID)
 		}
 	}()
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		// One round of requests. The block is read speculatively with the
 		// subnet's block length as last seen (a subnet's spec is
 		// immutable), checked against the subnet read in the same round.
@@ -67,7 +68,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 			},
 			func() error {
 				idx, ierr = create(ctx, s, resIndex, &indexObject{header: s.newHeader(resIndex, s.indexName(e.VPC, e.ID), LabelVPC, e.VPC),
-					Spec: indexSpec{VPC: e.VPC, ID: e.ID, IP: e.IP.String()}})
+					Spec: indexSpec{VPC: e.VPC, ID: e.ID, IP: e.IP.String(), Node: e.Node}})
 				if ierr == nil {
 					madeIdx = idx
 				} else if apierrors.IsAlreadyExists(ierr) {
@@ -130,7 +131,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 					}
 				}
 			}
-			idx.Spec.IP = e.IP.String()
+			idx.Spec.IP, idx.Spec.Node = e.IP.String(), e.Node
 			if _, err := update(ctx, s, resIndex, idx, false); apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				continue
 			} else if err != nil {
@@ -180,7 +181,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 		ok = true
 		return e, nil
 	}
-	return vpc.Endpoint{}, tooBusy(what)
+	return vpc.Endpoint{}, try.Err()
 }
 
 // vniOf returns the VNI of the subnet's VPC. VNIs are cached by VPC UID
@@ -276,7 +277,8 @@ func (s *Store) findEndpoint(ctx context.Context, vpcName, id string) (*endpoint
 // DeleteEndpoint implements store.Store: endpoint, then index.
 func (s *Store) DeleteEndpoint(ctx context.Context, vpcName, id string) error {
 	what := fmt.Sprintf("delete endpoint %q", vpcName+"/"+id)
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		o, idx, err := s.findEndpoint(ctx, vpcName, id)
 		if err != nil {
 			return wrap(what, err)
@@ -298,7 +300,7 @@ func (s *Store) DeleteEndpoint(ctx context.Context, vpcName, id string) error {
 		}
 		return nil
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // ListEndpoints implements store.Store.

@@ -278,8 +278,9 @@ func TestRecovery(t *testing.T) {
 	// the two writes) holds no address, and deleting its id harms no one.
 	// The index of id is named <vpc>.<first 20 bytes of sha256(id) in hex>.
 	h := sha256.Sum256([]byte("dead/eth0"))
-	if _, err := d.Resource(gvr("endpointindexes")).Create(ctx, raw("EndpointIndex", sc+".blue."+hex.EncodeToString(h[:20]), sc,
-		map[string]any{"vpc": "blue", "id": "dead/eth0", "ip": "10.1.0.5"}), metav1.CreateOptions{}); err != nil {
+	dead := raw("EndpointIndex", sc+".blue."+hex.EncodeToString(h[:20]), sc, map[string]any{"vpc": "blue", "id": "dead/eth0", "ip": "10.1.0.5"})
+	dead.SetLabels(map[string]string{kubestore.LabelScope: sc, kubestore.LabelVPC: "blue"})
+	if _, err := d.Resource(gvr("endpointindexes")).Create(ctx, dead, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	live := vpc.Endpoint{VPC: "blue", Subnet: "web", ID: "live/eth0", IP: netip.MustParseAddr("10.1.0.5"), Node: "n1"}

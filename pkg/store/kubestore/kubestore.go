@@ -23,9 +23,6 @@ import (
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
-// maxRetries bounds optimistic-concurrency retries under contention.
-const maxRetries = 1000
-
 // listPage is the page size of lists (limit/continue); all pages of one
 // list share the first page's resourceVersion.
 const listPage = 500
@@ -104,6 +101,8 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 		cfg.BearerToken, cfg.BearerTokenFile = "", ""
 		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &tokenFile{path: path, base: rt} })
 	}
+	host := cfg.Host
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return availRT{base: rt, host: host} })
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "genie-kubestore"
 	}
@@ -299,6 +298,9 @@ func wrap(what string, err error) error {
 		sentinel = store.ErrConflict
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
 		sentinel = vpc.ErrInvalid
+	case apierrors.IsServiceUnavailable(err), apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err), apierrors.IsTimeout(err):
+		// Starting up, overloaded (priority and fairness) or slow.
+		sentinel = store.ErrUnavailable
 	}
 	if sentinel != nil {
 		return fmt.Errorf("%s: %s: %w", what, apiMessage(err), sentinel)
@@ -312,10 +314,6 @@ func apiMessage(err error) string {
 		return se.Status().Message
 	}
 	return err.Error()
-}
-
-func tooBusy(what string) error {
-	return fmt.Errorf("%s: gave up after %d conflicting concurrent updates: %w", what, maxRetries, store.ErrConflict)
 }
 
 func noVPC(what, name string) error {

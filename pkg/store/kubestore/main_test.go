@@ -27,7 +27,14 @@ var crds struct {
 func server(t testing.TB) *kubeapi.Server {
 	t.Helper()
 	srv := kubeapi.Shared(t)
-	crds.once.Do(func() { crds.err = srv.InstallProjectCRDs(context.Background(), kubestore.CRDFiles...) })
+	crds.once.Do(func() {
+		crds.err = srv.InstallProjectCRDs(context.Background(), kubestore.CRDFiles...)
+		if crds.err == nil {
+			// Every test of the package, the conformance suite included,
+			// runs under the deploy/policy admission policies.
+			crds.err = installPolicies(srv)
+		}
+	})
 	if crds.err != nil {
 		t.Fatalf("install crds: %v", crds.err)
 	}

@@ -31,7 +31,8 @@ func (s *Store) RegisterNode(ctx context.Context, n vpc.Node) error {
 	if len(name) > 253 {
 		return fmt.Errorf("%s: object name %q is longer than 253 characters: %w", what, name, vpc.ErrInvalid)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		o := &nodeObject{header: s.newHeader(resNode, name), Spec: nodeSpecOf(n)}
 		_, err := create(ctx, s, resNode, o)
 		if err == nil {
@@ -60,7 +61,7 @@ func (s *Store) RegisterNode(ctx context.Context, n vpc.Node) error {
 		}
 		return nil
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // GetNode implements store.Store.

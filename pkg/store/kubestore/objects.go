@@ -194,6 +194,9 @@ type indexSpec struct {
 	VPC string `json:"vpc"`
 	ID  string `json:"id"`
 	IP  string `json:"ip"`
+	// Node is the node whose agent wrote the index (the endpoint's node),
+	// so admission can scope an agent's writes to its own node.
+	Node string `json:"node,omitempty"`
 }
 
 // --- names (see doc.go) ---

@@ -2,15 +2,10 @@ package kubestore
 
 import rbacv1 "k8s.io/api/rbac/v1"
 
-// PolicyRules are the permissions a Store needs, for the ClusterRole of
-// the agents and of geniectl. The conformance tests run with exactly
-// these, so a missing rule fails a test.
-//
-// The agents need everything but the create and delete of VPCs and
-// subnets; one role for both is simpler to deploy while the CLI is the
-// only other writer (a read-only "view" role would need no more than
-// get/list/watch, except that reading a VPC made with kubectl assigns
-// its VNI).
+// PolicyRules are the permissions of the administrator's Store: geniectl
+// and operators, for the ClusterRole "genie-admin" of
+// deploy/policy/rbac.yaml. The conformance tests run with exactly these,
+// so a missing rule fails a test.
 func PolicyRules() []rbacv1.PolicyRule {
 	rule := func(verbs []string, resources ...string) rbacv1.PolicyRule {
 		return rbacv1.PolicyRule{APIGroups: []string{Group}, Resources: resources, Verbs: verbs}
@@ -22,3 +17,39 @@ func PolicyRules() []rbacv1.PolicyRule {
 		rule([]string{"deletecollection"}, "endpointindexes"),
 	}
 }
+
+// AgentPolicyRules are the permissions of a node agent (genied), for the
+// ClusterRole "genie-agent" of deploy/policy/rbac.yaml: read the
+// network (VPCs, subnets, nodes, endpoints, blocks), write its own
+// GenieNode, endpoints, endpoint indexes and IPAM blocks, and assign the
+// VNI of a VPC made with kubectl (create a VNIClaim, set status.vni
+// once). RBAC cannot say "its own": the ValidatingAdmissionPolicy
+// genie-agent-node-scope (deploy/policy/agent-node-scope.yaml) refuses
+// an agent's write to an object of another node, and any status write
+// but setting an unset VNI. Agents never create or delete VPCs and
+// subnets, and never delete VNI claims (that would let one node give
+// two VPCs the same VNI).
+func AgentPolicyRules() []rbacv1.PolicyRule {
+	rule := func(verbs []string, resources ...string) rbacv1.PolicyRule {
+		return rbacv1.PolicyRule{APIGroups: []string{Group}, Resources: resources, Verbs: verbs}
+	}
+	return []rbacv1.PolicyRule{
+		rule([]string{"get", "list", "watch"}, "vpcs", "subnets"),
+		rule([]string{"get", "list", "watch", "create"}, "vniclaims"),
+		rule([]string{"update"}, "vpcs/status"),
+		rule([]string{"get", "list", "watch", "create", "delete"}, "ipamblocks"),
+		rule([]string{"get", "list", "watch", "create", "update"}, "genienodes"),
+		rule([]string{"get", "list", "watch", "create", "update", "delete"}, "vpcendpoints", "endpointindexes"),
+	}
+}
+
+// AgentServiceAccount is the name the node-scope admission policy
+// recognises a node agent's service account by (in any namespace):
+// system:serviceaccount:<namespace>:genie-agent, with a token bound to
+// its pod or node, which carries the node's name.
+const AgentServiceAccount = "genie-agent"
+
+// AgentUserPrefix is the user-name prefix of a per-node agent identity
+// outside service accounts (a client certificate or static token for
+// user "genie:node:<node>"), recognised by the same policy.
+const AgentUserPrefix = "genie:node:"

@@ -31,7 +31,8 @@ func (s *Store) CreateSubnet(ctx context.Context, sn vpc.Subnet) (vpc.Subnet, er
 	if err := vpc.ValidateName(sn.VPC); err != nil {
 		return vpc.Subnet{}, fmt.Errorf("%s: vpc: %w", what, err)
 	}
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		vo, err := get[vpcObject](ctx, s, resVPC, s.vpcName(sn.VPC))
 		if apierrors.IsNotFound(err) {
 			return vpc.Subnet{}, noVPC(what, sn.VPC)
@@ -92,7 +93,7 @@ func (s *Store) CreateSubnet(ctx context.Context, sn vpc.Subnet) (vpc.Subnet, er
 		}
 		return sn, nil
 	}
-	return vpc.Subnet{}, tooBusy(what)
+	return vpc.Subnet{}, try.Err()
 }
 
 // materialize creates the Subnet object of p. A subnet of that name
@@ -130,7 +131,8 @@ func (s *Store) rollForward(ctx context.Context, what string, vo *vpcObject) err
 // clearPending removes the pending entry with token from the VPC's status
 // if it is still there.
 func (s *Store) clearPending(ctx context.Context, what string, vo *vpcObject, token string) error {
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		if vo.Status.PendingSubnet == nil || vo.Status.PendingSubnet.Token != token {
 			return nil
 		}
@@ -150,7 +152,7 @@ func (s *Store) clearPending(ctx context.Context, what string, vo *vpcObject, to
 			return wrap(what, err)
 		}
 	}
-	return tooBusy(what)
+	return try.Err()
 }
 
 // GetSubnet implements store.Store.
@@ -163,6 +165,9 @@ func (s *Store) GetSubnet(ctx context.Context, vpcName, name string) (vpc.Subnet
 	sn, err := toSubnet(o)
 	if err != nil {
 		return vpc.Subnet{}, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := s.checkSubnet(ctx, what, o, sn); err != nil {
+		return vpc.Subnet{}, err
 	}
 	return sn, nil
 }
@@ -197,7 +202,8 @@ func (s *Store) ListSubnets(ctx context.Context, vpcName string) ([]vpc.Subnet, 
 // so an endpoint created concurrently is either seen here or withdrawn.
 func (s *Store) DeleteSubnet(ctx context.Context, vpcName, name string) error {
 	what := fmt.Sprintf("delete subnet %q", vpcName+"/"+name)
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		o, err := get[subnetObject](ctx, s, resSubnet, s.subnetName(vpcName, name))
 		if err != nil {
 			return wrap(what, err)
@@ -250,5 +256,5 @@ func (s *Store) DeleteSubnet(ctx context.Context, vpcName, name string) error {
 		}
 		return nil
 	}
-	return tooBusy(what)
+	return try.Err()
 }

@@ -48,7 +48,8 @@ func (s *Store) CreateVPC(ctx context.Context, v vpc.VPC) (vpc.VPC, error) {
 // claims are deleted (UID precondition), so VNIs stay lowest-free.
 func (s *Store) ensureVNI(ctx context.Context, what string, o *vpcObject) (*vpcObject, error) {
 	var mine *vniClaimObject // a claim this call created
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		if o.Status.VNI != 0 {
 			if mine != nil && mine.Spec.VNI != o.Status.VNI {
 				_ = s.delUID(ctx, resVNIClaim, mine.Metadata.Name, mine.Metadata.UID)
@@ -72,7 +73,14 @@ func (s *Store) ensureVNI(ctx context.Context, what string, o *vpcObject) (*vpcO
 			for _, c := range claims {
 				vni, ok := owners[c.Spec.VPCUID]
 				if !ok || (vni != 0 && vni != c.Spec.VNI) {
-					if err := s.delUID(ctx, resVNIClaim, c.Metadata.Name, c.Metadata.UID); err != nil {
+					err := s.delUID(ctx, resVNIClaim, c.Metadata.Name, c.Metadata.UID)
+					if apierrors.IsForbidden(err) {
+						// An agent (AgentPolicyRules) may not delete
+						// claims: leave it to geniectl, skip its VNI.
+						taken[c.Spec.VNI] = true
+						continue
+					}
+					if err != nil {
 						return nil, wrap(fmt.Sprintf("%s: delete stale vni claim %q", what, c.Metadata.Name), err)
 					}
 					continue
@@ -122,7 +130,7 @@ func (s *Store) ensureVNI(ctx context.Context, what string, o *vpcObject) (*vpcO
 			return nil, wrap(what, err)
 		}
 	}
-	return nil, tooBusy(what)
+	return nil, try.Err()
 }
 
 // GetVPC implements store.Store.
@@ -165,7 +173,8 @@ func (s *Store) ListVPCs(ctx context.Context) ([]vpc.VPC, error) {
 // the delete fail with a Conflict and the check runs again.
 func (s *Store) DeleteVPC(ctx context.Context, name string) error {
 	what := fmt.Sprintf("delete vpc %q", name)
-	for range maxRetries {
+	try := store.NewRetrier(what)
+	for try.Next(ctx) {
 		o, err := get[vpcObject](ctx, s, resVPC, s.vpcName(name))
 		if err != nil {
 			return wrap(what, err)
@@ -216,5 +225,5 @@ func (s *Store) DeleteVPC(ctx context.Context, name string) error {
 		}
 		return nil
 	}
-	return tooBusy(what)
+	return try.Err()
 }

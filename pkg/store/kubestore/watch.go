@@ -2,15 +2,15 @@ package kubestore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kwatch "k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/cni-genie/cni-genie/pkg/store"
 )
@@ -19,12 +19,15 @@ import (
 // fromRevision (0 = from now) into ch until ctx ends, converting each with
 // conv. A failure is sent as one errEv event; ch is closed on return.
 //
-// The API server ends every watch after a while (--min-request-timeout,
-// randomized); watch then resumes from the last resourceVersion seen,
-// kept fresh by bookmarks, so consumers see one unbroken stream. A start
-// revision older than the server's window (the watch cache, or etcd's
-// compaction) is answered with 410 Gone / Expired: that is
-// store.ErrCompacted.
+// The stream is client-go's RetryWatcher: when the API server ends a
+// watch (--min-request-timeout, randomized), restarts, or refuses
+// connections for a while, it watches again from the last
+// resourceVersion seen, kept fresh by bookmarks (AllowWatchBookmarks),
+// so consumers see one unbroken stream and a quiet node resumes where it
+// was instead of listing again. A start revision older than the server's
+// window (its watch cache, or etcd's compaction) is answered with 410
+// Gone / Expired: that is store.ErrCompacted. 401 and 403 end the watch
+// too; everything else (connection refused, 5xx, 429) is retried.
 func watch[T any, E any](ctx context.Context, s *Store, r resource, selector string, fromRevision int64, what string,
 	conv func(store.EventType, int64, *T) (E, error), errEv func(error) E, ch chan<- E) {
 	defer close(ch)
@@ -54,128 +57,67 @@ func watch[T any, E any](ctx context.Context, s *Store, r resource, selector str
 		}
 		rv = l.GetResourceVersion()
 	}
-	var failingSince time.Time
-	backoff := watchBackoffMin
-	pause := func() bool {
+	lw := &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (kwatch.Interface, error) {
+		o.LabelSelector = selector
+		return s.ri(r).Watch(ctx, o)
+	}}
+	rw, err := watchtools.NewRetryWatcherWithContext(ctx, rv, lw)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer rw.Stop()
+	for {
+		var ev kwatch.Event
+		var open bool
 		select {
 		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-			backoff = min(2*backoff, watchBackoffMax)
-			return true
+			return
+		case ev, open = <-rw.ResultChan():
 		}
-	}
-	for {
-		began, startRV := time.Now(), rv
-		w, err := s.ri(r).Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rv, AllowWatchBookmarks: true})
+		if !open {
+			fail(fmt.Errorf("from revision %s: watch ended", rv))
+			return
+		}
+		if ev.Type == kwatch.Error {
+			fail(watchErr(rv, apierrors.FromObject(ev.Object)))
+			return
+		}
+		u, isU := ev.Object.(*unstructured.Unstructured)
+		if !isU {
+			fail(fmt.Errorf("unexpected %T in %s event", ev.Object, ev.Type))
+			return
+		}
+		var typ store.EventType
+		switch ev.Type {
+		case kwatch.Added, kwatch.Modified:
+			typ = store.EventPut
+		case kwatch.Deleted:
+			typ = store.EventDelete
+		default:
+			continue // bookmarks are consumed by the RetryWatcher
+		}
+		evRV := u.GetResourceVersion()
+		rev, err := parseRV(evRV)
 		if err != nil {
-			// An API server restarting or briefly unreachable: retry from
-			// the same revision for a while, as etcd's client does.
-			if transient(err) && ctx.Err() == nil {
-				if failingSince.IsZero() {
-					failingSince = began
-				}
-				if time.Since(failingSince) < WatchRetryFor && pause() {
-					continue
-				}
-			}
-			fail(watchErr(rv, err))
+			fail(err)
 			return
 		}
-		failingSince = time.Time{}
-		next, ok := func() (string, bool) {
-			defer w.Stop()
-			for {
-				var ev kwatch.Event
-				var open bool
-				select {
-				case <-ctx.Done():
-					return rv, false
-				case ev, open = <-w.ResultChan():
-				}
-				if !open {
-					return rv, true
-				}
-				if ev.Type == kwatch.Error {
-					fail(watchErr(rv, apierrors.FromObject(ev.Object)))
-					return rv, false
-				}
-				u, isU := ev.Object.(*unstructured.Unstructured)
-				if !isU {
-					fail(fmt.Errorf("unexpected %T in %s event", ev.Object, ev.Type))
-					return rv, false
-				}
-				evRV := u.GetResourceVersion()
-				var typ store.EventType
-				switch ev.Type {
-				case kwatch.Bookmark:
-					rv = evRV
-					continue
-				case kwatch.Added, kwatch.Modified:
-					typ = store.EventPut
-				case kwatch.Deleted:
-					typ = store.EventDelete
-				default:
-					continue
-				}
-				rev, err := parseRV(evRV)
-				if err != nil {
-					fail(err)
-					return rv, false
-				}
-				o, err := fromU[T](u)
-				if err != nil {
-					fail(err)
-					return rv, false
-				}
-				e, err := conv(typ, rev, o)
-				if err != nil {
-					fail(fmt.Errorf("decode %s %q at revision %d: %w", r.kind, u.GetName(), rev, err))
-					return rv, false
-				}
-				if !send(e) {
-					return rv, false
-				}
-				rv = evRV
-			}
-		}()
-		if !ok || ctx.Err() != nil {
+		o, err := fromU[T](u)
+		if err != nil {
+			fail(err)
 			return
 		}
-		// The server closed the watch: resume. A watch that ends at once
-		// and delivered nothing new waits first, so a server that keeps
-		// closing watches is not hammered.
-		if next == startRV && time.Since(began) < time.Second {
-			if !pause() {
-				return
-			}
-		} else {
-			backoff = watchBackoffMin
+		e, err := conv(typ, rev, o)
+		if err != nil {
+			fail(fmt.Errorf("decode %s %q at revision %d: %w", r.kind, u.GetName(), rev, err))
+			return
 		}
-		rv = next
+		if !send(e) {
+			return
+		}
+		rv = evRV
 	}
-}
-
-// WatchRetryFor is how long a watch keeps retrying to reach an API server
-// that refuses connections or answers with server errors (a restart, a
-// rolling upgrade) before it reports the failure as an EventError.
-var WatchRetryFor = 30 * time.Second
-
-const (
-	watchBackoffMin = 100 * time.Millisecond
-	watchBackoffMax = 2 * time.Second
-)
-
-// transient reports whether a failed watch request may succeed if tried
-// again: no answer at all, or a server error or throttling. Refusals
-// (401, 403, 404, 400, 410) are final.
-func transient(err error) bool {
-	var se apierrors.APIStatus
-	if !errors.As(err, &se) {
-		return true // connection refused, reset, timeout
-	}
-	code := se.Status().Code
-	return code >= 500 || code == 429
 }
 
 // watchErr names the revision of a watch that failed and maps "too old"
@@ -184,9 +126,5 @@ func watchErr(rv string, err error) error {
 	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
 		return fmt.Errorf("revision %s is no longer available (%s): %w", rv, apiMessage(err), store.ErrCompacted)
 	}
-	var se apierrors.APIStatus
-	if errors.As(err, &se) {
-		return wrap(fmt.Sprintf("from revision %s", rv), err)
-	}
-	return err
+	return wrap(fmt.Sprintf("from revision %s", rv), err)
 }

@@ -31,4 +31,9 @@
 // bound to a Secret, revoked by deleting the Secret, no restart) and static
 // tokens (AddToken/RemoveToken rewrite the token file and restart
 // kube-apiserver on the same port, because the file is read only at start).
+//
+// StartPeer runs a second kube-apiserver on the same etcd, certificates and
+// tokens (an HA pair), for tests that restart one member while clients fail
+// over to the other. InstallPolicies applies deploy/policy (ClusterRoles,
+// ValidatingAdmissionPolicies and their bindings), as a cluster would.
 package kubeapi

@@ -461,7 +461,12 @@ type proc struct {
 // spawn starts a binary from the bin dir in its own process group, with
 // Pdeathsig so it dies with the thread that created it.
 func (s *Server) spawn(name string, args []string) (*proc, error) {
-	logPath := filepath.Join(s.Dir, name+".log")
+	return s.spawnAs(name, name, args)
+}
+
+// spawnAs is spawn with a log file named after logName.
+func (s *Server) spawnAs(name, logName string, args []string) (*proc, error) {
+	logPath := filepath.Join(s.Dir, logName+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open %s log: %w", name, err)

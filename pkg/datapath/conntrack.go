@@ -1,0 +1,252 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Conntrack entry flags and TCP states (bpf/lib/maps_lb.h).
+const (
+	ctFlagSNAT  = 0x1
+	ctFlagDNAT  = 0x2
+	ctFlagReply = 0x4
+)
+
+// ConntrackState is the TCP state of one direction of a tracked flow.
+type ConntrackState uint8
+
+// Conntrack states (CT_* in bpf/lib/maps_lb.h).
+const (
+	// ConntrackNew: a UDP flow, or a TCP flow that has only sent SYNs.
+	ConntrackNew ConntrackState = 0
+	// ConntrackEstablished: TCP, a packet without SYN/FIN/RST after the first.
+	ConntrackEstablished ConntrackState = 1
+	// ConntrackClosing: TCP, a FIN or RST was seen.
+	ConntrackClosing ConntrackState = 2
+)
+
+// String returns "new", "established" or "closing".
+func (s ConntrackState) String() string {
+	switch s {
+	case ConntrackNew:
+		return "new"
+	case ConntrackEstablished:
+		return "established"
+	case ConntrackClosing:
+		return "closing"
+	}
+	return fmt.Sprintf("state-%d", uint8(s))
+}
+
+// Tuple is a VPC's 5-tuple as a packet of one direction carries it.
+type Tuple struct {
+	VNI          uint32
+	Src, Dst     netip.Addr
+	SPort, DPort uint16
+	Proto        Protocol
+}
+
+func (t Tuple) String() string {
+	return fmt.Sprintf("vni %d %s %s:%d -> %s:%d", t.VNI, t.Proto, t.Src, t.SPort, t.Dst, t.DPort)
+}
+
+// ConntrackEntry is one direction of a tracked flow and its rewrites.
+type ConntrackEntry struct {
+	Tuple Tuple
+	// Reply is set on the entry of the reply direction.
+	Reply bool
+	// SNAT/DNAT: the source/destination is rewritten to SrcNAT/DstNAT.
+	SNAT, DNAT     bool
+	SrcNAT, DstNAT netip.AddrPort
+	State          ConntrackState
+	// Expires is the deadline in CLOCK_MONOTONIC time (bpf_ktime_get_ns).
+	Expires time.Duration
+	// VNI is the flow's VPC.
+	VNI uint32
+}
+
+func tupleFrom(k lxcCtKey) Tuple {
+	return Tuple{VNI: k.Vni, Src: addrFrom(k.Saddr), Dst: addrFrom(k.Daddr), SPort: ntohs(k.Sport), DPort: ntohs(k.Dport), Proto: Protocol(k.Proto)}
+}
+
+func entryFrom(k lxcCtKey, v lxcCtEntry) ConntrackEntry {
+	return ConntrackEntry{
+		Tuple:   tupleFrom(k),
+		Reply:   v.Flags&ctFlagReply != 0,
+		SNAT:    v.Flags&ctFlagSNAT != 0,
+		DNAT:    v.Flags&ctFlagDNAT != 0,
+		SrcNAT:  netip.AddrPortFrom(addrFrom(v.SrcAddr), ntohs(v.SrcPort)),
+		DstNAT:  netip.AddrPortFrom(addrFrom(v.DstAddr), ntohs(v.DstPort)),
+		State:   ConntrackState(v.State),
+		Expires: time.Duration(v.Expires),
+		VNI:     v.Vni,
+	}
+}
+
+// partnerKey returns the key of the other direction of the flow of entry
+// (k, v): a reply comes from the rewritten destination to the rewritten
+// source, and the same formula maps a reply entry back to its forward one.
+func partnerKey(k lxcCtKey, v lxcCtEntry) lxcCtKey {
+	p := lxcCtKey{Vni: k.Vni, Proto: k.Proto, Saddr: k.Daddr, Sport: k.Dport, Daddr: k.Saddr, Dport: k.Sport}
+	if v.Flags&ctFlagDNAT != 0 {
+		p.Saddr, p.Sport = v.DstAddr, v.DstPort
+	}
+	if v.Flags&ctFlagSNAT != 0 {
+		p.Daddr, p.Dport = v.SrcAddr, v.SrcPort
+	}
+	return p
+}
+
+// monotonicNow is the clock of bpf_ktime_get_ns.
+func monotonicNow() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// Conntrack lists the conntrack map (both directions of every flow).
+func (d *Datapath) Conntrack() ([]ConntrackEntry, error) {
+	var (
+		out []ConntrackEntry
+		k   lxcCtKey
+		v   lxcCtEntry
+	)
+	it := d.lxc.GenieCt.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, entryFrom(k, v))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list conntrack: %w", err)
+	}
+	return out, nil
+}
+
+// ConntrackStats is the result of one conntrack GC pass, for metrics.
+type ConntrackStats struct {
+	// Entries is the number of entries left (both directions count).
+	Entries int
+	// Capacity is the map's max_entries; Entries/Capacity is the fill.
+	// At capacity the LRU evicts the least recently used entries, which
+	// may belong to live flows.
+	Capacity int
+	// Deleted is the number of expired entries this pass removed.
+	Deleted int
+	// InsertFailures is the data plane's count of failed conntrack
+	// inserts so far (those packets were dropped as CT_FAILED).
+	InsertFailures uint64
+}
+
+const ctBatch = 4096
+
+// GCConntrack deletes the expired flows from the conntrack map: an entry
+// goes when its deadline has passed and its partner's has too (or the
+// partner is gone), so a one-way flow's quiet reply side never takes the
+// live side with it. Safe while the data plane runs; a flow that becomes
+// active during the pass just recreates its entries.
+func (d *Datapath) GCConntrack() (ConntrackStats, error) {
+	return gcConntrack(d.lxc.GenieCt, d.lxc.GenieDrops)
+}
+
+// Conntrack is a handle of its own on the pinned conntrack map, for a GC
+// that must not depend on (or lock) the agent's Datapath handle.
+type Conntrack struct{ ct, drops *ebpf.Map }
+
+// OpenConntrack opens the conntrack and drop counter maps pinned under
+// pinDir by Open.
+func OpenConntrack(pinDir string) (*Conntrack, error) {
+	ct, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, lxcMapGenieCt), nil)
+	if err != nil {
+		return nil, fmt.Errorf("open conntrack map: %w", err)
+	}
+	drops, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, lxcMapGenieDrops), nil)
+	if err != nil {
+		ct.Close()
+		return nil, fmt.Errorf("open drop counters: %w", err)
+	}
+	return &Conntrack{ct: ct, drops: drops}, nil
+}
+
+// GCConntrack is Datapath.GCConntrack on this handle.
+func (c *Conntrack) GCConntrack() (ConntrackStats, error) { return gcConntrack(c.ct, c.drops) }
+
+// Close releases the handle (the maps stay pinned).
+func (c *Conntrack) Close() error { return errors.Join(c.ct.Close(), c.drops.Close()) }
+
+func gcConntrack(m, dropsMap *ebpf.Map) (ConntrackStats, error) {
+	st := ConntrackStats{Capacity: int(m.MaxEntries())}
+	now := monotonicNow()
+
+	expired := func(v lxcCtEntry) bool { return time.Duration(v.Expires) < now }
+	var (
+		doomed   = map[lxcCtKey]bool{}
+		cursor   ebpf.MapBatchCursor
+		keys     = make([]lxcCtKey, ctBatch)
+		vals     = make([]lxcCtEntry, ctBatch)
+		total    int
+		batchErr error
+	)
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		total += n
+		for i := 0; i < n; i++ {
+			if !expired(vals[i]) || doomed[keys[i]] {
+				continue
+			}
+			pk := partnerKey(keys[i], vals[i])
+			var pv lxcCtEntry
+			if err := m.Lookup(&pk, &pv); err == nil {
+				if !expired(pv) {
+					continue
+				}
+				doomed[pk] = true
+			}
+			doomed[keys[i]] = true
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			batchErr = err
+			break
+		}
+	}
+	if batchErr != nil {
+		return st, fmt.Errorf("conntrack gc: %w", mapErr(m, "batch lookup", batchErr))
+	}
+	del := make([]lxcCtKey, 0, len(doomed))
+	for k := range doomed {
+		del = append(del, k)
+	}
+	for len(del) > 0 {
+		chunk := del[:min(len(del), ctBatch)]
+		del = del[len(chunk):]
+		n, err := m.BatchDelete(chunk, nil)
+		st.Deleted += n
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return st, fmt.Errorf("conntrack gc: %w", mapErr(m, "batch delete", err))
+		}
+		if n < len(chunk) {
+			// An entry vanished under us (LRU eviction): delete the rest one by one.
+			for _, k := range chunk[n:] {
+				if m.Delete(&k) == nil {
+					st.Deleted++
+				}
+			}
+		}
+	}
+	st.Entries = total - st.Deleted
+	var per []uint64
+	if err := dropsMap.Lookup(uint32(DropCTFailed), &per); err != nil {
+		return st, fmt.Errorf("conntrack gc: read drop counter: %w", err)
+	}
+	for _, n := range per {
+		st.InsertFailures += n
+	}
+	return st, nil
+}

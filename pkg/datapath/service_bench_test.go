@@ -1,0 +1,161 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// benchPair times from_pod on two frames in one interleaved loop: a
+// packet of an established service flow (through the VIP, DNAT from the
+// conntrack entry) and the same packet sent straight to the backend (plain
+// local forwarding, which pays the service hook's two missing lookups).
+// svc-ns/pkt - direct-ns/pkt is the service path's own cost.
+func benchPair(b *testing.B, d *Datapath, svc, direct []byte, ifindex int, mutate func(pkt []byte, i int)) {
+	b.Helper()
+	ctx := skbCtxBytes(ifindex)
+	out := make([]byte, len(svc)+256)
+	for _, p := range [][]byte{svc, direct} {
+		if ret, _ := timedRun(b, d.lxc.FromPod, p, out, ctx); ret != tcActRedirect {
+			b.Fatalf("verdict %d, want redirect", int32(ret))
+		}
+	}
+	var svcNs, directNs uint64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if mutate != nil {
+			mutate(svc, i)
+		}
+		_, t := timedRun(b, d.lxc.FromPod, svc, out, ctx)
+		svcNs += uint64(t)
+		_, t = timedRun(b, d.lxc.FromPod, direct, out, ctx)
+		directNs += uint64(t)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(svcNs)/n, "svc-ns/pkt")
+	b.ReportMetric(float64(directNs)/n, "direct-ns/pkt")
+	b.ReportMetric((float64(svcNs)-float64(directNs))/n, "over-ns/pkt")
+}
+
+// BenchmarkServiceEstablished: an established TCP flow through the VIP to
+// a local backend against the same packet sent to the backend directly.
+func BenchmarkServiceEstablished(b *testing.B) {
+	d := newServiceWorld(b)
+	data := payload(1400)
+	syn := frame(gwMAC, redA.MAC, tcpIP(ip1, 40000, vipWeb, 80, tcpSYN, nil))
+	if ret, _ := runSKB(b, d.lxc.FromPod, syn, redA.HostIfindex); ret != tcActRedirect {
+		b.Fatalf("syn verdict %d", ret)
+	}
+	svc := frame(gwMAC, redA.MAC, tcpIP(ip1, 40000, vipWeb, 80, tcpACK, data))
+	direct := frame(gwMAC, redA.MAC, tcpIP(ip1, 40000, ip2, 8080, tcpACK, data))
+	benchPair(b, d, svc, direct, redA.HostIfindex, nil)
+}
+
+// BenchmarkServiceNewFlow: every packet a new UDP flow (new source port),
+// so each run picks a Maglev slot and inserts two conntrack entries.
+func BenchmarkServiceNewFlow(b *testing.B) {
+	d := newWorld(b)
+	slots := make([]Backend, 32749)
+	for i := range slots {
+		slots[i] = Backend{ip2, 8080}
+	}
+	if err := d.UpsertService(svcWeb, ServiceTable{Slots: slots}); err != nil {
+		b.Fatal(err)
+	}
+	k := svcWeb
+	k.Proto = UDP
+	if err := d.UpsertService(k, ServiceTable{Slots: slots}); err != nil {
+		b.Fatal(err)
+	}
+	svc := frame(gwMAC, redA.MAC, ipv4Pkt(ip1, vipWeb, protoUDP, udpPkt(1, 80, payload(64)), ipOpts{}))
+	direct := frame(gwMAC, redA.MAC, ipv4Pkt(ip1, ip2, protoUDP, udpPkt(1, 8080, payload(64)), ipOpts{}))
+	benchPair(b, d, svc, direct, redA.HostIfindex, func(p []byte, i int) {
+		binary.BigEndian.PutUint16(p[34:], uint16(i%60000+1024)) // udp source port
+	})
+}
+
+// BenchmarkConntrackGC fills a conntrack map of 1M entries (512K flows,
+// half of them expired) and times one GC pass; it reports the map's
+// memory as the kernel accounts it. Run with -benchtime 1x.
+func BenchmarkConntrackGC(b *testing.B) {
+	needBPF(b)
+	const entries = 1 << 20
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 20, ValueSize: 32, MaxEntries: entries})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	d := &Datapath{}
+	d.lxc.GenieCt = m
+	d.lxc.GenieDrops, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: maxDropReason})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.lxc.GenieDrops.Close()
+	now := monotonicNow()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		keys := make([]lxcCtKey, 0, entries)
+		vals := make([]lxcCtEntry, 0, entries)
+		for f := 0; f < entries/2; f++ {
+			exp := uint64(now + time.Hour)
+			if f%2 == 0 {
+				exp = uint64(now - time.Second)
+			}
+			fk := lxcCtKey{Vni: vniRed, Saddr: ip4(ip1) + uint32(f>>16)<<24, Daddr: ip4(vipWeb), Sport: uint16(f), Dport: htons(80), Proto: 6}
+			fv := lxcCtEntry{Expires: exp, Flags: ctFlagDNAT, DstAddr: ip4(ip2), DstPort: htons(8080), Vni: vniRed}
+			rk := partnerKey(fk, fv)
+			rv := lxcCtEntry{Expires: exp, Flags: ctFlagSNAT | ctFlagReply, SrcAddr: ip4(vipWeb), SrcPort: htons(80), Vni: vniRed}
+			keys = append(keys, fk, rk)
+			vals = append(vals, fv, rv)
+		}
+		for j := 0; j < len(keys); j += ctBatch {
+			e := min(j+ctBatch, len(keys))
+			if _, err := m.BatchUpdate(keys[j:e], vals[j:e], nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		info, _ := m.Info()
+		mem, _ := info.Memlock()
+		b.StartTimer()
+		t0 := time.Now()
+		st, err := d.GCConntrack()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(time.Since(t0).Milliseconds()), "gc-ms")
+		b.ReportMetric(float64(mem)/(1<<20), "map-MiB")
+		// A full LRU map may evict a few entries while being refilled.
+		if st.Deleted > entries/2 || st.Deleted < entries/2-entries/100 {
+			b.Fatalf("deleted %d, want about %d", st.Deleted, entries/2)
+		}
+		b.ReportMetric(float64(st.Entries+st.Deleted), "entries")
+	}
+}
+
+// BenchmarkServiceHookCost: what the service hook costs a packet that is
+// not for a service, interleaved in one loop: plain local forwarding on a
+// node without services (the hook returns after one inlined array
+// lookup) and on a node with services (a service lookup and a conntrack
+// lookup, both missing).
+func BenchmarkServiceHookCost(b *testing.B) {
+	plainDP := newWorld(b)
+	svcDP := newServiceWorld(b)
+	pkt := frame(gwMAC, redA.MAC, tcpIP(ip1, 40000, ip2, 8080, tcpACK, payload(1400)))
+	ctx := skbCtxBytes(redA.HostIfindex)
+	out := make([]byte, len(pkt)+256)
+	var noSvc, withSvc uint64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, t := timedRun(b, plainDP.lxc.FromPod, pkt, out, ctx)
+		noSvc += uint64(t)
+		_, t = timedRun(b, svcDP.lxc.FromPod, pkt, out, ctx)
+		withSvc += uint64(t)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(noSvc)/n, "nosvc-ns/pkt")
+	b.ReportMetric(float64(withSvc)/n, "svc-node-ns/pkt")
+	b.ReportMetric((float64(withSvc)-float64(noSvc))/n, "hook-ns/pkt")
+}
