@@ -93,6 +93,17 @@ func TestPrivilegedQoS(t *testing.T) {
 	if got < 12e6 || got > 22e6 {
 		t.Errorf("limited pod %.1f Mbit/s, want about 20", got/1e6)
 	}
+
+	// The pod's own class goes with the pod.
+	if _, ok := classBytes(t, sb.Nodes()[0].Netns)["1:100"]; !ok {
+		t.Fatal("no htb class 1:100 for the limited pod")
+	}
+	if err := sb.PodDel(ctx, "lim"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := classBytes(t, sb.Nodes()[0].Netns)["1:100"]; ok {
+		t.Error("htb class 1:100 left after the limited pod was deleted")
+	}
 }
 
 // classBytes reads the bytes sent by each HTB class on the node's uplink
