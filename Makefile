@@ -6,7 +6,7 @@ BIN       := $(OUT)/bin
 BINARIES  := genie genied geniectl
 TEST_TIMEOUT ?= 40m
 
-.PHONY: fmt-check all build deps test-bins generate verify-generate test test-unit demo bench fuzz clean
+.PHONY: fmt-check all build deps test-bins generate verify-generate manifests verify-manifests image test test-unit demo bench fuzz clean
 
 all: build
 
@@ -43,10 +43,25 @@ fmt-check:
 verify-generate: generate
 	git diff --exit-code -- pkg/datapath bpf
 
+## manifests: copy deploy/crds and deploy/policy into the Helm chart and render deploy/manifests (needs helm: make test-bins)
+manifests:
+	hack/sync-chart.sh
+
+## verify-manifests: fail if the chart's copies or the rendered manifests are stale
+verify-manifests: manifests
+	git diff --exit-code -- deploy
+	@test -z "$$(git status --porcelain -- deploy)" || { git status --porcelain -- deploy; exit 1; }
+
+## image: the cni-genie image (and the real-node tests' pause and busybox) as docker-save tarballs in _output/image
+image:
+	$(GO) run ./hack/images/build -out $(OUT)/image -busybox $(BIN)/busybox
+
 ## test: everything CI runs (privileged tests need root; fuzz seeds run as tests)
 test: deps test-bins build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# the e2e suite once more on a flat underlay (the run above is routed)
+	GENIE_E2E_UNDERLAY=flat $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e
 
 ## test-unit: only the tests that need no root and no test binaries
 test-unit:

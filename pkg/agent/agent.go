@@ -173,19 +173,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 	defer srv.Close()
-	if err := a.start(ctx); err != nil {
-		srv.Close()
-		cancel() // stops the watches start may have begun
-		a.shutdown()
-		return err
-	}
+	// Metrics and the probes' endpoints come up before start-up, so a
+	// liveness probe does not kill an agent waiting for its store.
 	if a.cfg.MetricsAddr != "" {
-		addr, err := a.m.serve(ctx, a.cfg.MetricsAddr, a.log)
+		addr, err := a.m.serve(ctx, a.cfg.MetricsAddr, a.log, a.probeReady)
 		if err != nil {
 			a.log.Error("metrics disabled", "err", err)
 		} else {
 			a.log.Info("serving metrics", "addr", addr.String())
 		}
+	}
+	if err := a.start(ctx); err != nil {
+		srv.Close()
+		cancel() // stops the watches start may have begun
+		a.shutdown()
+		return err
 	}
 	a.ready.Store(true)
 	a.log.Info("agent ready", "socket", a.cfg.Socket, "underlay", a.node.UnderlayIP, "pod_mtu", a.podMTU)

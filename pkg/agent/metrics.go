@@ -104,14 +104,24 @@ func (m *metrics) countMapFull(scope string, err error) {
 	}
 }
 
-// serveMetrics serves /metrics on addr until ctx ends.
-func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger) (net.Addr, error) {
+// serve serves /metrics, and the probes' /healthz (200 while the process
+// serves) and /readyz (200 when ready reports so, else 503 with the
+// reason), on addr until ctx ends.
+func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger, ready func(context.Context) (bool, string)) (net.Addr, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ok, why := ready(r.Context()); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

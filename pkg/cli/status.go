@@ -201,7 +201,7 @@ func socketAgent(ctx context.Context, node, socket string) func(string, *NodeSta
 
 func statusCommand(g *globals) *cobra.Command {
 	var asJSON bool
-	var socket, node string
+	var socket, node, graph string
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Nodes, VPCs, subnets, endpoints and agent health at a glance",
@@ -213,6 +213,9 @@ agent on --agent-socket (whose node is --node, default every node).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			ctx := c.Context()
+			if graph != "" && graph != "dot" && graph != "svg" {
+				return fmt.Errorf("status: --graph %q: want dot or svg", graph)
+			}
 			st, err := g.openStore(ctx)
 			if err != nil {
 				return err
@@ -234,6 +237,17 @@ agent on --agent-socket (whose node is --node, default every node).`,
 			if err != nil {
 				return err
 			}
+			if graph != "" {
+				eps, _, err := st.ListEndpoints(ctx, "")
+				if err != nil {
+					return fmt.Errorf("status: %w", err)
+				}
+				gr := BuildGraph(cs, eps)
+				if graph == "svg" {
+					return gr.WriteSVG(g.out)
+				}
+				return gr.WriteDOT(g.out)
+			}
 			if asJSON {
 				enc := json.NewEncoder(g.out)
 				enc.SetIndent("", "  ")
@@ -244,6 +258,7 @@ agent on --agent-socket (whose node is --node, default every node).`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().StringVar(&graph, "graph", "", "draw nodes, pods and VPCs instead: dot (Graphviz) or svg")
 	c.Flags().StringVar(&socket, "agent-socket", "", "also ask the agent on this unix socket for its health")
 	c.Flags().StringVar(&node, "node", "", "the node of --agent-socket (default: shown for every node)")
 	return c

@@ -1,0 +1,48 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestProbeEndpoints checks the DaemonSet's probes: /healthz answers while
+// the process serves, /readyz follows the readiness function with its
+// reason.
+func TestProbeEndpoints(t *testing.T) {
+	var ready atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, err := newMetrics(nil).serve(ctx, "127.0.0.1:0", slog.Default(), func(context.Context) (bool, string) {
+		return ready.Load(), "connecting to store"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr.String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz %d", code)
+	}
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "connecting to store") {
+		t.Fatalf("/readyz before ready: %d %q", code, body)
+	}
+	ready.Store(true)
+	if code, _ := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz when ready: %d", code)
+	}
+	if code, _ := get("/metrics"); code != 200 {
+		t.Fatalf("/metrics %d", code)
+	}
+}

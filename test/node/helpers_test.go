@@ -1,0 +1,125 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"time"
+
+	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+type (
+	netIPNet = net.IPNet
+	netIP    = net.IP
+)
+
+func (e *env) pod(name string) *corev1.Pod {
+	e.t.Helper()
+	p, err := e.cs.CoreV1().Pods(e.ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// netConfDir returns the node's /etc/cni/net.d, name → content.
+func (e *env) netConfDir() map[string]string {
+	dir := e.n.NodePath("/etc/cni/net.d")
+	ents, _ := os.ReadDir(dir)
+	out := map[string]string{}
+	for _, d := range ents {
+		b, _ := os.ReadFile(filepath.Join(dir, d.Name()))
+		out[d.Name()] = string(b)
+	}
+	return out
+}
+
+// checkPodNoGenie asserts a pod got the cluster network straight from the
+// bridge plugin: one interface, no network-status written by genie.
+func (e *env) checkPodNoGenie(p *corev1.Pod) {
+	e.t.Helper()
+	got := e.ifaces(p)
+	if len(got) != 1 || len(got["eth0"]) != 1 || !clusterNet.Contains(got["eth0"][0]) {
+		e.t.Errorf("pod %s after uninstall has %v, want eth0 in %s only", p.Name, got, clusterNet)
+	}
+	if s, ok := e.pod(p.Name).Annotations[nadv1.NetworkStatusAnnot]; ok {
+		e.t.Errorf("pod %s after uninstall has a network-status from genie: %s", p.Name, s)
+	}
+}
+
+// agentPID finds genied among the node's processes.
+func (e *env) agentPID() int {
+	if pids := e.n.Processes("/usr/local/bin/genied"); len(pids) == 1 {
+		return pids[0]
+	}
+	return 0
+}
+
+func rssMiB(pid int) int {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb / 1024
+		}
+	}
+	return -1
+}
+
+// startPing runs up to count pings at interval from the pod to ip in the
+// background; stop ends them (SIGINT, as a user would) and returns how many
+// were sent and answered.
+func (e *env) startPing(from *corev1.Pod, ip net.IP, count int, interval time.Duration) (stop func() (sent, got int, err error), err error) {
+	pns, err := e.n.PodNetNS(from)
+	if err != nil {
+		return nil, err
+	}
+	path := pns.Path()
+	pns.Close()
+	cmd := exec.Command("nsenter", "--net="+path, filepath.Join(testenv.BinDir(e.t), "busybox"), "ping", "-c", strconv.Itoa(count),
+		"-i", fmt.Sprintf("%.1f", interval.Seconds()), "-W", "1", ip.String())
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() (int, int, error) {
+		time.Sleep(time.Second)
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait() // non-zero when a reply is missing: the counts say
+		for _, l := range strings.Split(out.String(), "\n") {
+			var s, g int
+			if n, _ := fmt.Sscanf(l, "%d packets transmitted, %d packets received", &s, &g); n == 2 {
+				return s, g, nil
+			}
+		}
+		return 0, 0, fmt.Errorf("ping output: %s", out.String())
+	}, nil
+}
+
+// genieds returns the UIDs of the running cni-genie DaemonSet pods.
+func (e *env) genieds() []string {
+	e.t.Helper()
+	pods, err := e.cs.CoreV1().Pods("kube-system").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=cni-genie"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var uids []string
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			uids = append(uids, string(p.UID))
+		}
+	}
+	return uids
+}
