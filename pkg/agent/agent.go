@@ -44,6 +44,7 @@ type Agent struct {
 	ipam     *ipam.Allocator
 	state    *stateStore
 	m        *metrics
+	underlay *underlayMonitor // underlay.go
 	node     vpc.Node
 	uplinkIx int
 	qos      *qos.Tree // nil: no QoS tree on the uplink
@@ -119,6 +120,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.notReady.Store("starting")
 	a.m = newMetrics(a.drops)
+	a.underlay = newUnderlayMonitor(a.m.reg)
 	a.m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "genie_ipam_blocks", Help: "IPAM blocks this node holds."},
 			func() float64 {
@@ -291,7 +293,8 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	a.startNodeLifecycle(ctx)
-	a.startServices(ctx) // service.go
+	a.startServices(ctx)        // service.go
+	a.startUnderlayMonitor(ctx) // underlay.go
 	return nil
 }
 

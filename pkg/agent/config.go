@@ -61,6 +61,9 @@ type Config struct {
 	// QoSUplinkRate is the uplink's rate in bits/s: non-zero installs the
 	// QoS HTB tree on its egress (see qos.go).
 	QoSUplinkRate uint64
+	// UnderlayCheckInterval is how often the peers' underlay next hops
+	// are checked (underlay.go); zero disables the check.
+	UnderlayCheckInterval time.Duration
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -85,7 +88,8 @@ func DefaultConfig() Config {
 		GatewayMAC:     DefaultGatewayMAC,
 		PodAttach:      string(datapath.AttachTC),
 
-		NodeReclaimAfter: DefaultNodeReclaimAfter,
+		NodeReclaimAfter:      DefaultNodeReclaimAfter,
+		UnderlayCheckInterval: DefaultUnderlayCheckInterval,
 	}
 }
 
@@ -117,6 +121,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.NodeReclaimAfter, "node-reclaim-after", c.NodeReclaimAfter,
 		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")
 	c.registerQoSFlags(fs)
+	fs.DurationVar(&c.UnderlayCheckInterval, "underlay-check-interval", c.UnderlayCheckInterval,
+		"check every peer node's underlay next hop (route and ARP) this often, and on node events; exported as genie_underlay_peers (0 disables)")
 	def := datapath.DefaultMapSizes()
 	fs.Func("max-endpoints", fmt.Sprintf("capacity of the endpoints map: local plus remote endpoints of the VPCs hosted on this node (default %d)", def.Endpoints),
 		mapSizeFlag(&c.MapSizes.Endpoints))

@@ -66,6 +66,23 @@
 // GC on its own handle of the pinned map, exporting genie_conntrack_*.
 // Pods' labels from the ADD request are published on their endpoints.
 //
+// Underlay next hops (underlay.go). The data plane sends encapsulated
+// packets through the kernel's next hop (bpf_redirect_neigh); a peer
+// without a route is a counted NO_NEXTHOP drop, but one whose next hop
+// never answers ARP is dropped in the kernel's neighbour table, where no
+// counter sees it. So every --underlay-check-interval (5 s) and on node
+// events the agent looks up each peer node's next hop
+// (datapath.LookupNextHop), classifies it reachable, unresolved, failed
+// (neighbour FAILED) or no_route, exports genie_underlay_peers{state} and
+// genie_underlay_peer_unreachable{node}, and logs a change once, naming
+// the peer, its underlay IP and the gateway. Nothing resolves a next hop
+// no packet went to, and a FAILED or STALE entry is not re-probed until
+// used, so the check asks the kernel to resolve those itself (a neighbour
+// update with NTF_USE: no packet is built). With the kernel's default
+// timers a next hop that stops answering shows as failed 30-50 s later
+// (reachable time, delay_first_probe_time, 3 probes); geniectl status
+// shows the summary as NEXT HOPS in a sandbox.
+//
 // # Why it is shaped so
 //
 // Restart safety. Maps and links are pinned, so the data plane forwards

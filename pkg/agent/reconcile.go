@@ -673,6 +673,7 @@ func (a *Agent) applyNode(t store.EventType, n vpc.Node) {
 		return // a heartbeat
 	}
 	a.nodes[n.Name] = n
+	a.kickUnderlay() // underlay.go
 	if had && old.UnderlayIP != n.UnderlayIP {
 		_ = a.dp.DeleteNode(old.UnderlayIP)
 	}

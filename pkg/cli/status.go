@@ -41,6 +41,9 @@ type NodeStatus struct {
 	ProgrammedLocal  int `json:"programmedLocal"`
 	ProgrammedRemote int `json:"programmedRemote"`
 	Watches          int `json:"watches"`
+	// NextHops is the state of the node's underlay next hops to its
+	// peers, from the agent's metrics (sandbox only; see nextHops).
+	NextHops string `json:"nextHops,omitempty"`
 }
 
 // VPCStatus is one VPC.
@@ -176,6 +179,7 @@ func sandboxAgents(ctx context.Context, sb *sandbox.Sandbox) (func(string, *Node
 		ns.ProgrammedLocal = int(m[`genie_endpoints{scope="local"}`])
 		ns.ProgrammedRemote = int(m[`genie_endpoints{scope="remote"}`])
 		ns.Watches = int(m["genie_vpc_watches"])
+		ns.NextHops = nextHops(m) // underlay.go
 	}, nil
 }
 
@@ -208,7 +212,8 @@ func statusCommand(g *globals) *cobra.Command {
 		Long: `Show what the store holds (nodes with their endpoints and IPAM blocks, VPCs
 with their VNI, subnets with blocks and used/free addresses, the endpoint
 count) and the agents' health: every agent of the sandbox (over its socket,
-plus the endpoints programmed in its data plane and its VPC watches), or the
+plus the endpoints programmed in its data plane, its VPC watches and the
+state of its underlay next hops to the other nodes), or the
 agent on --agent-socket (whose node is --node, default every node).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -271,13 +276,17 @@ func printClusterStatus(g *globals, cs *ClusterStatus) {
 		}
 		return fmt.Sprint(n)
 	}
-	tw := table(g.out, "NODE", "UNDERLAY", "AGENT", "ENDPOINTS", "BLOCKS", "PROGRAMMED LOCAL/REMOTE", "VPC WATCHES")
+	tw := table(g.out, "NODE", "UNDERLAY", "AGENT", "ENDPOINTS", "BLOCKS", "PROGRAMMED LOCAL/REMOTE", "VPC WATCHES", "NEXT HOPS")
 	for _, n := range cs.Nodes {
 		agent := n.Agent
 		if agent == "" {
 			agent = "-"
 		}
-		row(tw, n.Name, n.UnderlayIP, agent, n.Endpoints, n.Blocks, dash(n.ProgrammedLocal)+"/"+dash(n.ProgrammedRemote), dash(n.Watches))
+		hops := n.NextHops
+		if hops == "" {
+			hops = "-"
+		}
+		row(tw, n.Name, n.UnderlayIP, agent, n.Endpoints, n.Blocks, dash(n.ProgrammedLocal)+"/"+dash(n.ProgrammedRemote), dash(n.Watches), hops)
 	}
 	tw.Flush()
 	fmt.Fprintln(g.out)
