@@ -10,7 +10,9 @@
  *                                   local  -> L2 rewrite, redirect_peer into the pod
  *                                   remote -> next hop from the FIB; Geneve encap,
  *                                             redirect (or redirect_neigh) to it;
- *                                             too big for the path -> ICMP back
+ *                                             too big for the path -> ICMP back;
+ *                                             the QoS class -> skb->priority and
+ *                                             the outer DSCP (lib/qos.h)
  *   everything else            -> counted drop
  */
 #include "lib/common.h"
@@ -20,6 +22,7 @@
 #include "lib/arp.h"
 #include "lib/geneve.h"
 #include "lib/icmp.h"
+#include "lib/qos.h"
 #include "lib/lb.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -117,5 +120,6 @@ int from_pod(struct __sk_buff *skb)
 		return icmp_frag_needed(skb, ep, ifindex, cfg, nh.mtu);
 	if (ret < 0)
 		return drop_skb(ret);
+	tos = qos_mark(skb, ep->flags, tos);
 	return geneve_encap(skb, cfg, ep->vni, dst, tos, hash, &nh);
 }

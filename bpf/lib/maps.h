@@ -37,7 +37,7 @@ struct lxc_info {
 	__u32 vni;
 	__be32 ip;
 	__u8 mac[ETH_ALEN];
-	__u16 flags;		/* reserved (QoS class, policy bits) */
+	__u16 flags;		/* QoS class and HTB minor (lib/qos.h) */
 };
 
 struct endpoint_key {
@@ -129,5 +129,5 @@ struct {
 
 /* Room for later features, each its own map keyed by VNI:
  *   genie_egress                 {vni, pod ip} -> egress gateway node
- *   genie_qos                    host ifindex -> priority class (or lxc_info.flags)
+ *   (QoS lives in lxc_info.flags, lib/qos.h)
  */

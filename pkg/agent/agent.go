@@ -16,6 +16,7 @@ import (
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
 	"github.com/cni-genie/cni-genie/pkg/datapath"
 	"github.com/cni-genie/cni-genie/pkg/ipam"
+	"github.com/cni-genie/cni-genie/pkg/qos"
 	"github.com/cni-genie/cni-genie/pkg/store"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,7 @@ type Agent struct {
 	underlay *underlayMonitor // underlay.go
 	node     vpc.Node
 	uplinkIx int
+	qos      *qos.Tree // nil: no QoS tree on the uplink
 	podMTU   int
 	gwMAC    net.HardwareAddr
 	// runCtx lives as long as Run; watches derive from it.
@@ -259,6 +261,10 @@ func (a *Agent) start(ctx context.Context) error {
 	} else if err := dp.DetachUplinkPrefilter(ix); err != nil {
 		// One an earlier run pinned stays attached otherwise.
 		return fmt.Errorf("detaching XDP prefilter from %s: %w", a.cfg.Uplink, err)
+	}
+
+	if err := a.startQoS(); err != nil {
+		return err
 	}
 
 	a.notReady.Store("loading IPAM state")
@@ -481,9 +487,9 @@ func (a *Agent) removeStaleEntries(keep []*attachment) error {
 // pod program to its host veth.
 func (a *Agent) programLocal(at *attachment) error {
 	a.mu.Lock()
-	err := a.dp.UpsertLocalEndpoint(datapath.LocalEndpoint{
+	err := a.dp.UpsertLocalEndpoint(at.qosEndpoint(datapath.LocalEndpoint{
 		VNI: at.VNI, IP: at.IP, MAC: at.hwAddr(), HostIfindex: at.HostIndex,
-	})
+	}))
 	a.mu.Unlock()
 	if err != nil {
 		a.m.countMapFull("local", err)

@@ -121,6 +121,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		return nil, fail(types.ErrInvalidNetworkConfig, "requested ips",
 			fmt.Errorf("%d addresses requested, a VPC attachment has exactly one IPv4 address", len(req.IPs)))
 	}
+	if err := a.checkQoS(req.QoS); err != nil {
+		return nil, err
+	}
 	mac := podMAC(req.ContainerID, req.IfName)
 	if req.MAC != "" {
 		if mac, err = parseMAC(req.MAC); err != nil {
@@ -264,6 +267,12 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 
 	// 5. The data plane: map entry first, then the program (a packet
 	//    before the entry exists would be dropped as UNKNOWN_ENDPOINT).
+	if err := a.setupQoS(at, req.QoS); err != nil {
+		return nil, err
+	}
+	if err := a.state.save(at); err != nil {
+		return nil, fail(types.ErrInternal, "save state", err)
+	}
 	if err := a.programLocal(at); err != nil {
 		return nil, fail(types.ErrInternal, "program data plane", err)
 	}
@@ -361,6 +370,9 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 		removeSourceRule(at.Netns, at.IP)
 	}
 	if err := deleteHostLink(at.HostIf); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.releaseQoS(at); err != nil {
 		errs = append(errs, err)
 	}
 	if err := a.releaseAddress(ctx, at, unpublished); err != nil {

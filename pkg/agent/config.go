@@ -58,6 +58,9 @@ type Config struct {
 	// its blocks and endpoints (package reclaim); the agent heartbeats
 	// every quarter of it. Zero disables both.
 	NodeReclaimAfter time.Duration
+	// QoSUplinkRate is the uplink's rate in bits/s: non-zero installs the
+	// QoS HTB tree on its egress (see qos.go).
+	QoSUplinkRate uint64
 	// UnderlayCheckInterval is how often the peers' underlay next hops
 	// are checked (underlay.go); zero disables the check.
 	UnderlayCheckInterval time.Duration
@@ -117,6 +120,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PodAttach, "pod-attach", c.PodAttach, "how the pod program attaches to host veths: tcx (pinned link) or tc (clsact + cls_bpf filter: no RCU grace period per ADD/DEL, about 10 ms less)")
 	fs.DurationVar(&c.NodeReclaimAfter, "node-reclaim-after", c.NodeReclaimAfter,
 		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")
+	c.registerQoSFlags(fs)
 	fs.DurationVar(&c.UnderlayCheckInterval, "underlay-check-interval", c.UnderlayCheckInterval,
 		"check every peer node's underlay next hop (route and ARP) this often, and on node events; exported as genie_underlay_peers (0 disables)")
 	def := datapath.DefaultMapSizes()

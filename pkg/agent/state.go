@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/cni-genie/cni-genie/pkg/qos"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
@@ -38,6 +39,11 @@ type attachment struct {
 	// DefaultRoute records that the pod got a default route via the
 	// gateway.
 	DefaultRoute bool `json:"defaultRoute,omitempty"`
+	// QoS is the class, QoSMinor the attachment's own HTB class on the
+	// uplink (an egress limit of QoSEgressRate bits/s), see qos.go.
+	QoS           qos.Class `json:"qos,omitempty"`
+	QoSMinor      uint16    `json:"qosMinor,omitempty"`
+	QoSEgressRate uint64    `json:"qosEgressRate,omitempty"`
 	// Labels are the pod's labels from the ADD request (services).
 	Labels labelSet `json:"labels,omitempty"`
 	// Complete is set once the attachment is fully programmed.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/cni-genie/cni-genie/pkg/qos"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 )
@@ -48,6 +49,8 @@ type AttachRequest struct {
 	MAC string `json:"mac,omitempty"`
 	// DefaultRoute asks for a default route via the subnet gateway.
 	DefaultRoute bool `json:"defaultRoute,omitempty"`
+	// QoS is the attachment's class and rate limits (nil: none).
+	QoS *qos.Spec `json:"qos,omitempty"`
 	// Labels are the pod's labels, published on the endpoint record for
 	// service selectors.
 	Labels map[string]string `json:"labels,omitempty"`

@@ -215,10 +215,10 @@ func printStatus(g *globals, sb *sandbox.Sandbox) error {
 }
 
 func printPods(g *globals, pods []*sandbox.Pod) {
-	tw := table(g.out, "POD", "NODE", "INTERFACE", "NETWORK", "IP", "MAC")
+	tw := table(g.out, "POD", "NODE", "INTERFACE", "NETWORK", "IP", "MAC", "QOS")
 	for _, p := range pods {
 		if len(p.Interfaces) == 0 {
-			row(tw, p.Name, p.Node, "-", strings.Join(p.Nets, ","), "-", "-")
+			row(tw, p.Name, p.Node, "-", strings.Join(p.Nets, ","), "-", "-", orDash(p.QoS))
 		}
 		for i, ifc := range p.Interfaces {
 			netw := ifc.Network
@@ -229,7 +229,11 @@ func printPods(g *globals, pods []*sandbox.Pod) {
 			for j, a := range ifc.IPs {
 				ips[j] = a.String()
 			}
-			row(tw, p.Name, p.Node, ifc.Name, orDash(netw), orDash(strings.Join(ips, ",")), orDash(ifc.MAC))
+			q := p.QoS
+			if ifc.VPC == "" {
+				q = "" // GENIE_QOS applies to VPC attachments only
+			}
+			row(tw, p.Name, p.Node, ifc.Name, orDash(netw), orDash(strings.Join(ips, ",")), orDash(ifc.MAC), orDash(q))
 		}
 	}
 	tw.Flush()
@@ -247,6 +251,7 @@ func sandboxPod(g *globals) *cobra.Command {
 	var node string
 	var nets, podLabels []string
 	var srcRoutes bool
+	var qosClass, egressRate string
 	add := &cobra.Command{
 		Use:   "add NAME --node K --net VPC/SUBNET[@IF] [--net ...]",
 		Short: "Create a pod namespace and attach it through the genie CNI plugin",
@@ -263,7 +268,7 @@ func sandboxPod(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := sb.PodAddLabeled(c.Context(), args[0], node, nets, labels)
+			p, err := sb.PodAddQoSLabeled(c.Context(), args[0], node, nets, qosClass, egressRate, labels)
 			if err != nil {
 				return err
 			}
@@ -277,6 +282,8 @@ func sandboxPod(g *globals) *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&node, "node", "1", "node name or 1-based index")
+	add.Flags().StringVar(&qosClass, "qos", "", "QoS class of the pod's VPC attachments: high, normal or low (CNI_ARGS GENIE_QOS)")
+	add.Flags().StringVar(&egressRate, "egress-rate", "", "egress rate limit of the pod's VPC attachments in bits/s, e.g. 20M (CNI_ARGS GENIE_EGRESS_BANDWIDTH; needs genied --qos-uplink-rate)")
 	add.Flags().StringArrayVar(&podLabels, "label", nil, "pod label KEY=VALUE for service selectors (repeatable)")
 	add.Flags().BoolVar(&srcRoutes, "source-routes", false, "give each interface its own routing table, selected by source address (pods in VPCs with overlapping CIDRs)")
 	add.Flags().StringArrayVar(&nets, "net", nil, "network VPC/SUBNET[@IF], or a delegate network such as "+sandbox.DelegateNetwork+"[@IF] (repeatable; the first is the default)")

@@ -59,6 +59,11 @@ type LocalEndpoint struct {
 	MAC net.HardwareAddr
 	// HostIfindex is the ifindex of the host-side veth, in the agent's netns.
 	HostIfindex int
+	// QoS is the endpoint's traffic class (QoSNone: unmarked) and QoSMinor
+	// the minor of its own HTB class on the uplink (0: its class's shared
+	// leaf); see qos.go.
+	QoS      QoSClass
+	QoSMinor uint16
 }
 
 // RemoteEndpoint is an overlay interface of a pod on another node.

@@ -126,6 +126,9 @@ func (d *Datapath) upsertLocal(ep LocalEndpoint) error {
 	if ep.HostIfindex <= 0 {
 		err = errors.Join(err, fmt.Errorf("host ifindex %d is invalid", ep.HostIfindex))
 	}
+	if _, qerr := qosFlags(ep.QoS, ep.QoSMinor); qerr != nil {
+		err = errors.Join(err, qerr)
+	}
 	if err != nil {
 		return fmt.Errorf("upsert local endpoint vni %d ip %s: %w", ep.VNI, ep.IP, err)
 	}
@@ -168,6 +171,7 @@ func (d *Datapath) doUpsertLocal(j *journal, ep LocalEndpoint) error {
 		return err
 	}
 	li := lxcLxcInfo{Vni: ep.VNI, Ip: key.Ip}
+	li.Flags, _ = qosFlags(ep.QoS, ep.QoSMinor) // checked in upsertLocal
 	copy(li.Mac[:], ep.MAC)
 	if err := j.update(m.GenieLxc, ifx, &li); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/kube"
+	"github.com/cni-genie/cni-genie/pkg/qos"
 	"github.com/cni-genie/cni-genie/pkg/selection"
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -34,6 +35,8 @@ type podArgs struct {
 	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	K8S_POD_UID                types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	GENIE_NETWORKS             types.UnmarshallableString //nolint:revive // CNI_ARGS key
+	GENIE_QOS                  types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgClass)
+	GENIE_EGRESS_BANDWIDTH     types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgEgress)
 	GENIE_LABELS               types.UnmarshallableString //nolint:revive // CNI_ARGS key (labels.go)
 }
 
@@ -53,7 +56,7 @@ func delegateArgs(s string) [][2]string {
 	var out [][2]string
 	for _, pair := range strings.Split(s, ";") {
 		k, v, ok := strings.Cut(pair, "=")
-		if !ok || k == selection.ArgsKey {
+		if !ok || k == selection.ArgsKey || k == qos.EnvArgClass || k == qos.EnvArgEgress {
 			continue
 		}
 		out = append(out, [2]string{k, v})
@@ -275,7 +278,9 @@ func (inv *invocation) recordNetwork(i int, p *planned) (RecordNetwork, error) {
 		rn.DefaultRoute = append(rn.DefaultRoute, gw.String())
 	}
 	if p.Network.IsVPC() {
-		return rn, nil
+		var err error
+		rn.QoS, err = inv.vpcQoS(i, p)
+		return rn, err
 	}
 	caps := map[string]any{}
 	if i == 0 {

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/cni-genie/cni-genie/pkg/qos"
 	"time"
 )
 
@@ -58,6 +60,8 @@ type RecordNetwork struct {
 	IPs          []string `json:"ips,omitempty"`
 	MAC          string   `json:"mac,omitempty"`
 	DefaultRoute []string `json:"defaultRoute,omitempty"`
+	// QoS is the VPC attachment's class and limits (nil: none).
+	QoS *qos.Spec `json:"qos,omitempty"`
 }
 
 // IsVPC reports whether the network is served by the node agent.

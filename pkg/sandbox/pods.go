@@ -131,6 +131,11 @@ func (s *Sandbox) cniConfig() *libcni.CNIConfig {
 // real genie binary, called from inside the node's namespace with CNI env
 // and stdin config exactly as a runtime would.
 func (s *Sandbox) PodAdd(ctx context.Context, name, node string, nets []string) (*Pod, error) {
+	return s.podAdd(ctx, name, node, nets, nil, "")
+}
+
+// podAdd is PodAdd with extra CNI_ARGS and the pod's QoS label.
+func (s *Sandbox) podAdd(ctx context.Context, name, node string, nets []string, extra [][2]string, qosLabel string) (*Pod, error) {
 	sel, err := GenieNetworks(nets)
 	if err != nil {
 		return nil, fmt.Errorf("pod %q: %w", name, err)
@@ -149,11 +154,12 @@ func (s *Sandbox) PodAdd(ctx context.Context, name, node string, nets []string) 
 		return nil, fmt.Errorf("pod %q: %w", name, err)
 	}
 	args := [][2]string{{"IgnoreUnknown", "1"}, {"GENIE_NETWORKS", sel}}
+	args = append(args, extra...)
 	p, err := s.podAddLocked(ctx, name, n, conf, args)
 	if err != nil {
 		return nil, err
 	}
-	p.Nets = nets
+	p.Nets, p.QoS = nets, qosLabel
 	labelInterfaces(p, sel)
 	return p, s.save()
 }

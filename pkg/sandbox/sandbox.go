@@ -180,6 +180,8 @@ type Pod struct {
 	// IfName is CNI_IFNAME of the attachment.
 	IfName     string          `json:"ifName,omitempty"`
 	Interfaces []*PodInterface `json:"interfaces,omitempty"`
+	// QoS is the class the pod was added with (CNI_ARGS GENIE_QOS).
+	QoS string `json:"qos,omitempty"`
 }
 
 // IP returns the first IPv4 address of the pod's interface ifname ("" =

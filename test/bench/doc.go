@@ -30,7 +30,10 @@
 //     a path suffers from reordering;
 //   - readiness: CNI ADD latency through genie and genied, and how long
 //     after ADD returns a pod on another node first gets an answer from
-//     the new pod (the design's readiness promise is "at once").
+//     the new pod (the design's readiness promise is "at once");
+//   - QoS (TestPrivilegedQoSBench, its own sandbox): class shares and RR
+//     latency on an uplink the agent's HTB tree shapes, against one HTB
+//     class at the same rate and against no qdisc.
 //
 // Run with hack/bench.sh (GENIE_BENCH=1); CI does not run it.
 package bench
