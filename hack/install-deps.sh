@@ -13,6 +13,7 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v jq >/dev/null || need+=(jq)
 command -v ethtool >/dev/null || need+=(ethtool)
+command -v iptables >/dev/null || need+=(iptables)   # the kube-proxy-style DNAT baseline of the service benchmark
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: need root to install: ${need[*]}" >&2
