@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/cni-genie/cni-genie/pkg/genie"
 )
@@ -11,32 +10,9 @@ import (
 // GENIE_LABELS) to the agent, which publishes them on the pod's endpoint
 // records, where service selectors match them.
 func (s *Sandbox) PodAddLabeled(ctx context.Context, name, node string, nets []string, labels map[string]string) (*Pod, error) {
-	if len(labels) == 0 {
-		return s.PodAdd(ctx, name, node, nets)
+	var extra [][2]string
+	if len(labels) > 0 {
+		extra = [][2]string{{"GENIE_LABELS", genie.LabelsArg(labels)}}
 	}
-	sel, err := GenieNetworks(nets)
-	if err != nil {
-		return nil, fmt.Errorf("pod %q: %w", name, err)
-	}
-	unlock, err := s.lock()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	n, err := s.Node(node)
-	if err != nil {
-		return nil, fmt.Errorf("pod %q: %w", name, err)
-	}
-	conf, err := s.genieConfList(n)
-	if err != nil {
-		return nil, fmt.Errorf("pod %q: %w", name, err)
-	}
-	args := [][2]string{{"IgnoreUnknown", "1"}, {"GENIE_NETWORKS", sel}, {"GENIE_LABELS", genie.LabelsArg(labels)}}
-	p, err := s.podAddLocked(ctx, name, n, conf, args)
-	if err != nil {
-		return nil, err
-	}
-	p.Nets = nets
-	labelInterfaces(p, sel)
-	return p, s.save()
+	return s.podAdd(ctx, name, node, nets, extra, "")
 }
