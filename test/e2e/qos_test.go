@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -158,7 +157,7 @@ func bulkConcurrent(t *testing.T, ip netip.Addr, rx *sandbox.Pod, secs int, send
 		wg.Add(1)
 		go func(name string, p *sandbox.Pod, port int) {
 			defer wg.Done()
-			bps, err := iperfClient(ctx, p.Netns, ip, port, secs)
+			bps, err := sandboxtest.IperfClient(ctx, p.Netns, ip, port, secs)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -173,31 +172,4 @@ func bulkConcurrent(t *testing.T, ip netip.Addr, rx *sandbox.Pod, secs int, send
 		t.Fatal(err)
 	}
 	return out
-}
-
-func iperfClient(ctx context.Context, netns string, ip netip.Addr, port, secs int) (float64, error) {
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	for try := 0; ; try++ {
-		out, err := exec.CommandContext(ctx, "nsenter", "--net="+netns, "--", "iperf3", "-c", ip.String(),
-			"-p", strconv.Itoa(port), "-t", strconv.Itoa(secs), "-J").Output()
-		r.Error = ""
-		if jerr := json.Unmarshal(out, &r); jerr != nil {
-			return 0, fmt.Errorf("iperf3 client: %v: output %q", err, out)
-		}
-		if r.Error != "" && strings.Contains(r.Error, "connect") && try < 50 {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		if r.Error != "" {
-			return 0, fmt.Errorf("iperf3: %s", r.Error)
-		}
-		return r.End.SumReceived.BitsPerSecond, err
-	}
 }
