@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 // The fuzz targets run both programs against random and mutated frames with
@@ -66,29 +68,42 @@ func kernelRejects(pkt []byte) bool {
 
 func addr4(b []byte) netip.Addr { return netip.AddrFrom4([4]byte(b[:4])) }
 
+// fuzzFromPod runs the from_pod program prog on pkt as sent by the fuzz
+// sender sel picks, and checks what every from_pod fuzz target requires:
+// a verdict of drop (frame unmodified) or redirect, and nothing forwarded
+// for an unknown interface. ok is false for a drop: nothing left to check.
+func fuzzFromPod(t *testing.T, prog *ebpf.Program, sel uint8, pkt []byte) (sender LocalEndpoint, out []byte, ok bool) {
+	t.Helper()
+	if kernelRejects(pkt) {
+		t.Skip("frame refused by BPF_PROG_RUN itself")
+	}
+	sender = fuzzSenders[int(sel)%len(fuzzSenders)]
+	ret, out := runSKB(t, prog, pkt, sender.HostIfindex)
+	switch ret {
+	case tcActShot:
+		if !bytes.Equal(out, pkt) {
+			t.Fatalf("dropped frame was modified")
+		}
+		return sender, out, false
+	case tcActRedirect:
+	default:
+		t.Fatalf("unexpected verdict %d", int32(ret))
+	}
+	if sender.VNI == 0 {
+		t.Fatalf("frame from an unknown interface was forwarded")
+	}
+	return sender, out, true
+}
+
 func FuzzLxc(f *testing.F) {
 	d := newWorld(f)
 	for _, fx := range lxcSeedFrames() {
 		f.Add(fx.sender, fx.frame)
 	}
 	f.Fuzz(func(t *testing.T, sel uint8, pkt []byte) {
-		if kernelRejects(pkt) {
-			t.Skip("frame refused by BPF_PROG_RUN itself")
-		}
-		sender := fuzzSenders[int(sel)%len(fuzzSenders)]
-		ret, out := runSKB(t, d.lxc.FromPod, pkt, sender.HostIfindex)
-		switch ret {
-		case tcActShot:
-			if !bytes.Equal(out, pkt) {
-				t.Fatalf("dropped frame was modified")
-			}
+		sender, out, ok := fuzzFromPod(t, d.lxc.FromPod, sel, pkt)
+		if !ok {
 			return
-		case tcActRedirect:
-		default:
-			t.Fatalf("unexpected verdict %d", int32(ret))
-		}
-		if sender.VNI == 0 {
-			t.Fatalf("frame from an unknown interface was forwarded")
 		}
 		checkLxcOutput(t, sender, pkt, out)
 	})
