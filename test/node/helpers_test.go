@@ -79,7 +79,8 @@ func rssMiB(pid int) int {
 
 // startPing runs up to count pings at interval from the pod to ip in the
 // background; stop ends them (SIGINT, as a user would) and returns how many
-// were sent and answered.
+// were sent up to the last one answered, and how many of those were
+// answered (a missing sequence number before the last reply is a loss).
 func (e *env) startPing(from *corev1.Pod, ip net.IP, count int, interval time.Duration) (stop func() (sent, got int, err error), err error) {
 	pns, err := e.n.PodNetNS(from)
 	if err != nil {
@@ -98,13 +99,25 @@ func (e *env) startPing(from *corev1.Pod, ip net.IP, count int, interval time.Du
 		time.Sleep(time.Second)
 		cmd.Process.Signal(syscall.SIGINT)
 		cmd.Wait() // non-zero when a reply is missing: the counts say
+		// Count by sequence number, up to the last reply: the request
+		// in flight when SIGINT arrives is not a loss, a gap is.
+		seen := map[int]bool{}
+		last := -1
 		for _, l := range strings.Split(out.String(), "\n") {
-			var s, g int
-			if n, _ := fmt.Sscanf(l, "%d packets transmitted, %d packets received", &s, &g); n == 2 {
-				return s, g, nil
+			i := strings.Index(l, "seq=")
+			if i < 0 {
+				continue
+			}
+			var seq int
+			if n, _ := fmt.Sscanf(l[i:], "seq=%d", &seq); n == 1 {
+				seen[seq] = true
+				last = max(last, seq)
 			}
 		}
-		return 0, 0, fmt.Errorf("ping output: %s", out.String())
+		if last < 0 {
+			return 0, 0, fmt.Errorf("ping output: %s", out.String())
+		}
+		return last + 1, len(seen), nil
 	}, nil
 }
 
