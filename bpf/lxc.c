@@ -44,46 +44,46 @@ int from_pod(struct __sk_buff *skb)
 	int ret;
 
 	if (!skb_ensure(skb, ETH_HLEN))
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 
 	ep = bpf_map_lookup_elem(&genie_lxc, &ifindex);
 	if (!ep)
-		return drop_skb(DROP_UNKNOWN_ENDPOINT);
+		return drop_skb(skb, DROP_UNKNOWN_ENDPOINT);
 	cfg = bpf_map_lookup_elem(&genie_config, &zero);
 	if (!cfg)	/* array map: cannot happen, but the verifier wants it */
-		return drop_skb(DROP_UNKNOWN_ENDPOINT);
+		return drop_skb(skb, DROP_UNKNOWN_ENDPOINT);
 
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 
 	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
 		if (!mac_eq(eth->h_source, ep->mac))
-			return drop_skb(DROP_SPOOFED_MAC);
+			return drop_skb(skb, DROP_SPOOFED_MAC);
 		return arp_respond(skb, ep, ifindex, cfg);
 	}
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return drop_skb(DROP_UNSUPPORTED_L3);
+		return drop_skb(skb, DROP_UNSUPPORTED_L3);
 
 	if (!skb_ensure(skb, ETH_HLEN + sizeof(struct iphdr)))
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 	if (ip->version != 4)
-		return drop_skb(DROP_UNSUPPORTED_L3);
+		return drop_skb(skb, DROP_UNSUPPORTED_L3);
 	if (ip->ihl < 5 || (void *)ip + ip->ihl * 4 > data_end)
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 
 	if (!mac_eq(eth->h_source, ep->mac))
-		return drop_skb(DROP_SPOOFED_MAC);
+		return drop_skb(skb, DROP_SPOOFED_MAC);
 	if (ip->saddr != ep->ip)
-		return drop_skb(DROP_SPOOFED_IP);
+		return drop_skb(skb, DROP_SPOOFED_IP);
 
 	key.vni = ep->vni;
 	key.ip = ip->daddr;
@@ -91,20 +91,20 @@ int from_pod(struct __sk_buff *skb)
 	/* Services: DNAT to a backend, or a reply back to the VIP (lib/lb.h). */
 	ret = lb_from_pod(skb, ep, &key.ip);
 	if (ret < 0)
-		return drop_skb(ret);
+		return drop_skb(skb, ret);
 	if (!(ip = lb_reload_ip(skb, &data_end)))
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
 		report_miss(&key);
-		return drop_skb(DROP_NO_ROUTE);
+		return drop_skb(skb, DROP_NO_ROUTE);
 	}
 
 	if (dst->ifindex) {
 		/* Same node: the gateway "routes" it straight into the peer's
 		 * netns; no second pass through the host stack. */
 		if (l2_rewrite(skb, dst->mac, cfg->gw_mac))
-			return drop_skb(DROP_ENCAP_FAILED);
+			return drop_skb(skb, DROP_ENCAP_FAILED);
 		return bpf_redirect_peer(dst->ifindex, 0);
 	}
 	/* UDP source port entropy for the encap, read while ip is valid.
@@ -119,7 +119,7 @@ int from_pod(struct __sk_buff *skb)
 	if (ret == ROUTE_TOO_BIG)
 		return icmp_frag_needed(skb, ep, ifindex, cfg, nh.mtu);
 	if (ret < 0)
-		return drop_skb(ret);
+		return drop_skb(skb, ret);
 	tos = qos_mark(skb, ep->flags, tos);
 	return geneve_encap(skb, cfg, ep->vni, dst, tos, hash, &nh);
 }

@@ -62,16 +62,16 @@ int from_uplink(struct __sk_buff *skb)
 	if (ret == GENEVE_NOT_OURS)
 		return TCX_NEXT;
 	if (ret < 0)
-		return drop_skb(ret);
+		return drop_skb(skb, ret);
 
 	ieth = data + ETH_HLEN + ENCAP_LEN - sizeof(struct ethhdr);
 	iip = (void *)(ieth + 1);
 	if ((void *)(iip + 1) > data_end)
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 	if (ieth->h_proto != bpf_htons(ETH_P_IP) || iip->version != 4)
-		return drop_skb(DROP_UNSUPPORTED_L3);
+		return drop_skb(skb, DROP_UNSUPPORTED_L3);
 	if (iip->ihl < 5)
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 
 	key.vni = gi.vni;
 	key.ip = iip->daddr;
@@ -79,11 +79,11 @@ int from_uplink(struct __sk_buff *skb)
 	if (!dst) {
 		/* Slow path only: tell an unknown VPC from an unknown address. */
 		if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni))
-			return drop_skb(DROP_UNKNOWN_VNI);
-		return drop_skb(DROP_NO_ROUTE);
+			return drop_skb(skb, DROP_UNKNOWN_VNI);
+		return drop_skb(skb, DROP_NO_ROUTE);
 	}
 	if (!dst->ifindex)
-		return drop_skb(DROP_NOT_LOCAL);
+		return drop_skb(skb, DROP_NOT_LOCAL);
 
 	key.ip = iip->saddr;
 	src = bpf_map_lookup_elem(&genie_endpoints, &key);
@@ -91,10 +91,10 @@ int from_uplink(struct __sk_buff *skb)
 		/* Maybe just not learnt yet: let the agent check the directory
 		 * (which alone decides whether that endpoint lives there). */
 		report_miss(&key);
-		return drop_skb(DROP_FORGED);
+		return drop_skb(skb, DROP_FORGED);
 	}
 	if (src->ifindex || src->node_ip != gi.outer_saddr)
-		return drop_skb(DROP_FORGED);
+		return drop_skb(skb, DROP_FORGED);
 
 	ifindex = dst->ifindex;
 	mac_copy(pod_mac, dst->mac);
@@ -104,13 +104,13 @@ int from_uplink(struct __sk_buff *skb)
 	 * MSS already fits the overlay MTU. */
 	if (bpf_skb_adjust_room(skb, -(__s32)ENCAP_LEN, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
-		return drop_skb(DROP_DECAP_FAILED);
+		return drop_skb(skb, DROP_DECAP_FAILED);
 	/* A service backend's reply to a local client: source back to the VIP. */
 	ret = lb_rev_nat(skb, gi.vni, ETH_HLEN);
 	if (ret < 0)
-		return drop_skb(ret);
+		return drop_skb(skb, ret);
 	if (l2_rewrite(skb, pod_mac, cfg->gw_mac))
-		return drop_skb(DROP_DECAP_FAILED);
+		return drop_skb(skb, DROP_DECAP_FAILED);
 	return bpf_redirect_peer(ifindex, 0);
 }
 

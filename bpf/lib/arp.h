@@ -43,25 +43,25 @@ __inline int arp_respond(struct __sk_buff *skb, const struct lxc_info *ep,
 	__be32 tpa;
 
 	if (!skb_ensure(skb, sizeof(*f)))
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	f = data;
 	if ((void *)(f + 1) > data_end)
-		return drop_skb(DROP_TRUNCATED);
+		return drop_skb(skb, DROP_TRUNCATED);
 
 	if (f->arp.htype != bpf_htons(1) || f->arp.ptype != bpf_htons(ETH_P_IP) ||
 	    f->arp.hlen != ETH_ALEN || f->arp.plen != 4 || f->arp.op != ARPOP_REQUEST_BE)
-		return drop_skb(DROP_ARP);
+		return drop_skb(skb, DROP_ARP);
 	if (!mac_eq(f->arp.sha, ep->mac))
-		return drop_skb(DROP_SPOOFED_MAC);
+		return drop_skb(skb, DROP_SPOOFED_MAC);
 	/* Probes (sender 0.0.0.0, duplicate address detection) and gratuitous
 	 * ARP (target == sender) must not be answered: the gateway would claim
 	 * the pod's own address. */
 	if (f->arp.spa == 0 || f->arp.tpa == f->arp.spa)
-		return drop_skb(DROP_ARP);
+		return drop_skb(skb, DROP_ARP);
 	if (f->arp.spa != ep->ip)
-		return drop_skb(DROP_SPOOFED_IP);
+		return drop_skb(skb, DROP_SPOOFED_IP);
 	tpa = f->arp.tpa;
 
 	mac_copy(r.eth.h_dest, ep->mac);
@@ -77,6 +77,6 @@ __inline int arp_respond(struct __sk_buff *skb, const struct lxc_info *ep,
 	mac_copy(r.arp.tha, ep->mac);
 	r.arp.tpa = ep->ip;
 	if (bpf_skb_store_bytes(skb, 0, &r, sizeof(r), 0))
-		return drop_skb(DROP_ARP);
+		return drop_skb(skb, DROP_ARP);
 	return bpf_redirect(ifindex, 0);
 }

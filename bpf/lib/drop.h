@@ -25,7 +25,13 @@
 #define DROP_NOT_LOCAL		-13	/* decapsulated packet for an endpoint not on this node */
 #define DROP_DECAP_FAILED	-14	/* adjust_room/store failed while decapsulating */
 #define DROP_FRAG_NEEDED	-15	/* encapsulated packet exceeds the path MTU (ICMP sent back if DF) */
-/* Services and NAT (lib/lb.h, conntrack.h, nat.h), numbered from 24 up. */
+/* Ranges kept for features, so that codes never move once published:
+ *   16-23  the endpoint directory (lib/directory.h)
+ *   24-31  services and NAT (lib/lb.h, conntrack.h, nat.h)
+ *   32-39  egress (lib/egress.h)
+ *   40-47  QoS (lib/qos.h)
+ *   48-63  free
+ */
 #define DROP_NO_BACKEND		-24	/* service without a usable backend */
 #define DROP_CT_FAILED		-25	/* conntrack insert failed (the insert-failure metric) */
 #define DROP_NAT_FAILED		-26	/* checksum or store helper failed while rewriting */
@@ -39,7 +45,9 @@ __inline void count_drop(int reason)
 		*cnt += 1; /* per-CPU slot: no atomic needed */
 }
 
-__inline int drop_skb(int reason)
+/* drop_skb counts a drop of skb for reason and returns the tc verdict. skb
+ * is the packet being dropped (for drop tracing). */
+__inline int drop_skb(struct __sk_buff *skb, int reason)
 {
 	count_drop(reason);
 	return TC_ACT_SHOT;

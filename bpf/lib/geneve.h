@@ -103,7 +103,7 @@ __inline int geneve_encap(struct __sk_buff *skb, const struct node_config *cfg,
 	__u32 len;
 
 	if (bpf_skb_adjust_room(skb, ENCAP_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS))
-		return drop_skb(DROP_ENCAP_FAILED);
+		return drop_skb(skb, DROP_ENCAP_FAILED);
 	len = skb->len;
 
 	/* Unresolved: zeros, bpf_redirect_neigh writes the real header. */
@@ -143,7 +143,7 @@ __inline int geneve_encap(struct __sk_buff *skb, const struct node_config *cfg,
 	h.ieth.h_proto = bpf_htons(ETH_P_IP);
 
 	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0))
-		return drop_skb(DROP_ENCAP_FAILED);
+		return drop_skb(skb, DROP_ENCAP_FAILED);
 	return nexthop_redirect(nh);
 }
 

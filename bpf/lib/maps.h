@@ -30,7 +30,7 @@
 #define MISS_RINGBUF_BYTES (64 * 1024)
 #endif
 #define MISS_INTERVAL_NS 1000000000ULL	/* report an unknown {vni, ip} at most once a second */
-#define DROP_MAX 32		/* size of the drop counter array (> largest reason) */
+#define DROP_MAX 64		/* size of the drop counter array (> largest reason) */
 
 /* The endpoint bound to a host-side pod veth: identity comes from here. */
 struct lxc_info {

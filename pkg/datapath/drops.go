@@ -53,7 +53,7 @@ const (
 )
 
 // maxDropReason is the size of the drop counter array (DROP_MAX in drop.h).
-const maxDropReason = 32
+const maxDropReason = 64
 
 var dropNames = map[DropReason]string{
 	DropTruncated:       "TRUNCATED",
