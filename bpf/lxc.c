@@ -7,7 +7,8 @@
  *
  *   ARP request from the pod   -> answered with the gateway MAC, back to the pod
  *   IPv4 from the pod          -> anti-spoof, then {vni, dst}:
- *                                   local  -> L2 rewrite, redirect_peer into the pod
+ *                                   local  -> the destination's ingress limit (lib/qos.h),
+ *                                             L2 rewrite, redirect_peer into the pod
  *                                   remote -> next hop from the FIB; Geneve encap,
  *                                             redirect (or redirect_neigh) to it;
  *                                             too big for the path -> ICMP back;
@@ -103,6 +104,9 @@ int from_pod(struct __sk_buff *skb)
 	if (dst->ifindex) {
 		/* Same node: the gateway "routes" it straight into the peer's
 		 * netns; no second pass through the host stack. */
+		ret = qos_ingress(skb, dst->ifindex);	/* its ingress limit (lib/qos.h) */
+		if (ret < 0)
+			return drop_skb(skb, ret);
 		if (l2_rewrite(skb, dst->mac, cfg->gw_mac))
 			return drop_skb(skb, DROP_ENCAP_FAILED);
 		return bpf_redirect_peer(dst->ifindex, 0);

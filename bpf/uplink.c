@@ -7,7 +7,8 @@
  *   underlay address is validated, its inner destination must be a local
  *   endpoint of the packet's VNI and its inner source an endpoint of the same
  *   VNI hosted on the outer source node (no forged VNI from the underlay).
- *   The packet is decapsulated, its L2 rewritten and redirect_peer'ed into the
+ *   The packet is decapsulated, its L2 rewritten, policed by the pod's
+ *   ingress limit if it has one (lib/qos.h) and redirect_peer'ed into the
  *   pod. Everything that is not our overlay continues untouched (TCX_NEXT).
  *
  * uplink_prefilter (xdp.frags): optional early drop of malformed Geneve and
@@ -23,6 +24,7 @@
 #include "lib/eth.h"
 #include "lib/geneve.h"
 #include "lib/lb.h"
+#include "lib/qos.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -111,6 +113,9 @@ int from_uplink(struct __sk_buff *skb)
 		return drop_skb(skb, ret);
 	if (l2_rewrite(skb, pod_mac, cfg->gw_mac))
 		return drop_skb(skb, DROP_DECAP_FAILED);
+	ret = qos_ingress(skb, ifindex);	/* the pod's ingress limit (lib/qos.h) */
+	if (ret < 0)
+		return drop_skb(skb, ret);
 	return bpf_redirect_peer(ifindex, 0);
 }
 

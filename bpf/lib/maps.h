@@ -126,8 +126,9 @@ struct {
 } genie_miss_seen SEC(".maps");
 
 #include "maps_lb.h"	/* service LB and conntrack: genie_svc, genie_maglev, genie_ct */
+#include "maps_qos.h"	/* QoS ingress limits: genie_qos_ingress */
 
 /* Room for later features, each its own map keyed by VNI:
  *   genie_egress                 {vni, pod ip} -> egress gateway node
- *   (QoS lives in lxc_info.flags, lib/qos.h)
+ *   (QoS classes live in lxc_info.flags, ingress limits in maps_qos.h)
  */

@@ -64,6 +64,9 @@ type LocalEndpoint struct {
 	// leaf); see qos.go.
 	QoS      QoSClass
 	QoSMinor uint16
+	// Ingress is the endpoint's ingress rate limit (zero: none), enforced
+	// in BPF before delivery; see qos.go.
+	Ingress IngressLimit
 }
 
 // RemoteEndpoint is an overlay interface of a pod on another node.

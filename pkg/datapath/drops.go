@@ -50,6 +50,9 @@ const (
 	DropCTFailed DropReason = 25
 	// DropNATFailed: a checksum or store helper failed while rewriting for NAT.
 	DropNATFailed DropReason = 26
+	// DropQoSIngress: over the destination pod's ingress rate limit
+	// (bpf/lib/qos.h), on either delivery path.
+	DropQoSIngress DropReason = 40
 )
 
 // maxDropReason is the size of the drop counter array (DROP_MAX in drop.h).
@@ -74,6 +77,7 @@ var dropNames = map[DropReason]string{
 	DropNoBackend:       "NO_BACKEND",
 	DropCTFailed:        "CT_FAILED",
 	DropNATFailed:       "NAT_FAILED",
+	DropQoSIngress:      "QOS_INGRESS",
 }
 
 // String returns the reason's name as used in metrics labels, e.g. "NO_ROUTE".

@@ -68,6 +68,22 @@ type lxcNodeConfig struct {
 	GwMac         [6]uint8
 }
 
+type lxcQosBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad       uint32
+	Rate      uint64
+	BurstNs   uint64
+	Tat       uint64
+	PassBytes uint64
+	PassPkts  uint64
+	DropBytes uint64
+	DropPkts  uint64
+}
+
 type lxcSvcInfo struct {
 	_          structs.HostLayout
 	Table      uint32
@@ -91,18 +107,19 @@ type lxcSvcKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lxcMapGenieConfig    = "genie_config"
-	lxcMapGenieCt        = "genie_ct"
-	lxcMapGenieDrops     = "genie_drops"
-	lxcMapGenieEndpoints = "genie_endpoints"
-	lxcMapGenieLbPorts   = "genie_lb_ports"
-	lxcMapGenieLxc       = "genie_lxc"
-	lxcMapGenieMaglev    = "genie_maglev"
-	lxcMapGenieMissSeen  = "genie_miss_seen"
-	lxcMapGenieMisses    = "genie_misses"
-	lxcMapGenieSvc       = "genie_svc"
-	lxcMapGenieVnis      = "genie_vnis"
-	lxcProgFromPod       = "from_pod"
+	lxcMapGenieConfig     = "genie_config"
+	lxcMapGenieCt         = "genie_ct"
+	lxcMapGenieDrops      = "genie_drops"
+	lxcMapGenieEndpoints  = "genie_endpoints"
+	lxcMapGenieLbPorts    = "genie_lb_ports"
+	lxcMapGenieLxc        = "genie_lxc"
+	lxcMapGenieMaglev     = "genie_maglev"
+	lxcMapGenieMissSeen   = "genie_miss_seen"
+	lxcMapGenieMisses     = "genie_misses"
+	lxcMapGenieQosIngress = "genie_qos_ingress"
+	lxcMapGenieSvc        = "genie_svc"
+	lxcMapGenieVnis       = "genie_vnis"
+	lxcProgFromPod        = "from_pod"
 )
 
 // loadLxc returns the embedded CollectionSpec for lxc.
@@ -154,17 +171,18 @@ type lxcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
-	GenieConfig    *ebpf.MapSpec `ebpf:"genie_config"`
-	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieConfig     *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt         *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDrops      *ebpf.MapSpec `ebpf:"genie_drops"`
+	GenieEndpoints  *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts    *ebpf.MapSpec `ebpf:"genie_lb_ports"`
+	GenieLxc        *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev     *ebpf.MapSpec `ebpf:"genie_maglev"`
+	GenieMissSeen   *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses     *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieQosIngress *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
+	GenieSvc        *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieVnis       *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -193,17 +211,18 @@ func (o *lxcObjects) Close() error {
 //
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
-	GenieConfig    *ebpf.Map `ebpf:"genie_config"`
-	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
+	GenieConfig     *ebpf.Map `ebpf:"genie_config"`
+	GenieCt         *ebpf.Map `ebpf:"genie_ct"`
+	GenieDrops      *ebpf.Map `ebpf:"genie_drops"`
+	GenieEndpoints  *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts    *ebpf.Map `ebpf:"genie_lb_ports"`
+	GenieLxc        *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev     *ebpf.Map `ebpf:"genie_maglev"`
+	GenieMissSeen   *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses     *ebpf.Map `ebpf:"genie_misses"`
+	GenieQosIngress *ebpf.Map `ebpf:"genie_qos_ingress"`
+	GenieSvc        *ebpf.Map `ebpf:"genie_svc"`
+	GenieVnis       *ebpf.Map `ebpf:"genie_vnis"`
 }
 
 func (m *lxcMaps) Close() error {
@@ -217,6 +236,7 @@ func (m *lxcMaps) Close() error {
 		m.GenieMaglev,
 		m.GenieMissSeen,
 		m.GenieMisses,
+		m.GenieQosIngress,
 		m.GenieSvc,
 		m.GenieVnis,
 	)

@@ -57,9 +57,10 @@ func sizesOf(spec *ebpf.CollectionSpec) MapSizes {
 // apply overrides the capacities of spec's maps with the non-zero sizes.
 func (s MapSizes) apply(spec *ebpf.CollectionSpec) error {
 	for name, n := range map[string]uint32{
-		lxcMapGenieEndpoints: s.Endpoints,
-		lxcMapGenieLxc:       s.LXC,
-		lxcMapGenieVnis:      s.VNIs,
+		lxcMapGenieEndpoints:  s.Endpoints,
+		lxcMapGenieLxc:        s.LXC,
+		lxcMapGenieQosIngress: s.LXC, // at most one per pod interface
+		lxcMapGenieVnis:       s.VNIs,
 	} {
 		if n == 0 {
 			continue

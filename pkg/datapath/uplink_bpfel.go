@@ -68,6 +68,22 @@ type uplinkNodeConfig struct {
 	GwMac         [6]uint8
 }
 
+type uplinkQosBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad       uint32
+	Rate      uint64
+	BurstNs   uint64
+	Tat       uint64
+	PassBytes uint64
+	PassPkts  uint64
+	DropBytes uint64
+	DropPkts  uint64
+}
+
 type uplinkSvcInfo struct {
 	_          structs.HostLayout
 	Table      uint32
@@ -100,6 +116,7 @@ const (
 	uplinkMapGenieMaglev      = "genie_maglev"
 	uplinkMapGenieMissSeen    = "genie_miss_seen"
 	uplinkMapGenieMisses      = "genie_misses"
+	uplinkMapGenieQosIngress  = "genie_qos_ingress"
 	uplinkMapGenieSvc         = "genie_svc"
 	uplinkMapGenieVnis        = "genie_vnis"
 	uplinkProgFromUplink      = "from_uplink"
@@ -156,17 +173,18 @@ type uplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type uplinkMapSpecs struct {
-	GenieConfig    *ebpf.MapSpec `ebpf:"genie_config"`
-	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieConfig     *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt         *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDrops      *ebpf.MapSpec `ebpf:"genie_drops"`
+	GenieEndpoints  *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts    *ebpf.MapSpec `ebpf:"genie_lb_ports"`
+	GenieLxc        *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev     *ebpf.MapSpec `ebpf:"genie_maglev"`
+	GenieMissSeen   *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses     *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieQosIngress *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
+	GenieSvc        *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieVnis       *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
 // uplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -195,17 +213,18 @@ func (o *uplinkObjects) Close() error {
 //
 // It can be passed to loadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type uplinkMaps struct {
-	GenieConfig    *ebpf.Map `ebpf:"genie_config"`
-	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
+	GenieConfig     *ebpf.Map `ebpf:"genie_config"`
+	GenieCt         *ebpf.Map `ebpf:"genie_ct"`
+	GenieDrops      *ebpf.Map `ebpf:"genie_drops"`
+	GenieEndpoints  *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts    *ebpf.Map `ebpf:"genie_lb_ports"`
+	GenieLxc        *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev     *ebpf.Map `ebpf:"genie_maglev"`
+	GenieMissSeen   *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses     *ebpf.Map `ebpf:"genie_misses"`
+	GenieQosIngress *ebpf.Map `ebpf:"genie_qos_ingress"`
+	GenieSvc        *ebpf.Map `ebpf:"genie_svc"`
+	GenieVnis       *ebpf.Map `ebpf:"genie_vnis"`
 }
 
 func (m *uplinkMaps) Close() error {
@@ -219,6 +238,7 @@ func (m *uplinkMaps) Close() error {
 		m.GenieMaglev,
 		m.GenieMissSeen,
 		m.GenieMisses,
+		m.GenieQosIngress,
 		m.GenieSvc,
 		m.GenieVnis,
 	)
