@@ -388,6 +388,7 @@ func (a *Agent) restore(ctx context.Context) error {
 			return err
 		}
 	}
+	a.pruneQoS(append(keep, unfinished...)) // qos.go
 	a.m.endpoints.WithLabelValues("local").Set(float64(len(keep)))
 	// Re-publish our endpoints (the store may have lost them) and start
 	// the watches of the hosted VPCs.

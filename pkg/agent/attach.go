@@ -267,7 +267,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 
 	// 5. The data plane: map entry first, then the program (a packet
 	//    before the entry exists would be dropped as UNKNOWN_ENDPOINT).
-	if err := a.setupQoS(at, req.QoS); err != nil {
+	if err := a.setupQoS(at, req.QoS, v); err != nil {
 		return nil, err
 	}
 	if err := a.state.save(at); err != nil {

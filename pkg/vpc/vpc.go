@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -51,7 +52,15 @@ type VPC struct {
 	// derives it from the cluster: the smallest uplink MTU the nodes
 	// registered, minus the encapsulation overhead (see PodMTU).
 	MTU int `json:"mtu,omitempty"`
+	// QoSClass is the default QoS class of the VPC's attachments: "high",
+	// "normal" or "low" ("": none). A class set for the pod or the
+	// attachment overrides it (pkg/qos).
+	QoSClass string `json:"qosClass,omitempty"`
 }
+
+// QoSClasses are the values VPC.QoSClass may take besides "" (pkg/qos's
+// class names).
+var QoSClasses = []string{"high", "normal", "low"}
 
 // MinMTU and MaxMTU bound VPC.MTU (IPv4's minimum datagram size; a
 // jumbo frame).
@@ -83,7 +92,7 @@ func (v VPC) PodMTU(nodes []Node, overhead, fallback int) int {
 // String returns "name cidr".
 func (v VPC) String() string { return fmt.Sprintf("vpc %q %s", v.Name, v.CIDR) }
 
-// Validate checks the name and the CIDR. The VNI is not checked (zero
+// Validate checks the name, the CIDR, the MTU and the QoS class. The VNI is not checked (zero
 // before creation).
 func (v VPC) Validate() error {
 	if err := ValidateName(v.Name); err != nil {
@@ -94,6 +103,9 @@ func (v VPC) Validate() error {
 	}
 	if v.MTU != 0 && (v.MTU < MinMTU || v.MTU > MaxMTU) {
 		return invalidf("vpc %q: mtu %d: want 0 (derived from the nodes) or %d to %d", v.Name, v.MTU, MinMTU, MaxMTU)
+	}
+	if v.QoSClass != "" && !slices.Contains(QoSClasses, v.QoSClass) {
+		return invalidf("vpc %q: qos class %q: want high, normal or low", v.Name, v.QoSClass)
 	}
 	return nil
 }

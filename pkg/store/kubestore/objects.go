@@ -98,6 +98,8 @@ type vpcObject struct {
 type vpcSpec struct {
 	CIDR string `json:"cidr"`
 	MTU  int    `json:"mtu,omitempty"`
+	// QoSClass is vpc.VPC.QoSClass.
+	QoSClass string `json:"qosClass,omitempty"`
 }
 
 type vpcStatus struct {
@@ -284,7 +286,7 @@ func (s *Store) toVPC(o *vpcObject) (vpc.VPC, error) {
 	if err != nil {
 		return vpc.VPC{}, fmt.Errorf("vpc object %q: cidr %q: %w", o.Metadata.Name, o.Spec.CIDR, vpc.ErrInvalid)
 	}
-	return vpc.VPC{Name: s.unscope(o.Metadata.Name), CIDR: p, VNI: o.Status.VNI, MTU: o.Spec.MTU}, nil
+	return vpc.VPC{Name: s.unscope(o.Metadata.Name), CIDR: p, VNI: o.Status.VNI, MTU: o.Spec.MTU, QoSClass: o.Spec.QoSClass}, nil
 }
 
 func toSubnet(o *subnetObject) (vpc.Subnet, error) {

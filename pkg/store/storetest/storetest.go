@@ -153,6 +153,14 @@ func testVPCLifecycle(t *testing.T, open func() store.Store) {
 	if want := "a=1 c=3 d=2"; strings.Join(names, " ") != want {
 		t.Fatalf("list = %v, want %s", names, want)
 	}
+	// The optional fields round-trip.
+	q, err := s.CreateVPC(ctx, vpc.VPC{Name: "q", CIDR: netip.MustParsePrefix("10.5.0.0/16"), MTU: 1400, QoSClass: "low"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetVPC(ctx, "q"); err != nil || got != q || got.QoSClass != "low" || got.MTU != 1400 {
+		t.Fatalf("get q = %+v, %v; want %+v with mtu 1400 and qos class low", got, err, q)
+	}
 }
 
 func testCreateVPCInvalid(t *testing.T, open func() store.Store) {
@@ -168,6 +176,8 @@ func testCreateVPCInvalid(t *testing.T, open func() store.Store) {
 		_, err := s.CreateVPC(t.Context(), vpc.VPC{Name: tc.name, CIDR: p})
 		wantErr(t, fmt.Sprintf("create vpc %q %s", tc.name, tc.cidr), err, vpc.ErrInvalid, tc.want)
 	}
+	_, err := s.CreateVPC(t.Context(), vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.0.0.0/16"), QoSClass: "gold"})
+	wantErr(t, "create vpc with qos class gold", err, vpc.ErrInvalid, `qos class "gold": want high, normal or low`)
 	if l, _ := s.ListVPCs(t.Context()); len(l) != 0 {
 		t.Fatalf("invalid vpcs were stored: %+v", l)
 	}
