@@ -70,7 +70,7 @@ func (a *attachment) endpoint(node string) vpc.Endpoint {
 	return vpc.Endpoint{
 		VPC: a.VPC, Subnet: a.Subnet, VNI: a.VNI, ID: a.owner(),
 		PodNamespace: a.PodNamespace, PodName: a.PodName, Interface: a.IfName,
-		IP: a.IP, MAC: a.hwAddr(), Node: node, Labels: a.Labels.labels(),
+		IP: a.IP, MAC: a.hwAddr(), Node: node, Labels: a.Labels.labels(), QoS: a.qosRecord(),
 	}
 }
 

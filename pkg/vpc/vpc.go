@@ -222,11 +222,24 @@ type Endpoint struct {
 	Node string `json:"node"`
 	// Labels are the pod's labels at ADD (service selectors match them).
 	Labels map[string]string `json:"labels,omitempty"`
+	// QoS is the class and limits the hosting agent enforces for the
+	// endpoint (nil: none), for tools (geniectl status); other agents do
+	// not use it.
+	QoS *EndpointQoS `json:"qos,omitempty"`
 	// Published is when the hosting agent published the endpoint (its
 	// wall clock). Other agents observe their propagation latency against
 	// it, so it is only as exact as the nodes' clock sync; zero for
 	// records written by anything else.
 	Published time.Time `json:"published,omitzero"`
+}
+
+// EndpointQoS is an endpoint's effective QoS (pkg/qos): its class
+// (QoSClasses, "" none) and its egress and ingress rate limits in bits/s
+// of its L3 bytes (0: none).
+type EndpointQoS struct {
+	Class       string `json:"class,omitempty"`
+	EgressRate  uint64 `json:"egressRate,omitempty"`
+	IngressRate uint64 `json:"ingressRate,omitempty"`
 }
 
 // EndpointID returns the endpoint ID of an attachment: "containerID/ifname".
@@ -254,6 +267,9 @@ func (e Endpoint) Validate() error {
 	}
 	if err := ValidateNodeName(e.Node); err != nil {
 		return fmt.Errorf("endpoint %q: node: %w", e.Key(), err)
+	}
+	if e.QoS != nil && e.QoS.Class != "" && !slices.Contains(QoSClasses, e.QoS.Class) {
+		return invalidf("endpoint %q: qos class %q: want high, normal or low", e.Key(), e.QoS.Class)
 	}
 	return nil
 }

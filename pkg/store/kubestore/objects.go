@@ -180,6 +180,8 @@ type endpointSpec struct {
 	Published    string `json:"published,omitempty"` // RFC 3339 with nanoseconds
 	// Labels are the pod's labels at ADD (service selectors match them).
 	Labels map[string]string `json:"labels,omitempty"`
+	// QoS is vpc.Endpoint.QoS.
+	QoS *vpc.EndpointQoS `json:"qos,omitempty"`
 }
 
 type vniClaimObject struct {
@@ -323,7 +325,7 @@ func toBlock(o *blockObject) (store.Block, error) {
 func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 	sp := o.Spec
 	e := vpc.Endpoint{VPC: sp.VPC, Subnet: sp.Subnet, VNI: sp.VNI, ID: sp.ID, PodNamespace: sp.PodNamespace,
-		PodName: sp.PodName, Interface: sp.Interface, Node: sp.Node, Labels: sp.Labels}
+		PodName: sp.PodName, Interface: sp.Interface, Node: sp.Node, Labels: sp.Labels, QoS: sp.QoS}
 	var err error
 	if e.IP, err = netip.ParseAddr(sp.IP); err != nil {
 		return vpc.Endpoint{}, fmt.Errorf("endpoint object %q: ip %q: %w", o.Metadata.Name, sp.IP, vpc.ErrInvalid)
@@ -343,7 +345,7 @@ func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 
 func endpointSpecOf(e vpc.Endpoint) endpointSpec {
 	sp := endpointSpec{VPC: e.VPC, Subnet: e.Subnet, VNI: e.VNI, ID: e.ID, PodNamespace: e.PodNamespace,
-		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node, Labels: e.Labels}
+		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node, Labels: e.Labels, QoS: e.QoS}
 	if len(e.MAC) > 0 {
 		sp.MAC = e.MAC.String()
 	}

@@ -595,7 +595,8 @@ func testEndpoints(t *testing.T, open func() store.Store) {
 	events := open().WatchEndpoints(wctx, "blue", rev0)
 
 	ep := vpc.Endpoint{VPC: "blue", Subnet: "web", ID: "c1/eth1", PodNamespace: "default", PodName: "a", Interface: "eth1",
-		IP: netip.MustParseAddr("10.1.0.2"), MAC: net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}, Node: "n1"}
+		IP: netip.MustParseAddr("10.1.0.2"), MAC: net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}, Node: "n1",
+		QoS: &vpc.EndpointQoS{Class: "high", EgressRate: 10_000_000, IngressRate: 20_000_000}}
 	got, err := s.PutEndpoint(ctx, ep)
 	if err != nil {
 		t.Fatal(err)
@@ -603,6 +604,13 @@ func testEndpoints(t *testing.T, open func() store.Store) {
 	if got.VNI != blue.VNI {
 		t.Fatalf("vni = %d, want %d", got.VNI, blue.VNI)
 	}
+	if l, _, err := s.ListEndpoints(ctx, "blue"); err != nil || len(l) != 1 || l[0].QoS == nil || *l[0].QoS != *ep.QoS {
+		t.Fatalf("listed %+v, %v; want the endpoint with its qos %+v", l, err, *ep.QoS)
+	}
+	bad := ep
+	bad.ID, bad.IP, bad.QoS = "c3/eth1", netip.MustParseAddr("10.1.0.4"), &vpc.EndpointQoS{Class: "gold"}
+	_, err = s.PutEndpoint(ctx, bad)
+	wantErr(t, "endpoint with qos class gold", err, vpc.ErrInvalid, `qos class "gold"`)
 	// Putting the same endpoint again is a no-op success.
 	if _, err := s.PutEndpoint(ctx, ep); err != nil {
 		t.Fatalf("put again: %v", err)
