@@ -180,6 +180,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		Prefix: sub.CIDR.Bits(), MAC: mac.String(), DefaultRoute: req.DefaultRoute,
 		Labels: newLabelSet(req.Labels),
 	}
+	if err := a.resolveQoS(at, req.QoS, v); err != nil { // qos.go
+		return nil, err
+	}
 	// 2. Record the attachment before creating anything, so a crash
 	//    leaves a record the next start-up undoes.
 	if err := a.state.save(at); err != nil {
@@ -267,7 +270,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 
 	// 5. The data plane: map entry first, then the program (a packet
 	//    before the entry exists would be dropped as UNKNOWN_ENDPOINT).
-	if err := a.setupQoS(at, req.QoS, v); err != nil {
+	if err := a.setupQoS(at, v); err != nil {
 		return nil, err
 	}
 	if err := a.state.save(at); err != nil {

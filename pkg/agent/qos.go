@@ -67,11 +67,10 @@ func (a *Agent) checkQoS(s *qos.Spec) error {
 	return nil
 }
 
-// setupQoS records the attachment's class (the request's, else the VPC's
-// default) and limits, and creates its own HTB class for an egress limit;
-// undo (releaseQoS) deletes it. The ingress limit is written to the data
-// plane with the endpoint (qosEndpoint).
-func (a *Agent) setupQoS(at *attachment, s *qos.Spec, v vpc.VPC) error {
+// resolveQoS records the attachment's class (the request's, else the
+// VPC's default) and limits, before the endpoint is published (its store
+// record shows them). Nothing is created yet.
+func (a *Agent) resolveQoS(at *attachment, s *qos.Spec, v vpc.VPC) error {
 	def, err := qos.ParseClass(v.QoSClass)
 	if err != nil {
 		return fail(types.ErrInvalidNetworkConfig, "qos", fmt.Errorf("vpc %q default: %w", v.Name, err))
@@ -81,18 +80,25 @@ func (a *Agent) setupQoS(at *attachment, s *qos.Spec, v vpc.VPC) error {
 		return nil
 	}
 	at.QoS = s.Class
-	at.QoSIngressRate, at.QoSIngressBurst = s.IngressRate, s.IngressBurst
-	if s.EgressRate == 0 {
+	at.QoSIngressRate, at.QoSIngressBurst, at.QoSEgressRate = s.IngressRate, s.IngressBurst, s.EgressRate
+	if at.QoSEgressRate != 0 && at.QoS == qos.None {
+		at.QoS = qos.Normal // a pod class sits under a class's priority
+	}
+	return nil
+}
+
+// setupQoS creates the attachment's own HTB class for an egress limit;
+// undo (releaseQoS) deletes it. The class and the ingress limit are
+// written to the data plane with the endpoint (qosEndpoint).
+func (a *Agent) setupQoS(at *attachment, v vpc.VPC) error {
+	if at.QoSEgressRate == 0 || at.QoSMinor != 0 {
 		return nil
 	}
-	if at.QoS == qos.None {
-		at.QoS = qos.Normal
-	}
-	minor, err := a.qos.AddPod(at.QoS, s.EgressRate, a.podMTUFor(v))
+	minor, err := a.qos.AddPod(at.QoS, at.QoSEgressRate, a.podMTUFor(v))
 	if err != nil {
 		return fail(types.ErrInternal, "qos", err)
 	}
-	at.QoSMinor, at.QoSEgressRate = minor, s.EgressRate
+	at.QoSMinor = minor
 	return nil
 }
 

@@ -43,10 +43,10 @@ func TestCheckQoS(t *testing.T) {
 	}
 }
 
-// TestSetupQoSDefault: the VPC's default class applies when the request
+// TestResolveQoS: the VPC's default class applies when the request
 // sets none, a request's class wins, and the limits are recorded with the
 // data plane's view of them (the policer's burst defaulted).
-func TestSetupQoSDefault(t *testing.T) {
+func TestResolveQoS(t *testing.T) {
 	a := &Agent{}
 	blue := vpc.VPC{Name: "blue", QoSClass: "low"}
 	for _, tc := range []struct {
@@ -61,7 +61,7 @@ func TestSetupQoSDefault(t *testing.T) {
 		{"no default", nil, vpc.VPC{Name: "red"}, qos.None},
 	} {
 		at := &attachment{}
-		if err := a.setupQoS(at, tc.spec, tc.v); err != nil {
+		if err := a.resolveQoS(at, tc.spec, tc.v); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		if at.QoS != tc.want {
@@ -69,7 +69,7 @@ func TestSetupQoSDefault(t *testing.T) {
 		}
 	}
 	at := &attachment{}
-	if err := a.setupQoS(at, &qos.Spec{IngressRate: 1_000_000_000}, blue); err != nil {
+	if err := a.resolveQoS(at, &qos.Spec{IngressRate: 1_000_000_000}, blue); err != nil {
 		t.Fatal(err)
 	}
 	ep := at.qosEndpoint(datapath.LocalEndpoint{})

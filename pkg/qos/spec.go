@@ -92,13 +92,18 @@ func WithDefault(s *Spec, vpcDefault Class) *Spec {
 	return &out
 }
 
-// The policer's burst (IngressBurst): never below two GSO packets (a
-// policer with less lets TCP reach a fraction of the rate, and drops every
-// 64 KiB super-packet whole), and by default DefaultIngressBurstTime worth
-// of the rate above that.
+// The policer's burst (IngressBurst): never below two GSO packets (a 64
+// KiB super-packet must fit), and by default DefaultIngressBurstTime worth
+// of the rate. A policer drops instead of queueing, and TCP's answer to
+// the loss of a window's tail is a retransmission timeout, at least 200 ms
+// on Linux: a bucket that cannot hold that long at the rate loses the time
+// for good. Measured in the sandbox (TCP, 8 s, BENCHMARKS.md §8): at 20
+// Mbit/s a burst of 20 ms gave 5.5 Mbit/s, 100 ms 10.5, 200 ms 19.8; at 200
+// Mbit/s 50 ms gave 56 and 200 ms 192-197. The cost is the burst itself: a
+// pod idle for a while may receive 250 ms worth at once.
 const (
 	MinIngressBurst         = 128 << 10 // bytes
-	DefaultIngressBurstTime = 20 * time.Millisecond
+	DefaultIngressBurstTime = 250 * time.Millisecond
 )
 
 // IngressBurst is the burst in bytes of an ingress limit of rate bits/s

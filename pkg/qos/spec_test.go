@@ -121,8 +121,8 @@ func TestWithDefault(t *testing.T) {
 
 func TestIngressBurst(t *testing.T) {
 	for _, tc := range []struct{ rate, burst, want uint64 }{
-		{1_000_000, 0, MinIngressBurst},            // 20 ms at 1 Mbit/s = 2.5 KB: the floor
-		{1_000_000_000, 0, 2_500_000},              // 20 ms at 1 Gbit/s
+		{1_000_000, 0, MinIngressBurst},            // 250 ms at 1 Mbit/s = 31 KB: the floor
+		{1_000_000_000, 0, 31_250_000},             // 250 ms at 1 Gbit/s
 		{1_000_000_000, 8_000_000, 1_000_000},      // asked: 1 MB
 		{1_000_000_000, 8 * 1024, MinIngressBurst}, // asked below the floor
 	} {
