@@ -79,9 +79,10 @@ __inline __u8 qos_mark(struct __sk_buff *skb, __u16 flags, __u8 tos)
  * interval T the pod receives at most rate * (T + burst_ns) plus one packet.
  * A packet is admitted whole even if its cost exceeds the burst, so a 64 KiB
  * GSO packet (GRO on the uplink, TSO from a same-node pod) is never starved
- * however small the limit; the agent sizes burst_ns to at least two such
- * packets anyway (pkg/qos, IngressBurst), or a policer lets TCP fill only a
- * fraction of the rate.
+ * however small the limit. The agent sizes burst_ns (pkg/qos IngressBurst):
+ * 250 ms of the rate by default, at least two such packets; a policer
+ * drops where a qdisc would queue, and with less than a TCP retransmission
+ * timeout's worth TCP gets a fraction of the rate.
  *
  * The cost is the packet's L3 bytes as they were or will be on the wire:
  * the IPv4 packet, and for a GSO packet every segment's IP and L4 headers
@@ -94,8 +95,8 @@ __inline __u8 qos_mark(struct __sk_buff *skb, __u16 flags, __u8 tos)
  * a pod whose traffic lands on one CPU (one flow: one RX queue) would get a
  * fraction of it; a lock-free compare-and-swap needs BPF_ATOMIC (-mcpu=v3),
  * which the build does not use. The critical section is a few instructions
- * (no helper call inside), and a GSO packet pays it once for up to 44
- * segments.
+ * (no helper call inside), and a GSO packet pays it once for up to about
+ * 45 segments.
  */
 
 /* qos_l3_bytes is what skb (an Ethernet frame of IPv4) costs: its L3 bytes,

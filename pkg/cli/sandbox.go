@@ -63,6 +63,7 @@ type upFlags struct {
 	cniBinDir string
 	noAgents  bool
 	underlay  string
+	qosRate   string
 }
 
 func (f *upFlags) register(c *cobra.Command) {
@@ -71,6 +72,7 @@ func (f *upFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.cniBinDir, "cni-bin-dir", "", "directory of the CNI reference plugins (default $GENIE_TEST_CNI_BINDIR, else _output/cni/bin)")
 	c.Flags().BoolVar(&f.noAgents, "no-agents", false, "start no genied (underlay and store only)")
 	c.Flags().StringVar(&f.underlay, "underlay", sandbox.UnderlayFlat, "underlay topology: \"flat\" (one L2 segment) or \"routed\" (two segments joined by a router namespace)")
+	c.Flags().StringVar(&f.qosRate, "qos-uplink-rate", "", "give every genied --qos-uplink-rate (e.g. 500M): the QoS tree that enforces pod classes and egress limits")
 }
 
 func (f *upFlags) options(g *globals, name string) sandbox.Options {
@@ -85,8 +87,12 @@ func (f *upFlags) options(g *globals, name string) sandbox.Options {
 			}
 		}
 	}
+	var agentArgs []string
+	if f.qosRate != "" {
+		agentArgs = append(agentArgs, "--qos-uplink-rate", f.qosRate)
+	}
 	return sandbox.Options{Name: name, Nodes: f.nodes, BinDir: f.binDir, CNIBinDir: cni,
-		StateRoot: g.stateRoot, NoAgents: f.noAgents, Underlay: f.underlay, Log: g.errOut}
+		StateRoot: g.stateRoot, NoAgents: f.noAgents, Underlay: f.underlay, Log: g.errOut, AgentArgs: agentArgs}
 }
 
 func sandboxUp(g *globals) *cobra.Command {
@@ -289,7 +295,7 @@ func sandboxPod(g *globals) *cobra.Command {
 	}
 	add.Flags().StringVar(&node, "node", "1", "node name or 1-based index")
 	add.Flags().StringVar(&qosClass, "qos", "", "QoS class of the pod's VPC attachments: high, normal or low (CNI_ARGS GENIE_QOS)")
-	add.Flags().StringVar(&egressRate, "egress-rate", "", "egress rate limit of the pod's VPC attachments in bits/s, e.g. 20M (CNI_ARGS GENIE_EGRESS_BANDWIDTH; needs genied --qos-uplink-rate)")
+	add.Flags().StringVar(&egressRate, "egress-rate", "", "egress rate limit of the pod's VPC attachments in bits/s, e.g. 20M (CNI_ARGS GENIE_EGRESS_BANDWIDTH; needs sandbox up --qos-uplink-rate)")
 	add.Flags().StringVar(&ingressRate, "ingress-rate", "", "ingress rate limit of the pod's VPC attachments in bits/s, e.g. 20M (CNI_ARGS GENIE_INGRESS_BANDWIDTH)")
 	add.Flags().StringArrayVar(&podLabels, "label", nil, "pod label KEY=VALUE for service selectors (repeatable)")
 	add.Flags().BoolVar(&srcRoutes, "source-routes", false, "give each interface its own routing table, selected by source address (pods in VPCs with overlapping CIDRs)")

@@ -94,6 +94,7 @@
 //	genie_svc        {vni, vip, port, proto} -> {table id, M}    service frontends (service.go)
 //	genie_maglev     table id -> inner array[M] of {ip, port}    Maglev tables, swapped atomically
 //	genie_ct         LRU {vni, 5-tuple} -> NAT, TCP state, expiry conntrack (conntrack.go, GC in Go)
+//	genie_qos_ingress host ifindex -> GCRA bucket + counters     a pod's ingress limit (qos.go, bpf/lib/qos.h)
 //
 // Every key that concerns a VPC includes the VNI, so two VPCs with the same
 // CIDR and the same pod addresses never see each other: isolation is by
