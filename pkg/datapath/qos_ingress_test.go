@@ -237,3 +237,31 @@ func TestIngressLimitCheck(t *testing.T) {
 		t.Errorf("burstNs = %d", got)
 	}
 }
+
+// BenchmarkLxcLocalIngressLimit is BenchmarkLxcLocal to a pod with an
+// ingress limit that never binds (1 Tbit/s): the policer's cost (lookup,
+// spin lock, GCRA) against BenchmarkLxcLocal's one missed lookup.
+func BenchmarkLxcLocalIngressLimit(b *testing.B) {
+	d := newWorld(b)
+	limited := redB
+	limited.Ingress = IngressLimit{Rate: 1e12}
+	if err := d.UpsertLocalEndpoint(limited); err != nil {
+		b.Fatal(err)
+	}
+	ip := ipv4Pkt(ip1, ip2, protoTCP, payload(1400), ipOpts{})
+	benchProg(b, d.lxc.FromPod, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ip), redA.HostIfindex,
+		tcActRedirect, cat(ethHdr(redB.MAC, gwMAC, etherIPv4), ip))
+}
+
+// BenchmarkLxcEncapClassified is BenchmarkLxcEncap from a pod of class
+// high: skb->priority and the outer DSCP set on the way.
+func BenchmarkLxcEncapClassified(b *testing.B) {
+	d := newWorld(b)
+	high := redA
+	high.QoS = QoSHigh
+	if err := d.UpsertLocalEndpoint(high); err != nil {
+		b.Fatal(err)
+	}
+	benchProg(b, d.lxc.FromPod, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipv4Pkt(ip1, ip3, protoTCP, payload(1400), ipOpts{})),
+		redA.HostIfindex, tcActRedirect, ethHdr(nodeBMAC, uplinkMAC, etherIPv4))
+}
