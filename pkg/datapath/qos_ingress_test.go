@@ -265,3 +265,69 @@ func BenchmarkLxcEncapClassified(b *testing.B) {
 	benchProg(b, d.lxc.FromPod, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipv4Pkt(ip1, ip3, protoTCP, payload(1400), ipOpts{})),
 		redA.HostIfindex, tcActRedirect, ethHdr(nodeBMAC, uplinkMAC, etherIPv4))
 }
+
+// FuzzQoSIngress: frames from a pod (any sender selector) to a world where
+// redB has an ingress limit, claiming any GSO segment count. The verdict is
+// a redirect or a drop, a dropped frame is unmodified, and every policer
+// drop shows in redB's bucket as the frame's segments (at least one).
+func FuzzQoSIngress(f *testing.F) {
+	d := newWorld(f)
+	limited := redB
+	limited.Ingress = IngressLimit{Rate: 8000} // 1 kB/s: the burst runs out fast
+	if err := d.UpsertLocalEndpoint(limited); err != nil {
+		f.Fatal(err)
+	}
+	for _, seg := range []struct {
+		segs uint16
+		pkt  []byte
+	}{
+		{1, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipv4Pkt(ip1, ip2, protoUDP, udpPkt(1, 2, payload(100)), ipOpts{}))},
+		{3, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipv4Pkt(ip1, ip2, protoTCP, tcpGSOSeg(8, 3000), ipOpts{}))},
+		{45, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipv4Pkt(ip1, ip2, protoTCP, tcpGSOSeg(5, 1400), ipOpts{}))},
+		{2, cat(ethHdr(gwMAC, redA.MAC, etherIPv4), ipv4Pkt(ip1, ip2, protoTCP, tcpGSOSeg(15, 10), ipOpts{}))},
+	} {
+		f.Add(uint8(0), seg.segs, seg.pkt)
+	}
+	f.Fuzz(func(t *testing.T, sel uint8, segs uint16, pkt []byte) {
+		if kernelRejects(pkt) {
+			t.Skip("frame refused by BPF_PROG_RUN itself")
+		}
+		sender := fuzzSenders[int(sel)%len(fuzzSenders)]
+		var size uint32
+		if segs > 1 {
+			size = 1000
+		}
+		before := ingressStatsOf(t, d, redB.HostIfindex)
+		var (
+			ret uint32
+			out []byte
+		)
+		delta := dropDelta(t, d, func() { ret, out = runSKBGSO(t, d.lxc.FromPod, pkt, sender.HostIfindex, uint32(segs), size) })
+		after := ingressStatsOf(t, d, redB.HostIfindex)
+		switch ret {
+		case tcActRedirect:
+		case tcActShot:
+			if !bytes.Equal(out, pkt) {
+				t.Fatalf("dropped frame was modified")
+			}
+		default:
+			t.Fatalf("verdict %d", int32(ret))
+		}
+		wantPkts := uint64(max(segs, 1))
+		switch n := delta[DropQoSIngress]; n {
+		case 0:
+			if after.DropPackets != before.DropPackets {
+				t.Fatalf("bucket counted a drop the data plane did not")
+			}
+		case 1:
+			if after.DropPackets-before.DropPackets != wantPkts {
+				t.Fatalf("policer drop counted as %d segments, want %d", after.DropPackets-before.DropPackets, wantPkts)
+			}
+		default:
+			t.Fatalf("%d policer drops for one frame", n)
+		}
+		if after.PassPackets != before.PassPackets && after.PassPackets-before.PassPackets != wantPkts {
+			t.Fatalf("policer pass counted as %d segments, want %d", after.PassPackets-before.PassPackets, wantPkts)
+		}
+	})
+}
