@@ -86,7 +86,9 @@ __inline __u8 qos_mark(struct __sk_buff *skb, __u16 flags, __u8 tos)
  *
  * The cost is the packet's L3 bytes as they were or will be on the wire:
  * the IPv4 packet, and for a GSO packet every segment's IP and L4 headers
- * (skb->len counts them once). The egress limit counts the same bytes.
+ * (skb->len counts them once; the segments are counted from gso_size, as
+ * the decap's adjust_room zeroes gso_segs). The egress limit counts the
+ * same bytes.
  *
  * One bucket per pod, shared by all CPUs, under a bpf_spin_lock: the read,
  * test and update of tat must be one step, or two CPUs delivering to the
@@ -100,31 +102,37 @@ __inline __u8 qos_mark(struct __sk_buff *skb, __u16 flags, __u8 tos)
  */
 
 /* qos_l3_bytes is what skb (an Ethernet frame of IPv4) costs: its L3 bytes,
- * with the headers of every GSO segment. */
-__inline __u64 qos_l3_bytes(struct __sk_buff *skb)
+ * with the headers of every GSO segment; *segs is its segment count. The
+ * count comes from gso_size, not gso_segs: bpf_skb_adjust_room (the decap)
+ * zeroes gso_segs, and only segmentation recomputes it. */
+__inline __u64 qos_l3_bytes(struct __sk_buff *skb, __u32 *segs)
 {
-	__u32 segs = skb->gso_segs, hdr;
-	__u8 b[2];
+	__u32 gso = skb->gso_size, len = skb->len, hdr, payload;
+	__u8 b;
 
-	if (skb->len <= ETH_HLEN)
+	*segs = 1;
+	if (len <= ETH_HLEN)
 		return 0;
-	if (segs <= 1)
-		return skb->len - ETH_HLEN;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, b, 1))
-		return skb->len - ETH_HLEN;
-	hdr = (b[0] & 0xf) * 4;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 9, b, 1))
-		return skb->len - ETH_HLEN;
-	if (b[0] == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, ETH_HLEN + hdr + 12, b, 1))
-			return skb->len - ETH_HLEN;
-		hdr += (b[0] >> 4) * 4;
-	} else if (b[0] == IPPROTO_UDP) {
+	len -= ETH_HLEN;
+	if (!gso)
+		return len;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &b, 1))
+		return len;
+	hdr = (b & 0xf) * 4;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 9, &b, 1))
+		return len;
+	if (b == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + hdr + 12, &b, 1))
+			return len;
+		hdr += (b >> 4) * 4;
+	} else if (b == IPPROTO_UDP) {
 		hdr += sizeof(struct udphdr);
 	}
-	if (segs > 0xffff)
-		segs = 0xffff;
-	return skb->len - ETH_HLEN + (__u64)(segs - 1) * hdr;
+	if (len <= hdr)
+		return len;
+	payload = len - hdr;
+	*segs = (payload + gso - 1) / gso;
+	return len + (__u64)(*segs - 1) * hdr;
 }
 
 /* qos_ingress polices skb, about to be delivered to the pod behind host veth
@@ -133,7 +141,8 @@ __inline __u64 qos_l3_bytes(struct __sk_buff *skb)
 __inline int qos_ingress(struct __sk_buff *skb, __u32 ifindex)
 {
 	struct qos_bucket *b;
-	__u64 bytes, cost, now, tat, segs;
+	__u64 bytes, cost, now, tat;
+	__u32 segs;
 	int ret = 0;
 
 	b = bpf_map_lookup_elem(&genie_qos_ingress, &ifindex);
@@ -141,8 +150,7 @@ __inline int qos_ingress(struct __sk_buff *skb, __u32 ifindex)
 		return 0;
 	if (!b->rate)
 		return 0;
-	bytes = qos_l3_bytes(skb);
-	segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	bytes = qos_l3_bytes(skb, &segs);
 	cost = bytes * 8 * 1000000000ULL / b->rate;
 	now = bpf_ktime_get_ns();
 

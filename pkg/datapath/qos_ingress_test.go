@@ -100,13 +100,18 @@ func TestPrivilegedQoSIngressFixtures(t *testing.T) {
 		ifidx int
 		in    []byte
 		inner []byte
-		segs  uint32
+		claim uint32 // gso_segs in the skb
+		segs  uint32 // segments it holds (0: not GSO)
 		cost  int
 	}{
 		{"same node, gso (from_pod)", d.lxc.FromPod, redB.HostIfindex,
-			cat(ethHdr(gwMAC, redB.MAC, etherIPv4), inner(ip2)), inner(ip2), segs, 20 + 32 + segs*gsoSize + (segs-1)*(20+32)},
+			cat(ethHdr(gwMAC, redB.MAC, etherIPv4), inner(ip2)), inner(ip2), segs, segs, 20 + 32 + segs*gsoSize + (segs-1)*(20+32)},
+		// bpf_skb_adjust_room (the decap) zeroes gso_segs: the count
+		// comes from gso_size.
+		{"same node, gso, gso_segs zeroed (from_pod)", d.lxc.FromPod, redB.HostIfindex,
+			cat(ethHdr(gwMAC, redB.MAC, etherIPv4), inner(ip2)), inner(ip2), 0, segs, 20 + 32 + segs*gsoSize + (segs-1)*(20+32)},
 		{"decapsulated (from_uplink)", d.uplink.FromUplink, uplinkIdx,
-			geneveFrame(nodeB, vniRed, inner(ip3), geneveOpts{}), inner(ip3), 1, 20 + 32 + segs*gsoSize},
+			geneveFrame(nodeB, vniRed, inner(ip3), geneveOpts{}), inner(ip3), 1, 0, 20 + 32 + segs*gsoSize},
 	} {
 		t.Run(path.name, func(t *testing.T) {
 			want := cat(ethHdr(redA.MAC, gwMAC, etherIPv4), path.inner)
@@ -133,10 +138,10 @@ func TestPrivilegedQoSIngressFixtures(t *testing.T) {
 			delta := dropDelta(t, d, func() {
 				for i := 0; i < 50; i++ {
 					size := uint32(gsoSize)
-					if path.segs == 1 {
+					if path.segs == 0 {
 						size = 0 // not GSO
 					}
-					ret, out := runSKBGSO(t, path.prog, path.in, path.ifidx, path.segs, size)
+					ret, out := runSKBGSO(t, path.prog, path.in, path.ifidx, path.claim, size)
 					switch ret {
 					case tcActRedirect:
 						passed++
@@ -157,7 +162,7 @@ func TestPrivilegedQoSIngressFixtures(t *testing.T) {
 			if delta[DropQoSIngress] != uint64(dropped) || len(delta) != 1 {
 				t.Errorf("drop counters changed by %v, want QOS_INGRESS: %d", delta, dropped)
 			}
-			segs := int(path.segs)
+			segs := int(max(path.segs, 1))
 			st = ingressStatsOf(t, d, redA.HostIfindex)
 			if st.PassBytes != uint64(passed*cost) || st.PassPackets != uint64(passed*segs) ||
 				st.DropBytes != uint64(dropped*cost) || st.DropPackets != uint64(dropped*segs) {
@@ -269,7 +274,8 @@ func BenchmarkLxcEncapClassified(b *testing.B) {
 // FuzzQoSIngress: frames from a pod (any sender selector) to a world where
 // redB has an ingress limit, claiming any GSO segment count. The verdict is
 // a redirect or a drop, a dropped frame is unmodified, and every policer
-// drop shows in redB's bucket as the frame's segments (at least one).
+// verdict shows in redB's bucket (at least one segment and the frame's L3
+// bytes), matching the data plane's drop counter.
 func FuzzQoSIngress(f *testing.F) {
 	d := newWorld(f)
 	limited := redB
@@ -313,21 +319,25 @@ func FuzzQoSIngress(f *testing.F) {
 		default:
 			t.Fatalf("verdict %d", int32(ret))
 		}
-		wantPkts := uint64(max(segs, 1))
+		// A frame of n L3 bytes holds at least one segment and costs at
+		// least n.
+		l3 := uint64(max(len(pkt)-14, 0))
+		dp, db := after.DropPackets-before.DropPackets, after.DropBytes-before.DropBytes
+		pp, pb := after.PassPackets-before.PassPackets, after.PassBytes-before.PassBytes
 		switch n := delta[DropQoSIngress]; n {
 		case 0:
-			if after.DropPackets != before.DropPackets {
+			if dp != 0 || db != 0 {
 				t.Fatalf("bucket counted a drop the data plane did not")
 			}
 		case 1:
-			if after.DropPackets-before.DropPackets != wantPkts {
-				t.Fatalf("policer drop counted as %d segments, want %d", after.DropPackets-before.DropPackets, wantPkts)
+			if ret != tcActShot || dp == 0 || db < l3 || pp != 0 {
+				t.Fatalf("policer drop counted as %d segments, %d bytes (frame %d L3 bytes), verdict %d", dp, db, l3, int32(ret))
 			}
 		default:
 			t.Fatalf("%d policer drops for one frame", n)
 		}
-		if after.PassPackets != before.PassPackets && after.PassPackets-before.PassPackets != wantPkts {
-			t.Fatalf("policer pass counted as %d segments, want %d", after.PassPackets-before.PassPackets, wantPkts)
+		if pp != 0 && (ret != tcActRedirect || pb < l3) {
+			t.Fatalf("policer pass counted as %d segments, %d bytes (frame %d L3 bytes), verdict %d", pp, pb, l3, int32(ret))
 		}
 	})
 }

@@ -225,8 +225,11 @@ type ClassStats struct {
 	// leaves, None for the inner class and pod classes.
 	Minor uint16
 	Class Class
-	// Bytes and Packets sent (packets count GSO segments), Drops, and
-	// Overlimits (times the class was throttled).
+	// Bytes and Packets sent, Drops, and Overlimits (times the class was
+	// throttled). HTB counts a GSO packet as its gso_segs, which
+	// bpf_skb_adjust_room zeroes when from_pod encapsulates: the pods' GSO
+	// packets count 0 packets (their bytes are right, every segment's
+	// headers included).
 	Bytes, Packets    uint64
 	Drops, Overlimits uint32
 }
