@@ -87,39 +87,56 @@ __inline int lb_pick(const struct ct_key *k, const struct svc_info *svc,
 	return 0;
 }
 
-/* lb_forward handles a packet p to service svc from client pod ip. */
-__inline int lb_forward(struct __sk_buff *skb, const struct ct_pkt *p,
-			const struct svc_info *svc, __be32 *daddr)
+/* lb_now is the clock of conntrack deadlines: CLOCK_MONOTONIC at tick
+ * resolution (a few ms late at most), which deadlines of seconds do not
+ * notice; it reads the timekeeper without touching the clock source, far
+ * cheaper than bpf_ktime_get_ns on a paravirtual clock (BENCHMARKS.md §5).
+ * The GC compares with CLOCK_MONOTONIC, the same clock. */
+__inline __u64 lb_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
+/* lb_nat applies the tracked rewrite e to packet p. */
+__inline int lb_nat(struct __sk_buff *skb, __u32 l3off, const struct ct_pkt *p,
+		    const struct ct_entry *e, __be32 *daddr)
+{
+	int ret = nat_apply(skb, l3off, p->l4off, &p->key, e);
+
+	if (ret)
+		return ret;
+	if (e->flags & CT_F_DNAT)
+		*daddr = e->dst_addr;
+	return LB_NAT;
+}
+
+/* lb_new_flow picks a backend of service svc for packet p, which has no
+ * live conntrack entry, tracks the flow and DNATs the packet. */
+__inline int lb_new_flow(struct __sk_buff *skb, const struct ct_pkt *p,
+			 const struct svc_info *svc, __u64 now, __be32 *daddr)
 {
 	struct ct_entry e = {};
 	struct lb_backend be;
-	__u64 now = bpf_ktime_get_ns();
 	int ret;
 
-	if (!ct_lookup(p, now, &e)) {
-		ret = lb_pick(&p->key, svc, &be);
-		if (ret)
-			return ret;
-		e.flags = CT_F_DNAT;
-		e.dst_addr = be.ip;
-		e.dst_port = be.port;
-		if (be.ip == p->key.saddr) {
-			/* Hairpin: from the VIP, keeping the client port. */
-			e.flags |= CT_F_SNAT;
-			e.src_addr = p->key.daddr;
-			e.src_port = p->key.sport;
-		}
-		e.vni = p->key.vni;
-		e.svc_table = svc->table;
-		ret = ct_create(p, &e, now);
-		if (ret)
-			return ret;
-	}
-	ret = nat_apply(skb, ETH_HLEN, p->l4off, &p->key, &e);
+	ret = lb_pick(&p->key, svc, &be);
 	if (ret)
 		return ret;
-	*daddr = e.dst_addr;
-	return LB_NAT;
+	e.flags = CT_F_DNAT;
+	e.dst_addr = be.ip;
+	e.dst_port = be.port;
+	if (be.ip == p->key.saddr) {
+		/* Hairpin: from the VIP, keeping the client port. */
+		e.flags |= CT_F_SNAT;
+		e.src_addr = p->key.daddr;
+		e.src_port = p->key.sport;
+	}
+	e.vni = p->key.vni;
+	e.svc_table = svc->table;
+	ret = ct_create(p, &e, now);
+	if (ret)
+		return ret;
+	return lb_nat(skb, ETH_HLEN, p, &e, daddr);
 }
 
 /* lb_reply reverse-NATs p if it is the reply direction of a tracked flow.
@@ -128,16 +145,10 @@ __inline int lb_reply(struct __sk_buff *skb, __u32 l3off, const struct ct_pkt *p
 		      __be32 *daddr)
 {
 	struct ct_entry e;
-	int ret;
 
-	if (!ct_lookup(p, bpf_ktime_get_ns(), &e) || !(e.flags & CT_F_REPLY))
+	if (!ct_lookup(p, lb_now(), &e) || !(e.flags & CT_F_REPLY))
 		return LB_PASS;
-	ret = nat_apply(skb, l3off, p->l4off, &p->key, &e);
-	if (ret)
-		return ret;
-	if (e.flags & CT_F_DNAT)
-		*daddr = e.dst_addr;
-	return LB_NAT;
+	return lb_nat(skb, l3off, p, &e, daddr);
 }
 
 /* lb_from_pod is the service hook of from_pod (see the top of the file) for
@@ -146,23 +157,34 @@ __inline int lb_reply(struct __sk_buff *skb, __u32 l3off, const struct ct_pkt *p
 __inline int lb_from_pod(struct __sk_buff *skb, const struct lxc_info *ep, __be32 *daddr)
 {
 	struct svc_info *svc, s;
+	struct ct_entry e;
 	struct svc_key sk;
 	struct ct_pkt p;
+	__u64 now;
 
 	if (!ct_parse(skb, ETH_HLEN, ep->vni, &p))
 		return LB_PASS;
 	if (!(lb_port(p.key.dport) & LB_PORT_FRONTEND))
 		goto reply;
+	/* Conntrack first: an established flow costs one hash lookup. */
+	now = lb_now();
+	if (ct_lookup(&p, now, &e)) {
+		/* A service flow's entry (or the hairpin reply's); another
+		 * feature's forward entry is not ours to apply. */
+		if (!e.svc_table && !(e.flags & CT_F_REPLY))
+			return LB_PASS;
+		return lb_nat(skb, ETH_HLEN, &p, &e, daddr);
+	}
 	sk.vni = p.key.vni;
 	sk.vip = p.key.daddr;
 	sk.port = p.key.dport;
 	sk.proto = p.key.proto;
 	sk.pad = 0;
 	svc = bpf_map_lookup_elem(&genie_svc, &sk);
-	if (svc) {
-		s = *svc;	/* a copy: no map-value pointer merges with the stack */
-		return lb_forward(skb, &p, &s, daddr);
-	}
+	if (!svc)
+		return LB_PASS;	/* and no entry for its tuple: no reply either */
+	s = *svc;	/* a copy: no map-value pointer merges with the stack */
+	return lb_new_flow(skb, &p, &s, now, daddr);
 reply:
 	/* A reply comes from a backend's port (or, hairpin, to a VIP from it). */
 	if (!(lb_port(p.key.sport) & LB_PORT_TARGET))

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -308,6 +309,46 @@ func TestPrivilegedServiceStickiness(t *testing.T) {
 	ret, out = run(redA.HostIfindex, tcpIP(ip1, 41000, vipWeb, 80, tcpSYN, nil))
 	if ret != tcActRedirect || len(out) != EncapOverhead+14+40 {
 		t.Fatalf("syn reusing a closed flow's port: verdict %d, %d bytes; want encap to the new backend", ret, len(out))
+	}
+}
+
+// TestPrivilegedServiceDeleteEndsFlows: conntrack is looked up before the
+// service map, so DeleteService must take its flows with it: afterwards a
+// packet of an established flow to the VIP is an unknown address (counted
+// NO_ROUTE drop), and another service's flow is untouched.
+func TestPrivilegedServiceDeleteEndsFlows(t *testing.T) {
+	d := newServiceWorld(t)
+	run := func(ip []byte) (uint32, []byte) {
+		t.Helper()
+		return runSKB(t, d.lxc.FromPod, frame(gwMAC, redA.MAC, ip), redA.HostIfindex)
+	}
+	for _, p := range [][]byte{tcpIP(ip1, 43000, vipWeb, 80, tcpSYN, nil), udpIP(ip1, 43000, vipDNS, 53, payload(8))} {
+		if ret, _ := run(p); ret != tcActRedirect {
+			t.Fatalf("first packet: verdict %d", ret)
+		}
+	}
+	if err := d.DeleteService(svcWeb); err != nil {
+		t.Fatal(err)
+	}
+	var ret uint32
+	delta := dropDelta(t, d, func() { ret, _ = run(tcpIP(ip1, 43000, vipWeb, 80, tcpACK, payload(10))) })
+	if ret != tcActShot || fmt.Sprint(delta) != fmt.Sprint(map[DropReason]uint64{DropNoRoute: 1}) {
+		t.Errorf("established flow of the deleted service: verdict %d, drops %v; want a NO_ROUTE drop", ret, delta)
+	}
+	ct, err := d.Conntrack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ct {
+		if e.Tuple.SPort == 8080 || e.Tuple.DPort == 80 {
+			t.Errorf("entry of the deleted service's flow left: %+v", e)
+		}
+	}
+	if len(ct) != 2 {
+		t.Errorf("%d conntrack entries, want the dns flow's 2: %+v", len(ct), ct)
+	}
+	if ret, out := run(udpIP(ip1, 43000, vipDNS, 53, payload(8))); ret != tcActRedirect || len(out) != EncapOverhead+14+28+8 {
+		t.Errorf("the other service's flow: verdict %d, %d bytes", ret, len(out))
 	}
 }
 
