@@ -23,9 +23,21 @@
  * Gate: genie_lb_ports marks the ports frontends listen on and backends
  * serve on; other packets skip both hash lookups.
  *
+ * IP fragments are not load-balanced: only the first fragment carries the
+ * ports, so the later ones would need a {vni, src, dst, proto, IP id} ->
+ * backend map filled by the first (and fragments arriving before it
+ * queued or dropped). Pods rarely fragment (TCP uses the path MTU, and
+ * the pod MTU already leaves room for the encapsulation); a datagram
+ * larger than the pod MTU is an application choice (large UDP) that a
+ * VIP does not serve. So the first fragment of a datagram to a frontend,
+ * or of a tracked flow's reply (the backend's large UDP answer), is a
+ * counted drop, SVC_FRAGMENT: the datagram then cannot be reassembled,
+ * and the drop counter names why. Later fragments to a VIP are NO_ROUTE
+ * drops (the VIP is no endpoint); later fragments of a reply reach the
+ * client unchanged and expire in its reassembly queue.
+ *
  * Not handled: ICMP (a ping to a VIP is a NO_ROUTE drop; ICMP errors about
- * a service flow are not translated), IP fragments (never load-balanced:
- * a fragment to a VIP is a NO_ROUTE drop), IPv6.
+ * a service flow are not translated), IPv6.
  */
 #pragma once
 
@@ -64,6 +76,48 @@ __inline __u32 lb_hash(const struct ct_key *k, int affinity)
 	h *= 0xc2b2ae35;
 	h ^= h >> 16;
 	return h;
+}
+
+/* lb_first_frag_of_service reports whether the IPv4 packet at l3off (VPC
+ * vni) is the first fragment of a TCP/UDP datagram to a service frontend
+ * (from_pod only) or of a tracked service flow. Cheap for everything
+ * else: it returns at the fragment bits. */
+__inline int lb_first_frag_of_service(struct __sk_buff *skb, __u32 l3off, __u32 vni,
+				      int from_pod)
+{
+	struct svc_key sk = {};
+	struct ct_key k = {};
+	struct ct_entry *e;
+	struct iphdr ip;
+	__be16 ports[2];
+
+	/* Copies, not packet pointers: the caller's parse may have pulled. */
+	if (bpf_skb_load_bytes(skb, l3off, &ip, sizeof(ip)))
+		return 0;
+	if ((ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) != bpf_htons(IP_MF))
+		return 0;
+	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
+		return 0;
+	if (bpf_skb_load_bytes(skb, l3off + ip.ihl * 4, ports, sizeof(ports)))
+		return 0;
+	k.vni = vni;
+	k.saddr = ip.saddr;
+	k.daddr = ip.daddr;
+	k.sport = ports[0];
+	k.dport = ports[1];
+	k.proto = ip.protocol;
+	if (from_pod && (lb_port(k.dport) & LB_PORT_FRONTEND)) {
+		sk.vni = vni;
+		sk.vip = k.daddr;
+		sk.port = k.dport;
+		sk.proto = k.proto;
+		if (bpf_map_lookup_elem(&genie_svc, &sk))
+			return 1;
+	}
+	if (!(lb_port(k.dport) & LB_PORT_FRONTEND) && !(lb_port(k.sport) & LB_PORT_TARGET))
+		return 0;
+	e = bpf_map_lookup_elem(&genie_ct, &k);
+	return e && e->svc_table;
 }
 
 /* lb_pick chooses the backend of a new flow of service svc. */
@@ -162,8 +216,11 @@ __inline int lb_from_pod(struct __sk_buff *skb, const struct lxc_info *ep, __be3
 	struct ct_pkt p;
 	__u64 now;
 
-	if (!ct_parse(skb, ETH_HLEN, ep->vni, &p))
+	if (!ct_parse(skb, ETH_HLEN, ep->vni, &p)) {
+		if (lb_first_frag_of_service(skb, ETH_HLEN, ep->vni, 1))
+			return DROP_SVC_FRAGMENT;
 		return LB_PASS;
+	}
 	if (!(lb_port(p.key.dport) & LB_PORT_FRONTEND))
 		goto reply;
 	/* Conntrack first: an established flow costs one hash lookup. */
@@ -201,8 +258,11 @@ __inline int lb_rev_nat(struct __sk_buff *skb, __u32 vni, __u32 l3off)
 	struct ct_pkt p;
 	__be32 daddr;
 
-	if (!ct_parse(skb, l3off, vni, &p))
+	if (!ct_parse(skb, l3off, vni, &p)) {
+		if (lb_first_frag_of_service(skb, l3off, vni, 0))
+			return DROP_SVC_FRAGMENT;
 		return LB_PASS;
+	}
 	if (!(lb_port(p.key.sport) & LB_PORT_TARGET))
 		return LB_PASS;
 	daddr = p.key.daddr;

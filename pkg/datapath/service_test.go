@@ -352,6 +352,64 @@ func TestPrivilegedServiceDeleteEndsFlows(t *testing.T) {
 	}
 }
 
+// TestPrivilegedServiceFragments: fragments are not load-balanced (see
+// bpf/lib/lb.h); the first fragment of a service datagram, either way, is
+// a counted SVC_FRAGMENT drop, and other fragments are left alone.
+func TestPrivilegedServiceFragments(t *testing.T) {
+	d := newServiceWorld(t)
+	// A UDP flow to the remote dns backend and a TCP flow to the local web one.
+	for _, ip := range [][]byte{udpIP(ip1, 33000, vipDNS, 53, payload(8)), tcpIP(ip1, 40000, vipWeb, 80, tcpSYN, nil)} {
+		if ret, _ := runSKB(t, d.lxc.FromPod, frame(gwMAC, redA.MAC, ip), redA.HostIfindex); ret != tcActRedirect {
+			t.Fatalf("flow setup: verdict %d", ret)
+		}
+	}
+	const mf = 0x2000
+	first := func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, proto uint8) []byte {
+		return ipv4Pkt(src, dst, proto, udpPkt(sport, dport, payload(1472)), ipOpts{fragOff: mf, id: 77})
+	}
+	later := ipv4Pkt(ip1, vipDNS, protoUDP, payload(64), ipOpts{fragOff: 185, id: 77})
+	plainFirst := first(ip1, 33000, ip2, 8080, protoUDP)
+	runFixtures(t, d, []fixture{
+		{
+			name: "first fragment to a udp frontend", ifindex: redA.HostIfindex,
+			in:      frame(gwMAC, redA.MAC, first(ip1, 33001, vipDNS, 53, protoUDP)),
+			verdict: tcActShot, drop: DropSvcFragment,
+		},
+		{
+			name: "later fragment to the vip: no endpoint there", ifindex: redA.HostIfindex,
+			in:      frame(gwMAC, redA.MAC, later),
+			verdict: tcActShot, drop: DropNoRoute,
+		},
+		{
+			name: "first fragment of the local backend's tcp reply", ifindex: redB.HostIfindex,
+			in:      frame(gwMAC, redB.MAC, first(ip2, 8080, ip1, 40000, protoTCP)),
+			verdict: tcActShot, drop: DropSvcFragment,
+		},
+		{
+			name: "first fragment to a backend's own address is plain traffic", ifindex: redA.HostIfindex,
+			in:      frame(gwMAC, redA.MAC, plainFirst),
+			verdict: tcActRedirect,
+			out:     frame(redB.MAC, gwMAC, plainFirst),
+		},
+	}, func(t *testing.T, f fixture) (uint32, []byte) {
+		return runSKB(t, d.lxc.FromPod, f.in, f.ifindex)
+	})
+	reply := first(ip3, 5353, ip1, 33000, protoUDP)
+	runFixtures(t, d, []fixture{{
+		name:    "decap: first fragment of the remote backend's udp reply",
+		in:      geneveFrame(nodeB, vniRed, reply, geneveOpts{}),
+		verdict: tcActShot, drop: DropSvcFragment,
+		out: cat(ethHdr(uplinkMAC, nodeBMAC, etherIPv4), reply), // decapsulated when checked
+	}, {
+		name:    "decap: the same fragment in blue (no such flow) is delivered",
+		in:      geneveFrame(nodeB, vniBlue, reply, geneveOpts{}),
+		verdict: tcActRedirect,
+		out:     frame(blueA.MAC, gwMAC, reply),
+	}}, func(t *testing.T, f fixture) (uint32, []byte) {
+		return runSKB(t, d.uplink.FromUplink, f.in, uplinkIdx)
+	})
+}
+
 // TestPrivilegedConntrackStates: TCP state and deadlines per direction.
 func TestPrivilegedConntrackStates(t *testing.T) {
 	d := newServiceWorld(t)
