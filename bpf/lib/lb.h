@@ -2,11 +2,14 @@
 /* Services load-balanced in the pod's own program, scoped to its VPC.
  *
  * lb_from_pod runs in from_pod after the anti-spoof checks:
- *   - a TCP/UDP packet to {vni, vip, port, proto} in genie_svc is a service
- *     hit: its flow's conntrack entry (or, for a new flow, a slot of the
- *     service's Maglev table picked by the flow hash) gives the backend,
- *     and the destination is DNATed to it. The packet then takes the normal
- *     local or encap path to the backend;
+ *   - a TCP/UDP packet to a frontend port first looks up its flow in
+ *     conntrack: a live entry gives the backend (one hash lookup for an
+ *     established flow). Otherwise, if {vni, vip, port, proto} is in
+ *     genie_svc, a slot of the service's Maglev table picked by the flow
+ *     hash gives the backend of the new flow, tracked from then on. The
+ *     destination is DNATed to the backend, and the packet takes the
+ *     normal local or encap path to it. (DeleteService deletes the flows
+ *     of its frontend, since their entries are found before the service.)
  *   - any other packet may be the reply of a flow whose client is on this
  *     node and whose backend is too: its reply entry reverse-NATs the
  *     source back to the VIP.
