@@ -306,7 +306,8 @@ func BenchmarkServiceWarm(b *testing.B) {
 // a one-run-per-syscall loop (the method of BenchmarkServiceEstablished),
 // each as a tiny program against a program that only returns, in one
 // interleaved loop: one lookup of a present key in an LRU hash of the
-// conntrack's shape and size, and the two clocks. The lookup is the floor
+// conntrack's shape and size (and in a plain hash of the same, and in a
+// 64-entry one), and the two clocks. The lookup is the floor
 // of an established flow's extra cost: the flow's entry must be read.
 func BenchmarkServiceFloor(b *testing.B) {
 	needBPF(b)
@@ -340,34 +341,62 @@ func BenchmarkServiceFloor(b *testing.B) {
 	if err := ct.Put(key, val); err != nil {
 		b.Fatal(err)
 	}
-	lookup := asm.Instructions{}
-	for i, w := range words {
-		lookup = append(lookup, asm.StoreImm(asm.R10, int16(-24+4*i), w, asm.Word))
+	present := append([]byte(nil), key...)
+	// The same entries in a plain (preallocated) hash, for comparison.
+	plain, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 20, ValueSize: 32, MaxEntries: 131072})
+	if err != nil {
+		b.Fatal(err)
 	}
-	lookup = append(lookup,
-		asm.LoadMapPtr(asm.R1, ct.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -24),
-		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "hit"),
-		asm.Mov.Imm(asm.R0, 1),
-		asm.Return(),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("hit"),
-	)
+	defer plain.Close()
+	// And a small one holding only the looked-up key (a few pages).
+	small, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 20, ValueSize: 32, MaxEntries: 64})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer small.Close()
+	var k, v []byte
+	for it := ct.Iterate(); it.Next(&k, &v); {
+		if err := plain.Put(k, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lookup := func(m *ebpf.Map) asm.Instructions {
+		insns := asm.Instructions{}
+		for i, w := range words {
+			insns = append(insns, asm.StoreImm(asm.R10, int16(-24+4*i), w, asm.Word))
+		}
+		return append(insns,
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -24),
+			asm.FnMapLookupElem.Call(),
+			asm.JNE.Imm(asm.R0, 0, "hit"),
+			asm.Mov.Imm(asm.R0, 1),
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol("hit"),
+		)
+	}
 	progs := []struct {
 		name string
 		p    *ebpf.Program
 	}{
 		{"noop", prog()},
-		{"ct-lookup", prog(lookup...)},
+		{"ct-lookup", prog(lookup(ct)...)},
+		{"hash-lookup", prog(lookup(plain)...)},
+		{"small-hash-lookup", prog(lookup(small)...)},
 		{"ktime", prog(asm.FnKtimeGetNs.Call())},
 		{"ktime-coarse", prog(asm.FnKtimeGetCoarseNs.Call())},
 	}
 	pkt := frame(gwMAC, redA.MAC, tcpIP(ip1, 40000, ip2, 8080, tcpACK, payload(1400)))
 	out := make([]byte, len(pkt)+256)
 	ctx := skbCtxBytes(1)
-	if ret, _ := timedRun(b, progs[1].p, pkt, out, ctx); ret != 0 {
-		b.Fatalf("lookup missed (verdict %d)", ret)
+	if err := small.Put(present, val); err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range progs[1:4] {
+		if ret, _ := timedRun(b, p.p, pkt, out, ctx); ret != 0 {
+			b.Fatalf("%s missed (verdict %d)", p.name, ret)
+		}
 	}
 	// These programs leave the packet alone, so Repeat can time them hot.
 	const hotRepeat = 256
