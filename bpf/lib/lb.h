@@ -229,9 +229,10 @@ __inline int lb_from_pod(struct __sk_buff *skb, const struct lxc_info *ep, __be3
 	/* Conntrack first: an established flow costs one hash lookup. */
 	now = lb_now();
 	if (ct_lookup(&p, now, &e)) {
-		/* A service flow's entry (or the hairpin reply's); another
-		 * feature's forward entry is not ours to apply. */
-		if (!e.svc_table && !(e.flags & CT_F_REPLY))
+		/* A service flow's entry, either direction (a hairpin reply
+		 * may go to a frontend port); other features' entries (egress
+		 * SNAT) have no table and are not ours to apply. */
+		if (!e.svc_table)
 			return LB_PASS;
 		return lb_nat(skb, ETH_HLEN, &p, &e, daddr);
 	}

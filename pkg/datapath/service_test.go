@@ -352,6 +352,27 @@ func TestPrivilegedServiceDeleteEndsFlows(t *testing.T) {
 	}
 }
 
+// TestPrivilegedServiceIgnoresOtherEntries: conntrack is shared with
+// other NAT features (egress SNAT); an entry without a service table for
+// a packet to a frontend port is not the service hook's to apply.
+func TestPrivilegedServiceIgnoresOtherEntries(t *testing.T) {
+	d := newServiceWorld(t)
+	k := lxcCtKey{Vni: vniRed, Saddr: ip4(ip1), Daddr: ip4(ip2), Sport: htons(40005), Dport: htons(80), Proto: 6}
+	v := lxcCtEntry{Expires: uint64(monotonicNow() + time.Hour), Flags: ctFlagSNAT, SrcAddr: ip4(ip3), SrcPort: htons(1), Vni: vniRed}
+	if err := d.lxc.GenieCt.Put(&k, &v); err != nil {
+		t.Fatal(err)
+	}
+	plain := tcpIP(ip1, 40005, ip2, 80, tcpACK, payload(10))
+	runFixtures(t, d, []fixture{{
+		name: "another feature's entry at a frontend port: unchanged", ifindex: redA.HostIfindex,
+		in:      frame(gwMAC, redA.MAC, plain),
+		verdict: tcActRedirect,
+		out:     frame(redB.MAC, gwMAC, plain),
+	}}, func(t *testing.T, f fixture) (uint32, []byte) {
+		return runSKB(t, d.lxc.FromPod, f.in, f.ifindex)
+	})
+}
+
 // TestPrivilegedServiceFragments: fragments are not load-balanced (see
 // bpf/lib/lb.h); the first fragment of a service datagram, either way, is
 // a counted SVC_FRAGMENT drop, and other fragments are left alone.
