@@ -202,8 +202,16 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 func (s *Store) subnetFence(ctx context.Context, vo *vpcObject) error {
 	next := *vo
 	next.Status.Services++
-	_, err := update(ctx, s, resVPC, &next, true)
-	return err
+	upd, err := update(ctx, s, resVPC, &next, true)
+	if err != nil {
+		return err
+	}
+	if upd.Status.Services != next.Status.Services || upd.Metadata.ResourceVersion == vo.Metadata.ResourceVersion {
+		// A VPC CRD older than status.services prunes it: the write is
+		// a no-op and orders nothing.
+		return fmt.Errorf("vpc %q: status.services was not stored (the VPC CRD predates it: apply deploy/crds)", vo.Metadata.Name)
+	}
+	return nil
 }
 
 // checkSubnetVIPs refuses subnet sn if it covers a VIP held in its VPC:
