@@ -35,6 +35,7 @@
 #define DROP_NO_BACKEND		-24	/* service without a usable backend */
 #define DROP_CT_FAILED		-25	/* conntrack insert failed (the insert-failure metric) */
 #define DROP_NAT_FAILED		-26	/* checksum or store helper failed while rewriting */
+#define DROP_SVC_FRAGMENT	-27	/* first IP fragment of a service flow (fragments are not load-balanced) */
 #define DROP_QOS_INGRESS	-40	/* over the destination pod's ingress rate limit (lib/qos.h) */
 
 __inline void count_drop(int reason)

@@ -50,6 +50,11 @@ const (
 	DropCTFailed DropReason = 25
 	// DropNATFailed: a checksum or store helper failed while rewriting for NAT.
 	DropNATFailed DropReason = 26
+	// DropSvcFragment: the first IP fragment of a datagram to a service
+	// frontend, or of a tracked service flow's reply: fragments are not
+	// load-balanced, and dropping the first makes the datagram fail
+	// visibly (the rest cannot be reassembled without it).
+	DropSvcFragment DropReason = 27
 	// DropQoSIngress: over the destination pod's ingress rate limit
 	// (bpf/lib/qos.h), on either delivery path.
 	DropQoSIngress DropReason = 40
@@ -77,6 +82,7 @@ var dropNames = map[DropReason]string{
 	DropNoBackend:       "NO_BACKEND",
 	DropCTFailed:        "CT_FAILED",
 	DropNATFailed:       "NAT_FAILED",
+	DropSvcFragment:     "SVC_FRAGMENT",
 	DropQoSIngress:      "QOS_INGRESS",
 }
 
