@@ -87,22 +87,51 @@ type lxcSvcKey struct {
 	Pad   uint8
 }
 
+type lxcTraceEvent struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Ifindex    uint32
+	Vni        uint32
+	Saddr      uint32
+	Daddr      uint32
+	OuterSaddr uint32
+	Sport      uint16
+	Dport      uint16
+	Len        uint32
+	EthProto   uint16
+	Reason     uint8
+	Proto      uint8
+	Flags      uint8
+	Pad        [3]uint8
+	Smac       [6]uint8
+	Dmac       [6]uint8
+}
+
+type lxcTraceState struct {
+	_       structs.HostLayout
+	Enabled uint32
+	Pad     uint32
+	Lost    uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lxcMapGenieConfig    = "genie_config"
-	lxcMapGenieCt        = "genie_ct"
-	lxcMapGenieDrops     = "genie_drops"
-	lxcMapGenieEndpoints = "genie_endpoints"
-	lxcMapGenieLbPorts   = "genie_lb_ports"
-	lxcMapGenieLxc       = "genie_lxc"
-	lxcMapGenieMaglev    = "genie_maglev"
-	lxcMapGenieMissSeen  = "genie_miss_seen"
-	lxcMapGenieMisses    = "genie_misses"
-	lxcMapGenieSvc       = "genie_svc"
-	lxcMapGenieVnis      = "genie_vnis"
-	lxcProgFromPod       = "from_pod"
+	lxcMapGenieConfig     = "genie_config"
+	lxcMapGenieCt         = "genie_ct"
+	lxcMapGenieDrops      = "genie_drops"
+	lxcMapGenieEndpoints  = "genie_endpoints"
+	lxcMapGenieLbPorts    = "genie_lb_ports"
+	lxcMapGenieLxc        = "genie_lxc"
+	lxcMapGenieMaglev     = "genie_maglev"
+	lxcMapGenieMissSeen   = "genie_miss_seen"
+	lxcMapGenieMisses     = "genie_misses"
+	lxcMapGenieSvc        = "genie_svc"
+	lxcMapGenieTrace      = "genie_trace"
+	lxcMapGenieTraceState = "genie_trace_state"
+	lxcMapGenieVnis       = "genie_vnis"
+	lxcProgFromPod        = "from_pod"
 )
 
 // loadLxc returns the embedded CollectionSpec for lxc.
@@ -154,17 +183,19 @@ type lxcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
-	GenieConfig    *ebpf.MapSpec `ebpf:"genie_config"`
-	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieConfig     *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt         *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDrops      *ebpf.MapSpec `ebpf:"genie_drops"`
+	GenieEndpoints  *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts    *ebpf.MapSpec `ebpf:"genie_lb_ports"`
+	GenieLxc        *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev     *ebpf.MapSpec `ebpf:"genie_maglev"`
+	GenieMissSeen   *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses     *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieSvc        *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieTrace      *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceState *ebpf.MapSpec `ebpf:"genie_trace_state"`
+	GenieVnis       *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -193,17 +224,19 @@ func (o *lxcObjects) Close() error {
 //
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
-	GenieConfig    *ebpf.Map `ebpf:"genie_config"`
-	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
+	GenieConfig     *ebpf.Map `ebpf:"genie_config"`
+	GenieCt         *ebpf.Map `ebpf:"genie_ct"`
+	GenieDrops      *ebpf.Map `ebpf:"genie_drops"`
+	GenieEndpoints  *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts    *ebpf.Map `ebpf:"genie_lb_ports"`
+	GenieLxc        *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev     *ebpf.Map `ebpf:"genie_maglev"`
+	GenieMissSeen   *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses     *ebpf.Map `ebpf:"genie_misses"`
+	GenieSvc        *ebpf.Map `ebpf:"genie_svc"`
+	GenieTrace      *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceState *ebpf.Map `ebpf:"genie_trace_state"`
+	GenieVnis       *ebpf.Map `ebpf:"genie_vnis"`
 }
 
 func (m *lxcMaps) Close() error {
@@ -218,6 +251,8 @@ func (m *lxcMaps) Close() error {
 		m.GenieMissSeen,
 		m.GenieMisses,
 		m.GenieSvc,
+		m.GenieTrace,
+		m.GenieTraceState,
 		m.GenieVnis,
 	)
 }

@@ -87,6 +87,33 @@ type uplinkSvcKey struct {
 	Pad   uint8
 }
 
+type uplinkTraceEvent struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Ifindex    uint32
+	Vni        uint32
+	Saddr      uint32
+	Daddr      uint32
+	OuterSaddr uint32
+	Sport      uint16
+	Dport      uint16
+	Len        uint32
+	EthProto   uint16
+	Reason     uint8
+	Proto      uint8
+	Flags      uint8
+	Pad        [3]uint8
+	Smac       [6]uint8
+	Dmac       [6]uint8
+}
+
+type uplinkTraceState struct {
+	_       structs.HostLayout
+	Enabled uint32
+	Pad     uint32
+	Lost    uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -101,6 +128,8 @@ const (
 	uplinkMapGenieMissSeen    = "genie_miss_seen"
 	uplinkMapGenieMisses      = "genie_misses"
 	uplinkMapGenieSvc         = "genie_svc"
+	uplinkMapGenieTrace       = "genie_trace"
+	uplinkMapGenieTraceState  = "genie_trace_state"
 	uplinkMapGenieVnis        = "genie_vnis"
 	uplinkProgFromUplink      = "from_uplink"
 	uplinkProgUplinkPrefilter = "uplink_prefilter"
@@ -156,17 +185,19 @@ type uplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type uplinkMapSpecs struct {
-	GenieConfig    *ebpf.MapSpec `ebpf:"genie_config"`
-	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieConfig     *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt         *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDrops      *ebpf.MapSpec `ebpf:"genie_drops"`
+	GenieEndpoints  *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts    *ebpf.MapSpec `ebpf:"genie_lb_ports"`
+	GenieLxc        *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev     *ebpf.MapSpec `ebpf:"genie_maglev"`
+	GenieMissSeen   *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses     *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieSvc        *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieTrace      *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceState *ebpf.MapSpec `ebpf:"genie_trace_state"`
+	GenieVnis       *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
 // uplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -195,17 +226,19 @@ func (o *uplinkObjects) Close() error {
 //
 // It can be passed to loadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type uplinkMaps struct {
-	GenieConfig    *ebpf.Map `ebpf:"genie_config"`
-	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
+	GenieConfig     *ebpf.Map `ebpf:"genie_config"`
+	GenieCt         *ebpf.Map `ebpf:"genie_ct"`
+	GenieDrops      *ebpf.Map `ebpf:"genie_drops"`
+	GenieEndpoints  *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts    *ebpf.Map `ebpf:"genie_lb_ports"`
+	GenieLxc        *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev     *ebpf.Map `ebpf:"genie_maglev"`
+	GenieMissSeen   *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses     *ebpf.Map `ebpf:"genie_misses"`
+	GenieSvc        *ebpf.Map `ebpf:"genie_svc"`
+	GenieTrace      *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceState *ebpf.Map `ebpf:"genie_trace_state"`
+	GenieVnis       *ebpf.Map `ebpf:"genie_vnis"`
 }
 
 func (m *uplinkMaps) Close() error {
@@ -220,6 +253,8 @@ func (m *uplinkMaps) Close() error {
 		m.GenieMissSeen,
 		m.GenieMisses,
 		m.GenieSvc,
+		m.GenieTrace,
+		m.GenieTraceState,
 		m.GenieVnis,
 	)
 }
