@@ -48,6 +48,7 @@ type Agent struct {
 	node     vpc.Node
 	uplinkIx int
 	qos      *qos.Tree // nil: no QoS tree on the uplink
+	trace    *tracer   // trace.go; set under mu once the reader runs
 	podMTU   int
 	gwMAC    net.HardwareAddr
 	// runCtx lives as long as Run; watches derive from it.
@@ -295,7 +296,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.startNodeLifecycle(ctx)
 	a.startServices(ctx)        // service.go
 	a.startUnderlayMonitor(ctx) // underlay.go
-	return nil
+	return a.startTrace(ctx)    // trace.go
 }
 
 // shutdown releases the store and the data plane handles; pins stay.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -200,4 +201,17 @@ func be32Addr(v uint32) netip.Addr {
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], v)
 	return netip.AddrFrom4(b)
+}
+
+// ParseDropReason returns the reason named s (as String prints it, any
+// case).
+func ParseDropReason(s string) (DropReason, error) {
+	var names []string
+	for _, r := range DropReasons() {
+		if strings.EqualFold(r.String(), s) {
+			return r, nil
+		}
+		names = append(names, r.String())
+	}
+	return 0, fmt.Errorf("unknown drop reason %q (known: %s)", s, strings.Join(names, ", "))
 }
