@@ -244,6 +244,7 @@ func (a *Agent) start(ctx context.Context) error {
 	dp, err := datapath.Open(datapath.Config{
 		PinDir: a.cfg.PinDir, UnderlayIP: addr, UplinkIfindex: ix, UplinkMAC: mac, GatewayMAC: a.gwMAC,
 		MapSizes: a.cfg.MapSizes, EndpointAttach: datapath.EndpointAttach(a.cfg.PodAttach),
+		ProcSysNet: a.cfg.ProcSysNet,
 	})
 	if err != nil {
 		return fmt.Errorf("opening data plane at %s: %w", a.cfg.PinDir, err)

@@ -31,7 +31,7 @@ metric), where it came in (a pod's veth or the uplink), the VPC, the pod, the
 runs; otherwise tracing costs nothing.
 
 On a node, or in the agent's pod:
-  kubectl -n kube-system exec ds/cni-genie -c agent -- geniectl trace --vpc blue
+  kubectl -n kube-system exec ds/cni-genie -c genied -- geniectl trace --vpc blue
 In a sandbox: --node N (or --pod with a sandbox pod's name).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
