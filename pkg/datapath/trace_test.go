@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,4 +253,17 @@ func BenchmarkDropTrace(b *testing.B) {
 	}
 	b.ReportMetric(float64(offNs)/n, "off-ns/pkt")
 	b.ReportMetric(float64(onNs)/n, "on-ns/pkt")
+}
+
+func TestParseDropReason(t *testing.T) {
+	for _, r := range DropReasons() {
+		for _, s := range []string{r.String(), strings.ToLower(r.String())} {
+			if got, err := ParseDropReason(s); err != nil || got != r {
+				t.Errorf("ParseDropReason(%q) = %v, %v; want %v", s, got, err, r)
+			}
+		}
+	}
+	if _, err := ParseDropReason("NOPE"); err == nil || !strings.Contains(err.Error(), "SPOOFED_IP") {
+		t.Errorf("unknown reason: %v, want an error listing the known ones", err)
+	}
 }
