@@ -3,12 +3,15 @@
  *
  * Keep in sync with pkg/datapath/drops.go: the Go DropReason is the absolute
  * value of the code and the index into genie_drops. Every drop path calls
- * drop_skb()/drop_xdp() so no packet disappears uncounted.
+ * drop_skb()/drop_xdp() so no packet disappears uncounted. drop_skb also
+ * feeds drop tracing (lib/trace.h); the XDP prefilter's drops are counted,
+ * not traced.
  */
 #pragma once
 
 #include "common.h"
 #include "maps.h"
+#include "trace.h"
 
 #define DROP_TRUNCATED		-1	/* short frame or truncated L3/L4/Geneve header */
 #define DROP_UNKNOWN_ENDPOINT	-2	/* ingress ifindex not in genie_lxc */
@@ -47,11 +50,14 @@ __inline void count_drop(int reason)
 		*cnt += 1; /* per-CPU slot: no atomic needed */
 }
 
-/* drop_skb counts a drop of skb for reason and returns the tc verdict. skb
- * is the packet being dropped (for drop tracing). */
+/* drop_skb counts a drop of skb for reason and returns the tc verdict.
+ * While someone traces (geniectl trace), the packet is also reported to the
+ * genie_trace ring (lib/trace.h); otherwise that costs one array lookup. */
 __inline int drop_skb(struct __sk_buff *skb, int reason)
 {
 	count_drop(reason);
+	if (trace_enabled())
+		trace_drop(skb, reason);
 	return TC_ACT_SHOT;
 }
 

@@ -127,6 +127,7 @@ struct {
 
 #include "maps_lb.h"	/* service LB and conntrack: genie_svc, genie_maglev, genie_ct */
 #include "maps_qos.h"	/* QoS ingress limits: genie_qos_ingress */
+#include "maps_trace.h"	/* drop tracing: genie_trace_state, genie_trace */
 
 /* Room for later features, each its own map keyed by VNI:
  *   genie_egress                 {vni, pod ip} -> egress gateway node

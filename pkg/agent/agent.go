@@ -48,6 +48,7 @@ type Agent struct {
 	node     vpc.Node
 	uplinkIx int
 	qos      *qos.Tree // nil: no QoS tree on the uplink
+	trace    *tracer   // trace.go; set under mu once the reader runs
 	podMTU   int
 	gwMAC    net.HardwareAddr
 	// runCtx lives as long as Run; watches derive from it.
@@ -243,6 +244,7 @@ func (a *Agent) start(ctx context.Context) error {
 	dp, err := datapath.Open(datapath.Config{
 		PinDir: a.cfg.PinDir, UnderlayIP: addr, UplinkIfindex: ix, UplinkMAC: mac, GatewayMAC: a.gwMAC,
 		MapSizes: a.cfg.MapSizes, EndpointAttach: datapath.EndpointAttach(a.cfg.PodAttach),
+		ProcSysNet: a.cfg.ProcSysNet,
 	})
 	if err != nil {
 		return fmt.Errorf("opening data plane at %s: %w", a.cfg.PinDir, err)
@@ -295,7 +297,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.startNodeLifecycle(ctx)
 	a.startServices(ctx)        // service.go
 	a.startUnderlayMonitor(ctx) // underlay.go
-	return nil
+	return a.startTrace(ctx)    // trace.go
 }
 
 // shutdown releases the store and the data plane handles; pins stay.

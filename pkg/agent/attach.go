@@ -251,7 +251,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	lr, err := setupPodLink(&podLink{
 		netns: req.Netns, ifName: req.IfName, hostName: key, mac: mac, mtu: a.podMTUFor(v),
 		addr: podAddr, gateway: net.IP(sub.Gateway.AsSlice()), subnet: prefixToIPNet(sub.CIDR),
-		vpcCIDR: vpcCIDR, defRoute: req.DefaultRoute,
+		vpcCIDR: vpcCIDR, defRoute: req.DefaultRoute, sysctlNet: a.cfg.ProcSysNet,
 	})
 	if lr != nil {
 		at.HostIndex = lr.hostIndex

@@ -53,6 +53,12 @@ type Config struct {
 	// (default; see datapath.AttachTC: no RCU grace period on the ADD
 	// path) or "tcx" (a pinned tcx link).
 	PodAttach string
+	// ProcSysNet is where the agent writes net sysctls (empty:
+	// /proc/sys/net). In a container that is not privileged /proc/sys is
+	// read-only: mount the host's /proc/sys/net elsewhere (a hostPath
+	// volume) and name it here. The files resolve in the netns of the
+	// writing thread, so one mount serves the host and every pod.
+	ProcSysNet string
 	// NodeReclaimAfter is how long a node must be dead (heartbeat that
 	// old, or node object missing that long) before the agents reclaim
 	// its blocks and endpoints (package reclaim); the agent heartbeats
@@ -117,6 +123,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus /metrics on (empty disables)")
 	fs.BoolVar(&c.XDPPrefilter, "xdp-prefilter", c.XDPPrefilter, "also attach the XDP prefilter to the uplink (drops foreign Geneve before an skb is built)")
 	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC of the virtual subnet gateways answered by BPF")
+	fs.StringVar(&c.ProcSysNet, "proc-sys-net", c.ProcSysNet, "where to write net sysctls (empty: /proc/sys/net); a writable mount of the host's /proc/sys/net when /proc/sys is read-only (a container without privileged)")
 	fs.StringVar(&c.PodAttach, "pod-attach", c.PodAttach, "how the pod program attaches to host veths: tcx (pinned link) or tc (clsact + cls_bpf filter: no RCU grace period per ADD/DEL, about 10 ms less)")
 	fs.DurationVar(&c.NodeReclaimAfter, "node-reclaim-after", c.NodeReclaimAfter,
 		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")

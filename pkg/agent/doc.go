@@ -172,4 +172,9 @@
 //
 // The DHT directory of the design brief would replace the listings and the
 // cluster-wide watch with on-demand lookups for very large VPCs.
+//
+// Drop tracing (trace.go): one goroutine reads the data plane's trace ring
+// and fans events out to the clients of the socket's trace stream, each with
+// its filter; the data plane's flag is set only while a client listens, so
+// the drop path pays nothing otherwise (docs/trace.md).
 package agent

@@ -47,6 +47,9 @@ type Config struct {
 	// EndpointAttach selects how the pod program is attached to host
 	// veths: AttachTCX (default, "") or AttachTC (see there).
 	EndpointAttach EndpointAttach
+	// ProcSysNet is where net sysctls are written (empty: /proc/sys/net),
+	// for a container whose /proc/sys is read-only.
+	ProcSysNet string
 }
 
 // LocalEndpoint is an overlay interface of a pod on this node.

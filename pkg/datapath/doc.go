@@ -95,6 +95,8 @@
 //	genie_maglev     table id -> inner array[M] of {ip, port}    Maglev tables, swapped atomically
 //	genie_ct         LRU {vni, 5-tuple} -> NAT, TCP state, expiry conntrack (conntrack.go, GC in Go)
 //	genie_qos_ingress host ifindex -> GCRA bucket + counters     a pod's ingress limit (qos.go, bpf/lib/qos.h)
+//	genie_trace_state [0] -> {enabled, lost}                      drop tracing switch (trace.go)
+//	genie_trace      ring buffer of dropped packets' headers     while enabled (Trace, geniectl trace)
 //
 // Every key that concerns a VPC includes the VNI, so two VPCs with the same
 // CIDR and the same pod addresses never see each other: isolation is by

@@ -103,6 +103,33 @@ type lxcSvcKey struct {
 	Pad   uint8
 }
 
+type lxcTraceEvent struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Ifindex    uint32
+	Vni        uint32
+	Saddr      uint32
+	Daddr      uint32
+	OuterSaddr uint32
+	Sport      uint16
+	Dport      uint16
+	Len        uint32
+	EthProto   uint16
+	Reason     uint8
+	Proto      uint8
+	Flags      uint8
+	Pad        [3]uint8
+	Smac       [6]uint8
+	Dmac       [6]uint8
+}
+
+type lxcTraceState struct {
+	_       structs.HostLayout
+	Enabled uint32
+	Pad     uint32
+	Lost    uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -118,6 +145,8 @@ const (
 	lxcMapGenieMisses     = "genie_misses"
 	lxcMapGenieQosIngress = "genie_qos_ingress"
 	lxcMapGenieSvc        = "genie_svc"
+	lxcMapGenieTrace      = "genie_trace"
+	lxcMapGenieTraceState = "genie_trace_state"
 	lxcMapGenieVnis       = "genie_vnis"
 	lxcProgFromPod        = "from_pod"
 )
@@ -182,6 +211,8 @@ type lxcMapSpecs struct {
 	GenieMisses     *ebpf.MapSpec `ebpf:"genie_misses"`
 	GenieQosIngress *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
 	GenieSvc        *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieTrace      *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceState *ebpf.MapSpec `ebpf:"genie_trace_state"`
 	GenieVnis       *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
@@ -222,6 +253,8 @@ type lxcMaps struct {
 	GenieMisses     *ebpf.Map `ebpf:"genie_misses"`
 	GenieQosIngress *ebpf.Map `ebpf:"genie_qos_ingress"`
 	GenieSvc        *ebpf.Map `ebpf:"genie_svc"`
+	GenieTrace      *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceState *ebpf.Map `ebpf:"genie_trace_state"`
 	GenieVnis       *ebpf.Map `ebpf:"genie_vnis"`
 }
 
@@ -238,6 +271,8 @@ func (m *lxcMaps) Close() error {
 		m.GenieMisses,
 		m.GenieQosIngress,
 		m.GenieSvc,
+		m.GenieTrace,
+		m.GenieTraceState,
 		m.GenieVnis,
 	)
 }

@@ -103,6 +103,33 @@ type uplinkSvcKey struct {
 	Pad   uint8
 }
 
+type uplinkTraceEvent struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Ifindex    uint32
+	Vni        uint32
+	Saddr      uint32
+	Daddr      uint32
+	OuterSaddr uint32
+	Sport      uint16
+	Dport      uint16
+	Len        uint32
+	EthProto   uint16
+	Reason     uint8
+	Proto      uint8
+	Flags      uint8
+	Pad        [3]uint8
+	Smac       [6]uint8
+	Dmac       [6]uint8
+}
+
+type uplinkTraceState struct {
+	_       structs.HostLayout
+	Enabled uint32
+	Pad     uint32
+	Lost    uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -118,6 +145,8 @@ const (
 	uplinkMapGenieMisses      = "genie_misses"
 	uplinkMapGenieQosIngress  = "genie_qos_ingress"
 	uplinkMapGenieSvc         = "genie_svc"
+	uplinkMapGenieTrace       = "genie_trace"
+	uplinkMapGenieTraceState  = "genie_trace_state"
 	uplinkMapGenieVnis        = "genie_vnis"
 	uplinkProgFromUplink      = "from_uplink"
 	uplinkProgUplinkPrefilter = "uplink_prefilter"
@@ -184,6 +213,8 @@ type uplinkMapSpecs struct {
 	GenieMisses     *ebpf.MapSpec `ebpf:"genie_misses"`
 	GenieQosIngress *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
 	GenieSvc        *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieTrace      *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceState *ebpf.MapSpec `ebpf:"genie_trace_state"`
 	GenieVnis       *ebpf.MapSpec `ebpf:"genie_vnis"`
 }
 
@@ -224,6 +255,8 @@ type uplinkMaps struct {
 	GenieMisses     *ebpf.Map `ebpf:"genie_misses"`
 	GenieQosIngress *ebpf.Map `ebpf:"genie_qos_ingress"`
 	GenieSvc        *ebpf.Map `ebpf:"genie_svc"`
+	GenieTrace      *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceState *ebpf.Map `ebpf:"genie_trace_state"`
 	GenieVnis       *ebpf.Map `ebpf:"genie_vnis"`
 }
 
@@ -240,6 +273,8 @@ func (m *uplinkMaps) Close() error {
 		m.GenieMisses,
 		m.GenieQosIngress,
 		m.GenieSvc,
+		m.GenieTrace,
+		m.GenieTraceState,
 		m.GenieVnis,
 	)
 }
