@@ -330,28 +330,45 @@ func (d *Datapath) DirectoryStats() (map[DirectoryStat]uint64, error) {
 	return out, nil
 }
 
-// LearnedMap is a read-only handle on a node's pinned learned LRU, for
-// tests and tools outside the agent (e.g. timing when an entry appears).
-type LearnedMap struct{ m *ebpf.Map }
+// DirectoryMaps is a read-only handle on a node's pinned learned and
+// held maps, for tests and tools outside the agent (e.g. timing when an
+// entry appears).
+type DirectoryMaps struct{ learned, held *ebpf.Map }
 
-// OpenLearnedMap opens the learned LRU pinned under pinDir.
-func OpenLearnedMap(pinDir string) (*LearnedMap, error) {
-	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, lxcMapGenieDirLru), &ebpf.LoadPinOptions{ReadOnly: true})
+// OpenDirectoryMaps opens the learned LRU and the held records pinned
+// under pinDir.
+func OpenDirectoryMaps(pinDir string) (*DirectoryMaps, error) {
+	ro := &ebpf.LoadPinOptions{ReadOnly: true}
+	l, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, lxcMapGenieDirLru), ro)
 	if err != nil {
 		return nil, fmt.Errorf("open learned map in %s: %w", pinDir, err)
 	}
-	return &LearnedMap{m: m}, nil
+	h, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, lxcMapGenieDirHeld), ro)
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("open held map in %s: %w", pinDir, err)
+	}
+	return &DirectoryMaps{learned: l, held: h}, nil
 }
 
-// Lookup returns the learned entry of {vni, ip}, if any.
-func (l *LearnedMap) Lookup(vni uint32, ip netip.Addr) (DirectoryEntry, bool) {
+func lookupDir(m *ebpf.Map, vni uint32, ip netip.Addr) (DirectoryEntry, bool) {
 	k := lxcEndpointKey{Vni: vni, Ip: ip4(ip)}
 	var v lxcDirEntry
-	if l.m.Lookup(&k, &v) != nil {
+	if m.Lookup(&k, &v) != nil {
 		return DirectoryEntry{}, false
 	}
 	return dirEntryOf(k, v), true
 }
 
-// Close releases the handle.
-func (l *LearnedMap) Close() error { return l.m.Close() }
+// Learned returns the learned entry of {vni, ip}, if any.
+func (d *DirectoryMaps) Learned(vni uint32, ip netip.Addr) (DirectoryEntry, bool) {
+	return lookupDir(d.learned, vni, ip)
+}
+
+// Held returns the held record of {vni, ip}, if any.
+func (d *DirectoryMaps) Held(vni uint32, ip netip.Addr) (DirectoryEntry, bool) {
+	return lookupDir(d.held, vni, ip)
+}
+
+// Close releases the handles.
+func (d *DirectoryMaps) Close() error { return errors.Join(d.learned.Close(), d.held.Close()) }

@@ -198,3 +198,35 @@ func ListenRPC(addr string) (net.Listener, error) {
 	}
 	return l, nil
 }
+
+// Warm opens the connections to ms (but self) now and sends one empty
+// lookup over each (answered not-found), so that the first real lookup to
+// a member pays neither the TCP and HTTP/2 handshakes nor the first-call
+// costs of both ends (codec setup, stream and goroutine start): on this
+// project's loaded test machine the first lookup of a process took 4-5 ms
+// without it. Members beyond max are left to connect on first use.
+func (t *GRPCTransport) Warm(ms []Member, self string, max int) {
+	n := 0
+	for _, m := range ms {
+		if m.Name == self || !m.RPC.IsValid() {
+			continue
+		}
+		if n++; n > max {
+			return
+		}
+		t.mu.Lock()
+		_, had := t.conns[m.RPC.String()]
+		t.mu.Unlock()
+		c, err := t.conn(m)
+		if err != nil || had {
+			continue
+		}
+		c.Connect()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			var resp LookupResponse
+			_ = c.Invoke(ctx, methodLookup, &LookupRequest{}, &resp)
+		}()
+	}
+}
