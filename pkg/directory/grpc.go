@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // The directory RPCs are gRPC methods of one service, with messages in
@@ -23,6 +25,7 @@ const (
 	methodLookup     = "/" + serviceName + "/Lookup"
 	methodInvalidate = "/" + serviceName + "/Invalidate"
 	methodPublish    = "/" + serviceName + "/Publish"
+	methodRing       = "/" + serviceName + "/Ring"
 )
 
 // jsonCodec encodes the directory's messages as JSON. A lookup is about
@@ -79,6 +82,24 @@ var serviceDesc = grpc.ServiceDesc{
 				return call(ctx, &pub)
 			}
 			return icpt(ctx, &pub, &grpc.UnaryServerInfo{Server: srv, FullMethod: methodPublish}, call)
+		}},
+		{MethodName: "Ring", Handler: func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+			var req RingRequest
+			if err := dec(&req); err != nil {
+				return nil, err
+			}
+			call := func(ctx context.Context, r any) (any, error) {
+				rr, ok := srv.(RingHandler)
+				if !ok {
+					return nil, status.Error(codes.Unimplemented, "ring: not served")
+				}
+				resp, err := rr.ServeRing(ctx, *r.(*RingRequest))
+				return &resp, err
+			}
+			if icpt == nil {
+				return call(ctx, &req)
+			}
+			return icpt(ctx, &req, &grpc.UnaryServerInfo{Server: srv, FullMethod: methodRing}, call)
 		}},
 	},
 }
@@ -229,4 +250,17 @@ func (t *GRPCTransport) Warm(ms []Member, self string, max int) {
 			_ = c.Invoke(ctx, methodLookup, &LookupRequest{}, &resp)
 		}()
 	}
+}
+
+// Ring asks a member for its view of the ring (RingHandler).
+func (t *GRPCTransport) Ring(ctx context.Context, to Member) (RingResponse, error) {
+	c, err := t.conn(to)
+	if err != nil {
+		return RingResponse{}, err
+	}
+	var resp RingResponse
+	if err := c.Invoke(ctx, methodRing, &RingRequest{}, &resp); err != nil {
+		return RingResponse{}, fmt.Errorf("member %s: ring: %w", to.Name, err)
+	}
+	return resp, nil
 }
