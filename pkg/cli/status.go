@@ -259,7 +259,7 @@ agent on --agent-socket (whose node is --node, default every node).`,
 				return enc.Encode(cs)
 			}
 			printClusterStatus(g, cs)
-			printStatusRing(ctx, g, st) // directory.go
+			printStatusRing(ctx, g, st)            // directory.go
 			return printStatusServices(ctx, g, st) // service.go
 		},
 	}
