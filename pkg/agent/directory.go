@@ -185,10 +185,18 @@ func (a *Agent) startDirectory(ctx context.Context) error {
 	}
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); d.readMisses(ctx) }()
-	d.g, err = directory.JoinGossip(directory.GossipConfig{
+	// Join the store's nodes before the first placement: a node that
+	// started alone would hold (and list) every shard until the others
+	// joined it.
+	gc := directory.GossipConfig{
 		Name: a.cfg.NodeName, BindAddr: a.node.UnderlayIP.String(), BindPort: a.cfg.DirectoryGossipPort,
-		RPC: self, OnChange: d.onMembers,
-	})
+		RPC: self, OnChange: d.onMembers, Seeds: d.seeds(nil),
+	}
+	if d.g, err = directory.JoinGossip(gc); err != nil && len(gc.Seeds) > 0 {
+		a.log.Info("directory gossip: no known node answered; starting alone", "seeds", len(gc.Seeds), "err", err)
+		gc.Seeds = nil
+		d.g, err = directory.JoinGossip(gc)
+	}
 	if err != nil {
 		d.stop()
 		return err
@@ -215,24 +223,40 @@ func (a *Agent) startDirectory(ctx context.Context) error {
 	return nil
 }
 
+// dirSeeds bounds the seeds of one join: memberlist tries them one after
+// the other, each unreachable one costing its TCP timeout (2 s), and the
+// store lists dead nodes until they are reclaimed.
+const dirSeeds = 5
+
+// seeds returns the gossip addresses of up to dirSeeds store nodes, but
+// this one and those in live, freshest heartbeat first.
+func (d *dirAgent) seeds(live map[string]bool) []string {
+	var ns []vpc.Node
+	d.a.mu.Lock()
+	for name, n := range d.a.nodes {
+		if name != d.a.cfg.NodeName && !live[name] && n.UnderlayIP.IsValid() {
+			ns = append(ns, n)
+		}
+	}
+	d.a.mu.Unlock()
+	slices.SortFunc(ns, func(a, b vpc.Node) int { return b.Heartbeat.Compare(a.Heartbeat) })
+	var seeds []string
+	for _, n := range ns[:min(len(ns), dirSeeds)] {
+		seeds = append(seeds, net.JoinHostPort(n.UnderlayIP.String(), strconv.Itoa(d.a.cfg.DirectoryGossipPort)))
+	}
+	return seeds
+}
+
 // rejoin joins the store's nodes that are not in the gossip view.
 func (d *dirAgent) rejoin() {
 	live := map[string]bool{}
 	for _, m := range d.g.Members() {
 		live[m.Name] = true
 	}
-	var seeds []string
-	d.a.mu.Lock()
-	for name, n := range d.a.nodes {
-		if name != d.a.cfg.NodeName && !live[name] && n.UnderlayIP.IsValid() {
-			seeds = append(seeds, net.JoinHostPort(n.UnderlayIP.String(), strconv.Itoa(d.a.cfg.DirectoryGossipPort)))
-		}
-	}
-	d.a.mu.Unlock()
+	seeds := d.seeds(live)
 	if len(seeds) == 0 {
 		return
 	}
-	slices.Sort(seeds)
 	if n, err := d.g.Join(seeds); err != nil {
 		d.a.log.Debug("directory gossip: no seed answered", "seeds", len(seeds), "err", err)
 	} else {
