@@ -62,6 +62,7 @@ type upFlags struct {
 	cniBinDir string
 	noAgents  bool
 	underlay  string
+	agentArgs []string
 }
 
 func (f *upFlags) register(c *cobra.Command) {
@@ -70,6 +71,7 @@ func (f *upFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.cniBinDir, "cni-bin-dir", "", "directory of the CNI reference plugins (default $GENIE_TEST_CNI_BINDIR, else _output/cni/bin)")
 	c.Flags().BoolVar(&f.noAgents, "no-agents", false, "start no genied (underlay and store only)")
 	c.Flags().StringVar(&f.underlay, "underlay", sandbox.UnderlayFlat, "underlay topology: \"flat\" (one L2 segment) or \"routed\" (two segments joined by a router namespace)")
+	c.Flags().StringArrayVar(&f.agentArgs, "agent-arg", nil, "extra genied flag for every node, e.g. --agent-arg=--endpoint-mode=directory (repeatable)")
 }
 
 func (f *upFlags) options(g *globals, name string) sandbox.Options {
@@ -85,7 +87,7 @@ func (f *upFlags) options(g *globals, name string) sandbox.Options {
 		}
 	}
 	return sandbox.Options{Name: name, Nodes: f.nodes, BinDir: f.binDir, CNIBinDir: cni,
-		StateRoot: g.stateRoot, NoAgents: f.noAgents, Underlay: f.underlay, Log: g.errOut}
+		StateRoot: g.stateRoot, NoAgents: f.noAgents, Underlay: f.underlay, AgentArgs: f.agentArgs, Log: g.errOut}
 }
 
 func sandboxUp(g *globals) *cobra.Command {
