@@ -184,10 +184,11 @@
 //  1. The directory RPC listens on the node's underlay IP
 //     (--directory-rpc-port, 4790); NewNode with the store's
 //     DirectorySource, NewGRPCTransport and the agent's registry;
-//     node.Run. JoinGossip binds the underlay IP (--directory-gossip-port,
-//     4791) and joins the store's nodes; every 5 s the agent joins the
-//     store's nodes missing from its view (a node that started alone, a
-//     healed split). OnChange: SetMembers, Prune, Warm (connections and
+//     node.Run. JoinGossip binds the underlay IP (gossip port 4791) and
+//     joins up to 5 of the store's nodes, freshest heartbeat first, before
+//     the first placement (a node starting alone would hold and list every
+//     shard); every 5 s the agent joins store nodes missing from its view
+//     (a node that started alone, a healed split). OnChange: SetMembers, Prune, Warm (connections and
 //     one empty lookup to each member, up to 256: a process's first lookup
 //     took 4-5 ms without) and the data plane's member set. On shutdown,
 //     Gossip.Leave, so that the others re-place at once.
