@@ -159,6 +159,11 @@ func (a *Agent) startDirectory(ctx context.Context) error {
 	if err := a.dp.SetDirectoryMode(true, a.cfg.DirectoryShards); err != nil {
 		return fmt.Errorf("directory mode: %w", err)
 	}
+	if n, err := a.dp.ClearDirectoryEntries(); err != nil {
+		return fmt.Errorf("directory mode: %w", err)
+	} else if n > 0 {
+		a.log.Info("directory: cleared the previous run's held and learned entries", "entries", n)
+	}
 	d.shards = make([][]netip.Addr, a.cfg.DirectoryShards)
 	var err error
 	if d.lis, err = directory.ListenRPC(self.String()); err != nil {

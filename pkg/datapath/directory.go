@@ -372,3 +372,33 @@ func (d *DirectoryMaps) Held(vni uint32, ip netip.Addr) (DirectoryEntry, bool) {
 
 // Close releases the handles.
 func (d *DirectoryMaps) Close() error { return errors.Join(d.learned.Close(), d.held.Close()) }
+
+// ClearDirectoryEntries empties the held records and the learned LRU: a
+// starting agent cannot know which of a previous run's entries are still
+// true (it received no invalidation meanwhile), so it starts from nothing
+// and learns again on demand (packets bounce through a holder meanwhile).
+// It returns how many entries it removed.
+func (d *Datapath) ClearDirectoryEntries() (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, m := range []*ebpf.Map{d.lxc.GenieDirHeld, d.lxc.GenieDirLru} {
+		var keys []lxcEndpointKey
+		var k lxcEndpointKey
+		var v lxcDirEntry
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			keys = append(keys, k)
+		}
+		if err := it.Err(); err != nil {
+			return n, fmt.Errorf("clear %s: %w", mapName(m), err)
+		}
+		for _, k := range keys {
+			if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return n, mapErr(m, "clear: delete", err)
+			}
+			n++
+		}
+	}
+	return n, nil
+}

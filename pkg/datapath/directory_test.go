@@ -334,3 +334,20 @@ func TestPrivilegedDirectoryLearnVersions(t *testing.T) {
 		t.Fatal("an invalidation created an entry the node never learned")
 	}
 }
+
+func TestPrivilegedDirectoryClear(t *testing.T) {
+	d := newDirectoryWorld(t)
+	n, err := d.ClearDirectoryEntries()
+	if err != nil || n != 5 { // 2 learned + 3 held
+		t.Fatalf("cleared %d, %v; want 5", n, err)
+	}
+	if l, _ := d.RemoteEntries(); len(l) != 0 {
+		t.Errorf("learned left: %+v", l)
+	}
+	if h, _ := d.HeldEntries(); len(h) != 0 {
+		t.Errorf("held left: %+v", h)
+	}
+	if e, _ := d.Endpoints(); len(e) == 0 {
+		t.Error("the endpoints map was cleared too")
+	}
+}

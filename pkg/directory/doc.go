@@ -216,6 +216,10 @@
 //     Evictions by the LRU are not reported to the node: the learned set
 //     is bounded by MaxLearned on its own, and an invalidation of an
 //     evicted entry is a no-op.
+//     At start the agent empties genie_dir_held and genie_dir_lru: a
+//     previous run's entries may be stale (no invalidation reaches a
+//     stopped agent); they fill again as shards load and flows miss, and
+//     packets bounce meanwhile.
 //  7. The cluster-wide endpoint watch is off: a node holds its local
 //     endpoints, its shards and its learned entries. vpc-sync stays the
 //     default mode.

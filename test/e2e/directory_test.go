@@ -267,6 +267,16 @@ func TestPrivilegedDirectoryFirstPacket(t *testing.T) {
 		}
 	}
 	logDirectoryTimes(t, sb, "node1")
+
+	// node1's agent restarts: it starts from empty directory maps, its
+	// pod keeps reaching b2 (bounced, then learned again), and b2's node
+	// reaches it (its re-published record).
+	if err := sb.RestartAgent(context.Background(), "node1", false); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, sb, 4, nil, 30*time.Second)
+	mustReach(t, "a->b2 after node1's agent restarted", ep(a, ""), sandbox.Endpoint{Netns: b2.Netns}, ipB, 9150)
+	mustReach(t, "b2->a after node1's agent restarted", sandbox.Endpoint{Netns: b2.Netns}, ep(a, ""), ipA, 9160)
 }
 
 // logDirectoryTimes logs a node's lookup and miss-to-install times.
