@@ -39,6 +39,7 @@
 #define DROP_NO_BACKEND		-24	/* service without a usable backend */
 #define DROP_CT_FAILED		-25	/* conntrack insert failed (the insert-failure metric) */
 #define DROP_NAT_FAILED		-26	/* checksum or store helper failed while rewriting */
+#define DROP_SVC_FRAGMENT	-27	/* first IP fragment of a service flow (fragments are not load-balanced) */
 
 __inline void count_drop(int reason)
 {

@@ -63,6 +63,11 @@ const (
 	DropCTFailed DropReason = 25
 	// DropNATFailed: a checksum or store helper failed while rewriting for NAT.
 	DropNATFailed DropReason = 26
+	// DropSvcFragment: the first IP fragment of a datagram to a service
+	// frontend, or of a tracked service flow's reply: fragments are not
+	// load-balanced, and dropping the first makes the datagram fail
+	// visibly (the rest cannot be reassembled without it).
+	DropSvcFragment DropReason = 27
 )
 
 // maxDropReason is the size of the drop counter array (DROP_MAX in drop.h).
@@ -91,6 +96,7 @@ var dropNames = map[DropReason]string{
 	DropNoBackend:       "NO_BACKEND",
 	DropCTFailed:        "CT_FAILED",
 	DropNATFailed:       "NAT_FAILED",
+	DropSvcFragment:     "SVC_FRAGMENT",
 }
 
 // String returns the reason's name as used in metrics labels, e.g. "NO_ROUTE".
