@@ -164,10 +164,15 @@ __inline int dir_encap(struct __sk_buff *skb, const struct node_config *cfg,
 
 /* directory_miss handles a pod's packet to {vni, ip} that is not in
  * genie_endpoints: in vpc-sync mode a counted NO_ROUTE drop (and a miss
- * report), in directory mode a learned or held entry, or the bounce. */
-__inline int directory_miss(struct __sk_buff *skb, const struct node_config *cfg,
-			    const struct lxc_info *ep, const struct endpoint_key *key,
-			    __u32 ifindex)
+ * report), in directory mode a learned or held entry, or the bounce.
+ *
+ * A BPF subprogram, not inlined: from_pod's own code (and clang's register
+ * choices there, which the verifier is picky about for context pointers)
+ * stays what it is without the directory, and the miss path is not hot. */
+static __attribute__((noinline, unused)) int
+directory_miss(struct __sk_buff *skb, const struct node_config *cfg,
+	       const struct lxc_info *ep, const struct endpoint_key *key,
+	       __u32 ifindex)
 {
 	struct endpoint_info via = {};
 	struct dir_config *dc = dir_enabled();
