@@ -124,9 +124,9 @@ func oneDatagram(t *testing.T, from, to sandbox.Endpoint, ip netip.Addr, port in
 	return sent, func() error { return <-got }
 }
 
-// waitLearned polls node's learned map until {vni, ip} is there on
-// nodeIP, and returns when it appeared.
-func waitLearned(t *testing.T, sb *sandbox.Sandbox, node string, vni uint32, ip, nodeIP netip.Addr, timeout time.Duration) (time.Time, error) {
+// learnedWatch opens node's pinned directory maps before a measurement,
+// so that polling them costs no set-up after the packet is sent.
+func learnedWatch(t *testing.T, sb *sandbox.Sandbox, node string) *datapath.DirectoryMaps {
 	t.Helper()
 	n, err := sb.Node(node)
 	if err != nil {
@@ -136,16 +136,22 @@ func waitLearned(t *testing.T, sb *sandbox.Sandbox, node string, vni uint32, ip,
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dm.Close()
+	t.Cleanup(func() { dm.Close() })
+	return dm
+}
+
+// waitLearned polls dm's learned map until {vni, ip} is there on nodeIP,
+// and returns when it appeared.
+func waitLearned(dm *datapath.DirectoryMaps, vni uint32, ip, nodeIP netip.Addr, timeout time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if e, ok := dm.Learned(vni, ip); ok && e.NodeIP == nodeIP {
 			return time.Now(), nil
 		}
-		time.Sleep(50 * time.Microsecond)
+		time.Sleep(20 * time.Microsecond)
 	}
 	e, ok := dm.Learned(vni, ip)
-	return time.Time{}, fmt.Errorf("node %s: learned entry of %d/%s = %+v, %v; want node %s", node, vni, ip, e, ok, nodeIP)
+	return time.Time{}, fmt.Errorf("learned entry of %d/%s = %+v, %v; want node %s", vni, ip, e, ok, nodeIP)
 }
 
 func vniOf(t *testing.T, sb *sandbox.Sandbox, name string) uint32 {
@@ -196,9 +202,11 @@ func TestPrivilegedDirectoryFirstPacket(t *testing.T) {
 		t.Logf("red b has %s, blue b %s: the isolation half of the check is weaker", ipOf(t, rb, "eth0"), ipB)
 	}
 
+	node3 := underlayOf(t, sb, "node3")
+	dm1 := learnedWatch(t, sb, "node1")
 	before := allDrops(t, sb, nil)
 	sent, wait := oneDatagram(t, ep(a, ""), ep(b, ""), ipB, 9100, 5*time.Second)
-	installed, lerr := waitLearned(t, sb, "node1", blue, ipB, underlayOf(t, sb, "node3"), 2*time.Second)
+	installed, lerr := waitLearned(dm1, blue, ipB, node3, 2*time.Second)
 	if err := wait(); err != nil {
 		t.Errorf("first packet a -> b: %v", err)
 	}
@@ -239,7 +247,6 @@ func TestPrivilegedDirectoryFirstPacket(t *testing.T) {
 	b2 := attachWithIP(t, sb, "b2", "node2", "blue", "web", ipB)
 	// The holders invalidated node1's entry (b's deletion): it no longer
 	// sends b's address to node3.
-	node3 := underlayOf(t, sb, "node3")
 	waitNotAt(t, sb, "node1", blue, ipB, node3, 3*time.Second)
 	mustReach(t, "a->b2 (b's address, now on node2)", ep(a, ""), sandbox.Endpoint{Netns: b2.Netns}, ipB, 9130)
 	// node1 sends it to node2 now: learned again (a miss is reported at
@@ -440,6 +447,8 @@ func TestPrivilegedDirectoryFailover(t *testing.T) {
 	stream.reset()
 	pings.reset()
 
+	node2 := underlayOf(t, sb, "node2")
+	dm5 := learnedWatch(t, sb, "node5")
 	killed := time.Now()
 	if err := sb.StopAgent("node6", true); err != nil {
 		t.Fatal(err)
@@ -450,7 +459,7 @@ func TestPrivilegedDirectoryFailover(t *testing.T) {
 	// A first flow to e from a node that never talked to it: datagrams
 	// every 20 ms until one arrives, then the learned entry.
 	firstArrival := udpUntilDelivered(t, ep(s5, ""), sandbox.Endpoint{Netns: e.Netns}, ipE, 9210, 5*time.Second)
-	learned, err := waitLearned(t, sb, "node5", blue, ipE, underlayOf(t, sb, "node2"), 5*time.Second)
+	learned, err := waitLearned(dm5, blue, ipE, node2, 5*time.Second)
 	if err != nil {
 		t.Error(err)
 	} else {
