@@ -188,10 +188,11 @@
 //     joins up to 5 of the store's nodes, freshest heartbeat first, before
 //     the first placement (a node starting alone would hold and list every
 //     shard); every 5 s the agent joins store nodes missing from its view
-//     (a node that started alone, a healed split). OnChange: SetMembers, Prune, Warm (connections and
-//     one empty lookup to each member, up to 256: a process's first lookup
-//     took 4-5 ms without) and the data plane's member set. On shutdown,
-//     Gossip.Leave, so that the others re-place at once.
+//     (a node that started alone, a healed split). OnChange: SetMembers,
+//     Prune, Warm (connections and one empty lookup to each member, up to
+//     256, so a first lookup pays no handshake) and the data plane's
+//     member set. On shutdown, Gossip.Leave, so that the others re-place
+//     at once.
 //  2. OnPlacement(p) rewrites the entries of genie_dir_shard (shard →
 //     holders' underlay IPv4s in rank order, at most 7) whose holder list
 //     changed. BPF only indexes it.
