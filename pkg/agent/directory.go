@@ -545,17 +545,6 @@ func (a *Agent) Liveness() directory.Liveness {
 	return a.dir
 }
 
-// Directory returns the agent's directory node (nil in vpc-sync mode),
-// for status and lookups.
-func (a *Agent) Directory() *directory.Node {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.dir == nil {
-		return nil
-	}
-	return a.dir.node
-}
-
 // statsCollector exports the data plane's directory counters.
 func (d *dirAgent) statsCollector() prometheus.Collector {
 	desc := prometheus.NewDesc("genie_directory_datapath_packets_total",
