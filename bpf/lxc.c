@@ -25,6 +25,7 @@
 #include "lib/icmp.h"
 #include "lib/qos.h"
 #include "lib/lb.h"
+#include "lib/directory.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -97,8 +98,8 @@ int from_pod(struct __sk_buff *skb)
 		return drop_skb(skb, DROP_TRUNCATED);
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
-		report_miss(&key);
-		return drop_skb(skb, DROP_NO_ROUTE);
+		/* Unknown here: the endpoint directory (lib/directory.h). */
+		return directory_miss(skb, cfg, ep, &key, ifindex);
 	}
 
 	if (dst->ifindex) {

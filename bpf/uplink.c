@@ -9,7 +9,9 @@
  *   VNI hosted on the outer source node (no forged VNI from the underlay).
  *   The packet is decapsulated, its L2 rewritten, policed by the pod's
  *   ingress limit if it has one (lib/qos.h) and redirect_peer'ed into the
- *   pod. Everything that is not our overlay continues untouched (TCX_NEXT).
+ *   pod. In directory mode a holder also forwards packets bounced to it, and
+ *   the source check follows lib/directory.h. Everything that is not our
+ *   overlay continues untouched (TCX_NEXT).
  *
  * uplink_prefilter (xdp.frags): optional early drop of malformed Geneve and
  *   Geneve for VNIs not hosted here, before an skb exists. It never
@@ -25,6 +27,7 @@
 #include "lib/geneve.h"
 #include "lib/lb.h"
 #include "lib/qos.h"
+#include "lib/directory.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -34,7 +37,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
-	struct endpoint_info *dst, *src;
+	struct endpoint_info *dst;
 	struct geneve_info gi = {};
 	struct endpoint_key key;
 	struct node_config *cfg;
@@ -75,6 +78,10 @@ int from_uplink(struct __sk_buff *skb)
 	if (iip->ihl < 5)
 		return drop_skb(skb, DROP_TRUNCATED);
 
+	/* The directory's bouncer path (lib/directory.h). */
+	if (directory_uplink(skb, cfg, &gi, ieth, iip, &ret))
+		return ret;
+
 	key.vni = gi.vni;
 	key.ip = iip->daddr;
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
@@ -88,15 +95,9 @@ int from_uplink(struct __sk_buff *skb)
 		return drop_skb(skb, DROP_NOT_LOCAL);
 
 	key.ip = iip->saddr;
-	src = bpf_map_lookup_elem(&genie_endpoints, &key);
-	if (!src) {
-		/* Maybe just not learnt yet: let the agent check the directory
-		 * (which alone decides whether that endpoint lives there). */
-		report_miss(&key);
-		return drop_skb(skb, DROP_FORGED);
-	}
-	if (src->ifindex || src->node_ip != gi.outer_saddr)
-		return drop_skb(skb, DROP_FORGED);
+	ret = directory_check_source(&key, gi.outer_saddr);
+	if (ret < 0)
+		return drop_skb(skb, ret);
 
 	ifindex = dst->ifindex;
 	mac_copy(pod_mac, dst->mac);
@@ -138,7 +139,7 @@ int uplink_prefilter(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (ret < 0)
 		return drop_xdp(ret);
-	if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni))
+	if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni) && !directory_xdp_pass(data, data_end))
 		return drop_xdp(DROP_UNKNOWN_VNI);
 	return XDP_PASS;
 }

@@ -35,6 +35,10 @@
  *   40-47  QoS (lib/qos.h)
  *   48-63  free
  */
+#define DROP_DIR_NO_HOLDER	-16	/* directory mode: unknown destination and no holder for its shard */
+#define DROP_DIR_NOT_HELD	-17	/* a holder got a bounced packet for a record it does not hold */
+#define DROP_DIR_UNTRUSTED	-18	/* bounced packet from a node that is not a holder of its shard, or a wrong origin */
+#define DROP_DIR_NOT_LOCAL	-19	/* a holder's forward reached a node that does not host the destination */
 #define DROP_NO_BACKEND		-24	/* service without a usable backend */
 #define DROP_CT_FAILED		-25	/* conntrack insert failed (the insert-failure metric) */
 #define DROP_NAT_FAILED		-26	/* checksum or store helper failed while rewriting */

@@ -37,6 +37,8 @@ type Agent struct {
 	// vpcw is the VPC-scoped endpoint watch (nil: the store has no
 	// store.VPCWatcher and one watch follows all VPCs).
 	vpcw *vpcWatch
+	// dir is the endpoint directory (directory mode; directory.go).
+	dir *dirAgent
 
 	// Set during start-up, read-only afterwards.
 	st       store.Store
@@ -289,7 +291,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading store revision: %w", err)
 	}
-	a.startEndpointWatch(ctx, rev)
+	if err := a.startEndpointMode(ctx, rev); err != nil { // directory.go
+		return err
+	}
 	a.notReady.Store("restoring local endpoints")
 	if err := a.restore(ctx); err != nil {
 		return err
@@ -309,6 +313,9 @@ func (a *Agent) shutdown() {
 	}
 	if a.nodeWatchStarted {
 		<-a.nodeWatchDone
+	}
+	if a.dir != nil {
+		a.dir.stop()
 	}
 	a.bg.Wait()
 	if a.st != nil {
@@ -395,9 +402,11 @@ func (a *Agent) restore(ctx context.Context) error {
 	// Re-publish our endpoints (the store may have lost them) and start
 	// the watches of the hosted VPCs.
 	for _, at := range keep {
-		if _, err := a.st.PutEndpoint(ctx, at.endpoint(a.cfg.NodeName)); err != nil {
+		if ep, err := a.st.PutEndpoint(ctx, at.endpoint(a.cfg.NodeName)); err != nil {
 			a.m.storeErrors.WithLabelValues("put_endpoint").Inc()
 			a.log.Warn("re-publishing endpoint", "vpc", at.VPC, "ip", at.IP, "err", err)
+		} else if err := a.publishDirectory(ctx, ep); err != nil {
+			a.log.Warn("re-publishing endpoint to the directory", "vpc", at.VPC, "ip", at.IP, "err", err)
 		}
 		if _, err := a.acquireVPC(ctx, at.VPC); err != nil {
 			return fmt.Errorf("watching vpc %q: %w", at.VPC, err)
@@ -474,7 +483,7 @@ func (a *Agent) removeStaleEntries(keep []*attachment) error {
 			}
 			a.leftover[e.VNI][e.IP] = true
 		}
-		if (e.Local() && !want[vniIP{e.VNI, e.IP}]) || (!e.Local() && !hostedVNI[e.VNI]) {
+		if (e.Local() && !want[vniIP{e.VNI, e.IP}]) || (!e.Local() && (!hostedVNI[e.VNI] || a.cfg.directoryMode())) {
 			if err := a.dp.DeleteEndpoint(e.VNI, e.IP); err != nil {
 				a.log.Warn("deleting stale data plane entry", "vni", e.VNI, "ip", e.IP, "err", err)
 			}

@@ -288,6 +288,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		a.m.storeErrors.WithLabelValues("put_endpoint").Inc()
 		return nil, fail(codeFor(err), "publish endpoint", err)
 	}
+	if err := a.publishDirectory(ctx, ep); err != nil { // directory.go
+		return nil, fail(types.ErrTryAgainLater, "publish endpoint to the directory", err)
+	}
 	at.Complete = true
 	if err := a.state.save(at); err != nil {
 		return nil, fail(types.ErrInternal, "save state", err)
@@ -338,6 +341,8 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 		a.m.storeErrors.WithLabelValues("delete_endpoint").Inc()
 		errs = append(errs, fmt.Errorf("delete endpoint from store: %w", err))
 		unpublished = false
+	} else {
+		a.unpublishDirectory(at.VNI, at.IP) // directory.go
 	}
 	a.mu.Lock()
 	if at.IP.IsValid() && a.local[vniIP{at.VNI, at.IP}] == at.key() {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
 	"github.com/cni-genie/cni-genie/pkg/datapath"
+	"github.com/cni-genie/cni-genie/pkg/directory"
 )
 
 // Config is the agent's configuration; every field has a command-line flag
@@ -70,6 +71,13 @@ type Config struct {
 	// UnderlayCheckInterval is how often the peers' underlay next hops
 	// are checked (underlay.go); zero disables the check.
 	UnderlayCheckInterval time.Duration
+	// EndpointMode is how remote endpoints are learned: ModeVPCSync
+	// (default) or ModeDirectory (directory.go).
+	EndpointMode string
+	// DirectoryRPCPort, DirectoryGossipPort, DirectoryShards and
+	// DirectoryReplicas configure the directory (directory mode only).
+	DirectoryRPCPort, DirectoryGossipPort int
+	DirectoryShards, DirectoryReplicas    int
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -96,6 +104,12 @@ func DefaultConfig() Config {
 
 		NodeReclaimAfter:      DefaultNodeReclaimAfter,
 		UnderlayCheckInterval: DefaultUnderlayCheckInterval,
+
+		EndpointMode:        ModeVPCSync,
+		DirectoryRPCPort:    DefaultDirectoryRPCPort,
+		DirectoryGossipPort: DefaultDirectoryGossipPort,
+		DirectoryShards:     directory.DefaultShards,
+		DirectoryReplicas:   directory.DefaultReplicas,
 	}
 }
 
@@ -128,6 +142,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.NodeReclaimAfter, "node-reclaim-after", c.NodeReclaimAfter,
 		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")
 	c.registerQoSFlags(fs)
+	c.registerDirectoryFlags(fs) // directory.go
 	fs.DurationVar(&c.UnderlayCheckInterval, "underlay-check-interval", c.UnderlayCheckInterval,
 		"check every peer node's underlay next hop (route and ARP) this often, and on node events; exported as genie_underlay_peers (0 disables)")
 	def := datapath.DefaultMapSizes()
@@ -178,5 +193,5 @@ func (c *Config) Validate() error {
 	if _, err := parseMAC(c.GatewayMAC); err != nil {
 		return fmt.Errorf("config: gateway mac: %w", err)
 	}
-	return nil
+	return c.validateDirectory()
 }

@@ -170,11 +170,17 @@
 // and each VPC's first sync removes those the store no longer has; with a
 // dump per VPC the restart of that node took more than 60 seconds.
 //
-// The DHT directory of the design brief would replace the listings and the
-// cluster-wide watch with on-demand lookups for very large VPCs.
-//
 // Drop tracing (trace.go): one goroutine reads the data plane's trace ring
 // and fans events out to the clients of the socket's trace stream, each with
 // its filter; the data plane's flag is set only while a client listens, so
 // the drop path pays nothing otherwise (docs/trace.md).
+// All of the above is the default endpoint mode, vpc-sync. With
+// --endpoint-mode directory (directory.go) the agent lists and watches no
+// VPC at all: it runs a member of the endpoint directory (package
+// directory: its shards of the store's endpoints, gRPC lookups and
+// memberlist on the underlay), the data plane bounces a packet to an
+// unknown endpoint through a holder of its shard, and the agent learns
+// the endpoint from the miss report into an LRU map; memory and map
+// entries are then O(local endpoints + held shards + endpoints talked to).
+// ADD publishes the new endpoint to its shard's holders before returning.
 package agent

@@ -64,6 +64,7 @@ type upFlags struct {
 	noAgents  bool
 	underlay  string
 	qosRate   string
+	agentArgs []string
 }
 
 func (f *upFlags) register(c *cobra.Command) {
@@ -73,6 +74,7 @@ func (f *upFlags) register(c *cobra.Command) {
 	c.Flags().BoolVar(&f.noAgents, "no-agents", false, "start no genied (underlay and store only)")
 	c.Flags().StringVar(&f.underlay, "underlay", sandbox.UnderlayFlat, "underlay topology: \"flat\" (one L2 segment) or \"routed\" (two segments joined by a router namespace)")
 	c.Flags().StringVar(&f.qosRate, "qos-uplink-rate", "", "give every genied --qos-uplink-rate (e.g. 500M): the QoS tree that enforces pod classes and egress limits")
+	c.Flags().StringArrayVar(&f.agentArgs, "agent-arg", nil, "extra genied flag for every node, e.g. --agent-arg=--endpoint-mode=directory (repeatable)")
 }
 
 func (f *upFlags) options(g *globals, name string) sandbox.Options {
@@ -87,7 +89,7 @@ func (f *upFlags) options(g *globals, name string) sandbox.Options {
 			}
 		}
 	}
-	var agentArgs []string
+	agentArgs := append([]string(nil), f.agentArgs...)
 	if f.qosRate != "" {
 		agentArgs = append(agentArgs, "--qos-uplink-rate", f.qosRate)
 	}

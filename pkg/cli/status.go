@@ -296,6 +296,7 @@ agent on --agent-socket (whose node is --node, default every node).`,
 				return enc.Encode(cs)
 			}
 			printClusterStatus(g, cs)
+			printStatusRing(ctx, g, st)         // directory.go
 			printStatusServices(g, cs.Services) // service.go
 			return nil
 		},

@@ -44,6 +44,19 @@ const (
 	// larger than the path MTU to the remote node; a DF packet without IP
 	// options gets an ICMP "fragmentation needed" back.
 	DropFragNeeded DropReason = 15
+	// DropDirNoHolder: directory mode, a pod's packet to an unknown
+	// endpoint whose shard has no holder (no directory members known).
+	DropDirNoHolder DropReason = 16
+	// DropDirNotHeld: a holder received a bounced packet for a record it
+	// does not hold (it just lost the shard, or the endpoint is gone).
+	DropDirNotHeld DropReason = 17
+	// DropDirUntrusted: a bounced packet from a node that is not a holder
+	// of its destination's shard, or whose origin is not a member or not
+	// its sender.
+	DropDirUntrusted DropReason = 18
+	// DropDirNotLocal: a holder's forward reached a node that does not
+	// host the destination (a stale held record).
+	DropDirNotLocal DropReason = 19
 	// DropNoBackend: a packet to a service that has no usable backend.
 	DropNoBackend DropReason = 24
 	// DropCTFailed: a conntrack insert failed (the insert-failure metric).
@@ -79,6 +92,10 @@ var dropNames = map[DropReason]string{
 	DropNotLocal:        "NOT_LOCAL",
 	DropDecapFailed:     "DECAP_FAILED",
 	DropFragNeeded:      "FRAG_NEEDED",
+	DropDirNoHolder:     "DIR_NO_HOLDER",
+	DropDirNotHeld:      "DIR_NOT_HELD",
+	DropDirUntrusted:    "DIR_UNTRUSTED",
+	DropDirNotLocal:     "DIR_NOT_LOCAL",
 	DropNoBackend:       "NO_BACKEND",
 	DropCTFailed:        "CT_FAILED",
 	DropNATFailed:       "NAT_FAILED",

@@ -38,6 +38,24 @@ type lxcCtKey struct {
 	Pad   [3]uint8
 }
 
+type lxcDirConfig struct {
+	_         structs.HostLayout
+	Enabled   uint32
+	ShardMask uint32
+}
+
+type lxcDirEntry struct {
+	_       structs.HostLayout
+	Ep      lxcEndpointInfo
+	Version uint64
+}
+
+type lxcDirShard struct {
+	_      structs.HostLayout
+	Holder [7]uint32
+	N      uint32
+}
+
 type lxcEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -136,6 +154,12 @@ type lxcTraceState struct {
 const (
 	lxcMapGenieConfig     = "genie_config"
 	lxcMapGenieCt         = "genie_ct"
+	lxcMapGenieDirCfg     = "genie_dir_cfg"
+	lxcMapGenieDirHeld    = "genie_dir_held"
+	lxcMapGenieDirLru     = "genie_dir_lru"
+	lxcMapGenieDirNodes   = "genie_dir_nodes"
+	lxcMapGenieDirShard   = "genie_dir_shard"
+	lxcMapGenieDirStats   = "genie_dir_stats"
 	lxcMapGenieDrops      = "genie_drops"
 	lxcMapGenieEndpoints  = "genie_endpoints"
 	lxcMapGenieLbPorts    = "genie_lb_ports"
@@ -202,6 +226,12 @@ type lxcProgramSpecs struct {
 type lxcMapSpecs struct {
 	GenieConfig     *ebpf.MapSpec `ebpf:"genie_config"`
 	GenieCt         *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDirCfg     *ebpf.MapSpec `ebpf:"genie_dir_cfg"`
+	GenieDirHeld    *ebpf.MapSpec `ebpf:"genie_dir_held"`
+	GenieDirLru     *ebpf.MapSpec `ebpf:"genie_dir_lru"`
+	GenieDirNodes   *ebpf.MapSpec `ebpf:"genie_dir_nodes"`
+	GenieDirShard   *ebpf.MapSpec `ebpf:"genie_dir_shard"`
+	GenieDirStats   *ebpf.MapSpec `ebpf:"genie_dir_stats"`
 	GenieDrops      *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEndpoints  *ebpf.MapSpec `ebpf:"genie_endpoints"`
 	GenieLbPorts    *ebpf.MapSpec `ebpf:"genie_lb_ports"`
@@ -244,6 +274,12 @@ func (o *lxcObjects) Close() error {
 type lxcMaps struct {
 	GenieConfig     *ebpf.Map `ebpf:"genie_config"`
 	GenieCt         *ebpf.Map `ebpf:"genie_ct"`
+	GenieDirCfg     *ebpf.Map `ebpf:"genie_dir_cfg"`
+	GenieDirHeld    *ebpf.Map `ebpf:"genie_dir_held"`
+	GenieDirLru     *ebpf.Map `ebpf:"genie_dir_lru"`
+	GenieDirNodes   *ebpf.Map `ebpf:"genie_dir_nodes"`
+	GenieDirShard   *ebpf.Map `ebpf:"genie_dir_shard"`
+	GenieDirStats   *ebpf.Map `ebpf:"genie_dir_stats"`
 	GenieDrops      *ebpf.Map `ebpf:"genie_drops"`
 	GenieEndpoints  *ebpf.Map `ebpf:"genie_endpoints"`
 	GenieLbPorts    *ebpf.Map `ebpf:"genie_lb_ports"`
@@ -262,6 +298,12 @@ func (m *lxcMaps) Close() error {
 	return _LxcClose(
 		m.GenieConfig,
 		m.GenieCt,
+		m.GenieDirCfg,
+		m.GenieDirHeld,
+		m.GenieDirLru,
+		m.GenieDirNodes,
+		m.GenieDirShard,
+		m.GenieDirStats,
 		m.GenieDrops,
 		m.GenieEndpoints,
 		m.GenieLbPorts,

@@ -38,6 +38,24 @@ type uplinkCtKey struct {
 	Pad   [3]uint8
 }
 
+type uplinkDirConfig struct {
+	_         structs.HostLayout
+	Enabled   uint32
+	ShardMask uint32
+}
+
+type uplinkDirEntry struct {
+	_       structs.HostLayout
+	Ep      uplinkEndpointInfo
+	Version uint64
+}
+
+type uplinkDirShard struct {
+	_      structs.HostLayout
+	Holder [7]uint32
+	N      uint32
+}
+
 type uplinkEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -136,6 +154,12 @@ type uplinkTraceState struct {
 const (
 	uplinkMapGenieConfig      = "genie_config"
 	uplinkMapGenieCt          = "genie_ct"
+	uplinkMapGenieDirCfg      = "genie_dir_cfg"
+	uplinkMapGenieDirHeld     = "genie_dir_held"
+	uplinkMapGenieDirLru      = "genie_dir_lru"
+	uplinkMapGenieDirNodes    = "genie_dir_nodes"
+	uplinkMapGenieDirShard    = "genie_dir_shard"
+	uplinkMapGenieDirStats    = "genie_dir_stats"
 	uplinkMapGenieDrops       = "genie_drops"
 	uplinkMapGenieEndpoints   = "genie_endpoints"
 	uplinkMapGenieLbPorts     = "genie_lb_ports"
@@ -204,6 +228,12 @@ type uplinkProgramSpecs struct {
 type uplinkMapSpecs struct {
 	GenieConfig     *ebpf.MapSpec `ebpf:"genie_config"`
 	GenieCt         *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDirCfg     *ebpf.MapSpec `ebpf:"genie_dir_cfg"`
+	GenieDirHeld    *ebpf.MapSpec `ebpf:"genie_dir_held"`
+	GenieDirLru     *ebpf.MapSpec `ebpf:"genie_dir_lru"`
+	GenieDirNodes   *ebpf.MapSpec `ebpf:"genie_dir_nodes"`
+	GenieDirShard   *ebpf.MapSpec `ebpf:"genie_dir_shard"`
+	GenieDirStats   *ebpf.MapSpec `ebpf:"genie_dir_stats"`
 	GenieDrops      *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEndpoints  *ebpf.MapSpec `ebpf:"genie_endpoints"`
 	GenieLbPorts    *ebpf.MapSpec `ebpf:"genie_lb_ports"`
@@ -246,6 +276,12 @@ func (o *uplinkObjects) Close() error {
 type uplinkMaps struct {
 	GenieConfig     *ebpf.Map `ebpf:"genie_config"`
 	GenieCt         *ebpf.Map `ebpf:"genie_ct"`
+	GenieDirCfg     *ebpf.Map `ebpf:"genie_dir_cfg"`
+	GenieDirHeld    *ebpf.Map `ebpf:"genie_dir_held"`
+	GenieDirLru     *ebpf.Map `ebpf:"genie_dir_lru"`
+	GenieDirNodes   *ebpf.Map `ebpf:"genie_dir_nodes"`
+	GenieDirShard   *ebpf.Map `ebpf:"genie_dir_shard"`
+	GenieDirStats   *ebpf.Map `ebpf:"genie_dir_stats"`
 	GenieDrops      *ebpf.Map `ebpf:"genie_drops"`
 	GenieEndpoints  *ebpf.Map `ebpf:"genie_endpoints"`
 	GenieLbPorts    *ebpf.Map `ebpf:"genie_lb_ports"`
@@ -264,6 +300,12 @@ func (m *uplinkMaps) Close() error {
 	return _UplinkClose(
 		m.GenieConfig,
 		m.GenieCt,
+		m.GenieDirCfg,
+		m.GenieDirHeld,
+		m.GenieDirLru,
+		m.GenieDirNodes,
+		m.GenieDirShard,
+		m.GenieDirStats,
 		m.GenieDrops,
 		m.GenieEndpoints,
 		m.GenieLbPorts,

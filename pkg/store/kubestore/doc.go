@@ -153,6 +153,18 @@
 // receives only their endpoints, where WatchEndpoints(ctx, "", rev)
 // would stream every endpoint of the cluster to every node.
 //
+// The endpoint directory (directory.go, store.DirectorySource): every
+// VPCEndpoint carries the label genie.cni.io/shard=<shard of {vni, ip}>,
+// written by PutEndpoint, so a directory holder lists and watches its
+// shards with the set selector "genie.cni.io/shard in (...)" (up to 256
+// values; above, the label's presence, filtered by the client). A
+// record's Version is the object's resourceVersion. The label is not
+// checked by admission (CEL cannot compute the hash); a wrong label only
+// hides the record from its holders, and the client drops records whose
+// spec is not of a shard it asked for. Objects written before the label
+// get it when their agent restarts (it re-puts its endpoints) or from
+// BackfillDirectory (geniectl directory backfill).
+//
 // # Scale
 //
 // Per operation: PutEndpoint 3 round trips, DeleteEndpoint 4 (find by

@@ -50,6 +50,11 @@ type Options struct {
 	// LeaseDuration of Lead's Leases: a leader that stops renewing is
 	// replaced after at most this long. Zero means 15s.
 	LeaseDuration time.Duration
+	// DirectoryShards is the shard count of the endpoint directory's
+	// genie.cni.io/shard labels (a power of two; zero means
+	// directory.DefaultShards). Every writer of a cluster must use the
+	// same count (see directory.go).
+	DirectoryShards int
 }
 
 // Store is the Kubernetes implementation of store.Store: one CRD object
