@@ -24,6 +24,7 @@
 #include "lib/icmp.h"
 #include "lib/qos.h"
 #include "lib/lb.h"
+#include "lib/egress.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -96,8 +97,15 @@ int from_pod(struct __sk_buff *skb)
 		return drop_skb(skb, DROP_TRUNCATED);
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
-		report_miss(&key);
-		return drop_skb(skb, DROP_NO_ROUTE);
+		/* Outside the VPC: an egress policy's gateway (lib/egress.h). */
+		ret = egress_from_pod(skb, ep, cfg, key.ip);
+		if (ret != EGRESS_PASS && ret != EGRESS_TUNNEL)
+			return ret;
+		if (ret == EGRESS_PASS || !(dst = egress_gateway()) ||
+		    !(ip = lb_reload_ip(skb, &data_end))) {
+			report_miss(&key);
+			return drop_skb(skb, DROP_NO_ROUTE);
+		}
 	}
 
 	if (dst->ifindex) {

@@ -23,6 +23,7 @@
 #include "lib/eth.h"
 #include "lib/geneve.h"
 #include "lib/lb.h"
+#include "lib/egress.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -59,8 +60,12 @@ int from_uplink(struct __sk_buff *skb)
 	}
 
 	ret = geneve_classify(data, data_end, cfg->underlay_ip, &gi);
-	if (ret == GENEVE_NOT_OURS)
+	if (ret == GENEVE_NOT_OURS) {
+		/* A reply to an egress SNAT of this gateway (lib/egress.h). */
+		if (egress_reply(skb, cfg, &ret))
+			return ret;
 		return TCX_NEXT;
+	}
 	if (ret < 0)
 		return drop_skb(skb, ret);
 
@@ -77,6 +82,9 @@ int from_uplink(struct __sk_buff *skb)
 	key.ip = iip->daddr;
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
+		/* Leaving the VPC through this gateway (lib/egress.h). */
+		if (egress_from_tunnel(skb, cfg, &gi, &ret))
+			return ret;
 		/* Slow path only: tell an unknown VPC from an unknown address. */
 		if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni))
 			return drop_skb(skb, DROP_UNKNOWN_VNI);
@@ -88,6 +96,9 @@ int from_uplink(struct __sk_buff *skb)
 	key.ip = iip->saddr;
 	src = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!src) {
+		/* The reply of an egress flow from its gateway (lib/egress.h). */
+		if (egress_tunnel_reply(skb, &gi))
+			goto deliver;
 		/* Maybe just not learnt yet: let the agent check the directory
 		 * (which alone decides whether that endpoint lives there). */
 		report_miss(&key);
@@ -96,6 +107,7 @@ int from_uplink(struct __sk_buff *skb)
 	if (src->ifindex || src->node_ip != gi.outer_saddr)
 		return drop_skb(skb, DROP_FORGED);
 
+deliver:
 	ifindex = dst->ifindex;
 	mac_copy(pod_mac, dst->mac);
 
@@ -133,7 +145,8 @@ int uplink_prefilter(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (ret < 0)
 		return drop_xdp(ret);
-	if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni))
+	if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni) &&
+	    !bpf_map_lookup_elem(&genie_egress_gw, &gi.vni))	/* a VPC we are the gateway of */
 		return drop_xdp(DROP_UNKNOWN_VNI);
 	return XDP_PASS;
 }

@@ -126,8 +126,8 @@ struct {
 } genie_miss_seen SEC(".maps");
 
 #include "maps_lb.h"	/* service LB and conntrack: genie_svc, genie_maglev, genie_ct */
+#include "maps_egress.h"	/* egress gateway: genie_vpc_routes, genie_egress_* */
 
 /* Room for later features, each its own map keyed by VNI:
- *   genie_egress                 {vni, pod ip} -> egress gateway node
  *   (QoS lives in lxc_info.flags, lib/qos.h)
  */

@@ -50,6 +50,22 @@ const (
 	DropCTFailed DropReason = 25
 	// DropNATFailed: a checksum or store helper failed while rewriting for NAT.
 	DropNATFailed DropReason = 26
+	// DropEgressNotSelected: the destination is an egress destination of
+	// the VPC, but no egress policy selects the sending pod.
+	DropEgressNotSelected DropReason = 32
+	// DropEgressNoGateway: the pod's egress policy has no healthy gateway.
+	DropEgressNoGateway DropReason = 33
+	// DropEgressNoPort: the gateway found no free SNAT port for a new flow.
+	DropEgressNoPort DropReason = 34
+	// DropEgressUnsupported: egress of an IP fragment or of a protocol
+	// other than TCP, UDP and ICMP echo.
+	DropEgressUnsupported DropReason = 35
+	// DropEgressDenied: a gateway got a packet of a VPC it serves for an
+	// address that is no egress destination of that VPC.
+	DropEgressDenied DropReason = 36
+	// DropEgressNoRoute: the gateway's routing table has no route to the
+	// outside destination (or the packet is too big for it).
+	DropEgressNoRoute DropReason = 37
 )
 
 // maxDropReason is the size of the drop counter array (DROP_MAX in drop.h).
@@ -74,6 +90,13 @@ var dropNames = map[DropReason]string{
 	DropNoBackend:       "NO_BACKEND",
 	DropCTFailed:        "CT_FAILED",
 	DropNATFailed:       "NAT_FAILED",
+
+	DropEgressNotSelected: "EGRESS_NOT_SELECTED",
+	DropEgressNoGateway:   "EGRESS_NO_GATEWAY",
+	DropEgressNoPort:      "EGRESS_NO_PORT",
+	DropEgressUnsupported: "EGRESS_UNSUPPORTED",
+	DropEgressDenied:      "EGRESS_DENIED",
+	DropEgressNoRoute:     "EGRESS_NO_ROUTE",
 }
 
 // String returns the reason's name as used in metrics labels, e.g. "NO_ROUTE".

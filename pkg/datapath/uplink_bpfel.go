@@ -38,6 +38,37 @@ type uplinkCtKey struct {
 	Pad   [3]uint8
 }
 
+type uplinkEgressGw struct {
+	_        structs.HostLayout
+	EgressIp uint32
+	Pad      uint32
+}
+
+type uplinkEgressPolicy struct {
+	_      structs.HostLayout
+	Active uint8
+	All    uint8
+	Pad    uint16
+	Gw     [8]uint32
+}
+
+type uplinkEgressScratch struct {
+	_   structs.HostLayout
+	Gw  uplinkEndpointInfo
+	Fwd uplinkCtEntry
+	Rev uplinkCtEntry
+	Pin uplinkCtEntry
+	Rk  uplinkCtKey
+	_   [4]byte
+	Fib [8]uint64
+}
+
+type uplinkEgressSelectKey struct {
+	_     structs.HostLayout
+	Route uint32
+	Pod   uint32
+}
+
 type uplinkEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -87,23 +118,45 @@ type uplinkSvcKey struct {
 	Pad   uint8
 }
 
+type uplinkVpcRoute struct {
+	_      structs.HostLayout
+	Kind   uint8
+	Pad    [3]uint8
+	Policy uint32
+	Route  uint32
+}
+
+type uplinkVpcRouteKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Vni       uint32
+	Addr      uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	uplinkMapGenieConfig      = "genie_config"
-	uplinkMapGenieCt          = "genie_ct"
-	uplinkMapGenieDrops       = "genie_drops"
-	uplinkMapGenieEndpoints   = "genie_endpoints"
-	uplinkMapGenieLbPorts     = "genie_lb_ports"
-	uplinkMapGenieLxc         = "genie_lxc"
-	uplinkMapGenieMaglev      = "genie_maglev"
-	uplinkMapGenieMissSeen    = "genie_miss_seen"
-	uplinkMapGenieMisses      = "genie_misses"
-	uplinkMapGenieSvc         = "genie_svc"
-	uplinkMapGenieVnis        = "genie_vnis"
-	uplinkProgFromUplink      = "from_uplink"
-	uplinkProgUplinkPrefilter = "uplink_prefilter"
+	uplinkMapGenieConfig         = "genie_config"
+	uplinkMapGenieCt             = "genie_ct"
+	uplinkMapGenieDrops          = "genie_drops"
+	uplinkMapGenieEgressFlows    = "genie_egress_flows"
+	uplinkMapGenieEgressGw       = "genie_egress_gw"
+	uplinkMapGenieEgressIps      = "genie_egress_ips"
+	uplinkMapGenieEgressPolicies = "genie_egress_policies"
+	uplinkMapGenieEgressScratch  = "genie_egress_scratch"
+	uplinkMapGenieEgressSelect   = "genie_egress_select"
+	uplinkMapGenieEndpoints      = "genie_endpoints"
+	uplinkMapGenieLbPorts        = "genie_lb_ports"
+	uplinkMapGenieLxc            = "genie_lxc"
+	uplinkMapGenieMaglev         = "genie_maglev"
+	uplinkMapGenieMissSeen       = "genie_miss_seen"
+	uplinkMapGenieMisses         = "genie_misses"
+	uplinkMapGenieSvc            = "genie_svc"
+	uplinkMapGenieVnis           = "genie_vnis"
+	uplinkMapGenieVpcRoutes      = "genie_vpc_routes"
+	uplinkProgFromUplink         = "from_uplink"
+	uplinkProgUplinkPrefilter    = "uplink_prefilter"
 )
 
 // loadUplink returns the embedded CollectionSpec for uplink.
@@ -156,17 +209,24 @@ type uplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type uplinkMapSpecs struct {
-	GenieConfig    *ebpf.MapSpec `ebpf:"genie_config"`
-	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieConfig         *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt             *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDrops          *ebpf.MapSpec `ebpf:"genie_drops"`
+	GenieEgressFlows    *ebpf.MapSpec `ebpf:"genie_egress_flows"`
+	GenieEgressGw       *ebpf.MapSpec `ebpf:"genie_egress_gw"`
+	GenieEgressIps      *ebpf.MapSpec `ebpf:"genie_egress_ips"`
+	GenieEgressPolicies *ebpf.MapSpec `ebpf:"genie_egress_policies"`
+	GenieEgressScratch  *ebpf.MapSpec `ebpf:"genie_egress_scratch"`
+	GenieEgressSelect   *ebpf.MapSpec `ebpf:"genie_egress_select"`
+	GenieEndpoints      *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts        *ebpf.MapSpec `ebpf:"genie_lb_ports"`
+	GenieLxc            *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev         *ebpf.MapSpec `ebpf:"genie_maglev"`
+	GenieMissSeen       *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses         *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieSvc            *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieVnis           *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieVpcRoutes      *ebpf.MapSpec `ebpf:"genie_vpc_routes"`
 }
 
 // uplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -195,17 +255,24 @@ func (o *uplinkObjects) Close() error {
 //
 // It can be passed to loadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type uplinkMaps struct {
-	GenieConfig    *ebpf.Map `ebpf:"genie_config"`
-	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
+	GenieConfig         *ebpf.Map `ebpf:"genie_config"`
+	GenieCt             *ebpf.Map `ebpf:"genie_ct"`
+	GenieDrops          *ebpf.Map `ebpf:"genie_drops"`
+	GenieEgressFlows    *ebpf.Map `ebpf:"genie_egress_flows"`
+	GenieEgressGw       *ebpf.Map `ebpf:"genie_egress_gw"`
+	GenieEgressIps      *ebpf.Map `ebpf:"genie_egress_ips"`
+	GenieEgressPolicies *ebpf.Map `ebpf:"genie_egress_policies"`
+	GenieEgressScratch  *ebpf.Map `ebpf:"genie_egress_scratch"`
+	GenieEgressSelect   *ebpf.Map `ebpf:"genie_egress_select"`
+	GenieEndpoints      *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts        *ebpf.Map `ebpf:"genie_lb_ports"`
+	GenieLxc            *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev         *ebpf.Map `ebpf:"genie_maglev"`
+	GenieMissSeen       *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses         *ebpf.Map `ebpf:"genie_misses"`
+	GenieSvc            *ebpf.Map `ebpf:"genie_svc"`
+	GenieVnis           *ebpf.Map `ebpf:"genie_vnis"`
+	GenieVpcRoutes      *ebpf.Map `ebpf:"genie_vpc_routes"`
 }
 
 func (m *uplinkMaps) Close() error {
@@ -213,6 +280,12 @@ func (m *uplinkMaps) Close() error {
 		m.GenieConfig,
 		m.GenieCt,
 		m.GenieDrops,
+		m.GenieEgressFlows,
+		m.GenieEgressGw,
+		m.GenieEgressIps,
+		m.GenieEgressPolicies,
+		m.GenieEgressScratch,
+		m.GenieEgressSelect,
 		m.GenieEndpoints,
 		m.GenieLbPorts,
 		m.GenieLxc,
@@ -221,6 +294,7 @@ func (m *uplinkMaps) Close() error {
 		m.GenieMisses,
 		m.GenieSvc,
 		m.GenieVnis,
+		m.GenieVpcRoutes,
 	)
 }
 
