@@ -18,7 +18,7 @@
  *   (egress_from_tunnel): for a VNI this node serves (genie_egress_gw), an
  *   egress destination of the VPC, from an endpoint of that VNI on the outer
  *   source node (the FORGED rule): decapsulate, SNAT (egress_snat) and send
- *   through the kernel's FIB (egress_fib_out).
+ *   through the kernel's FIB (egress_route, egress_send_out).
  *
  * Gateway, from_uplink, a packet that is not Geneve (egress_reply): TCP/UDP
  *   or ICMP echo reply to an egress address and an SNAT port: reverse SNAT
@@ -38,7 +38,7 @@
  * range (32768-60999): the reply entry is inserted with BPF_NOEXIST, and
  * a clash tries the next candidate (EGRESS_PORT_TRIES in all).
  *
- * egress_snat, egress_fib_out and egress_reply know nothing of tunnels:
+ * egress_snat, egress_route, egress_send_out and egress_reply know nothing of tunnels:
  * a node that is its own pods' gateway (the overlay as the default network,
  * SNAT to the node's address) uses them as they are.
  *
@@ -259,21 +259,21 @@ __inline int egress_snat(struct __sk_buff *skb, __u32 l3off, const struct ct_pkt
 	return ret ? ret : egress_snat_apply(skb, l3off, p);
 }
 
-/* egress_fib_out sends an SNATed packet (Ethernet + IPv4 from saddr to
- * daddr) to the kernel's next hop for daddr, as a router forwarding it
- * from the uplink would (input lookup; tot_len 0 lets the kernel check
- * the MTU, GSO-aware). Returns a tc verdict. */
-__inline int egress_fib_out(struct __sk_buff *skb, const struct node_config *cfg,
-			    __be32 saddr, __be32 daddr)
+/* egress_route looks up the kernel's next hop for an SNATed packet from
+ * saddr to daddr, as a router forwarding it from the uplink would (input
+ * lookup; tot_len 0 lets the kernel check the packet against the MTU,
+ * GSO-aware), into this CPU's scratch for egress_send_out. Before any
+ * rewrite: a packet that cannot leave is dropped untouched. Returns 0 or
+ * DROP_EGRESS_NO_ROUTE. */
+__inline int egress_route(struct __sk_buff *skb, const struct node_config *cfg,
+			  __be32 saddr, __be32 daddr)
 {
 	struct egress_scratch *w = egress_scratch_get();
-	struct bpf_redir_neigh rn = {};
 	struct bpf_fib_lookup *f;
-	struct ethhdr eth;
 	int rc;
 
 	if (!w)
-		return drop_skb(skb, DROP_EGRESS_NO_ROUTE);
+		return DROP_EGRESS_NO_ROUTE;
 	f = (void *)w->fib;
 	__builtin_memset(f, 0, sizeof(*f));
 	f->family = AF_INET;
@@ -282,6 +282,30 @@ __inline int egress_fib_out(struct __sk_buff *skb, const struct node_config *cfg
 	f->ipv4_dst = daddr;
 	rc = bpf_fib_lookup(skb, f, sizeof(*f), 0);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		f->l4_protocol = 1;	/* reused as "resolved" */
+		return 0;
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		f->l4_protocol = 0;
+		return 0;
+	}
+	return DROP_EGRESS_NO_ROUTE;
+}
+
+/* egress_send_out sends the packet to the next hop egress_route found:
+ * its MACs if the neighbour is resolved, else bpf_redirect_neigh. Returns a
+ * tc verdict. */
+__inline int egress_send_out(struct __sk_buff *skb)
+{
+	struct egress_scratch *w = egress_scratch_get();
+	struct bpf_redir_neigh rn = {};
+	struct bpf_fib_lookup *f;
+	struct ethhdr eth;
+
+	if (!w)
+		return drop_skb(skb, DROP_EGRESS_NO_ROUTE);
+	f = (void *)w->fib;
+	if (f->l4_protocol) {
 		mac_copy(eth.h_dest, f->dmac);
 		mac_copy(eth.h_source, f->smac);
 		eth.h_proto = bpf_htons(ETH_P_IP);
@@ -289,12 +313,9 @@ __inline int egress_fib_out(struct __sk_buff *skb, const struct node_config *cfg
 			return drop_skb(skb, DROP_NAT_FAILED);
 		return bpf_redirect(f->ifindex, 0);
 	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		rn.nh_family = AF_INET;
-		rn.ipv4_nh = f->ipv4_dst;
-		return bpf_redirect_neigh(f->ifindex, &rn, sizeof(rn), 0);
-	}
-	return drop_skb(skb, DROP_EGRESS_NO_ROUTE);
+	rn.nh_family = AF_INET;
+	rn.ipv4_nh = f->ipv4_dst;
+	return bpf_redirect_neigh(f->ifindex, &rn, sizeof(rn), 0);
 }
 
 /* egress_to_pod hands a reverse-SNATed reply (Ethernet + IPv4 to pod, VPC
@@ -374,17 +395,24 @@ __inline __be32 egress_pick(const struct egress_policy *pol, const struct ct_pkt
 
 /* egress_out SNATs packet p (parsed by egress_parse, IPv4 at ETH_HLEN) to
  * egress_ip and sends it out through the FIB: the gateway's job, whether
- * the packet came through a tunnel or from a local pod. prepared: the
- * caller ran egress_snat_prepare already. Returns a tc verdict. */
+ * the packet came through a tunnel or from a local pod. The route and the
+ * port are found before the packet is touched. prepared: the caller ran
+ * egress_route and egress_snat_prepare already. Returns a tc verdict. */
 __egress_hook int egress_out(struct __sk_buff *skb, const struct node_config *cfg,
 			     const struct ct_pkt *p, __be32 egress_ip, int prepared)
 {
-	int ret = prepared ? egress_snat_apply(skb, ETH_HLEN, p) :
-			     egress_snat(skb, ETH_HLEN, p, egress_ip);
+	int ret = 0;
 
+	if (!prepared) {
+		ret = egress_route(skb, cfg, egress_ip, p->key.daddr);
+		if (!ret)
+			ret = egress_snat_prepare(p, egress_ip);
+	}
+	if (!ret)
+		ret = egress_snat_apply(skb, ETH_HLEN, p);
 	if (ret)
 		return drop_skb(skb, ret);
-	return egress_fib_out(skb, cfg, egress_ip, p->key.daddr);
+	return egress_send_out(skb);
 }
 
 #define EGRESS_PASS	(-100)	/* not egress: the caller goes on */
@@ -501,9 +529,11 @@ __egress_hook int egress_from_tunnel(struct __sk_buff *skb, const struct node_co
 		*verdict = drop_skb(skb, DROP_FORGED);
 		return 1;
 	}
-	/* The port first: a flow refused for want of one leaves the packet
-	 * untouched. */
-	ret = egress_snat_prepare(&p, egress_ip);
+	/* The route and the port first: a packet that cannot leave is
+	 * dropped untouched. */
+	ret = egress_route(skb, cfg, egress_ip, p.key.daddr);
+	if (!ret)
+		ret = egress_snat_prepare(&p, egress_ip);
 	if (ret) {
 		*verdict = drop_skb(skb, ret);
 		return 1;
