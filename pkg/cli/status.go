@@ -259,7 +259,10 @@ agent on --agent-socket (whose node is --node, default every node).`,
 				return enc.Encode(cs)
 			}
 			printClusterStatus(g, cs)
-			return printStatusServices(ctx, g, st) // service.go
+			if err := printStatusServices(ctx, g, st); err != nil { // service.go
+				return err
+			}
+			return printStatusEgress(ctx, g, st) // egress.go
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/egress"
 )
@@ -51,6 +52,12 @@ type BeatEvent struct {
 	Err      error
 }
 
+// Beat is a node's last heartbeat as stored.
+type Beat struct {
+	Node string
+	Time time.Time
+}
+
 // BeatStore is an optional capability of a Store: frequent liveness
 // records of nodes, for failure detection within seconds (the node
 // object's Heartbeat is written every few minutes). Egress gateways beat;
@@ -59,9 +66,10 @@ type BeatEvent struct {
 type BeatStore interface {
 	// Beat records that node is alive now.
 	Beat(ctx context.Context, node string) error
-	// ListBeats returns the nodes with a heartbeat record and the store
-	// revision of the listing.
-	ListBeats(ctx context.Context) ([]string, int64, error)
+	// ListBeats returns the heartbeat records (node and the time of its
+	// last beat, by the beating node's clock) and the store revision of
+	// the listing.
+	ListBeats(ctx context.Context) ([]Beat, int64, error)
 	// WatchBeats streams heartbeats after fromRevision, with the channel
 	// contract of WatchEndpoints.
 	WatchBeats(ctx context.Context, fromRevision int64) <-chan BeatEvent

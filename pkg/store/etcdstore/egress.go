@@ -176,14 +176,15 @@ func (s *Store) Beat(ctx context.Context, node string) error {
 }
 
 // ListBeats implements store.BeatStore.
-func (s *Store) ListBeats(ctx context.Context) ([]string, int64, error) {
-	r, err := s.kv.Get(ctx, s.beatsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+func (s *Store) ListBeats(ctx context.Context) ([]store.Beat, int64, error) {
+	r, err := s.kv.Get(ctx, s.beatsPrefix(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("list heartbeats: %w", err)
 	}
-	out := make([]string, 0, len(r.Kvs))
+	out := make([]store.Beat, 0, len(r.Kvs))
 	for _, kv := range r.Kvs {
-		out = append(out, strings.TrimPrefix(string(kv.Key), s.beatsPrefix()))
+		t, _ := time.Parse(time.RFC3339Nano, string(kv.Value))
+		out = append(out, store.Beat{Node: strings.TrimPrefix(string(kv.Key), s.beatsPrefix()), Time: t})
 	}
 	return out, r.Header.Revision, nil
 }

@@ -277,7 +277,7 @@ func (s *Store) Beat(ctx context.Context, node string) error {
 }
 
 // ListBeats implements store.BeatStore.
-func (s *Store) ListBeats(ctx context.Context) ([]string, int64, error) {
+func (s *Store) ListBeats(ctx context.Context) ([]store.Beat, int64, error) {
 	li, err := s.leases()
 	if err != nil {
 		return nil, 0, fmt.Errorf("list heartbeats: %w", err)
@@ -290,9 +290,13 @@ func (s *Store) ListBeats(ctx context.Context) ([]string, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("list heartbeats: %w", err)
 	}
-	out := make([]string, 0, len(l.Items))
+	out := make([]store.Beat, 0, len(l.Items))
 	for _, it := range l.Items {
-		out = append(out, it.Labels[LabelBeat])
+		b := store.Beat{Node: it.Labels[LabelBeat]}
+		if it.Spec.RenewTime != nil {
+			b.Time = it.Spec.RenewTime.Time
+		}
+		out = append(out, b)
 	}
 	return out, rev, nil
 }
