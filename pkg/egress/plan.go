@@ -125,7 +125,14 @@ func Compute(in Input) Plan {
 			}
 		}
 		for _, pfx := range prefixes(gws) {
-			r := Route{VPC: name, VNI: v.VNI, Prefix: pfx, Policy: best(gws, pfx, nil).key()}
+			r := Route{VPC: name, VNI: v.VNI, Prefix: pfx}
+			if !in.Hosted[name] {
+				// A gateway only tells egress destinations from internal
+				// ones: no pod of it sends here.
+				p.Routes = append(p.Routes, r)
+				continue
+			}
+			r.Policy = best(gws, pfx, nil).key()
 			for _, e := range local {
 				if k := best(gws, pfx, e.Labels).key(); k != r.Policy {
 					if r.Selections == nil {
