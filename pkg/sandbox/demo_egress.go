@@ -103,6 +103,6 @@ func askSource(ctx context.Context, pod *Pod, ext *External) (string, error) {
 	return seen, nil
 }
 
-func isNodeAddr(a netip.Addr) bool { return segmentPrefix(0).Contains(a) || segmentPrefix(1).Contains(a) }
-
-
+func isNodeAddr(a netip.Addr) bool {
+	return segmentPrefix(0).Contains(a) || segmentPrefix(1).Contains(a)
+}
