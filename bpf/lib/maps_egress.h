@@ -152,6 +152,7 @@ struct egress_scratch {
 	struct ct_entry rev;
 	struct ct_entry pin;
 	struct ct_key rk;
+	struct ct_key pk;
 	__u64 fib[8];		/* a struct bpf_fib_lookup (bpf2go cannot render its unions) */
 };
 _Static_assert(sizeof(struct bpf_fib_lookup) == 8 * sizeof(__u64), "bpf_fib_lookup size");

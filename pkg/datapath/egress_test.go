@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -367,18 +368,42 @@ func egressHash(tu Tuple) uint32 {
 	return h
 }
 
+func egressMix(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
+}
+
+// egressCandidate mirrors the i-th SNAT port candidate of egress_snat_prepare.
 func egressCandidate(tu Tuple, i uint32) uint16 {
-	return uint16(EgressPortMin + (egressHash(tu)+i*2741)%(EgressPortMax-EgressPortMin+1))
+	return uint16(EgressPortMin + egressMix(egressHash(tu)+i*0x9e3779b9)%(EgressPortMax-EgressPortMin+1))
 }
 
 // occupy inserts a reply entry holding SNAT port port of the egress
 // address towards dst:dport, as another flow would.
 func occupy(t *testing.T, d *Datapath, proto Protocol, dst netip.Addr, dport, port uint16) {
 	t.Helper()
+	occupyUntil(t, d, proto, dst, dport, port, monotonicNow()+time.Hour, 0)
+}
+
+// occupyUntil is occupy with the reply entry expiring at exp and, if fwd
+// is not 0, its forward partner (blue 10.0.0.9:1) expiring at fwd.
+func occupyUntil(t *testing.T, d *Datapath, proto Protocol, dst netip.Addr, dport, port uint16, exp, fwd time.Duration) {
+	t.Helper()
 	k := lxcCtKey{Saddr: ip4(dst), Daddr: ip4(egressA), Sport: htons(dport), Dport: htons(port), Proto: uint8(proto)}
-	v := lxcCtEntry{Flags: ctFlagReply | ctFlagDNAT | ctFlagEgress, Expires: uint64(monotonicNow() + 3600e9), Vni: vniBlue, DstAddr: ip4(ip9), DstPort: htons(1)}
+	v := lxcCtEntry{Flags: ctFlagReply | ctFlagDNAT | ctFlagEgress, Expires: uint64(exp), Vni: vniBlue, DstAddr: ip4(ip9), DstPort: htons(1)}
 	if err := d.lxc.GenieCt.Put(&k, &v); err != nil {
 		t.Fatal(err)
+	}
+	if fwd != 0 {
+		fk := partnerKey(k, v)
+		fv := lxcCtEntry{Flags: ctFlagSNAT | ctFlagEgress, Expires: uint64(fwd), Vni: vniBlue, SrcAddr: ip4(egressA), SrcPort: htons(port)}
+		if err := d.lxc.GenieCt.Put(&fk, &fv); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -398,8 +423,28 @@ func TestPrivilegedEgressPortCollision(t *testing.T) {
 	}
 	checkEgressOut(tcpIP(egressA, egressCandidate(tu, 1), extIP, 80, tcpSYN, nil))(t, out)
 
+	// An expired pair's port is reclaimed at once; an expired reply whose
+	// forward side lives keeps its port.
+	now := monotonicNow()
+	tu3 := Tuple{VNI: vniRed, Src: ip3, Dst: extIP, SPort: 41002, DPort: 80, Proto: TCP}
+	occupyUntil(t, d, TCP, extIP, 80, egressCandidate(tu3, 0), now-time.Second, now-time.Second)
+	if ret, _ := runSKB(t, d.uplink.FromUplink, geneveFrame(nodeB, vniRed, tcpIP(ip3, 41002, extIP, 80, tcpSYN, nil), geneveOpts{}), uplinkIdx); ret != tcActRedirect {
+		t.Fatalf("verdict %d", ret)
+	}
+	if got := snatOf(t, d, tu3).Port(); got != egressCandidate(tu3, 0) {
+		t.Errorf("port %d: the expired pair's port %d was not reclaimed", got, egressCandidate(tu3, 0))
+	}
+	tu4 := Tuple{VNI: vniRed, Src: ip3, Dst: extIP, SPort: 41003, DPort: 80, Proto: TCP}
+	occupyUntil(t, d, TCP, extIP, 80, egressCandidate(tu4, 0), now-time.Second, now+time.Hour)
+	if ret, _ := runSKB(t, d.uplink.FromUplink, geneveFrame(nodeB, vniRed, tcpIP(ip3, 41003, extIP, 80, tcpSYN, nil), geneveOpts{}), uplinkIdx); ret != tcActRedirect {
+		t.Fatalf("verdict %d", ret)
+	}
+	if got := snatOf(t, d, tu4).Port(); got == egressCandidate(tu4, 0) {
+		t.Errorf("port %d of a flow whose forward side lives was taken", got)
+	}
+
 	tu2 := Tuple{VNI: vniRed, Src: ip3, Dst: extIP, SPort: 41001, DPort: 80, Proto: TCP}
-	for i := range uint32(16) {
+	for i := range uint32(32) {
 		occupy(t, d, TCP, extIP, 80, egressCandidate(tu2, i))
 	}
 	in = geneveFrame(nodeB, vniRed, tcpIP(ip3, 41001, extIP, 80, tcpSYN, nil), geneveOpts{})

@@ -59,7 +59,7 @@ type lxcEgressScratch struct {
 	Rev lxcCtEntry
 	Pin lxcCtEntry
 	Rk  lxcCtKey
-	_   [4]byte
+	Pk  lxcCtKey
 	Fib [8]uint64
 }
 

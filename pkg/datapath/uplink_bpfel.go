@@ -59,7 +59,7 @@ type uplinkEgressScratch struct {
 	Rev uplinkCtEntry
 	Pin uplinkCtEntry
 	Rk  uplinkCtKey
-	_   [4]byte
+	Pk  uplinkCtKey
 	Fib [8]uint64
 }
 
