@@ -310,4 +310,3 @@ func killAndMeasure(ctx context.Context, sb *sandbox.Sandbox, e sandbox.Endpoint
 	}
 	return 0, 0, errors.New("no stable failover within 15 s")
 }
-
