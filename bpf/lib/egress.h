@@ -34,13 +34,15 @@
  * outside answers (ct_entry.vni gives the VPC back), so two VPCs with the
  * same pod address and port share a gateway: their forward keys differ by
  * VNI and their ports differ by allocation. Ports come from
- * [EGRESS_PORT_MIN, EGRESS_PORT_MAX], outside Linux's default ephemeral
- * range (32768-60999): the reply entry is inserted with BPF_NOEXIST, and
- * a clash tries the next candidate (EGRESS_PORT_TRIES in all).
+ * [EGRESS_PORT_MIN, EGRESS_PORT_MAX] on the node's own address, outside
+ * Linux's default ephemeral range (32768-60999), or 1024-65535 on a
+ * dedicated egress address (genie_egress_ips): the reply entry is
+ * inserted with BPF_NOEXIST, and a clash tries another candidate
+ * (EGRESS_PORT_TRIES in all).
  *
- * egress_snat, egress_route, egress_send_out and egress_reply know nothing of tunnels:
- * a node that is its own pods' gateway (the overlay as the default network,
- * SNAT to the node's address) uses them as they are.
+ * egress_snat, egress_route, egress_send_out and egress_reply know nothing
+ * of tunnels: a node that is its own pods' gateway (the overlay as the
+ * default network, SNAT to the node's address) uses them as they are.
  *
  * Not handled: fragments and protocols other than TCP, UDP and ICMP echo
  * (counted EGRESS_UNSUPPORTED), ICMP errors about egress flows (not
@@ -60,11 +62,12 @@
 #include "conntrack.h"
 #include "nat.h"
 
-#ifndef EGRESS_PORT_MIN
+/* SNAT ports of the node's own address (and of an address genie_egress_ips
+ * does not know); a dedicated egress address has its own range there,
+ * never below EGRESS_PORT_FLOOR. */
 #define EGRESS_PORT_MIN 61000
-#endif
 #define EGRESS_PORT_MAX 65535
-#define EGRESS_PORT_RANGE (EGRESS_PORT_MAX - EGRESS_PORT_MIN + 1)
+#define EGRESS_PORT_FLOOR 1024
 #define EGRESS_PORT_TRIES 32
 
 /* The hooks are BPF-to-BPF calls, not inlined: inlined, their packet
@@ -72,6 +75,9 @@
  * which the verifier refuses ("dereference of modified ctx ptr"), and the
  * callers' common paths stay as small as they were. */
 #define __egress_hook static __attribute__((noinline, unused))
+
+_Static_assert(sizeof(struct ct_pkt) <= sizeof(((struct egress_scratch *)0)->pkt), "ct_pkt fits the scratch");
+_Static_assert(sizeof(struct bpf_redir_neigh) <= sizeof(((struct egress_scratch *)0)->neigh), "bpf_redir_neigh fits the scratch");
 
 /* egress_scratch_get returns this CPU's working memory (maps_egress.h). */
 __inline struct egress_scratch *egress_scratch_get(void)
@@ -233,11 +239,17 @@ __inline int egress_snat_prepare(const struct ct_pkt *p, __be32 egress_ip)
 {
 	struct egress_scratch *w = egress_scratch_get();
 	__u64 now = bpf_ktime_get_ns();
-	__u32 h, i, port;
+	__u32 h, i, port, min = EGRESS_PORT_MIN, n = EGRESS_PORT_MAX - EGRESS_PORT_MIN + 1;
+	struct egress_ip *r;
 	int ret = -EEXIST;
 
 	if (!w)
 		return DROP_NAT_FAILED;
+	r = bpf_map_lookup_elem(&genie_egress_ips, &egress_ip);
+	if (r && r->port_min >= EGRESS_PORT_FLOOR && r->port_max >= r->port_min) {
+		min = r->port_min;
+		n = r->port_max - r->port_min + 1;
+	}
 	if (!ct_lookup(p, now, &w->fwd) || !(w->fwd.flags & CT_F_EGRESS) ||
 	    w->fwd.src_addr != egress_ip) {
 		__builtin_memset(&w->fwd, 0, sizeof(w->fwd));
@@ -267,7 +279,7 @@ __inline int egress_snat_prepare(const struct ct_pkt *p, __be32 egress_ip)
 			 * every flow walks the same cycle of ports (linear
 			 * probing in disguise), and at 44% fill runs of 16 taken
 			 * candidates appeared (TestPrivilegedEgressManyFlows). */
-			port = EGRESS_PORT_MIN + egress_mix(h + i * 0x9e3779b9) % EGRESS_PORT_RANGE;
+			port = min + egress_mix(h + i * 0x9e3779b9) % n;
 			w->rk.dport = bpf_htons(port);
 			w->fwd.src_port = w->rk.dport;
 			ret = ct_create_pair(&p->key, &w->fwd, &w->rk, &w->rev);
@@ -349,24 +361,27 @@ __inline int egress_route(struct __sk_buff *skb, const struct node_config *cfg,
 __inline int egress_send_out(struct __sk_buff *skb)
 {
 	struct egress_scratch *w = egress_scratch_get();
-	struct bpf_redir_neigh rn = {};
+	struct bpf_redir_neigh *rn;
 	struct bpf_fib_lookup *f;
-	struct ethhdr eth;
+	struct ethhdr *eth;
 
 	if (!w)
 		return drop_skb(skb, DROP_EGRESS_NO_ROUTE);
 	f = (void *)w->fib;
 	if (f->l4_protocol) {
-		mac_copy(eth.h_dest, f->dmac);
-		mac_copy(eth.h_source, f->smac);
-		eth.h_proto = bpf_htons(ETH_P_IP);
-		if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+		eth = (void *)w->eth;
+		mac_copy(eth->h_dest, f->dmac);
+		mac_copy(eth->h_source, f->smac);
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		if (bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0))
 			return drop_skb(skb, DROP_NAT_FAILED);
 		return bpf_redirect(f->ifindex, 0);
 	}
-	rn.nh_family = AF_INET;
-	rn.ipv4_nh = f->ipv4_dst;
-	return bpf_redirect_neigh(f->ifindex, &rn, sizeof(rn), 0);
+	rn = (void *)w->neigh;
+	__builtin_memset(rn, 0, sizeof(*rn));
+	rn->nh_family = AF_INET;
+	rn->ipv4_nh = f->ipv4_dst;
+	return bpf_redirect_neigh(f->ifindex, rn, sizeof(*rn), 0);
 }
 
 /* egress_to_pod hands a reverse-SNATed reply (Ethernet + IPv4 to pod, VPC
@@ -449,7 +464,7 @@ __inline __be32 egress_pick(const struct egress_policy *pol, const struct ct_pkt
  * the packet came through a tunnel or from a local pod. The route and the
  * port are found before the packet is touched. prepared: the caller ran
  * egress_route and egress_snat_prepare already. Returns a tc verdict. */
-__egress_hook int egress_out(struct __sk_buff *skb, const struct node_config *cfg,
+__inline int egress_out(struct __sk_buff *skb, const struct node_config *cfg,
 			     const struct ct_pkt *p, __be32 egress_ip, int prepared)
 {
 	int ret = 0;
@@ -485,11 +500,10 @@ __egress_hook int egress_from_pod(struct __sk_buff *skb, const struct lxc_info *
 	struct vpc_route_key rk = { .prefixlen = 64, .vni = ep->vni, .addr = daddr };
 	struct egress_select_key sk;
 	struct egress_policy *pol;
-	struct egress_scratch *w;
+	struct egress_scratch *w = egress_scratch_get();
 	struct vpc_route *r;
 	struct egress_gw *g;
 	__u32 policy, *sel;
-	struct ct_pkt p;
 	__be32 addr;
 
 	r = bpf_map_lookup_elem(&genie_vpc_routes, &rk);
@@ -505,12 +519,16 @@ __egress_hook int egress_from_pod(struct __sk_buff *skb, const struct lxc_info *
 	}
 	if (!policy)
 		return drop_skb(skb, DROP_EGRESS_NOT_SELECTED);
-	if (!egress_parse(skb, ETH_HLEN, ep->vni, &p))
+	if (!w)	/* per-CPU array: cannot happen, but the verifier wants it */
+		return drop_skb(skb, DROP_EGRESS_NO_GATEWAY);
+	/* The packet's tuple lives in the scratch too: this frame adds to
+	 * from_pod's, and egress_out's to both. */
+	if (!egress_parse(skb, ETH_HLEN, ep->vni, (struct ct_pkt *)w->pkt))
 		return drop_skb(skb, DROP_EGRESS_UNSUPPORTED);
 	pol = bpf_map_lookup_elem(&genie_egress_policies, &policy);
 	if (!pol)
 		return drop_skb(skb, DROP_EGRESS_NO_GATEWAY);
-	addr = egress_pick(pol, &p);
+	addr = egress_pick(pol, (struct ct_pkt *)w->pkt);
 	if (!addr)
 		return drop_skb(skb, DROP_EGRESS_NO_GATEWAY);
 
@@ -519,11 +537,8 @@ __egress_hook int egress_from_pod(struct __sk_buff *skb, const struct lxc_info *
 		g = bpf_map_lookup_elem(&genie_egress_gw, &ep->vni);
 		if (!g)
 			return drop_skb(skb, DROP_EGRESS_NO_GATEWAY);
-		return egress_out(skb, cfg, &p, g->egress_ip, 0);
+		return egress_out(skb, cfg, (struct ct_pkt *)w->pkt, g->egress_ip, 0);
 	}
-	w = egress_scratch_get();
-	if (!w)
-		return drop_skb(skb, DROP_EGRESS_NO_GATEWAY);
 	w->gw.ifindex = 0;
 	w->gw.node_ip = addr;
 	mac_copy(w->gw.mac, cfg->gw_mac);	/* the gateway rewrites L2 anyway */
@@ -605,6 +620,7 @@ __egress_hook int egress_from_tunnel(struct __sk_buff *skb, const struct node_co
  * else (the caller lets it pass to the stack), else 1 with the verdict. */
 __egress_hook int egress_reply(struct __sk_buff *skb, const struct node_config *cfg, int *verdict)
 {
+	struct egress_ip *r;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
@@ -636,9 +652,12 @@ __egress_hook int egress_reply(struct __sk_buff *skb, const struct node_config *
 	default:
 		return 0;
 	}
-	if (port < EGRESS_PORT_MIN)
+	/* The node's own traffic: its ephemeral ports on its own address skip
+	 * the lookup. */
+	if (port < EGRESS_PORT_FLOOR || (ip->daddr == cfg->underlay_ip && port < EGRESS_PORT_MIN))
 		return 0;
-	if (!bpf_map_lookup_elem(&genie_egress_ips, &ip->daddr))
+	r = bpf_map_lookup_elem(&genie_egress_ips, &ip->daddr);
+	if (!r || port < r->port_min || port > r->port_max)
 		return 0;
 	if (!egress_parse(skb, ETH_HLEN, 0, &p))
 		return 0;

@@ -131,12 +131,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } genie_egress_gw SEC(".maps");
 
+/* An egress address's SNAT port range (host order): 61000-65535 for the
+ * node's own address, whose sockets use the ephemeral range below; a
+ * dedicated address, on which the node has no sockets, 1024-65535. */
+struct egress_ip {
+	__u16 port_min;
+	__u16 port_max;
+};
+
 /* Gateway side: this node's egress addresses (replies to them may be
- * reverse-SNATed). Value: 1 (PruneEgressIPs removes unused ones). */
+ * reverse-SNATed) and their port ranges (PruneEgressIPs removes unused
+ * ones). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __be32);
-	__type(value, __u32);
+	__type(value, struct egress_ip);
 	__uint(max_entries, MAX_EGRESS_IPS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -148,12 +157,15 @@ struct {
  * a remote endpoint to encapsulate to. */
 struct egress_scratch {
 	struct endpoint_info gw;
+	__u64 pkt[4];		/* a struct ct_pkt (conntrack.h, which includes this file) */
 	struct ct_entry fwd;
 	struct ct_entry rev;
 	struct ct_entry pin;
 	struct ct_key rk;
 	struct ct_key pk;
 	__u64 fib[8];		/* a struct bpf_fib_lookup (bpf2go cannot render its unions) */
+	__u32 neigh[5];		/* a struct bpf_redir_neigh (a union again) */
+	__u8 eth[16];		/* the Ethernet header of an SNATed packet (14 used) */
 };
 _Static_assert(sizeof(struct bpf_fib_lookup) == 8 * sizeof(__u64), "bpf_fib_lookup size");
 

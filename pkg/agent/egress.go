@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -12,6 +14,8 @@ import (
 	"github.com/cni-genie/cni-genie/pkg/egress"
 	"github.com/cni-genie/cni-genie/pkg/egress/egressagent"
 	"github.com/cni-genie/cni-genie/pkg/store"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // EgressConfig are the agent's egress gateway settings (Config.Egress).
@@ -68,6 +72,8 @@ func (a *Agent) startEgress(ctx context.Context) {
 			return err
 		},
 		Unserve:      a.releaseVPC,
+		Own:          func(ip netip.Addr) error { return a.uplinkAddr(ip, true) },
+		Disown:       func(ip netip.Addr) error { return a.uplinkAddr(ip, false) },
 		DrainTimeout: a.cfg.Egress.DrainTimeout, Log: log,
 	}
 	if bs, ok := a.st.(store.BeatStore); ok {
@@ -81,6 +87,27 @@ func (a *Agent) startEgress(ctx context.Context) {
 	}
 	a.bg.Add(1)
 	go func() { defer a.bg.Done(); _ = ea.Run(ctx) }()
+}
+
+// uplinkAddr adds (or removes) a dedicated egress address as a /32 on the
+// uplink: the node then answers ARP for it, and replies to it reach the
+// uplink's program. Idempotent.
+func (a *Agent) uplinkAddr(ip netip.Addr, add bool) error {
+	l, err := netlink.LinkByName(a.cfg.Uplink)
+	if err != nil {
+		return fmt.Errorf("uplink %s: %w", a.cfg.Uplink, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if add {
+		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add %s to %s: %w", ip, a.cfg.Uplink, err)
+		}
+		return nil
+	}
+	if err := netlink.AddrDel(l, addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("remove %s from %s: %w", ip, a.cfg.Uplink, err)
+	}
+	return nil
 }
 
 // localEndpoints returns the node's complete VPC attachments with labels.

@@ -37,13 +37,16 @@ func (k RouteKind) String() string {
 	return fmt.Sprintf("kind-%d", uint8(k))
 }
 
-// EgressPortMin and EgressPortMax bound the SNAT ports of egress flows
-// (EGRESS_PORT_* in bpf/lib/egress.h): above Linux's default ephemeral
-// range (32768-60999), so the gateway node's own connections do not take
-// them from the egress address (which is by default the node's own).
+// EgressPortMin and EgressPortMax bound the SNAT ports of egress flows on
+// the node's own underlay address (EGRESS_PORT_* in bpf/lib/egress.h):
+// above Linux's default ephemeral range (32768-60999), so the node's own
+// connections never collide with them. A dedicated egress address (one
+// that is not the node's underlay address: the node has no sockets on it)
+// uses EgressPortFloor-EgressPortMax, 14 times as many.
 const (
-	EgressPortMin = 61000
-	EgressPortMax = 65535
+	EgressPortMin   = 61000
+	EgressPortMax   = 65535
+	EgressPortFloor = 1024
 )
 
 // MaxEgressGateways is the number of gateways (active plus draining) one
@@ -267,7 +270,11 @@ func (d *Datapath) UpsertEgressGateway(vni uint32, egressIP netip.Addr) error {
 	if d.lxc.GenieEgressGw.Lookup(vni, &prev) == nil && prev.EgressIp == ip4(egressIP) {
 		return nil
 	}
-	if err := d.lxc.GenieEgressIps.Update(ip4(egressIP), uint32(1), ebpf.UpdateAny); err != nil {
+	r := lxcEgressIp{PortMin: EgressPortMin, PortMax: EgressPortMax}
+	if egressIP != d.cfg.UnderlayIP {
+		r.PortMin = EgressPortFloor
+	}
+	if err := d.lxc.GenieEgressIps.Update(ip4(egressIP), &r, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("upsert egress gateway vni %d: %w", vni, mapErr(d.lxc.GenieEgressIps, "update", err))
 	}
 	if err := d.lxc.GenieEgressGw.Update(vni, &lxcEgressGw{EgressIp: ip4(egressIP)}, ebpf.UpdateAny); err != nil {
@@ -332,7 +339,7 @@ func (d *Datapath) PruneEgressIPs() error {
 	defer d.mu.Unlock()
 	var (
 		k    uint32
-		v    uint32
+		v    lxcEgressIp
 		dead []uint32
 	)
 	it := d.lxc.GenieEgressIps.Iterate()

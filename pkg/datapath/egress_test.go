@@ -377,9 +377,44 @@ func egressMix(h uint32) uint32 {
 	return h
 }
 
-// egressCandidate mirrors the i-th SNAT port candidate of egress_snat_prepare.
+// egressCandidate mirrors the i-th SNAT port candidate of egress_snat_prepare
+// on the node's own address.
 func egressCandidate(tu Tuple, i uint32) uint16 {
-	return uint16(EgressPortMin + egressMix(egressHash(tu)+i*0x9e3779b9)%(EgressPortMax-EgressPortMin+1))
+	return egressCandidateIn(tu, i, EgressPortMin)
+}
+
+// egressCandidateIn is egressCandidate for the port range min-65535.
+func egressCandidateIn(tu Tuple, i uint32, min uint32) uint16 {
+	return uint16(min + egressMix(egressHash(tu)+i*0x9e3779b9)%(EgressPortMax-min+1))
+}
+
+// TestPrivilegedEgressDedicatedAddress: a dedicated egress address (not
+// the node's own) SNATs from 1024-65535, and its replies come back.
+func TestPrivilegedEgressDedicatedAddress(t *testing.T) {
+	d := newEgressWorld(t)
+	dedicated := netip.MustParseAddr("192.168.100.50")
+	if err := d.UpsertEgressGateway(vniRed, dedicated); err != nil {
+		t.Fatal(err)
+	}
+	tu := Tuple{VNI: vniRed, Src: ip3, Dst: extIP, SPort: 42000, DPort: 80, Proto: TCP}
+	ret, out := runSKB(t, d.uplink.FromUplink, geneveFrame(nodeB, vniRed, tcpIP(ip3, 42000, extIP, 80, tcpSYN, nil), geneveOpts{}), uplinkIdx)
+	if ret != tcActRedirect {
+		t.Fatalf("verdict %d", ret)
+	}
+	port := egressCandidateIn(tu, 0, EgressPortFloor)
+	if got := snatOf(t, d, tu); got != netip.AddrPortFrom(dedicated, port) {
+		t.Fatalf("snat to %s, want %s:%d (the wide range's first candidate)", got, dedicated, port)
+	}
+	checkEgressOut(tcpIP(dedicated, port, extIP, 80, tcpSYN, nil))(t, out)
+	ret, out = runSKB(t, d.uplink.FromUplink, fromOutside(tcpIP(extIP, 80, dedicated, port, tcpSYN|tcpACK, nil)), uplinkIdx)
+	if ret != tcActRedirect {
+		t.Fatalf("reply verdict %d", ret)
+	}
+	encapCheck(vniRed, nodeBMAC, nodeB, redR.MAC, tcpIP(extIP, 80, ip3, 42000, tcpSYN|tcpACK, nil), 0)(t, out)
+	// The node's own address keeps the narrow range.
+	if ret, _ := runSKB(t, d.uplink.FromUplink, fromOutside(tcpIP(extIP, 80, nodeA, port, tcpACK, nil)), uplinkIdx); port < EgressPortMin && ret != tcxNext {
+		t.Errorf("a packet to the node's own address and port %d was taken (verdict %d)", port, ret)
+	}
 }
 
 // occupy inserts a reply entry holding SNAT port port of the egress

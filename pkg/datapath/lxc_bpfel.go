@@ -44,6 +44,12 @@ type lxcEgressGw struct {
 	Pad      uint32
 }
 
+type lxcEgressIp struct {
+	_       structs.HostLayout
+	PortMin uint16
+	PortMax uint16
+}
+
 type lxcEgressPolicy struct {
 	_      structs.HostLayout
 	Active uint8
@@ -53,14 +59,18 @@ type lxcEgressPolicy struct {
 }
 
 type lxcEgressScratch struct {
-	_   structs.HostLayout
-	Gw  lxcEndpointInfo
-	Fwd lxcCtEntry
-	Rev lxcCtEntry
-	Pin lxcCtEntry
-	Rk  lxcCtKey
-	Pk  lxcCtKey
-	Fib [8]uint64
+	_     structs.HostLayout
+	Gw    lxcEndpointInfo
+	Pkt   [4]uint64
+	Fwd   lxcCtEntry
+	Rev   lxcCtEntry
+	Pin   lxcCtEntry
+	Rk    lxcCtKey
+	Pk    lxcCtKey
+	Fib   [8]uint64
+	Neigh [5]uint32
+	Eth   [16]uint8
+	_     [4]byte
 }
 
 type lxcEgressSelectKey struct {

@@ -44,6 +44,12 @@ type uplinkEgressGw struct {
 	Pad      uint32
 }
 
+type uplinkEgressIp struct {
+	_       structs.HostLayout
+	PortMin uint16
+	PortMax uint16
+}
+
 type uplinkEgressPolicy struct {
 	_      structs.HostLayout
 	Active uint8
@@ -53,14 +59,18 @@ type uplinkEgressPolicy struct {
 }
 
 type uplinkEgressScratch struct {
-	_   structs.HostLayout
-	Gw  uplinkEndpointInfo
-	Fwd uplinkCtEntry
-	Rev uplinkCtEntry
-	Pin uplinkCtEntry
-	Rk  uplinkCtKey
-	Pk  uplinkCtKey
-	Fib [8]uint64
+	_     structs.HostLayout
+	Gw    uplinkEndpointInfo
+	Pkt   [4]uint64
+	Fwd   uplinkCtEntry
+	Rev   uplinkCtEntry
+	Pin   uplinkCtEntry
+	Rk    uplinkCtKey
+	Pk    uplinkCtKey
+	Fib   [8]uint64
+	Neigh [5]uint32
+	Eth   [16]uint8
+	_     [4]byte
 }
 
 type uplinkEgressSelectKey struct {

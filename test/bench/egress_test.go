@@ -90,7 +90,11 @@ func TestPrivilegedEgressBench(t *testing.T) {
 		}
 	}
 	for _, g := range []egress.Gateway{
-		{VPC: "blue", Name: "out", Destinations: []netip.Prefix{sandbox.ExternalPrefix}, Nodes: []string{"node2"}},
+		// A dedicated egress address: the full port range (a few hundred
+		// new connections a second to one destination exhaust the
+		// node address's 4,536 ports within the 10 s close timeout).
+		{VPC: "blue", Name: "out", Destinations: []netip.Prefix{sandbox.ExternalPrefix}, Nodes: []string{"node2"},
+			EgressIPs: map[string]netip.Addr{"node2": netip.MustParseAddr("172.30.0.202")}},
 		{VPC: "red", Name: "out", Destinations: []netip.Prefix{sandbox.ExternalPrefix}, Nodes: []string{"node2", "node3"}},
 	} {
 		if _, err := es.CreateEgressGateway(ctx, g); err != nil {

@@ -157,8 +157,12 @@ func TestPrivilegedEgress(t *testing.T) {
 		Destinations: []netip.Prefix{all}, Nodes: []string{"node2", "node3"}}); err != nil {
 		t.Fatal(err)
 	}
+	// Red leaves through node3 as a dedicated egress address (the agent
+	// adds it to node3's uplink).
+	redEgress := netip.MustParseAddr("172.30.0.203")
 	if _, err := es.CreateEgressGateway(ctx, egress.Gateway{VPC: "red", Name: "out",
-		Destinations: []netip.Prefix{sandbox.ExternalPrefix}, Nodes: []string{"node3"}}); err != nil {
+		Destinations: []netip.Prefix{sandbox.ExternalPrefix}, Nodes: []string{"node3"},
+		EgressIPs: map[string]netip.Addr{"node3": redEgress}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -239,8 +243,8 @@ func TestPrivilegedEgress(t *testing.T) {
 		if seen[0] == seen[1] {
 			t.Fatalf("blue and red seen as the same %s", seen[0])
 		}
-		if seen[1].Addr() != nodeIP["node3"] {
-			t.Errorf("red seen from %s, its only gateway is node3 %s", seen[1], nodeIP["node3"])
+		if seen[1].Addr() != redEgress {
+			t.Errorf("red seen from %s, its gateway is node3 as %s", seen[1], redEgress)
 		}
 	})
 

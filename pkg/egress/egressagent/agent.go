@@ -69,6 +69,11 @@ type Agent struct {
 	// of it (the agent's acquireVPC); Unserve ends that.
 	Serve   func(ctx context.Context, vpcName string) error
 	Unserve func(vpcName string)
+	// Own makes the node own a dedicated egress address (one that is not
+	// its underlay address: added to the uplink, so that the node answers
+	// ARP for it and replies reach the uplink); Disown removes it. Nil:
+	// the operator provides the addresses.
+	Own, Disown func(netip.Addr) error
 	// DrainTimeout: see DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// Poll is how often the local pods are re-read (default 250 ms).
@@ -88,6 +93,7 @@ type Agent struct {
 	sels     map[selKey]uint32
 	policies map[uint32]datapath.EgressGatewaySet
 	gws      map[uint32]netip.Addr
+	owned    map[netip.Addr]bool
 	adopted  bool
 }
 
@@ -320,6 +326,22 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		a.sels[k] = id
 	}
+	self := a.nodes[a.Node].UnderlayIP
+	if a.owned == nil {
+		a.owned = map[netip.Addr]bool{}
+	}
+	wantOwned := map[netip.Addr]bool{}
+	for _, ip := range wantGws {
+		if ip != self && a.Own != nil {
+			wantOwned[ip] = true
+			if !a.owned[ip] {
+				if err := a.Own(ip); err != nil {
+					return fmt.Errorf("own egress address %s: %w", ip, err)
+				}
+				a.owned[ip] = true
+			}
+		}
+	}
 	for vni, ip := range wantGws {
 		if old, ok := a.gws[vni]; ok && old == ip {
 			continue
@@ -377,6 +399,14 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if pruned {
 		if err := a.DP.PruneEgressIPs(); err != nil {
 			return err
+		}
+	}
+	for ip := range a.owned {
+		if !wantOwned[ip] && a.Disown != nil {
+			if err := a.Disown(ip); err != nil {
+				return fmt.Errorf("disown egress address %s: %w", ip, err)
+			}
+			delete(a.owned, ip)
 		}
 	}
 	for v := range a.served {
