@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -12,6 +13,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/cni-genie/cni-genie/pkg/egress"
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
@@ -177,10 +182,21 @@ func TestPrivilegedEgressBench(t *testing.T) {
 		{name: "pod via gateway (BPF SNAT)", netns: pods["blue"].Netns},
 		{name: "gateway node's own", netns: n2ns},
 		{name: "pod via nft masquerade", netns: nftNs},
+		{name: "pod via gateway, + XDP", netns: pods["blue"].Netns},
 	}
+	xdpMode := modes[3]
 	for r := range rounds {
 		for i := range modes {
 			m := modes[(i+r)%len(modes)]
+			var detach func()
+			if m == xdpMode {
+				// What an XDP program on the gateway's veth uplink costs
+				// (the question whether the gateway's paths should be
+				// XDP): a program that only passes, attached natively.
+				if detach, err = attachXDPPass(n2ns, sandbox.NodeUplink); err != nil {
+					t.Fatal(err)
+				}
+			}
 			bps, err := sandboxtest.IperfClient(ctx, m.netns, ext.IP, 5301, secs)
 			if err != nil {
 				t.Fatalf("%s: %v", m.name, err)
@@ -206,6 +222,9 @@ func TestPrivilegedEgressBench(t *testing.T) {
 				}
 				m.connps = append(m.connps, cps)
 			}
+			if detach != nil {
+				detach()
+			}
 		}
 	}
 	for _, m := range modes {
@@ -220,6 +239,8 @@ func TestPrivilegedEgressBench(t *testing.T) {
 		median(pod.connps)/median(own.connps), median(pod.parps)/median(own.parps))
 	t.Logf("RESULT new connections/s pod via gateway / pod via nft masquerade = %.2f sequential, %.2f with 8 parallel clients",
 		median(pod.connps)/median(nft.connps), median(pod.parps)/median(nft.parps))
+	t.Logf("RESULT with an XDP pass program on the gateway's uplink / without: throughput %.2f, connections %.2f sequential, %.2f parallel",
+		median(xdpMode.gbps)/median(pod.gbps), median(xdpMode.connps)/median(pod.connps), median(xdpMode.parps)/median(pod.parps))
 
 	// Failover, from the red pod (gateways node2 and node3).
 	redEP := sandbox.Endpoint{Netns: pods["red"].Netns}
@@ -326,6 +347,30 @@ func connRateParallel(ctx context.Context, e sandbox.Endpoint, ext *sandbox.Exte
 		errs = append(errs, x.err)
 	}
 	return total, errors.Join(errs...)
+}
+
+// attachXDPPass attaches an XDP program that only returns XDP_PASS to link
+// in the namespace at netns (native mode), and returns its detach.
+func attachXDPPass(netns, ifname string) (func(), error) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
+	if err != nil {
+		return nil, err
+	}
+	var l link.Link
+	err = sandbox.InNetns(netns, func() error {
+		iface, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: iface.Index, Flags: link.XDPDriverMode})
+		return err
+	})
+	if err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+	return func() { l.Close(); prog.Close() }, nil
 }
 
 // killAndMeasure kills gateway node (agent and uplink) and dials from e
