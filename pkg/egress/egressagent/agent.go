@@ -328,7 +328,14 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	self := a.nodes[a.Node].UnderlayIP
 	if a.owned == nil {
+		// Dedicated addresses a previous agent added are in the pinned
+		// gateway map: adopt them, so they go when no longer wanted.
 		a.owned = map[netip.Addr]bool{}
+		for _, ip := range a.gws {
+			if ip != self && self.IsValid() && a.Own != nil {
+				a.owned[ip] = true
+			}
+		}
 	}
 	wantOwned := map[netip.Addr]bool{}
 	for _, ip := range wantGws {
