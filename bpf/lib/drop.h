@@ -35,6 +35,7 @@
 #define DROP_NO_BACKEND		-24	/* service without a usable backend */
 #define DROP_CT_FAILED		-25	/* conntrack insert failed (the insert-failure metric) */
 #define DROP_NAT_FAILED		-26	/* checksum or store helper failed while rewriting */
+#define DROP_SVC_FRAGMENT	-27	/* first IP fragment of a service flow (fragments are not load-balanced) */
 #define DROP_EGRESS_NOT_SELECTED -32	/* egress destination, but no policy of the VPC selects the pod */
 #define DROP_EGRESS_NO_GATEWAY	-33	/* the pod's policy has no healthy gateway */
 #define DROP_EGRESS_NO_PORT	-34	/* gateway: no free SNAT port for the flow */

@@ -69,7 +69,7 @@ struct ct_key {
 /* A conntrack entry: what to do with the packets of one direction of a
  * flow. A flow has two, each keyed by the tuple its direction carries. */
 struct ct_entry {
-	__u64 expires;		/* bpf_ktime_get_ns() deadline; GC deletes the pair after it */
+	__u64 expires;		/* CLOCK_MONOTONIC deadline (lb_now); GC deletes the pair after it */
 	__be32 src_addr;
 	__be32 dst_addr;
 	__be16 src_port;

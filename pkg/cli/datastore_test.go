@@ -80,6 +80,25 @@ func TestKubernetesDatastore(t *testing.T) {
 		t.Errorf("status --json: %+v", cs)
 	}
 	fail("in use", "vpc", "delete", "blue")
+	// Services: list and status show VIP, ports, selector and the
+	// resolver's backends on this datastore too.
+	st, err := kubestore.New(t.Context(), kubecfg, kubestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	checkServiceListing(t, st, func(args ...string) (string, int) {
+		return run(t, append(append([]string{}, base...), args...)...)
+	})
+	must("service", "delete", "blue/api")
+	for _, id := range []string{"c0/eth1", "c1/eth1"} {
+		if err := st.DeleteEndpoint(t.Context(), "blue", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out := must("service", "list"); strings.Contains(out, "blue/api") {
+		t.Errorf("deleted service listed:\n%s", out)
+	}
 	must("subnet", "delete", "blue/web")
 	must("vpc", "delete", "blue")
 	if out := must("vpc", "list"); strings.Contains(out, "blue") {

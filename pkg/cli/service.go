@@ -114,7 +114,7 @@ func serviceCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printServices(g, []service.Service{out}, nil)
+			printServices(g, []ServiceStatus{{Service: out.Key(), VIP: out.VIP, Ports: out.Ports, Selector: out.Selector, Endpoints: out.Endpoints}})
 			return nil
 		},
 	}
@@ -134,30 +134,22 @@ func serviceCommand(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				v = args[0]
 			}
-			st, ss, err := g.serviceStore(c)
+			st, _, err := g.serviceStore(c)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			svcs, _, err := ss.ListServices(c.Context(), v)
+			svcs, err := collectServices(c.Context(), st, v)
 			if err != nil {
 				return err
 			}
-			recs, _, err := ss.ListServiceBackends(c.Context(), v)
-			if err != nil {
-				return err
-			}
-			byKey := map[string]service.Backends{}
-			for _, r := range recs {
-				byKey[r.Key()] = r
-			}
-			printServices(g, svcs, byKey)
+			printServices(g, svcs)
 			return nil
 		},
 	}
 	del := &cobra.Command{
 		Use:   "delete VPC/NAME",
-		Short: "Delete a service (established flows keep their backend until they end)",
+		Short: "Delete a service (its flows end with it: agents drop their conntrack entries)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			v, name, err := splitSubnet(args[0])
@@ -180,7 +172,51 @@ func serviceCommand(g *globals) *cobra.Command {
 	return c
 }
 
-func printServices(g *globals, svcs []service.Service, backends map[string]service.Backends) {
+// ServiceStatus is a service as list and status show it: its frontend,
+// how it picks backends, and the backends the resolver last wrote.
+type ServiceStatus struct {
+	Service   string            `json:"service"` // vpc/name
+	VIP       netip.Addr        `json:"vip"`
+	Ports     []service.Port    `json:"ports"`
+	Selector  map[string]string `json:"selector,omitempty"`
+	Endpoints []netip.Addr      `json:"endpoints,omitempty"`
+	// Resolved is false until the resolver wrote a backend record.
+	Resolved bool              `json:"resolved"`
+	Backends []service.Backend `json:"backends,omitempty"`
+}
+
+// collectServices lists the services of vpc ("" for all) with their
+// backend records; nil for a store without services.
+func collectServices(ctx context.Context, st store.Store, vpc string) ([]ServiceStatus, error) {
+	ss, ok := st.(store.ServiceStore)
+	if !ok {
+		return nil, nil
+	}
+	svcs, _, err := ss.ListServices(ctx, vpc)
+	if err != nil {
+		return nil, err
+	}
+	recs, _, err := ss.ListServiceBackends(ctx, vpc)
+	if err != nil {
+		return nil, err
+	}
+	byKey := map[string]service.Backends{}
+	for _, r := range recs {
+		byKey[r.Key()] = r
+	}
+	out := make([]ServiceStatus, 0, len(svcs))
+	for _, s := range svcs {
+		r, ok := byKey[s.Key()]
+		out = append(out, ServiceStatus{Service: s.Key(), VIP: s.VIP, Ports: s.Ports, Selector: s.Selector,
+			Endpoints: s.Endpoints, Resolved: ok, Backends: r.Backends})
+	}
+	return out, nil
+}
+
+// printServices prints a table of services. BACKENDS is "pending" until
+// the resolver wrote a record, "none" for an empty one, else ip@node per
+// backend (the target ports are in PORTS).
+func printServices(g *globals, svcs []ServiceStatus) {
 	tw := table(g.out, "SERVICE", "VIP", "PORTS", "SELECTOR", "BACKENDS")
 	for _, s := range svcs {
 		var ports []string
@@ -193,17 +229,23 @@ func printServices(g *globals, svcs []service.Service, backends map[string]servi
 		}
 		slices.Sort(sel)
 		if len(s.Endpoints) > 0 {
+			var eps []string
 			for _, e := range s.Endpoints {
-				sel = append(sel, e.String())
+				eps = append(eps, e.String())
 			}
+			sel = append(sel, "endpoints="+strings.Join(eps, ","))
 		}
-		be := "-"
-		if backends != nil {
-			var ips []string
-			for _, b := range backends[s.Key()].Backends {
-				ips = append(ips, b.IP.String())
+		be := "pending"
+		if s.Resolved {
+			var bs []string
+			for _, b := range s.Backends {
+				if b.Node != "" {
+					bs = append(bs, b.IP.String()+"@"+b.Node)
+				} else {
+					bs = append(bs, b.IP.String())
+				}
 			}
-			be = strings.Join(ips, ",")
+			be = strings.Join(bs, ",")
 			if be == "" {
 				be = "none"
 			}
@@ -212,34 +254,17 @@ func printServices(g *globals, svcs []service.Service, backends map[string]servi
 		if selStr == "" {
 			selStr = "-"
 		}
-		row(tw, s.Key(), s.VIP, strings.Join(ports, ","), selStr, be)
+		row(tw, s.Service, s.VIP, strings.Join(ports, ","), selStr, be)
 	}
 	tw.Flush()
 }
 
 // printStatusServices adds the services, with their current backends, to
 // geniectl status (stores without services print nothing).
-func printStatusServices(ctx context.Context, g *globals, st store.Store) error {
-	ss, ok := st.(store.ServiceStore)
-	if !ok {
-		return nil
-	}
-	svcs, _, err := ss.ListServices(ctx, "")
-	if err != nil {
-		return err
-	}
+func printStatusServices(g *globals, svcs []ServiceStatus) {
 	if len(svcs) == 0 {
-		return nil
-	}
-	recs, _, err := ss.ListServiceBackends(ctx, "")
-	if err != nil {
-		return err
-	}
-	byKey := map[string]service.Backends{}
-	for _, r := range recs {
-		byKey[r.Key()] = r
+		return
 	}
 	fmt.Fprintln(g.out)
-	printServices(g, svcs, byKey)
-	return nil
+	printServices(g, svcs)
 }

@@ -22,6 +22,8 @@ type ClusterStatus struct {
 	VPCs      []VPCStatus    `json:"vpcs"`
 	Subnets   []SubnetStatus `json:"subnets"`
 	Endpoints int            `json:"endpoints"`
+	// Services, with their current backends (service.go).
+	Services []ServiceStatus `json:"services,omitempty"`
 }
 
 // NodeStatus is one node: its store record, what the store attributes to
@@ -92,7 +94,11 @@ func CollectStatus(ctx context.Context, st store.Store, agents func(name string,
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	out := &ClusterStatus{Endpoints: len(eps)}
+	svcs, err := collectServices(ctx, st, "")
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	out := &ClusterStatus{Endpoints: len(eps), Services: svcs}
 	epsByNode, epsByVPC, epsBySubnet := map[string]int{}, map[string]int{}, map[string]int{}
 	for _, e := range eps {
 		epsByNode[e.Node]++
@@ -259,9 +265,7 @@ agent on --agent-socket (whose node is --node, default every node).`,
 				return enc.Encode(cs)
 			}
 			printClusterStatus(g, cs)
-			if err := printStatusServices(ctx, g, st); err != nil { // service.go
-				return err
-			}
+			printStatusServices(g, cs.Services) // service.go
 			return printStatusEgress(ctx, g, st) // egress.go
 		},
 	}

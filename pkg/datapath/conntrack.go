@@ -68,7 +68,7 @@ type ConntrackEntry struct {
 	SNAT, DNAT     bool
 	SrcNAT, DstNAT netip.AddrPort
 	State          ConntrackState
-	// Expires is the deadline in CLOCK_MONOTONIC time (bpf_ktime_get_ns).
+	// Expires is the deadline in CLOCK_MONOTONIC time (bpf_ktime_get_coarse_ns).
 	Expires time.Duration
 	// VNI is the flow's VPC.
 	VNI uint32
@@ -117,7 +117,8 @@ func partnerKey(k lxcCtKey, v lxcCtEntry) lxcCtKey {
 	return p
 }
 
-// monotonicNow is the clock of bpf_ktime_get_ns.
+// monotonicNow is the clock of conntrack deadlines (lb_now in bpf/lib/lb.h:
+// bpf_ktime_get_coarse_ns, CLOCK_MONOTONIC at tick resolution).
 func monotonicNow() time.Duration {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
@@ -221,62 +222,27 @@ func gcConntrack(m, dropsMap *ebpf.Map) (ConntrackStats, error) {
 	now := monotonicNow()
 
 	expired := func(v lxcCtEntry) bool { return time.Duration(v.Expires) < now }
-	var (
-		doomed   = map[lxcCtKey]bool{}
-		cursor   ebpf.MapBatchCursor
-		keys     = make([]lxcCtKey, ctBatch)
-		vals     = make([]lxcCtEntry, ctBatch)
-		total    int
-		batchErr error
-	)
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		total += n
-		for i := 0; i < n; i++ {
-			if !expired(vals[i]) || doomed[keys[i]] {
-				continue
+	doomed := map[lxcCtKey]bool{}
+	total, err := ctEach(m, func(k lxcCtKey, v lxcCtEntry) {
+		if !expired(v) || doomed[k] {
+			return
+		}
+		pk := partnerKey(k, v)
+		var pv lxcCtEntry
+		if err := m.Lookup(&pk, &pv); err == nil {
+			if !expired(pv) {
+				return
 			}
-			pk := partnerKey(keys[i], vals[i])
-			var pv lxcCtEntry
-			if err := m.Lookup(&pk, &pv); err == nil {
-				if !expired(pv) {
-					continue
-				}
-				doomed[pk] = true
-			}
-			doomed[keys[i]] = true
+			doomed[pk] = true
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
-		if err != nil {
-			batchErr = err
-			break
-		}
+		doomed[k] = true
+	})
+	if err != nil {
+		return st, fmt.Errorf("conntrack gc: %w", err)
 	}
-	if batchErr != nil {
-		return st, fmt.Errorf("conntrack gc: %w", mapErr(m, "batch lookup", batchErr))
-	}
-	del := make([]lxcCtKey, 0, len(doomed))
-	for k := range doomed {
-		del = append(del, k)
-	}
-	for len(del) > 0 {
-		chunk := del[:min(len(del), ctBatch)]
-		del = del[len(chunk):]
-		n, err := m.BatchDelete(chunk, nil)
-		st.Deleted += n
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return st, fmt.Errorf("conntrack gc: %w", mapErr(m, "batch delete", err))
-		}
-		if n < len(chunk) {
-			// An entry vanished under us (LRU eviction): delete the rest one by one.
-			for _, k := range chunk[n:] {
-				if m.Delete(&k) == nil {
-					st.Deleted++
-				}
-			}
-		}
+	st.Deleted, err = ctDelete(m, doomed)
+	if err != nil {
+		return st, fmt.Errorf("conntrack gc: %w", err)
 	}
 	st.Entries = total - st.Deleted
 	var per []uint64
@@ -287,4 +253,76 @@ func gcConntrack(m, dropsMap *ebpf.Map) (ConntrackStats, error) {
 		st.InsertFailures += n
 	}
 	return st, nil
+}
+
+// ctEach calls fn for every entry of conntrack map m, read in batches, and
+// returns how many it read.
+func ctEach(m *ebpf.Map, fn func(lxcCtKey, lxcCtEntry)) (int, error) {
+	var (
+		cursor ebpf.MapBatchCursor
+		keys   = make([]lxcCtKey, ctBatch)
+		vals   = make([]lxcCtEntry, ctBatch)
+		total  int
+	)
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		total += n
+		for i := 0; i < n; i++ {
+			fn(keys[i], vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return total, nil
+		}
+		if err != nil {
+			return total, mapErr(m, "batch lookup", err)
+		}
+	}
+}
+
+// ctDelete deletes keys from conntrack map m in batches and returns how
+// many it deleted; keys already gone (LRU eviction, the data path
+// replacing a flow) are not an error.
+func ctDelete(m *ebpf.Map, keys map[lxcCtKey]bool) (int, error) {
+	del := make([]lxcCtKey, 0, len(keys))
+	for k := range keys {
+		del = append(del, k)
+	}
+	deleted := 0
+	for len(del) > 0 {
+		chunk := del[:min(len(del), ctBatch)]
+		del = del[len(chunk):]
+		n, err := m.BatchDelete(chunk, nil)
+		deleted += n
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return deleted, mapErr(m, "batch delete", err)
+		}
+		if n < len(chunk) {
+			// An entry vanished under us: delete the rest one by one.
+			for _, k := range chunk[n:] {
+				if m.Delete(&k) == nil {
+					deleted++
+				}
+			}
+		}
+	}
+	return deleted, nil
+}
+
+// purgeFrontend deletes the flows of service frontend k (both entries of
+// each): the data path looks conntrack up before the service map, so an
+// established flow would otherwise outlive its service until it expires.
+func purgeFrontend(m *ebpf.Map, k lxcSvcKey) (int, error) {
+	doomed := map[lxcCtKey]bool{}
+	_, err := ctEach(m, func(ck lxcCtKey, v lxcCtEntry) {
+		if v.Flags&ctFlagReply != 0 || v.Flags&ctFlagDNAT == 0 || v.SvcTable == 0 ||
+			ck.Vni != k.Vni || ck.Daddr != k.Vip || ck.Dport != k.Port || ck.Proto != k.Proto {
+			return
+		}
+		doomed[ck] = true
+		doomed[partnerKey(ck, v)] = true
+	})
+	if err != nil {
+		return 0, err
+	}
+	return ctDelete(m, doomed)
 }

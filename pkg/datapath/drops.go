@@ -50,6 +50,11 @@ const (
 	DropCTFailed DropReason = 25
 	// DropNATFailed: a checksum or store helper failed while rewriting for NAT.
 	DropNATFailed DropReason = 26
+	// DropSvcFragment: the first IP fragment of a datagram to a service
+	// frontend, or of a tracked service flow's reply: fragments are not
+	// load-balanced, and dropping the first makes the datagram fail
+	// visibly (the rest cannot be reassembled without it).
+	DropSvcFragment DropReason = 27
 	// DropEgressNotSelected: the destination is an egress destination of
 	// the VPC, but no egress policy selects the sending pod.
 	DropEgressNotSelected DropReason = 32
@@ -90,6 +95,7 @@ var dropNames = map[DropReason]string{
 	DropNoBackend:       "NO_BACKEND",
 	DropCTFailed:        "CT_FAILED",
 	DropNATFailed:       "NAT_FAILED",
+	DropSvcFragment:     "SVC_FRAGMENT",
 
 	DropEgressNotSelected: "EGRESS_NOT_SELECTED",
 	DropEgressNoGateway:   "EGRESS_NO_GATEWAY",

@@ -244,9 +244,10 @@ func (d *Datapath) newTable(slots []Backend) (uint32, error) {
 	return 0, errors.New("no free maglev table id")
 }
 
-// DeleteService removes service frontend k and its table. Established
-// flows keep their conntrack entries until they expire; new packets to
-// the frontend are no longer load-balanced. Idempotent.
+// DeleteService removes service frontend k, its table and the conntrack
+// entries of its flows: packets to the frontend, established flows' too,
+// are no longer load-balanced (the VIP becomes an unknown address, a
+// NO_ROUTE drop). Idempotent.
 func (d *Datapath) DeleteService(k ServiceKey) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -265,6 +266,10 @@ func (d *Datapath) DeleteService(k ServiceKey) error {
 		if err := d.lxc.GenieMaglev.Delete(prev.Table); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete service %s: %w", k, mapErr(d.lxc.GenieMaglev, "delete", err))
 		}
+	}
+	// After the service entry: no new flow can be created meanwhile.
+	if _, err := purgeFrontend(d.lxc.GenieCt, key); err != nil {
+		return fmt.Errorf("delete service %s: flows: %w", k, err)
 	}
 	if err := d.markPorts(); err != nil {
 		return fmt.Errorf("delete service %s: %w", k, err)

@@ -137,6 +137,9 @@ func serviceSeedFrames() []lxcSeed {
 		{0, frame(gwMAC, redA.MAC, tcpIP(ip1, 8080, vipSelf, 40001, tcpSYN|tcpACK, nil))},
 		{2, frame(gwMAC, blueA.MAC, tcpIP(ip1, 40000, vipWeb, 80, tcpSYN, nil))},
 		{0, frame(gwMAC, redA.MAC, tcpIP(ip1, 40000, vipNone, 80, tcpSYN, nil))},
+		// First and later fragments to a frontend (SVC_FRAGMENT, NO_ROUTE).
+		{0, frame(gwMAC, redA.MAC, ipv4Pkt(ip1, vipDNS, protoUDP, udpPkt(33002, 53, payload(64)), ipOpts{fragOff: 0x2000, id: 9}))},
+		{0, frame(gwMAC, redA.MAC, ipv4Pkt(ip1, vipDNS, protoUDP, payload(64), ipOpts{fragOff: 8, id: 9}))},
 	}
 }
 

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -309,6 +310,125 @@ func TestPrivilegedServiceStickiness(t *testing.T) {
 	if ret != tcActRedirect || len(out) != EncapOverhead+14+40 {
 		t.Fatalf("syn reusing a closed flow's port: verdict %d, %d bytes; want encap to the new backend", ret, len(out))
 	}
+}
+
+// TestPrivilegedServiceDeleteEndsFlows: conntrack is looked up before the
+// service map, so DeleteService must take its flows with it: afterwards a
+// packet of an established flow to the VIP is an unknown address (counted
+// NO_ROUTE drop), and another service's flow is untouched.
+func TestPrivilegedServiceDeleteEndsFlows(t *testing.T) {
+	d := newServiceWorld(t)
+	run := func(ip []byte) (uint32, []byte) {
+		t.Helper()
+		return runSKB(t, d.lxc.FromPod, frame(gwMAC, redA.MAC, ip), redA.HostIfindex)
+	}
+	for _, p := range [][]byte{tcpIP(ip1, 43000, vipWeb, 80, tcpSYN, nil), udpIP(ip1, 43000, vipDNS, 53, payload(8))} {
+		if ret, _ := run(p); ret != tcActRedirect {
+			t.Fatalf("first packet: verdict %d", ret)
+		}
+	}
+	if err := d.DeleteService(svcWeb); err != nil {
+		t.Fatal(err)
+	}
+	var ret uint32
+	delta := dropDelta(t, d, func() { ret, _ = run(tcpIP(ip1, 43000, vipWeb, 80, tcpACK, payload(10))) })
+	if ret != tcActShot || fmt.Sprint(delta) != fmt.Sprint(map[DropReason]uint64{DropNoRoute: 1}) {
+		t.Errorf("established flow of the deleted service: verdict %d, drops %v; want a NO_ROUTE drop", ret, delta)
+	}
+	ct, err := d.Conntrack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ct {
+		if e.Tuple.SPort == 8080 || e.Tuple.DPort == 80 {
+			t.Errorf("entry of the deleted service's flow left: %+v", e)
+		}
+	}
+	if len(ct) != 2 {
+		t.Errorf("%d conntrack entries, want the dns flow's 2: %+v", len(ct), ct)
+	}
+	if ret, out := run(udpIP(ip1, 43000, vipDNS, 53, payload(8))); ret != tcActRedirect || len(out) != EncapOverhead+14+28+8 {
+		t.Errorf("the other service's flow: verdict %d, %d bytes", ret, len(out))
+	}
+}
+
+// TestPrivilegedServiceIgnoresOtherEntries: conntrack is shared with
+// other NAT features (egress SNAT); an entry without a service table for
+// a packet to a frontend port is not the service hook's to apply.
+func TestPrivilegedServiceIgnoresOtherEntries(t *testing.T) {
+	d := newServiceWorld(t)
+	k := lxcCtKey{Vni: vniRed, Saddr: ip4(ip1), Daddr: ip4(ip2), Sport: htons(40005), Dport: htons(80), Proto: 6}
+	v := lxcCtEntry{Expires: uint64(monotonicNow() + time.Hour), Flags: ctFlagSNAT, SrcAddr: ip4(ip3), SrcPort: htons(1), Vni: vniRed}
+	if err := d.lxc.GenieCt.Put(&k, &v); err != nil {
+		t.Fatal(err)
+	}
+	plain := tcpIP(ip1, 40005, ip2, 80, tcpACK, payload(10))
+	runFixtures(t, d, []fixture{{
+		name: "another feature's entry at a frontend port: unchanged", ifindex: redA.HostIfindex,
+		in:      frame(gwMAC, redA.MAC, plain),
+		verdict: tcActRedirect,
+		out:     frame(redB.MAC, gwMAC, plain),
+	}}, func(t *testing.T, f fixture) (uint32, []byte) {
+		return runSKB(t, d.lxc.FromPod, f.in, f.ifindex)
+	})
+}
+
+// TestPrivilegedServiceFragments: fragments are not load-balanced (see
+// bpf/lib/lb.h); the first fragment of a service datagram, either way, is
+// a counted SVC_FRAGMENT drop, and other fragments are left alone.
+func TestPrivilegedServiceFragments(t *testing.T) {
+	d := newServiceWorld(t)
+	// A UDP flow to the remote dns backend and a TCP flow to the local web one.
+	for _, ip := range [][]byte{udpIP(ip1, 33000, vipDNS, 53, payload(8)), tcpIP(ip1, 40000, vipWeb, 80, tcpSYN, nil)} {
+		if ret, _ := runSKB(t, d.lxc.FromPod, frame(gwMAC, redA.MAC, ip), redA.HostIfindex); ret != tcActRedirect {
+			t.Fatalf("flow setup: verdict %d", ret)
+		}
+	}
+	const mf = 0x2000
+	first := func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, proto uint8) []byte {
+		return ipv4Pkt(src, dst, proto, udpPkt(sport, dport, payload(1472)), ipOpts{fragOff: mf, id: 77})
+	}
+	later := ipv4Pkt(ip1, vipDNS, protoUDP, payload(64), ipOpts{fragOff: 185, id: 77})
+	plainFirst := first(ip1, 33000, ip2, 8080, protoUDP)
+	runFixtures(t, d, []fixture{
+		{
+			name: "first fragment to a udp frontend", ifindex: redA.HostIfindex,
+			in:      frame(gwMAC, redA.MAC, first(ip1, 33001, vipDNS, 53, protoUDP)),
+			verdict: tcActShot, drop: DropSvcFragment,
+		},
+		{
+			name: "later fragment to the vip: no endpoint there", ifindex: redA.HostIfindex,
+			in:      frame(gwMAC, redA.MAC, later),
+			verdict: tcActShot, drop: DropNoRoute,
+		},
+		{
+			name: "first fragment of the local backend's tcp reply", ifindex: redB.HostIfindex,
+			in:      frame(gwMAC, redB.MAC, first(ip2, 8080, ip1, 40000, protoTCP)),
+			verdict: tcActShot, drop: DropSvcFragment,
+		},
+		{
+			name: "first fragment to a backend's own address is plain traffic", ifindex: redA.HostIfindex,
+			in:      frame(gwMAC, redA.MAC, plainFirst),
+			verdict: tcActRedirect,
+			out:     frame(redB.MAC, gwMAC, plainFirst),
+		},
+	}, func(t *testing.T, f fixture) (uint32, []byte) {
+		return runSKB(t, d.lxc.FromPod, f.in, f.ifindex)
+	})
+	reply := first(ip3, 5353, ip1, 33000, protoUDP)
+	runFixtures(t, d, []fixture{{
+		name:    "decap: first fragment of the remote backend's udp reply",
+		in:      geneveFrame(nodeB, vniRed, reply, geneveOpts{}),
+		verdict: tcActShot, drop: DropSvcFragment,
+		out: cat(ethHdr(uplinkMAC, nodeBMAC, etherIPv4), reply), // decapsulated when checked
+	}, {
+		name:    "decap: the same fragment in blue (no such flow) is delivered",
+		in:      geneveFrame(nodeB, vniBlue, reply, geneveOpts{}),
+		verdict: tcActRedirect,
+		out:     frame(blueA.MAC, gwMAC, reply),
+	}}, func(t *testing.T, f fixture) (uint32, []byte) {
+		return runSKB(t, d.uplink.FromUplink, f.in, uplinkIdx)
+	})
 }
 
 // TestPrivilegedConntrackStates: TCP state and deadlines per direction.

@@ -15,9 +15,15 @@
 // The data plane (bpf/lib/lb.h) DNATs in the client pod's tc program: a
 // new flow takes the backend of slot hash(5-tuple) mod M (hash(client) for
 // ClientIP affinity) of the service port's Maglev table, and a conntrack
-// pair keyed by {vni, 5-tuple} pins it for its lifetime; replies are
-// reverse-NATed on the client's node. Why TC DNAT and not socket LB, and
+// pair keyed by {vni, 5-tuple} pins it for its lifetime (looked up before
+// the service map, so deleting a service deletes its flows); replies are
+// reverse-NATed on the client's node. IP fragments are not balanced: the
+// first fragment of a service datagram is a counted SVC_FRAGMENT drop. Why TC DNAT and not socket LB, and
 // the measurements behind M, are in docs/design.md.
+//
+// A VIP lies outside every subnet of its VPC, and a subnet may not be
+// created over a VIP (Check and CheckSubnet; both stores fence the two
+// creates against each other).
 //
 // Maglev (Eisenbud et al., NSDI 2016) fills the table round-robin from
 // per-backend permutations derived from the backend's name (ip:port) with

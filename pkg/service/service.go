@@ -32,8 +32,9 @@ const (
 	AffinityClientIP Affinity = "ClientIP"
 )
 
-// ErrConflict is wrapped by Check's errors about a clash with another
-// object (a VIP inside a subnet, a VIP held by another service). Stores
+// ErrConflict is wrapped by Check's and CheckSubnet's errors about a clash
+// with another object (a VIP inside a subnet, a VIP held by another
+// service, a subnet covering a VIP). Stores
 // report them as store.ErrConflict.
 var ErrConflict = errors.New("conflict")
 
@@ -192,6 +193,17 @@ func Check(s Service, parent vpc.VPC, subnets []vpc.Subnet, others []Service) er
 	for _, o := range others {
 		if o.VPC == s.VPC && o.Name != s.Name && o.VIP == s.VIP {
 			return fmt.Errorf("service %q: vip %s is held by service %q: %w", s.Key(), s.VIP, o.Key(), ErrConflict)
+		}
+	}
+	return nil
+}
+
+// CheckSubnet is Check's rule seen from the other side: a subnet sn (being
+// created) must not cover the VIP of a service of its VPC.
+func CheckSubnet(sn vpc.Subnet, services []Service) error {
+	for _, s := range services {
+		if s.VPC == sn.VPC && s.VIP.IsValid() && sn.CIDR.Contains(s.VIP) {
+			return fmt.Errorf("subnet %q %s covers vip %s of service %q: %w", sn.Key(), sn.CIDR, s.VIP, s.Key(), ErrConflict)
 		}
 	}
 	return nil

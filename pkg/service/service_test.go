@@ -104,3 +104,16 @@ func TestResolveAndTable(t *testing.T) {
 		t.Fatalf("explicit: %+v", b.Backends)
 	}
 }
+
+func TestCheckSubnetRefusesCoveringAVIP(t *testing.T) {
+	svcs := []Service{{VPC: "red", Name: "db", VIP: netip.MustParseAddr("10.0.9.9")}, {VPC: "blue", Name: "web", VIP: netip.MustParseAddr("10.0.9.10")}}
+	wide := vpc.Subnet{VPC: "blue", Name: "wide", CIDR: netip.MustParsePrefix("10.0.8.0/23")}
+	err := CheckSubnet(wide, svcs)
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `subnet "blue/wide" 10.0.8.0/23 covers vip 10.0.9.10 of service "blue/web"`) {
+		t.Fatalf("err = %v", err)
+	}
+	// Another VPC's service at an address inside the subnet is no conflict.
+	if err := CheckSubnet(vpc.Subnet{VPC: "blue", Name: "x", CIDR: netip.MustParsePrefix("10.0.9.8/30")}, svcs[:1]); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -28,6 +28,8 @@ import (
 //   - a pod with the NPWG annotation gets bridge + macvlan NADs and a VPC;
 //   - a pod with the classic cni annotation gets what it lists;
 //   - two pods on the VPC reach each other;
+//   - the service controller mirrors an annotated Service into the VPC
+//     and the resolver writes its backend (service_test.go);
 //   - deleting the pods leaves no lease, record, endpoint or veth;
 //   - containerd and then kubelet restart: running pods keep their
 //     network and a new pod works;
@@ -92,6 +94,7 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 			}
 		}
 	})
+	t.Run("service-controller", func(t *testing.T) { e.with(t).serviceController() }) // service_test.go
 	t.Run("plugin-credentials", func(t *testing.T) {
 		e := e.with(t)
 		// The plugin's kubeconfig, as genie reads it on the node.

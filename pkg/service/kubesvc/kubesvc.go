@@ -10,8 +10,11 @@
 // Kubernetes Service keeps its ClusterIP (kube-proxy's), the VPC VIP is
 // another address reached only from the VPC.
 //
-// One controller per cluster is enough; it is idempotent (a restart
-// re-lists everything), so running it on every elected resolver is fine.
+// One controller per cluster is enough, and it is idempotent (a restart
+// re-lists everything). `geniectl service controller` runs it while its
+// replica holds the service-controller leadership; the chart deploys two
+// replicas with their own least-privilege account (patch Services, which
+// the node agents may not).
 package kubesvc
 
 import (

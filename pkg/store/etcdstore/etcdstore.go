@@ -278,7 +278,8 @@ func (s *Store) CreateSubnet(ctx context.Context, sn vpc.Subnet) (vpc.Subnet, er
 	for try.Next(ctx) {
 		rs, rev, err := s.read(ctx,
 			clientv3.OpGet(s.vpcKey(sn.VPC)),
-			clientv3.OpGet(s.subnetsPrefix(sn.VPC), clientv3.WithPrefix()))
+			clientv3.OpGet(s.subnetsPrefix(sn.VPC), clientv3.WithPrefix()),
+			clientv3.OpGet(s.servicesPrefix(sn.VPC), clientv3.WithPrefix()))
 		if err != nil {
 			return vpc.Subnet{}, fmt.Errorf("%s: %w", what, err)
 		}
@@ -304,11 +305,17 @@ func (s *Store) CreateSubnet(ctx context.Context, sn vpc.Subnet) (vpc.Subnet, er
 		if err := vpc.CheckOverlap(sn, siblings); err != nil {
 			return vpc.Subnet{}, fmt.Errorf("%s: %w: %w", what, err, store.ErrConflict)
 		}
+		if err := s.checkSubnetVIPs(sn, rs[2].Kvs); err != nil {
+			return vpc.Subnet{}, fmt.Errorf("%s: %w", what, err)
+		}
 		b, _ := json.Marshal(sn)
 		resp, err := s.kv.Txn(ctx).If(
 			clientv3.Compare(clientv3.CreateRevision(s.vpcKey(sn.VPC)), "=", rs[0].Kvs[0].CreateRevision),
-			// No sibling appeared or changed since the overlap check.
+			// No sibling appeared or changed since the overlap check, and
+			// no service since the VIP check (CreateService compares the
+			// subnets the same way: of two racing creates, one retries).
 			clientv3.Compare(clientv3.ModRevision(s.subnetsPrefix(sn.VPC)).WithPrefix(), "<", rev+1),
+			clientv3.Compare(clientv3.ModRevision(s.servicesPrefix(sn.VPC)).WithPrefix(), "<", rev+1),
 		).Then(clientv3.OpPut(s.subnetKey(sn.VPC, sn.Name), string(b))).Commit()
 		if err != nil {
 			return vpc.Subnet{}, fmt.Errorf("%s: %w", what, err)

@@ -103,6 +103,23 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 	return service.Service{}, try.Err()
 }
 
+// checkSubnetVIPs refuses subnet sn if it covers the VIP of a service in
+// kvs (a read of the VPC's services prefix).
+func (s *Store) checkSubnetVIPs(sn vpc.Subnet, kvs []*mvccpb.KeyValue) error {
+	var svcs []service.Service
+	for _, kv := range kvs {
+		if !strings.HasSuffix(string(kv.Key), svcSpec) {
+			continue
+		}
+		var o service.Service
+		if err := json.Unmarshal(kv.Value, &o); err != nil {
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		svcs = append(svcs, o)
+	}
+	return serviceErr(service.CheckSubnet(sn, svcs))
+}
+
 // serviceErr maps service.ErrConflict to store.ErrConflict.
 func serviceErr(err error) error {
 	if errors.Is(err, service.ErrConflict) {

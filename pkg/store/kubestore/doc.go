@@ -75,7 +75,13 @@
 //   - Services (services.go): the VIP claim, then the VPCService; a
 //     failed create deletes its claim, DeleteService deletes service then
 //     claim, and a claim not held by its service and older than a minute
-//     is collected. Backends are the service's status, so they go with
+//     is collected. A VIP lies outside every subnet of its VPC, checked
+//     from both sides: CreateService reads the VPC, lists the subnets,
+//     claims the VIP and bumps the VPC's status.services with the
+//     resourceVersion it read; CreateSubnet lists the claims after its
+//     VPC read and before its pendingSubnet write. Both writes go through
+//     the VPC's status, so the later of two racing creates sees the other
+//     (subnetFence). Backends are the service's status, so they go with
 //     it, and one watch carries both in order. Leadership (leader.go) is
 //     a coordination Lease through client-go leaderelection.
 //   - Egress gateways (egress.go): checked against the VPC, the nodes and

@@ -147,7 +147,7 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 			return nil, fmt.Errorf("connect to kubernetes %s: resource %s.%s is not served (install deploy/crds/genie.cni.io_*.yaml): %w",
 				cfg.Host, r.gvr.Resource, Group, store.ErrNotFound)
 		}
-		if err != nil {
+		if err != nil && !apierrors.IsForbidden(err) { // forbidden: served, not for this identity
 			hc.CloseIdleConnections()
 			return nil, fmt.Errorf("connect to kubernetes %s: list %s: %w", cfg.Host, r.gvr.Resource, err)
 		}

@@ -106,6 +106,8 @@ type vpcSpec struct {
 type vpcStatus struct {
 	VNI           uint32         `json:"vni,omitempty"`
 	PendingSubnet *pendingSubnet `json:"pendingSubnet,omitempty"`
+	// Services counts service creations: each bumps it (subnetFence).
+	Services int64 `json:"services,omitempty"`
 }
 
 // pendingSubnet is a subnet creation that passed the overlap check under

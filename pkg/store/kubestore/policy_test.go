@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/cni-genie/cni-genie/pkg/kube"
+	"github.com/cni-genie/cni-genie/pkg/service"
 	"github.com/cni-genie/cni-genie/pkg/store/kubestore"
 	"github.com/cni-genie/cni-genie/pkg/testutil/kubeapi"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
@@ -88,7 +90,7 @@ func TestRBACManifestMatchesGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][]rbacv1.PolicyRule{"genie-agent": kubestore.AgentPolicyRules(), "genie-admin": kubestore.PolicyRules(),
-		"genie-cni": kube.PolicyRules()}
+		"genie-cni": kube.PolicyRules(), "genie-service-controller": kubestore.ServiceControllerPolicyRules()}
 	seen := 0
 	for _, o := range objs {
 		cr, ok := o.(*rbacv1.ClusterRole)
@@ -402,4 +404,151 @@ func TestAgentNodeScopeUserIdentity(t *testing.T) {
 	}
 	wantRefused(t, "genie:node:n1 re-points n2", n1.RegisterNode(ctx, vpc.Node{Name: "n2", UnderlayIP: netip.MustParseAddr("192.0.2.66")}),
 		"the genie agent of node n1 may not", "of node n2")
+}
+
+// A service's backends are written by the elected resolver only: on the
+// real API server under deploy/policy (genie-service-resolver bound to the
+// resolver's Lease, as the chart binds it), an agent that does not hold
+// the Lease is refused, the holder may write, and leadership moving moves
+// the right with it.
+func TestServiceResolverPolicy(t *testing.T) {
+	srv := server(t)
+	ctx := t.Context()
+	sc := scope()
+	admin := open(t, srv.RESTConfig(), sc)
+	if _, err := admin.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateService(ctx, service.Service{VPC: "blue", Name: "web",
+		Ports: []service.Port{{Port: 80, Protocol: service.TCP}}, Selector: map[string]string{"app": "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	ns := agentNamespace(t, srv)
+	nodeA, nodeB := kubeapi.UniqueName("node-a"), kubeapi.UniqueName("node-b")
+	opts := kubestore.Options{Scope: sc, LeaseNamespace: ns, LeaseDuration: 4 * time.Second}
+	agent := func(node string) *kubestore.Store {
+		s, err := kubestore.NewForConfig(ctx, srv.RESTConfigForToken(agentIdentity(t, srv, ns, node)), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := agent(nodeA), agent(nodeB)
+
+	// The chart's binding, narrowed to this test's objects.
+	cs, err := srv.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	notFound := admissionv1.DenyAction
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: sc + "-resolver"},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        "genie-service-resolver",
+			ParamRef:          &admissionv1.ParamRef{Name: sc + ".service-resolver", Namespace: ns, ParameterNotFoundAction: &notFound},
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+			MatchResources: &admissionv1.MatchResources{ObjectSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{kubestore.LabelScope: sc}}},
+		}}
+	if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+	})
+
+	lead := func(s *kubestore.Store, id string) (stop func()) {
+		lctx, cancel := context.WithCancel(ctx)
+		led, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = s.Lead(lctx, "service-resolver", id, func(c context.Context) { close(led); <-c.Done() })
+		}()
+		select {
+		case <-led:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s does not lead", id)
+		}
+		return func() { cancel(); <-done }
+	}
+	bk := service.Backends{VPC: "blue", Service: "web", Backends: []service.Backend{{IP: netip.MustParseAddr("10.1.0.5"), Node: nodeA, Endpoint: "c/eth0"}}}
+	stopA := lead(a, nodeA)
+	// The binding takes effect a moment after its creation.
+	var berr error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		berr = b.PutServiceBackends(ctx, bk)
+		if berr != nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	wantRefused(t, "agent b, not the resolver, writes backends", berr,
+		"the genie agent of node "+nodeB+" may not write the backends", "the service resolver is "+nodeA)
+	if err := a.PutServiceBackends(ctx, bk); err != nil {
+		t.Fatalf("the resolver (a) writes backends: %v", err)
+	}
+	stopA() // releases the Lease
+	stopB := lead(b, nodeB)
+	defer stopB()
+	bk.Backends[0].IP = netip.MustParseAddr("10.1.0.6")
+	if err := b.PutServiceBackends(ctx, bk); err != nil {
+		t.Fatalf("the new resolver (b) writes backends: %v", err)
+	}
+	wantRefused(t, "agent a, no longer the resolver, writes backends", a.PutServiceBackends(ctx, bk), "the service resolver is "+nodeB)
+}
+
+// controllerIdentity makes the service account genie-service-controller of
+// a fresh namespace, bound to its ClusterRole, and returns a token.
+func controllerIdentity(t *testing.T, srv *kubeapi.Server) string {
+	t.Helper()
+	ctx := t.Context()
+	cs, err := srv.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := srv.CreateNamespace(t, "genie-svcctl")
+	token, _, err := srv.ServiceAccountToken(ctx, ns, kubestore.ServiceControllerAccount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: kubestore.ServiceControllerAccount, Namespace: ns}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "genie-service-controller"}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	return token
+}
+
+// The service controller's identity (genie-service-controller) creates
+// and deletes services, its VPC status write limited to the fence, and
+// manages nothing else: no subnets, no pending subnet, no VNI.
+func TestServiceControllerScope(t *testing.T) {
+	srv := server(t)
+	ctx := t.Context()
+	sc := scope()
+	admin := open(t, srv.RESTConfig(), sc)
+	if _, err := admin.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.1.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := srv.RESTConfigForToken(controllerIdentity(t, srv))
+	ctl := open(t, cfg, sc)
+	sv := service.Service{VPC: "blue", Name: "web", Ports: []service.Port{{Port: 80, Protocol: service.TCP}}, Selector: map[string]string{"app": "web"}}
+	if _, err := ctl.CreateService(ctx, sv); err != nil {
+		t.Fatalf("the controller creates a service: %v", err)
+	}
+	if err := ctl.DeleteService(ctx, "blue", "web"); err != nil {
+		t.Fatalf("the controller deletes a service: %v", err)
+	}
+	_, err := ctl.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "web", CIDR: netip.MustParsePrefix("10.1.0.0/24")})
+	wantRefused(t, "the controller creates a subnet", err)
+	d := dyn(t, cfg)
+	vo, err := d.Resource(gvr("vpcs")).Get(ctx, sc+".blue", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = unstructured.SetNestedMap(vo.Object, map[string]any{"name": "evil", "cidr": "10.1.9.0/24", "gateway": "10.1.9.1",
+		"blockPrefixLen": int64(26), "token": "x"}, "status", "pendingSubnet")
+	_, err = d.Resource(gvr("vpcs")).UpdateStatus(ctx, vo, metav1.UpdateOptions{})
+	wantRefused(t, "the controller writes a pending subnet", err, "may only bump status.services")
 }

@@ -55,6 +55,35 @@ func AgentPolicyRules() []rbacv1.PolicyRule {
 	}
 }
 
+// ServiceControllerPolicyRules are the permissions of `geniectl service
+// controller` (pkg/service/kubesvc), for the ClusterRole
+// "genie-service-controller" of deploy/policy/rbac.yaml: watch Services
+// and patch their annotations, read NetworkAttachmentDefinitions, read
+// the VPCs and subnets a VIP must fit, create and delete VPC services and
+// their VIP claims, bump a VPC's status.services (CreateService's fence
+// against subnet creations; the admission policy
+// genie-service-controller-scope allows it nothing else there), and hold
+// its Lease. It cannot create subnets, so a pending subnet it meets is
+// left to its creator (CreateService fails and the controller retries).
+func ServiceControllerPolicyRules() []rbacv1.PolicyRule {
+	rule := func(verbs []string, resources ...string) rbacv1.PolicyRule {
+		return rbacv1.PolicyRule{APIGroups: []string{Group}, Resources: resources, Verbs: verbs}
+	}
+	return []rbacv1.PolicyRule{
+		rule([]string{"get", "list", "watch"}, "vpcs", "subnets"),
+		rule([]string{"update"}, "vpcs/status"),
+		rule([]string{"get", "list", "watch", "create", "delete"}, "vpcservices", "vpcservicevips"),
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch", "patch"}},
+		{APIGroups: []string{"k8s.cni.cncf.io"}, Resources: []string{"network-attachment-definitions"}, Verbs: []string{"get"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+	}
+}
+
+// ServiceControllerAccount is the service account name of the service
+// controller (any namespace), which the admission policy
+// genie-service-controller-scope recognises.
+const ServiceControllerAccount = "genie-service-controller"
+
 // AgentServiceAccount is the name the node-scope admission policy
 // recognises a node agent's service account by (in any namespace):
 // system:serviceaccount:<namespace>:genie-agent, with a token bound to

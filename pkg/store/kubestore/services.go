@@ -67,13 +67,26 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 	}
 	try := store.NewRetrier(what)
 	for try.Next(ctx) {
-		var vo *vpcObject
+		// The VPC first, then the lists: a subnet whose creation was over
+		// when the VPC was read is in the subnet list (see subnetFence).
+		vo, err := get[vpcObject](ctx, s, resVPC, s.vpcName(sv.VPC))
+		if apierrors.IsNotFound(err) {
+			return service.Service{}, noVPC(what, sv.VPC)
+		}
+		if err != nil {
+			return service.Service{}, wrap(what, err)
+		}
+		if vo.Status.PendingSubnet != nil {
+			if err := s.rollForward(ctx, what, vo); err != nil {
+				return service.Service{}, err
+			}
+			continue
+		}
 		var subnets []*subnetObject
 		var svcs []*serviceObject
 		var vips []*vipObject
-		var verr, serr, sverr, cerr error
+		var serr, sverr, cerr error
 		parallel(
-			func() error { vo, verr = get[vpcObject](ctx, s, resVPC, s.vpcName(sv.VPC)); return nil },
 			func() error {
 				subnets, _, serr = list[subnetObject](ctx, s, resSubnet, s.selector(LabelVPC, sv.VPC), 0)
 				return nil
@@ -87,10 +100,7 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 				return nil
 			},
 		)
-		if apierrors.IsNotFound(verr) {
-			return service.Service{}, noVPC(what, sv.VPC)
-		}
-		if err := firstErr(verr, serr, sverr, cerr); err != nil {
+		if err := firstErr(serr, sverr, cerr); err != nil {
 			return service.Service{}, wrap(what, err)
 		}
 		parent, err := s.toVPC(vo)
@@ -154,6 +164,16 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 		if err != nil {
 			return service.Service{}, wrap(what+": claim vip", err)
 		}
+		if err := s.subnetFence(ctx, vo); err != nil {
+			_ = s.delUID(context.WithoutCancel(ctx), resVIP, claim.Metadata.Name, claim.Metadata.UID)
+			if apierrors.IsConflict(err) {
+				continue // a subnet creation (or another service) moved the VPC: check again
+			}
+			if apierrors.IsNotFound(err) {
+				return service.Service{}, noVPC(what, sv.VPC)
+			}
+			return service.Service{}, wrap(what+": order against subnet creation", err)
+		}
 		o := &serviceObject{header: s.newHeader(resService, s.serviceName(sv.VPC, sv.Name), LabelVPC, sv.VPC), Spec: out}
 		o.Metadata.OwnerReferences = append(o.Metadata.OwnerReferences, ownerRef(resVPC, &vo.Metadata))
 		if _, err = create(ctx, s, resService, o); err != nil {
@@ -166,6 +186,66 @@ func (s *Store) CreateService(ctx context.Context, sv service.Service) (service.
 		return out, nil
 	}
 	return service.Service{}, try.Err()
+}
+
+// subnetFence orders a service creation against subnet creations, so a
+// subnet never covers a VIP: after its VIP claim exists, CreateService
+// bumps status.services of the VPC object vo it read (before listing the
+// subnets) with vo's resourceVersion as precondition. CreateSubnet writes
+// its pending entry under the same kind of precondition after listing the
+// claims. The two writes are ordered: if the fence came first, the subnet
+// creation read the VPC after it and so listed the claim; if the pending
+// entry came first, the fence's precondition proves the VPC was read
+// after it, and a pending entry is cleared only once its Subnet exists,
+// so the subnet list (read after the VPC) held it. Either way the later
+// one sees the other and refuses.
+func (s *Store) subnetFence(ctx context.Context, vo *vpcObject) error {
+	next := *vo
+	next.Status.Services++
+	upd, err := update(ctx, s, resVPC, &next, true)
+	if err != nil {
+		return err
+	}
+	if upd.Status.Services != next.Status.Services || upd.Metadata.ResourceVersion == vo.Metadata.ResourceVersion {
+		// A VPC CRD older than status.services prunes it: the write is
+		// a no-op and orders nothing.
+		return fmt.Errorf("vpc %q: status.services was not stored (the VPC CRD predates it: apply deploy/crds)", vo.Metadata.Name)
+	}
+	return nil
+}
+
+// checkSubnetVIPs refuses subnet sn if it covers a VIP held in its VPC:
+// a service's, or a claim of a creation in flight (a stale claim holds
+// nothing).
+func (s *Store) checkSubnetVIPs(ctx context.Context, sn vpc.Subnet) error {
+	var svcs []*serviceObject
+	var vips []*vipObject
+	var sverr, cerr error
+	parallel(
+		func() error {
+			svcs, _, sverr = list[serviceObject](ctx, s, resService, s.selector(LabelVPC, sn.VPC), 0)
+			return nil
+		},
+		func() error {
+			vips, _, cerr = list[vipObject](ctx, s, resVIP, s.selector(LabelVPC, sn.VPC), 0)
+			return nil
+		},
+	)
+	if err := firstErr(sverr, cerr); err != nil {
+		return wrap("list services", err)
+	}
+	held := make([]service.Service, 0, len(svcs)+len(vips))
+	for _, o := range svcs {
+		held = append(held, o.Spec)
+	}
+	for _, c := range vips {
+		a, err := netip.ParseAddr(c.Spec.VIP)
+		if err != nil || s.vipStale(c) {
+			continue
+		}
+		held = append(held, service.Service{VPC: sn.VPC, Name: c.Spec.Service, VIP: a})
+	}
+	return serviceErr(service.CheckSubnet(sn, held))
 }
 
 // vipStale reports whether claim c may be collected: old enough that its

@@ -71,6 +71,11 @@ func (s *Store) CreateSubnet(ctx context.Context, sn vpc.Subnet) (vpc.Subnet, er
 		if err := vpc.CheckOverlap(sn, siblings); err != nil {
 			return vpc.Subnet{}, fmt.Errorf("%s: %w: %w", what, err, store.ErrConflict)
 		}
+		// After the VPC read: a service whose fence preceded it has its
+		// claim listed here (subnetFence).
+		if err := s.checkSubnetVIPs(ctx, sn); err != nil {
+			return vpc.Subnet{}, fmt.Errorf("%s: %w", what, err)
+		}
 		p := &pendingSubnet{Name: sn.Name, CIDR: sn.CIDR.String(), Gateway: sn.Gateway.String(),
 			BlockPrefixLen: sn.BlockPrefixLen, Token: randomToken()}
 		vo.Status.PendingSubnet = p

@@ -22,6 +22,8 @@ func RunServices(t *testing.T, b Backend) {
 		{"ServiceLifecycle", testServiceLifecycle},
 		{"ServiceInvalid", testServiceInvalid},
 		{"ServiceVIPConcurrent", testServiceVIPConcurrent},
+		{"SubnetCoveringVIP", testSubnetCoveringVIP},
+		{"SubnetVIPConcurrent", testSubnetVIPConcurrent},
 		{"ServiceBackendsAndWatch", testServiceBackendsAndWatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,6 +188,65 @@ func testServiceVIPConcurrent(t *testing.T, open func() store.Store) {
 	}
 	if len(list) != n+1 {
 		t.Errorf("%d services, want %d", len(list), n+1)
+	}
+}
+
+// testSubnetCoveringVIP: a subnet created after a service may not take
+// its VIP (the other direction of "a VIP outside every subnet").
+func testSubnetCoveringVIP(t *testing.T, open func() store.Store) {
+	ctx := t.Context()
+	s := open()
+	ss := services(t, s)
+	MustVPC(t, s, "blue", "10.0.0.0/16")
+	MustVPC(t, s, "red", "10.0.0.0/16")
+	if _, err := ss.CreateService(ctx, webService("blue", "10.0.7.7")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: "wide", CIDR: netip.MustParsePrefix("10.0.0.0/21")})
+	wantErr(t, "subnet covering a vip", err, store.ErrConflict, `subnet "blue/wide" 10.0.0.0/21 covers vip 10.0.7.7 of service "blue/web"`)
+	if _, err := s.GetSubnet(ctx, "blue", "wide"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("refused subnet exists: %v", err)
+	}
+	// The same range in another VPC, and beside the VIP: allowed.
+	MustSubnet(t, s, "red", "wide", "10.0.0.0/21")
+	MustSubnet(t, s, "blue", "low", "10.0.0.0/22")
+	// Once the service is gone, its VIP's range is free.
+	if err := ss.DeleteService(ctx, "blue", "web"); err != nil {
+		t.Fatal(err)
+	}
+	MustSubnet(t, s, "blue", "high", "10.0.4.0/22")
+}
+
+// testSubnetVIPConcurrent: a service at a VIP and a subnet covering it,
+// created at the same time by two clients, never both succeed.
+func testSubnetVIPConcurrent(t *testing.T, open func() store.Store) {
+	ctx := t.Context()
+	s := open()
+	MustVPC(t, s, "blue", "10.0.0.0/16")
+	const rounds = 4
+	for i := 0; i < rounds; i++ {
+		vip := netip.AddrFrom4([4]byte{10, 0, byte(16 + i), 9})
+		cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(16 + i), 0}), 24)
+		sv := webService("blue", vip.String())
+		sv.Name = "race-" + string(rune('a'+i))
+		var svcErr, subErr error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		c1, c2 := services(t, open()), open()
+		go func() { defer wg.Done(); _, svcErr = c1.CreateService(ctx, sv) }()
+		go func() {
+			defer wg.Done()
+			_, subErr = c2.CreateSubnet(ctx, vpc.Subnet{VPC: "blue", Name: sv.Name, CIDR: cidr})
+		}()
+		wg.Wait()
+		for what, err := range map[string]error{"service": svcErr, "subnet": subErr} {
+			if err != nil && !errors.Is(err, store.ErrConflict) {
+				t.Errorf("round %d: %s: %v", i, what, err)
+			}
+		}
+		if svcErr == nil && subErr == nil {
+			t.Errorf("round %d: service at %s and subnet %s both created", i, vip, cidr)
+		}
 	}
 }
 
