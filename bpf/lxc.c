@@ -26,6 +26,7 @@
 #include "lib/qos.h"
 #include "lib/lb.h"
 #include "lib/directory.h"
+#include "lib/egress.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -98,8 +99,17 @@ int from_pod(struct __sk_buff *skb)
 		return drop_skb(skb, DROP_TRUNCATED);
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
-		/* Unknown here: the endpoint directory (lib/directory.h). */
-		return directory_miss(skb, cfg, ep, &key, ifindex);
+		/* Outside the VPC: an egress policy's gateway (lib/egress.h). */
+		ret = egress_from_pod(skb, ep, cfg, key.ip);
+		if (ret != EGRESS_PASS && ret != EGRESS_TUNNEL)
+			return ret;
+		/* Else unknown here: the endpoint directory (lib/directory.h). */
+		if (ret == EGRESS_PASS)
+			return directory_miss(skb, cfg, ep, &key, ifindex);
+		if (!(dst = egress_gateway()) || !(ip = lb_reload_ip(skb, &data_end))) {
+			report_miss(&key);
+			return drop_skb(skb, DROP_NO_ROUTE);
+		}
 	}
 
 	if (dst->ifindex) {

@@ -28,6 +28,7 @@
 #include "lib/lb.h"
 #include "lib/qos.h"
 #include "lib/directory.h"
+#include "lib/egress.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -64,8 +65,12 @@ int from_uplink(struct __sk_buff *skb)
 	}
 
 	ret = geneve_classify(data, data_end, cfg->underlay_ip, &gi);
-	if (ret == GENEVE_NOT_OURS)
+	if (ret == GENEVE_NOT_OURS) {
+		/* A reply to an egress SNAT of this gateway (lib/egress.h). */
+		if (egress_reply(skb, cfg, &ret))
+			return ret;
 		return TCX_NEXT;
+	}
 	if (ret < 0)
 		return drop_skb(skb, ret);
 
@@ -86,6 +91,9 @@ int from_uplink(struct __sk_buff *skb)
 	key.ip = iip->daddr;
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
+		/* Leaving the VPC through this gateway (lib/egress.h). */
+		if (egress_from_tunnel(skb, cfg, &gi, &ret))
+			return ret;
 		/* Slow path only: tell an unknown VPC from an unknown address. */
 		if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni))
 			return drop_skb(skb, DROP_UNKNOWN_VNI);
@@ -96,9 +104,15 @@ int from_uplink(struct __sk_buff *skb)
 
 	key.ip = iip->saddr;
 	ret = directory_check_source(&key, gi.outer_saddr);
-	if (ret < 0)
+	if (ret < 0) {
+		/* The reply of an egress flow from its gateway (lib/egress.h):
+		 * its inner source is no endpoint of the VPC. */
+		if (ret == DROP_FORGED && egress_tunnel_reply(skb, &gi))
+			goto deliver;
 		return drop_skb(skb, ret);
+	}
 
+deliver:
 	ifindex = dst->ifindex;
 	mac_copy(pod_mac, dst->mac);
 
@@ -139,7 +153,9 @@ int uplink_prefilter(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (ret < 0)
 		return drop_xdp(ret);
-	if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni) && !directory_xdp_pass(data, data_end))
+	if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni) &&
+	    !bpf_map_lookup_elem(&genie_egress_gw, &gi.vni) &&	/* a VPC we are the gateway of */
+	    !directory_xdp_pass(data, data_end))
 		return drop_xdp(DROP_UNKNOWN_VNI);
 	return XDP_PASS;
 }

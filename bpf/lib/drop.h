@@ -43,6 +43,12 @@
 #define DROP_CT_FAILED		-25	/* conntrack insert failed (the insert-failure metric) */
 #define DROP_NAT_FAILED		-26	/* checksum or store helper failed while rewriting */
 #define DROP_SVC_FRAGMENT	-27	/* first IP fragment of a service flow (fragments are not load-balanced) */
+#define DROP_EGRESS_NOT_SELECTED -32	/* egress destination, but no policy of the VPC selects the pod */
+#define DROP_EGRESS_NO_GATEWAY	-33	/* the pod's policy has no healthy gateway */
+#define DROP_EGRESS_NO_PORT	-34	/* gateway: no free SNAT port for the flow */
+#define DROP_EGRESS_UNSUPPORTED	-35	/* egress of a fragment or of a protocol other than TCP/UDP/ICMP echo */
+#define DROP_EGRESS_DENIED	-36	/* gateway: tunnelled to an address that is no egress destination of the VPC */
+#define DROP_EGRESS_NO_ROUTE	-37	/* gateway: no route (or too big) to the outside for the SNATed packet */
 #define DROP_QOS_INGRESS	-40	/* over the destination pod's ingress rate limit (lib/qos.h) */
 
 __inline void count_drop(int reason)

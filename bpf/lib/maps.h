@@ -130,8 +130,6 @@ struct {
 #include "maps_qos.h"	/* QoS ingress limits: genie_qos_ingress */
 #include "maps_trace.h"	/* drop tracing: genie_trace_state, genie_trace */
 #include "maps_directory.h"	/* endpoint directory: genie_dir_* */
+#include "maps_egress.h"	/* egress gateway: genie_vpc_routes, genie_egress_* */
 
-/* Room for later features, each its own map keyed by VNI:
- *   genie_egress                 {vni, pod ip} -> egress gateway node
- *   (QoS classes live in lxc_info.flags, ingress limits in maps_qos.h)
- */
+/* QoS classes live in lxc_info.flags (lib/qos.h). */

@@ -237,7 +237,8 @@ func (a *Agent) start(ctx context.Context) error {
 	addr, _ := netip.AddrFromSlice(ip)
 	a.uplinkIx = ix
 	a.podMTU = mtu - datapath.EncapOverhead
-	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, UplinkMTU: mtu, Heartbeat: time.Now()}
+	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, UplinkMTU: mtu, Heartbeat: time.Now(),
+		Labels: a.cfg.Egress.NodeLabels}
 	if err := a.st.RegisterNode(ctx, a.node); err != nil {
 		return fmt.Errorf("registering node %q: %w", a.node.Name, err)
 	}
@@ -300,6 +301,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.startNodeLifecycle(ctx)
 	a.startServices(ctx)        // service.go
+	a.startEgress(ctx)          // egress.go
 	a.startUnderlayMonitor(ctx) // underlay.go
 	return a.startTrace(ctx)    // trace.go
 }

@@ -68,6 +68,8 @@ type Config struct {
 	// QoSUplinkRate is the uplink's rate in bits/s: non-zero installs the
 	// QoS HTB tree on its egress (see qos.go).
 	QoSUplinkRate uint64
+	// Egress: node labels and egress gateway timing (egress.go).
+	Egress EgressConfig
 	// UnderlayCheckInterval is how often the peers' underlay next hops
 	// are checked (underlay.go); zero disables the check.
 	UnderlayCheckInterval time.Duration
@@ -143,6 +145,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")
 	c.registerQoSFlags(fs)
 	c.registerDirectoryFlags(fs) // directory.go
+	c.registerEgressFlags(fs)    // egress.go
 	fs.DurationVar(&c.UnderlayCheckInterval, "underlay-check-interval", c.UnderlayCheckInterval,
 		"check every peer node's underlay next hop (route and ARP) this often, and on node events; exported as genie_underlay_peers (0 disables)")
 	def := datapath.DefaultMapSizes()

@@ -66,6 +66,14 @@
 // GC on its own handle of the pinned map, exporting genie_conntrack_*.
 // Pods' labels from the ADD request are published on their endpoints.
 //
+// Egress gateways (egress.go): with a store that has them
+// (store.EgressStore), package egress/egressagent programs this node's
+// egress routes, pod selections and gateway sets, and the gateway role for
+// the VPCs the node serves, whose endpoints the agent then follows as if
+// it hosted a pod of them (acquireVPC). Gateway nodes beat in the store
+// (store.BeatStore, --egress-heartbeat-interval/-timeout); --node-labels
+// lets gateways select nodes; --egress-drain-timeout bounds a drain.
+//
 // Underlay next hops (underlay.go). The data plane sends encapsulated
 // packets through the kernel's next hop (bpf_redirect_neigh); a peer
 // without a route is a counted NO_NEXTHOP drop, but one whose next hop

@@ -296,9 +296,9 @@ agent on --agent-socket (whose node is --node, default every node).`,
 				return enc.Encode(cs)
 			}
 			printClusterStatus(g, cs)
-			printStatusRing(ctx, g, st)         // directory.go
-			printStatusServices(g, cs.Services) // service.go
-			return nil
+			printStatusRing(ctx, g, st)          // directory.go
+			printStatusServices(g, cs.Services)  // service.go
+			return printStatusEgress(ctx, g, st) // egress.go
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

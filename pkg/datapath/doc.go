@@ -29,6 +29,13 @@
 //     (genie_vnis, maintained by Upsert/DeleteEndpoint) before an skb exists.
 //     It never delivers.
 //
+// Egress: a packet to no endpoint of its VPC may leave it through an
+// egress gateway (bpf/lib/egress.h, egress.go, package egress): from_pod
+// encapsulates it to the flow's gateway (or SNATs it here if this node is
+// the gateway), from_uplink decapsulates and SNATs it on the gateway and
+// reverse-SNATs the replies back to the pod's node, where they are
+// accepted only as replies of a flow pinned to that gateway.
+//
 // Services: before the {vni, dst} lookup, from_pod load-balances packets
 // to a service frontend of its VNI (DNAT to a Maglev-picked backend,
 // pinned by conntrack) and reverse-NATs replies of flows whose client is
@@ -99,6 +106,12 @@
 //	genie_trace      ring buffer of dropped packets' headers     while enabled (Trace, geniectl trace)
 //	genie_dir_*      the endpoint directory (directory.go, lib/maps_directory.h): mode, shard -> holders,
 //	                 held records, learned LRU {vni, ip} -> {node ip, mac, version}, members, counters
+//	genie_vpc_routes LPM {vni, prefix} -> internal | egress policy  egress.go, bpf/lib/egress.h
+//	genie_egress_select {route, pod} -> policy                   a local pod's policy for a route
+//	genie_egress_policies policy -> active + draining gateways   set by the agent from health and drains
+//	genie_egress_flows LRU {vni, 5-tuple} -> gateway              pod-side pins (GC with conntrack)
+//	genie_egress_gw  vni -> egress address                      VPCs this node is a gateway of
+//	genie_egress_ips egress address -> 1                         replies to these may be reverse-SNATed
 //
 // Every key that concerns a VPC includes the VNI, so two VPCs with the same
 // CIDR and the same pod addresses never see each other: isolation is by

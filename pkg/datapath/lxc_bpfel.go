@@ -56,6 +56,47 @@ type lxcDirShard struct {
 	N      uint32
 }
 
+type lxcEgressGw struct {
+	_        structs.HostLayout
+	EgressIp uint32
+	Pad      uint32
+}
+
+type lxcEgressIp struct {
+	_       structs.HostLayout
+	PortMin uint16
+	PortMax uint16
+}
+
+type lxcEgressPolicy struct {
+	_      structs.HostLayout
+	Active uint8
+	All    uint8
+	Pad    uint16
+	Gw     [8]uint32
+}
+
+type lxcEgressScratch struct {
+	_     structs.HostLayout
+	Gw    lxcEndpointInfo
+	Pkt   [4]uint64
+	Fwd   lxcCtEntry
+	Rev   lxcCtEntry
+	Pin   lxcCtEntry
+	Rk    lxcCtKey
+	Pk    lxcCtKey
+	Fib   [8]uint64
+	Neigh [5]uint32
+	Eth   [16]uint8
+	_     [4]byte
+}
+
+type lxcEgressSelectKey struct {
+	_     structs.HostLayout
+	Route uint32
+	Pod   uint32
+}
+
 type lxcEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -148,31 +189,53 @@ type lxcTraceState struct {
 	Lost    uint64
 }
 
+type lxcVpcRoute struct {
+	_      structs.HostLayout
+	Kind   uint8
+	Pad    [3]uint8
+	Policy uint32
+	Route  uint32
+}
+
+type lxcVpcRouteKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Vni       uint32
+	Addr      uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lxcMapGenieConfig     = "genie_config"
-	lxcMapGenieCt         = "genie_ct"
-	lxcMapGenieDirCfg     = "genie_dir_cfg"
-	lxcMapGenieDirHeld    = "genie_dir_held"
-	lxcMapGenieDirLru     = "genie_dir_lru"
-	lxcMapGenieDirNodes   = "genie_dir_nodes"
-	lxcMapGenieDirShard   = "genie_dir_shard"
-	lxcMapGenieDirStats   = "genie_dir_stats"
-	lxcMapGenieDrops      = "genie_drops"
-	lxcMapGenieEndpoints  = "genie_endpoints"
-	lxcMapGenieLbPorts    = "genie_lb_ports"
-	lxcMapGenieLxc        = "genie_lxc"
-	lxcMapGenieMaglev     = "genie_maglev"
-	lxcMapGenieMissSeen   = "genie_miss_seen"
-	lxcMapGenieMisses     = "genie_misses"
-	lxcMapGenieQosIngress = "genie_qos_ingress"
-	lxcMapGenieSvc        = "genie_svc"
-	lxcMapGenieTrace      = "genie_trace"
-	lxcMapGenieTraceState = "genie_trace_state"
-	lxcMapGenieVnis       = "genie_vnis"
-	lxcProgFromPod        = "from_pod"
+	lxcMapGenieConfig         = "genie_config"
+	lxcMapGenieCt             = "genie_ct"
+	lxcMapGenieDirCfg         = "genie_dir_cfg"
+	lxcMapGenieDirHeld        = "genie_dir_held"
+	lxcMapGenieDirLru         = "genie_dir_lru"
+	lxcMapGenieDirNodes       = "genie_dir_nodes"
+	lxcMapGenieDirShard       = "genie_dir_shard"
+	lxcMapGenieDirStats       = "genie_dir_stats"
+	lxcMapGenieDrops          = "genie_drops"
+	lxcMapGenieEgressFlows    = "genie_egress_flows"
+	lxcMapGenieEgressGw       = "genie_egress_gw"
+	lxcMapGenieEgressIps      = "genie_egress_ips"
+	lxcMapGenieEgressPolicies = "genie_egress_policies"
+	lxcMapGenieEgressScratch  = "genie_egress_scratch"
+	lxcMapGenieEgressSelect   = "genie_egress_select"
+	lxcMapGenieEndpoints      = "genie_endpoints"
+	lxcMapGenieLbPorts        = "genie_lb_ports"
+	lxcMapGenieLxc            = "genie_lxc"
+	lxcMapGenieMaglev         = "genie_maglev"
+	lxcMapGenieMissSeen       = "genie_miss_seen"
+	lxcMapGenieMisses         = "genie_misses"
+	lxcMapGenieQosIngress     = "genie_qos_ingress"
+	lxcMapGenieSvc            = "genie_svc"
+	lxcMapGenieTrace          = "genie_trace"
+	lxcMapGenieTraceState     = "genie_trace_state"
+	lxcMapGenieVnis           = "genie_vnis"
+	lxcMapGenieVpcRoutes      = "genie_vpc_routes"
+	lxcProgFromPod            = "from_pod"
 )
 
 // loadLxc returns the embedded CollectionSpec for lxc.
@@ -224,26 +287,33 @@ type lxcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
-	GenieConfig     *ebpf.MapSpec `ebpf:"genie_config"`
-	GenieCt         *ebpf.MapSpec `ebpf:"genie_ct"`
-	GenieDirCfg     *ebpf.MapSpec `ebpf:"genie_dir_cfg"`
-	GenieDirHeld    *ebpf.MapSpec `ebpf:"genie_dir_held"`
-	GenieDirLru     *ebpf.MapSpec `ebpf:"genie_dir_lru"`
-	GenieDirNodes   *ebpf.MapSpec `ebpf:"genie_dir_nodes"`
-	GenieDirShard   *ebpf.MapSpec `ebpf:"genie_dir_shard"`
-	GenieDirStats   *ebpf.MapSpec `ebpf:"genie_dir_stats"`
-	GenieDrops      *ebpf.MapSpec `ebpf:"genie_drops"`
-	GenieEndpoints  *ebpf.MapSpec `ebpf:"genie_endpoints"`
-	GenieLbPorts    *ebpf.MapSpec `ebpf:"genie_lb_ports"`
-	GenieLxc        *ebpf.MapSpec `ebpf:"genie_lxc"`
-	GenieMaglev     *ebpf.MapSpec `ebpf:"genie_maglev"`
-	GenieMissSeen   *ebpf.MapSpec `ebpf:"genie_miss_seen"`
-	GenieMisses     *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieQosIngress *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
-	GenieSvc        *ebpf.MapSpec `ebpf:"genie_svc"`
-	GenieTrace      *ebpf.MapSpec `ebpf:"genie_trace"`
-	GenieTraceState *ebpf.MapSpec `ebpf:"genie_trace_state"`
-	GenieVnis       *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieConfig         *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt             *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDirCfg         *ebpf.MapSpec `ebpf:"genie_dir_cfg"`
+	GenieDirHeld        *ebpf.MapSpec `ebpf:"genie_dir_held"`
+	GenieDirLru         *ebpf.MapSpec `ebpf:"genie_dir_lru"`
+	GenieDirNodes       *ebpf.MapSpec `ebpf:"genie_dir_nodes"`
+	GenieDirShard       *ebpf.MapSpec `ebpf:"genie_dir_shard"`
+	GenieDirStats       *ebpf.MapSpec `ebpf:"genie_dir_stats"`
+	GenieDrops          *ebpf.MapSpec `ebpf:"genie_drops"`
+	GenieEgressFlows    *ebpf.MapSpec `ebpf:"genie_egress_flows"`
+	GenieEgressGw       *ebpf.MapSpec `ebpf:"genie_egress_gw"`
+	GenieEgressIps      *ebpf.MapSpec `ebpf:"genie_egress_ips"`
+	GenieEgressPolicies *ebpf.MapSpec `ebpf:"genie_egress_policies"`
+	GenieEgressScratch  *ebpf.MapSpec `ebpf:"genie_egress_scratch"`
+	GenieEgressSelect   *ebpf.MapSpec `ebpf:"genie_egress_select"`
+	GenieEndpoints      *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts        *ebpf.MapSpec `ebpf:"genie_lb_ports"`
+	GenieLxc            *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev         *ebpf.MapSpec `ebpf:"genie_maglev"`
+	GenieMissSeen       *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses         *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieQosIngress     *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
+	GenieSvc            *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieTrace          *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceState     *ebpf.MapSpec `ebpf:"genie_trace_state"`
+	GenieVnis           *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieVpcRoutes      *ebpf.MapSpec `ebpf:"genie_vpc_routes"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -272,26 +342,33 @@ func (o *lxcObjects) Close() error {
 //
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
-	GenieConfig     *ebpf.Map `ebpf:"genie_config"`
-	GenieCt         *ebpf.Map `ebpf:"genie_ct"`
-	GenieDirCfg     *ebpf.Map `ebpf:"genie_dir_cfg"`
-	GenieDirHeld    *ebpf.Map `ebpf:"genie_dir_held"`
-	GenieDirLru     *ebpf.Map `ebpf:"genie_dir_lru"`
-	GenieDirNodes   *ebpf.Map `ebpf:"genie_dir_nodes"`
-	GenieDirShard   *ebpf.Map `ebpf:"genie_dir_shard"`
-	GenieDirStats   *ebpf.Map `ebpf:"genie_dir_stats"`
-	GenieDrops      *ebpf.Map `ebpf:"genie_drops"`
-	GenieEndpoints  *ebpf.Map `ebpf:"genie_endpoints"`
-	GenieLbPorts    *ebpf.Map `ebpf:"genie_lb_ports"`
-	GenieLxc        *ebpf.Map `ebpf:"genie_lxc"`
-	GenieMaglev     *ebpf.Map `ebpf:"genie_maglev"`
-	GenieMissSeen   *ebpf.Map `ebpf:"genie_miss_seen"`
-	GenieMisses     *ebpf.Map `ebpf:"genie_misses"`
-	GenieQosIngress *ebpf.Map `ebpf:"genie_qos_ingress"`
-	GenieSvc        *ebpf.Map `ebpf:"genie_svc"`
-	GenieTrace      *ebpf.Map `ebpf:"genie_trace"`
-	GenieTraceState *ebpf.Map `ebpf:"genie_trace_state"`
-	GenieVnis       *ebpf.Map `ebpf:"genie_vnis"`
+	GenieConfig         *ebpf.Map `ebpf:"genie_config"`
+	GenieCt             *ebpf.Map `ebpf:"genie_ct"`
+	GenieDirCfg         *ebpf.Map `ebpf:"genie_dir_cfg"`
+	GenieDirHeld        *ebpf.Map `ebpf:"genie_dir_held"`
+	GenieDirLru         *ebpf.Map `ebpf:"genie_dir_lru"`
+	GenieDirNodes       *ebpf.Map `ebpf:"genie_dir_nodes"`
+	GenieDirShard       *ebpf.Map `ebpf:"genie_dir_shard"`
+	GenieDirStats       *ebpf.Map `ebpf:"genie_dir_stats"`
+	GenieDrops          *ebpf.Map `ebpf:"genie_drops"`
+	GenieEgressFlows    *ebpf.Map `ebpf:"genie_egress_flows"`
+	GenieEgressGw       *ebpf.Map `ebpf:"genie_egress_gw"`
+	GenieEgressIps      *ebpf.Map `ebpf:"genie_egress_ips"`
+	GenieEgressPolicies *ebpf.Map `ebpf:"genie_egress_policies"`
+	GenieEgressScratch  *ebpf.Map `ebpf:"genie_egress_scratch"`
+	GenieEgressSelect   *ebpf.Map `ebpf:"genie_egress_select"`
+	GenieEndpoints      *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts        *ebpf.Map `ebpf:"genie_lb_ports"`
+	GenieLxc            *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev         *ebpf.Map `ebpf:"genie_maglev"`
+	GenieMissSeen       *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses         *ebpf.Map `ebpf:"genie_misses"`
+	GenieQosIngress     *ebpf.Map `ebpf:"genie_qos_ingress"`
+	GenieSvc            *ebpf.Map `ebpf:"genie_svc"`
+	GenieTrace          *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceState     *ebpf.Map `ebpf:"genie_trace_state"`
+	GenieVnis           *ebpf.Map `ebpf:"genie_vnis"`
+	GenieVpcRoutes      *ebpf.Map `ebpf:"genie_vpc_routes"`
 }
 
 func (m *lxcMaps) Close() error {
@@ -305,6 +382,12 @@ func (m *lxcMaps) Close() error {
 		m.GenieDirShard,
 		m.GenieDirStats,
 		m.GenieDrops,
+		m.GenieEgressFlows,
+		m.GenieEgressGw,
+		m.GenieEgressIps,
+		m.GenieEgressPolicies,
+		m.GenieEgressScratch,
+		m.GenieEgressSelect,
 		m.GenieEndpoints,
 		m.GenieLbPorts,
 		m.GenieLxc,
@@ -316,6 +399,7 @@ func (m *lxcMaps) Close() error {
 		m.GenieTrace,
 		m.GenieTraceState,
 		m.GenieVnis,
+		m.GenieVpcRoutes,
 	)
 }
 

@@ -233,6 +233,8 @@ type Sandbox struct {
 	// children are processes started by this process, reaped when they
 	// exit so killed agents leave no zombie behind in long-lived callers.
 	children map[int]chan struct{}
+	// ext is the external namespace, once AddExternal built it (external.go).
+	ext *External
 }
 
 // Name returns the sandbox's name.

@@ -316,6 +316,9 @@ type Node struct {
 	// UplinkMTU is the MTU of the node's uplink (0: unknown); the smallest
 	// in the cluster sets the default pod MTU of every VPC (VPC.PodMTU).
 	UplinkMTU int `json:"uplinkMTU,omitempty"`
+	// Labels are the node's labels (the agent's --node-labels), for
+	// selecting nodes, e.g. egress gateways by label.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Heartbeat is when the node's agent last reported itself alive (it
 	// re-registers periodically); zero when the store keeps none. Dead
 	// nodes are found by it (package reclaim).

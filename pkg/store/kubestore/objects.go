@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -58,6 +59,7 @@ var (
 	resIndex    = res("endpointindexes", "EndpointIndex")
 	resService  = res("vpcservices", "VPCService")
 	resVIP      = res("vpcservicevips", "VPCServiceVIP")
+	resEgress   = res("vpcegressgateways", "VPCEgressGateway")
 )
 
 // CRDFiles are the store's CRDs, files of deploy/crds. All must be
@@ -72,10 +74,11 @@ var CRDFiles = []string{
 	"genie.cni.io_endpointindexes.yaml",
 	"genie.cni.io_vpcservices.yaml",
 	"genie.cni.io_vpcservicevips.yaml",
+	"genie.cni.io_vpcegressgateways.yaml",
 }
 
 // allResources lists every CRD the store needs, for the start-up check.
-var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex, resService, resVIP}
+var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex, resService, resVIP, resEgress}
 
 // header is the part every object shares.
 type header struct {
@@ -148,6 +151,13 @@ type nodeSpec struct {
 	UnderlayMAC string `json:"underlayMAC,omitempty"`
 	Uplink      string `json:"uplink,omitempty"`
 	UplinkMTU   int    `json:"uplinkMTU,omitempty"`
+	// Labels are the node's labels (vpc.Node.Labels).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+func (a nodeSpec) equal(b nodeSpec) bool {
+	return a.Name == b.Name && a.UnderlayIP == b.UnderlayIP && a.UnderlayMAC == b.UnderlayMAC &&
+		a.Uplink == b.Uplink && a.UplinkMTU == b.UplinkMTU && maps.Equal(a.Labels, b.Labels)
 }
 
 type blockObject struct {
@@ -303,7 +313,7 @@ func toSubnet(o *subnetObject) (vpc.Subnet, error) {
 }
 
 func toNode(o *nodeObject) (vpc.Node, error) {
-	n := vpc.Node{Name: o.Spec.Name, Uplink: o.Spec.Uplink, UplinkMTU: o.Spec.UplinkMTU}
+	n := vpc.Node{Name: o.Spec.Name, Uplink: o.Spec.Uplink, UplinkMTU: o.Spec.UplinkMTU, Labels: o.Spec.Labels}
 	var err error
 	if n.UnderlayIP, err = netip.ParseAddr(o.Spec.UnderlayIP); err != nil {
 		return vpc.Node{}, fmt.Errorf("node object %q: underlay ip %q: %w", o.Metadata.Name, o.Spec.UnderlayIP, vpc.ErrInvalid)
