@@ -43,8 +43,8 @@ int from_pod(struct __sk_buff *skb)
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 zero = 0, hash;
+	int ret, bounce = 0;
 	__u8 tos;
-	int ret;
 
 	if (!skb_ensure(skb, ETH_HLEN))
 		return drop_skb(skb, DROP_TRUNCATED);
@@ -103,10 +103,17 @@ int from_pod(struct __sk_buff *skb)
 		ret = egress_from_pod(skb, ep, cfg, key.ip);
 		if (ret != EGRESS_PASS && ret != EGRESS_TUNNEL)
 			return ret;
-		/* Else unknown here: the endpoint directory (lib/directory.h). */
-		if (ret == EGRESS_PASS)
-			return directory_miss(skb, cfg, ep, &key, ifindex);
-		if (!(dst = egress_gateway()) || !(ip = lb_reload_ip(skb, &data_end))) {
+		if (ret == EGRESS_TUNNEL) {
+			dst = egress_gateway();
+		} else {
+			/* Unknown here: the endpoint directory (lib/directory.h). */
+			ret = directory_miss(cfg, &key);
+			if (ret != DIR_SEND && ret != DIR_BOUNCE)
+				return drop_skb(skb, ret);
+			bounce = ret == DIR_BOUNCE;
+			dst = directory_via();
+		}
+		if (!dst || !(ip = lb_reload_ip(skb, &data_end))) {
 			report_miss(&key);
 			return drop_skb(skb, DROP_NO_ROUTE);
 		}
@@ -136,5 +143,8 @@ int from_pod(struct __sk_buff *skb)
 	if (ret < 0)
 		return drop_skb(skb, ret);
 	tos = qos_mark(skb, ep->flags, tos);
-	return geneve_encap(skb, cfg, ep->vni, dst, tos, hash, &nh);
+	ret = geneve_encap(skb, cfg, ep->vni, dst, tos, hash, &nh);
+	if (bounce)
+		return directory_mark_bounce(skb, cfg, ret);
+	return ret;
 }

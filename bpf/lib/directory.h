@@ -123,84 +123,72 @@ __inline int dir_member(__be32 ip)
 	return bpf_map_lookup_elem(&genie_dir_nodes, &ip) != NULL;
 }
 
-/* dir_encap sends the pod's packet (IPv4 at ETH_HLEN) encapsulated to
- * dst->node_ip, like from_pod does for a remote endpoint; bounce marks it
- * as a bounce request from this node. */
-__inline int dir_encap(struct __sk_buff *skb, const struct node_config *cfg,
-		       const struct lxc_info *ep, __u32 ifindex,
-		       const struct endpoint_info *dst, int bounce)
+/* Results of directory_miss besides a negative DROP_* (the caller drops):
+ * encapsulate to directory_via(), plain or as a bounce request. */
+#define DIR_SEND	(-110)
+#define DIR_BOUNCE	(-111)
+
+/* directory_via returns the node directory_miss chose (DIR_SEND,
+ * DIR_BOUNCE) as a remote endpoint. */
+__inline struct endpoint_info *directory_via(void)
 {
-	void *data = dir_data(skb);
-	void *data_end = dir_data_end(skb);
-	struct iphdr *ip = data + ETH_HLEN;
-	struct nexthop nh = {};
-	__u32 hash;
-	__u8 tos;
-	int ret;
+	__u32 zero = 0;
 
-	if ((void *)(ip + 1) > data_end)
-		return drop_skb(skb, DROP_TRUNCATED);
-	tos = ip->tos;
-	hash = skb->hash;
-	if (!hash)
-		hash = flow_hash(ip, data_end);
-	ret = underlay_route(skb, cfg->underlay_ip, dst->node_ip, cfg->uplink_ifindex,
-			     encap_seg_len(skb, ip, data_end), &nh);
-	if (ret == ROUTE_TOO_BIG)
-		return icmp_frag_needed(skb, ep, ifindex, cfg, nh.mtu);
-	if (ret < 0)
-		return drop_skb(skb, ret);
-	tos = qos_mark(skb, ep->flags, tos);
-	ret = geneve_encap(skb, cfg, ep->vni, dst, tos, hash, &nh);
-	if (bounce && ret != TC_ACT_SHOT) {
-		__u8 mark[ETH_ALEN] = { DIR_MAC0, DIR_MARK_REQ };
+	return bpf_map_lookup_elem(&genie_dir_via, &zero);
+}
 
-		__builtin_memcpy(&mark[2], &cfg->underlay_ip, 4);
-		if (bpf_skb_store_bytes(skb, DIR_ISMAC_OFF, mark, ETH_ALEN, 0))
-			return drop_skb(skb, DROP_ENCAP_FAILED);
-	}
-	return ret;
+/* dir_send hands e to from_pod through the per-CPU scratch. */
+__inline int dir_send(const struct endpoint_info *e, int verdict)
+{
+	struct endpoint_info *via = directory_via();
+
+	if (!via)
+		return DROP_NO_ROUTE;
+	*via = *e;
+	return verdict;
 }
 
 /* directory_miss handles a pod's packet to {vni, ip} that is not in
  * genie_endpoints: in vpc-sync mode a counted NO_ROUTE drop (and a miss
- * report), in directory mode a learned or held entry, or the bounce.
+ * report), in directory mode a learned or held entry (DIR_SEND), or the
+ * bounce through a holder of the shard (DIR_BOUNCE); a negative DROP_*
+ * otherwise, for the caller to drop. from_pod encapsulates (path MTU, QoS
+ * and all, as for a known endpoint) and directory_mark_bounce marks a
+ * bounce request.
  *
  * A BPF subprogram, not inlined: from_pod's own code (and clang's register
  * choices there, which the verifier is picky about for context pointers)
  * stays what it is without the directory, and the miss path is not hot. */
 static __attribute__((noinline, unused)) int
-directory_miss(struct __sk_buff *skb, const struct node_config *cfg,
-	       const struct lxc_info *ep, const struct endpoint_key *key,
-	       __u32 ifindex)
+directory_miss(const struct node_config *cfg, const struct endpoint_key *key)
 {
-	struct endpoint_info via = {};
 	struct dir_config *dc = dir_enabled();
+	struct endpoint_info via = {};
 	struct dir_shard *sh;
 	struct dir_entry *e;
 	__u32 shard, i;
 
 	if (!dc) {
 		report_miss(key);
-		return drop_skb(skb, DROP_NO_ROUTE);
+		return DROP_NO_ROUTE;
 	}
 	e = bpf_map_lookup_elem(&genie_dir_lru, key);
 	if (e && e->ep.node_ip && e->ep.node_ip != cfg->underlay_ip) {
 		dir_count(DIR_STAT_LRU_HIT);
-		return dir_encap(skb, cfg, ep, ifindex, &e->ep, 0);
+		return dir_send(&e->ep, DIR_SEND);
 	}
 	e = bpf_map_lookup_elem(&genie_dir_held, key);
 	if (e && e->ep.node_ip && e->ep.node_ip != cfg->underlay_ip) {
 		dir_count(DIR_STAT_HELD_HIT);
-		return dir_encap(skb, cfg, ep, ifindex, &e->ep, 0);
+		return dir_send(&e->ep, DIR_SEND);
 	}
 	report_miss(key);
 	if (e) /* held here, on this node, but not a local endpoint (DEL racing) */
-		return drop_skb(skb, DROP_NO_ROUTE);
+		return DROP_NO_ROUTE;
 	shard = dir_shard_of(key->vni, key->ip, dc->shard_mask);
 	sh = bpf_map_lookup_elem(&genie_dir_shard, &shard);
 	if (!sh)
-		return drop_skb(skb, DROP_DIR_NO_HOLDER);
+		return DROP_DIR_NO_HOLDER;
 #pragma unroll
 	for (i = 0; i < DIR_MAX_REPLICAS; i++) {
 		if (i >= sh->n)
@@ -211,9 +199,24 @@ directory_miss(struct __sk_buff *skb, const struct node_config *cfg,
 		}
 	}
 	if (!via.node_ip)
-		return drop_skb(skb, DROP_DIR_NO_HOLDER);
+		return DROP_DIR_NO_HOLDER;
 	dir_count(DIR_STAT_BOUNCED);
-	return dir_encap(skb, cfg, ep, ifindex, &via, 1);
+	return dir_send(&via, DIR_BOUNCE);
+}
+
+/* directory_mark_bounce marks the packet from_pod encapsulated with verdict
+ * ret as a bounce request from this node (the inner source MAC, see the
+ * top of this file) and returns the verdict. */
+__inline int directory_mark_bounce(struct __sk_buff *skb, const struct node_config *cfg, int ret)
+{
+	__u8 mark[ETH_ALEN] = { DIR_MAC0, DIR_MARK_REQ };
+
+	if (ret == TC_ACT_SHOT)
+		return ret;
+	__builtin_memcpy(&mark[2], &cfg->underlay_ip, 4);
+	if (bpf_skb_store_bytes(skb, DIR_ISMAC_OFF, mark, ETH_ALEN, 0))
+		return drop_skb(skb, DROP_ENCAP_FAILED);
+	return ret;
 }
 
 /* dir_is_holder reports whether node is a holder of key's shard. */

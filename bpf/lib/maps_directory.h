@@ -108,3 +108,14 @@ struct {
 	__uint(max_entries, DIR_STAT_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } genie_dir_stats SEC(".maps");
+
+/* The node directory_miss chose for a pod's packet, handed back to from_pod
+ * (which encapsulates to it like to any remote endpoint): a per-CPU scratch
+ * entry, not a stack frame of the miss path's own, so the call chain
+ * from_pod -> directory_miss -> trace_drop stays within 512 bytes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, 1);
+} genie_dir_via SEC(".maps");

@@ -58,3 +58,22 @@ struct {
 	__uint(max_entries, TRACE_RINGBUF_BYTES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } genie_trace SEC(".maps");
+
+/* trace_drop's buffers for the headers it reads (per CPU): trace_drop runs
+ * at the end of the deepest call chain (from_pod -> an egress hook ->
+ * drop_skb), so its own stack frame must stay a few bytes
+ * (docs/design.md, "Stack budget"). */
+struct trace_scratch {
+	__u8 eth[16];		/* a struct ethhdr (14 used) */
+	__u32 ip[5];		/* a struct iphdr (bpf2go cannot render its union) */
+	__u8 hdr[16];		/* UDP + Geneve */
+	__u8 l4[4];
+	__be32 arp[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct trace_scratch);
+	__uint(max_entries, 1);
+} genie_trace_scratch SEC(".maps");

@@ -182,6 +182,15 @@ type lxcTraceEvent struct {
 	Dmac       [6]uint8
 }
 
+type lxcTraceScratch struct {
+	_   structs.HostLayout
+	Eth [16]uint8
+	Ip  [5]uint32
+	Hdr [16]uint8
+	L4  [4]uint8
+	Arp [2]uint32
+}
+
 type lxcTraceState struct {
 	_       structs.HostLayout
 	Enabled uint32
@@ -216,6 +225,7 @@ const (
 	lxcMapGenieDirNodes       = "genie_dir_nodes"
 	lxcMapGenieDirShard       = "genie_dir_shard"
 	lxcMapGenieDirStats       = "genie_dir_stats"
+	lxcMapGenieDirVia         = "genie_dir_via"
 	lxcMapGenieDrops          = "genie_drops"
 	lxcMapGenieEgressFlows    = "genie_egress_flows"
 	lxcMapGenieEgressGw       = "genie_egress_gw"
@@ -232,6 +242,7 @@ const (
 	lxcMapGenieQosIngress     = "genie_qos_ingress"
 	lxcMapGenieSvc            = "genie_svc"
 	lxcMapGenieTrace          = "genie_trace"
+	lxcMapGenieTraceScratch   = "genie_trace_scratch"
 	lxcMapGenieTraceState     = "genie_trace_state"
 	lxcMapGenieVnis           = "genie_vnis"
 	lxcMapGenieVpcRoutes      = "genie_vpc_routes"
@@ -295,6 +306,7 @@ type lxcMapSpecs struct {
 	GenieDirNodes       *ebpf.MapSpec `ebpf:"genie_dir_nodes"`
 	GenieDirShard       *ebpf.MapSpec `ebpf:"genie_dir_shard"`
 	GenieDirStats       *ebpf.MapSpec `ebpf:"genie_dir_stats"`
+	GenieDirVia         *ebpf.MapSpec `ebpf:"genie_dir_via"`
 	GenieDrops          *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEgressFlows    *ebpf.MapSpec `ebpf:"genie_egress_flows"`
 	GenieEgressGw       *ebpf.MapSpec `ebpf:"genie_egress_gw"`
@@ -311,6 +323,7 @@ type lxcMapSpecs struct {
 	GenieQosIngress     *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
 	GenieSvc            *ebpf.MapSpec `ebpf:"genie_svc"`
 	GenieTrace          *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceScratch   *ebpf.MapSpec `ebpf:"genie_trace_scratch"`
 	GenieTraceState     *ebpf.MapSpec `ebpf:"genie_trace_state"`
 	GenieVnis           *ebpf.MapSpec `ebpf:"genie_vnis"`
 	GenieVpcRoutes      *ebpf.MapSpec `ebpf:"genie_vpc_routes"`
@@ -350,6 +363,7 @@ type lxcMaps struct {
 	GenieDirNodes       *ebpf.Map `ebpf:"genie_dir_nodes"`
 	GenieDirShard       *ebpf.Map `ebpf:"genie_dir_shard"`
 	GenieDirStats       *ebpf.Map `ebpf:"genie_dir_stats"`
+	GenieDirVia         *ebpf.Map `ebpf:"genie_dir_via"`
 	GenieDrops          *ebpf.Map `ebpf:"genie_drops"`
 	GenieEgressFlows    *ebpf.Map `ebpf:"genie_egress_flows"`
 	GenieEgressGw       *ebpf.Map `ebpf:"genie_egress_gw"`
@@ -366,6 +380,7 @@ type lxcMaps struct {
 	GenieQosIngress     *ebpf.Map `ebpf:"genie_qos_ingress"`
 	GenieSvc            *ebpf.Map `ebpf:"genie_svc"`
 	GenieTrace          *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceScratch   *ebpf.Map `ebpf:"genie_trace_scratch"`
 	GenieTraceState     *ebpf.Map `ebpf:"genie_trace_state"`
 	GenieVnis           *ebpf.Map `ebpf:"genie_vnis"`
 	GenieVpcRoutes      *ebpf.Map `ebpf:"genie_vpc_routes"`
@@ -381,6 +396,7 @@ func (m *lxcMaps) Close() error {
 		m.GenieDirNodes,
 		m.GenieDirShard,
 		m.GenieDirStats,
+		m.GenieDirVia,
 		m.GenieDrops,
 		m.GenieEgressFlows,
 		m.GenieEgressGw,
@@ -397,6 +413,7 @@ func (m *lxcMaps) Close() error {
 		m.GenieQosIngress,
 		m.GenieSvc,
 		m.GenieTrace,
+		m.GenieTraceScratch,
 		m.GenieTraceState,
 		m.GenieVnis,
 		m.GenieVpcRoutes,

@@ -182,6 +182,15 @@ type uplinkTraceEvent struct {
 	Dmac       [6]uint8
 }
 
+type uplinkTraceScratch struct {
+	_   structs.HostLayout
+	Eth [16]uint8
+	Ip  [5]uint32
+	Hdr [16]uint8
+	L4  [4]uint8
+	Arp [2]uint32
+}
+
 type uplinkTraceState struct {
 	_       structs.HostLayout
 	Enabled uint32
@@ -216,6 +225,7 @@ const (
 	uplinkMapGenieDirNodes       = "genie_dir_nodes"
 	uplinkMapGenieDirShard       = "genie_dir_shard"
 	uplinkMapGenieDirStats       = "genie_dir_stats"
+	uplinkMapGenieDirVia         = "genie_dir_via"
 	uplinkMapGenieDrops          = "genie_drops"
 	uplinkMapGenieEgressFlows    = "genie_egress_flows"
 	uplinkMapGenieEgressGw       = "genie_egress_gw"
@@ -232,6 +242,7 @@ const (
 	uplinkMapGenieQosIngress     = "genie_qos_ingress"
 	uplinkMapGenieSvc            = "genie_svc"
 	uplinkMapGenieTrace          = "genie_trace"
+	uplinkMapGenieTraceScratch   = "genie_trace_scratch"
 	uplinkMapGenieTraceState     = "genie_trace_state"
 	uplinkMapGenieVnis           = "genie_vnis"
 	uplinkMapGenieVpcRoutes      = "genie_vpc_routes"
@@ -297,6 +308,7 @@ type uplinkMapSpecs struct {
 	GenieDirNodes       *ebpf.MapSpec `ebpf:"genie_dir_nodes"`
 	GenieDirShard       *ebpf.MapSpec `ebpf:"genie_dir_shard"`
 	GenieDirStats       *ebpf.MapSpec `ebpf:"genie_dir_stats"`
+	GenieDirVia         *ebpf.MapSpec `ebpf:"genie_dir_via"`
 	GenieDrops          *ebpf.MapSpec `ebpf:"genie_drops"`
 	GenieEgressFlows    *ebpf.MapSpec `ebpf:"genie_egress_flows"`
 	GenieEgressGw       *ebpf.MapSpec `ebpf:"genie_egress_gw"`
@@ -313,6 +325,7 @@ type uplinkMapSpecs struct {
 	GenieQosIngress     *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
 	GenieSvc            *ebpf.MapSpec `ebpf:"genie_svc"`
 	GenieTrace          *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceScratch   *ebpf.MapSpec `ebpf:"genie_trace_scratch"`
 	GenieTraceState     *ebpf.MapSpec `ebpf:"genie_trace_state"`
 	GenieVnis           *ebpf.MapSpec `ebpf:"genie_vnis"`
 	GenieVpcRoutes      *ebpf.MapSpec `ebpf:"genie_vpc_routes"`
@@ -352,6 +365,7 @@ type uplinkMaps struct {
 	GenieDirNodes       *ebpf.Map `ebpf:"genie_dir_nodes"`
 	GenieDirShard       *ebpf.Map `ebpf:"genie_dir_shard"`
 	GenieDirStats       *ebpf.Map `ebpf:"genie_dir_stats"`
+	GenieDirVia         *ebpf.Map `ebpf:"genie_dir_via"`
 	GenieDrops          *ebpf.Map `ebpf:"genie_drops"`
 	GenieEgressFlows    *ebpf.Map `ebpf:"genie_egress_flows"`
 	GenieEgressGw       *ebpf.Map `ebpf:"genie_egress_gw"`
@@ -368,6 +382,7 @@ type uplinkMaps struct {
 	GenieQosIngress     *ebpf.Map `ebpf:"genie_qos_ingress"`
 	GenieSvc            *ebpf.Map `ebpf:"genie_svc"`
 	GenieTrace          *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceScratch   *ebpf.Map `ebpf:"genie_trace_scratch"`
 	GenieTraceState     *ebpf.Map `ebpf:"genie_trace_state"`
 	GenieVnis           *ebpf.Map `ebpf:"genie_vnis"`
 	GenieVpcRoutes      *ebpf.Map `ebpf:"genie_vpc_routes"`
@@ -383,6 +398,7 @@ func (m *uplinkMaps) Close() error {
 		m.GenieDirNodes,
 		m.GenieDirShard,
 		m.GenieDirStats,
+		m.GenieDirVia,
 		m.GenieDrops,
 		m.GenieEgressFlows,
 		m.GenieEgressGw,
@@ -399,6 +415,7 @@ func (m *uplinkMaps) Close() error {
 		m.GenieQosIngress,
 		m.GenieSvc,
 		m.GenieTrace,
+		m.GenieTraceScratch,
 		m.GenieTraceState,
 		m.GenieVnis,
 		m.GenieVpcRoutes,
