@@ -64,8 +64,10 @@ func BenchmarkPodStartup(b *testing.B) {
 }
 
 // pluginProfile reports the medians of genie's own timings from its debug
-// log on the node: the whole ADD, each attachment by network, and the rest
-// (process start, API reads, network-status patch, records).
+// log on the node: the whole ADD (after process start-up), the wall time of
+// its attachments (the first alone, the others at once) and each of them
+// by network, the rest (API reads, network-status patch, records), and the
+// phases: resolved and planned (since the ADD began), the status patch.
 func (e *env) pluginProfile(b *testing.B) {
 	log, err := os.ReadFile(e.n.NodePath("/var/log/genie/genie.log"))
 	if err != nil {
@@ -91,11 +93,19 @@ func (e *env) pluginProfile(b *testing.B) {
 		switch {
 		case strings.Contains(l, "msg=added") && field(l, "networks") == "3":
 			by["ADD total"] = append(by["ADD total"], d)
-			if dd, err := time.ParseDuration(field(l, "delegates")); err == nil {
+			if dd, err := time.ParseDuration(field(l, "attaching")); err == nil {
+				by["ADD attaching (wall)"] = append(by["ADD attaching (wall)"], dd)
 				by["ADD outside attachments"] = append(by["ADD outside attachments"], d-dd)
 			}
-		case strings.Contains(l, "msg=attach"):
+		case strings.Contains(l, "msg=attach "):
 			by["attach "+field(l, "network")] = append(by["attach "+field(l, "network")], d)
+		case strings.Contains(l, "msg=resolved"), strings.Contains(l, "msg=planned"),
+			strings.Contains(l, `msg="network-status written"`):
+			k := strings.Trim(field(l, "msg"), `"`)
+			if k == "network-status" {
+				k = "network-status patch"
+			}
+			by["phase "+k] = append(by["phase "+k], d)
 		}
 	}
 	for _, k := range keys(by) {
