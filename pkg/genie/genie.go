@@ -199,7 +199,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 	// time of the attachments (concurrent ones overlap), so took minus
 	// attaching is genie's own work.
 	inv.log.Info("added", "container", rec.ContainerID, "networks", len(rec.Networks),
-		"took", time.Since(inv.start), "attaching", attaching)
+		"took", time.Since(inv.start), "attaching", attaching, "attachParallelism", inv.conf.AttachParallelism)
 	return merged, nil
 }
 
