@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/cni/pkg/version"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -100,7 +102,10 @@ func newInvocation(conf *NetConf, args *skel.CmdArgs, log *slog.Logger) (*invoca
 		conf:  conf,
 		args:  args,
 		log:   log,
-		cni:   libcni.NewCNIConfigWithCacheDir(conf.binPaths(), cacheDir(conf), nil),
+		// An explicit exec: with nil, libcni creates one lazily on first
+		// use, a data race when networks are attached at once.
+		cni: libcni.NewCNIConfigWithCacheDir(conf.binPaths(), cacheDir(conf),
+			&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}),
 		store: store{dir: conf.StateDir},
 		pod:   pa,
 	}, nil

@@ -309,4 +309,19 @@ func TestConcurrentAttachRollback(t *testing.T) {
 	if err := CmdDel(e.args("rb2", "", bin)); err != nil {
 		t.Fatalf("DEL after the failed ADD: %v", err)
 	}
+
+	// A VPC first, then two delegates at once (under -race: nothing
+	// libcni sets up lazily is shared between them).
+	res, err := Add(e.args("mix", "GENIE_NETWORKS=vpc:blue/web,ok0,ok1", bin))
+	if err != nil {
+		t.Fatalf("add: %v", err)
+	}
+	r := res.(*current.Result)
+	if len(r.IPs) != 3 || r.IPs[1].Address.String() != "10.1.0.2/24" || r.IPs[2].Address.String() != "10.1.1.2/24" ||
+		*r.IPs[2].Interface != 2 || r.Interfaces[2].Name != "ok1" {
+		t.Fatalf("merged result %+v", r)
+	}
+	if err := CmdDel(e.args("mix", "", bin)); err != nil {
+		t.Fatalf("del: %v", err)
+	}
 }
