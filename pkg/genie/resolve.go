@@ -149,6 +149,7 @@ func (inv *invocation) resolve(ctx context.Context) ([]planned, string, error) {
 			return nil, "", stepError(types.ErrTryAgainLater, "read pod", err)
 		}
 		inv.podObj = pod
+		inv.log.Debug("pod read", "took", time.Since(inv.start))
 		if v := strings.TrimSpace(pod.Annotations[selection.NetworksAnnotation]); v != "" {
 			source = SourceNPWG
 			if elems, err = selection.ParseNetworks(v); err != nil {
@@ -187,6 +188,7 @@ func (inv *invocation) resolve(ctx context.Context) ([]planned, string, error) {
 	var nads []nadRead
 	if source == SourceNPWG {
 		nads = inv.readNADs(ctx, elems, len(nets), ns)
+		inv.log.Debug("nads read", "took", time.Since(inv.start))
 	}
 	for i := len(nets); i < len(elems); i++ {
 		e := &elems[i]

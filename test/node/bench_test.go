@@ -160,18 +160,33 @@ func (e *env) pluginProfile(b *testing.B) {
 			}
 		case strings.Contains(l, "msg=attach "):
 			pending["attach "+field(l, "network")] = append(pending["attach "+field(l, "network")], d)
-		case strings.Contains(l, "msg=resolved"), strings.Contains(l, "msg=planned"),
-			strings.Contains(l, `msg="network-status written"`):
-			k := strings.Trim(field(l, "msg"), `"`)
-			if k == "network-status" {
-				k = "network-status patch"
-			}
+		case phaseOf(l) != "":
+			k := phaseOf(l)
 			pending["phase "+k] = append(pending["phase "+k], d)
 		}
 	}
 	for _, k := range keys(by) {
 		b.Logf("genie %s: median %v of %d", k, medianOf(by[k]).Round(100*time.Microsecond), len(by[k]))
 	}
+}
+
+// phases are genie's debug lines that time a phase of ADD: the message
+// and how the profile names it.
+var phases = [][2]string{
+	{"msg=\"pod read\"", "pod read (since the ADD began)"},
+	{"msg=\"nads read\"", "NADs read (since the ADD began)"},
+	{"msg=resolved ", "resolved (since the ADD began)"},
+	{"msg=planned ", "planned, record written (since the ADD began)"},
+	{"msg=\"network-status written\"", "network-status patch"},
+}
+
+func phaseOf(l string) string {
+	for _, p := range phases {
+		if strings.Contains(l, p[0]) {
+			return p[1]
+		}
+	}
+	return ""
 }
 
 func medianOf(d []time.Duration) time.Duration {
