@@ -28,7 +28,8 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.ConfDir != DefaultConfDir || c.StateDir != DefaultStateDir || c.BinDir != "/a:/b" ||
-		c.AgentSocket != agentapi.DefaultSocket || c.LogLevel != DefaultLogLevel || c.Kubeconfig != "" {
+		c.AgentSocket != agentapi.DefaultSocket || c.LogLevel != DefaultLogLevel || c.Kubeconfig != "" ||
+		c.AttachParallelism != DefaultAttachParallelism {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if p := c.binPaths(); !slices.Equal(p, []string{"/a", "/b"}) {
@@ -43,6 +44,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		`{"cniVersion":"1.1.0","stateDir":"relative"}`,
 		`{"cniVersion":"x.y"}`,
 		`{"cniVersion":"1.1.0","defaultNetworks":[""]}`,
+		`{"cniVersion":"1.1.0","attachParallelism":-1}`,
 		`{"confDir":5}`,
 		`not json`,
 	} {
