@@ -22,7 +22,7 @@ const (
 	DefaultLogLevel = "warn"
 	// DefaultAttachParallelism is how many attachments of one ADD run at
 	// once when attachParallelism is not set.
-	DefaultAttachParallelism = 4
+	DefaultAttachParallelism = 1
 	// PluginType is genie's own "type"; confs of this type in the conf dir
 	// are never chosen as delegates.
 	PluginType = "genie"

@@ -20,10 +20,11 @@
 //     CHECK and GC need nothing else: not the pod, not the NAD, not the API
 //     server, not the conf file (which may have changed since).
 //  3. Execute. The first network (the pod's default, CNI_IFNAME) is
-//     attached alone, then all others at once, at most attachParallelism
-//     at a time (waves.go: no attachment's input is another's result, and
-//     every delegate copes with concurrent calls already; attachParallelism
-//     1 restores strict order). Goroutines enter the caller's netns, so
+//     attached alone, then the others, up to attachParallelism at a time
+//     (waves.go: no attachment's input is another's result, and every
+//     delegate copes with concurrent calls already; the default, 1, keeps
+//     strict order, because overlapping routes of two networks would
+//     otherwise depend on timing). Goroutines enter the caller's netns, so
 //     delegates start where a sequential ADD would start them. The
 //     runtime's runtimeConfig goes to the default network only; per-network
 //     NPWG requests (ips, mac, bandwidth, ...) go to their delegate as

@@ -135,8 +135,8 @@ func setParallelism(t *testing.T, stdin []byte, p int) []byte {
 // TestConcurrentAttachOrder: after the first network, the others are
 // attached at once (the agent holds each until all three are in flight)
 // and finish in reverse order, yet the merged result, the record and the
-// IPs' interface indexes follow the selection. With attachParallelism 1
-// they are attached strictly in order, one at a time.
+// IPs' interface indexes follow the selection (attachParallelism 4). With
+// the default, 1, they are attached strictly in order, one at a time.
 func TestConcurrentAttachOrder(t *testing.T) {
 	e := newUnprivEnv(t)
 	agent := startGateAgent(t, e.socket)
@@ -172,7 +172,9 @@ func TestConcurrentAttachOrder(t *testing.T) {
 
 	agent.gate = 3
 	agent.delay = map[string]time.Duration{"b": 200 * time.Millisecond, "c": 100 * time.Millisecond}
-	res, err := Add(e.args("par", sel, bin))
+	ap := e.args("par", sel, bin)
+	ap.StdinData = setParallelism(t, ap.StdinData, 4)
+	res, err := Add(ap)
 	if err != nil {
 		t.Fatalf("add: %v", err)
 	}
@@ -188,10 +190,9 @@ func TestConcurrentAttachOrder(t *testing.T) {
 	}
 
 	agent.gate, agent.maxSeen, agent.attached = 0, 0, nil
-	a := e.args("seq", sel, bin)
-	a.StdinData = setParallelism(t, a.StdinData, 1)
-	if res, err = Add(a); err != nil {
-		t.Fatalf("add with attachParallelism 1: %v", err)
+	// The default is strict order.
+	if res, err = Add(e.args("seq", sel, bin)); err != nil {
+		t.Fatalf("add with the default attachParallelism (1): %v", err)
 	}
 	if want := []string{"seq/eth0", "seq/net1", "seq/eth9", "seq/net2"}; !slices.Equal(agent.attached, want) || agent.maxSeen != 1 {
 		t.Fatalf("attachParallelism 1: attached %v, %d at once", agent.attached, agent.maxSeen)
@@ -259,6 +260,7 @@ func TestConcurrentAttachRollback(t *testing.T) {
 	agent.delay["red"] = 300 * time.Millisecond // fails after bad did
 
 	a := e.args("rb", "GENIE_NETWORKS=ok0,vpc:blue/web,vpc:red/db,ok1,bad", bin)
+	a.StdinData = setParallelism(t, a.StdinData, 4)
 	_, err := Add(a)
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Msg, `"vpc:red/db" (net2): add`) {
