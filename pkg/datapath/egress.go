@@ -49,6 +49,10 @@ const (
 	EgressPortFloor = 1024
 )
 
+// lxcFlagNodeNet is LXC_F_NODE_NET (bpf/lib/maps_egress.h), a bit of
+// lxc_info.flags beside QoS's (qos.go): LocalEndpoint.NodeNet.
+const lxcFlagNodeNet = 0x4
+
 // MaxEgressGateways is the number of gateways (active plus draining) one
 // policy may have in the data plane (EGRESS_MAX_GW).
 const MaxEgressGateways = 8
