@@ -117,7 +117,7 @@ func (a *Agent) localEndpoints() []egress.Endpoint {
 	out := make([]egress.Endpoint, 0, len(a.atts))
 	for _, at := range a.atts {
 		if at.Complete && at.IP.IsValid() {
-			out = append(out, egress.Endpoint{VPC: at.VPC, IP: at.IP, Labels: at.Labels.labels()})
+			out = append(out, egress.Endpoint{VPC: at.VPC, IP: at.IP, Labels: at.Labels.labels(), NodeNet: at.NodeNet})
 		}
 	}
 	return out

@@ -241,6 +241,19 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		a.vpcs[g.VPC] = v
 	}
+	// And of every VPC that is a local pod's default network (its
+	// internal route and 0.0.0.0/0, egress.Compute).
+	for _, e := range local {
+		if _, ok := a.vpcs[e.VPC]; ok || !e.NodeNet {
+			continue
+		}
+		v, err := a.Store.GetVPC(ctx, e.VPC)
+		if err != nil {
+			a.log().Warn("egress: vpc of a default-network pod", "vpc", e.VPC, "err", err)
+			continue
+		}
+		a.vpcs[e.VPC] = v
+	}
 	in := egress.Input{Node: a.Node, VPCs: a.vpcs, Hosted: map[string]bool{}, Nodes: a.nodes, Local: local,
 		Now: time.Now(), DrainTimeout: a.DrainTimeout}
 	if in.DrainTimeout == 0 {
