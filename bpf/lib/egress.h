@@ -47,7 +47,10 @@
  *   (egress_node_out): SNAT to the node's underlay address (the same
  *   egress_snat, FIB and reply path as a gateway's; a FIB answer "local"
  *   hands the packet to the host stack instead). Replies to the node's
- *   address and an SNAT port come back through egress_reply.
+ *   address and an SNAT port come back through egress_reply. A host route
+ *   (VPC_ROUTE_HOST: the cluster's Service CIDR) sends the pod's packet to
+ *   the host stack unNATed, where kube-proxy's rules DNAT (and masquerade)
+ *   it; its replies come back through the node's host route to the pod.
  *
  * Not handled: fragments and protocols other than TCP, UDP and ICMP echo
  * (counted EGRESS_UNSUPPORTED), ICMP errors about egress flows (not
@@ -576,7 +579,11 @@ __egress_hook int egress_from_pod(struct __sk_buff *skb, const struct lxc_info *
 	if ((ep->flags & LXC_F_NODE_NET) && daddr == cfg->underlay_ip)
 		return egress_to_host(skb);
 	r = bpf_map_lookup_elem(&genie_vpc_routes, &rk);
-	if (!r || r->kind != VPC_ROUTE_EGRESS)
+	if (!r)
+		return EGRESS_PASS;
+	if (r->kind == VPC_ROUTE_HOST && (ep->flags & LXC_F_NODE_NET))
+		return egress_to_host(skb);	/* a ClusterIP: kube-proxy's */
+	if (r->kind != VPC_ROUTE_EGRESS)
 		return EGRESS_PASS;
 	policy = r->policy;
 	if (r->route) {

@@ -49,6 +49,9 @@
 /* Route kinds. */
 #define VPC_ROUTE_INTERNAL 1	/* the VPC's own CIDR: never egress */
 #define VPC_ROUTE_EGRESS 2	/* leaves the VPC through a policy's gateways */
+#define VPC_ROUTE_HOST 3	/* a LXC_F_NODE_NET pod's packet goes to its node's stack
+				 * unNATed (the cluster's Service CIDR: kube-proxy);
+				 * anyone else's is not routed */
 
 /* LPM key: prefixlen counts the VNI's 32 bits plus the address prefix, so
  * a lookup matches the VNI exactly and the address by longest prefix. */

@@ -20,6 +20,7 @@ import (
 //	                        leaves through its own node, SNATed to A
 //	red 198.51.96.0/20   -> policy 0; the node has a blackhole route for
 //	                        198.51.101.0/24 and none for 198.51.103.0/24
+//	red 10.96.0.0/12     -> host (the Service CIDR): the host stack, unNATed
 //	198.51.100.200       is an address of node A itself: the host stack
 //	blue                 has no 0.0.0.0/0 route: nothing leaves, NodeNet or not
 func newNodeNetWorld(t *testing.T) *Datapath {
@@ -35,8 +36,13 @@ func newNodeNetWorld(t *testing.T) *Datapath {
 	}
 	// As the agent routes a default network's VPC: 0.0.0.0/0 and the
 	// like with policy 0 where no policy selects the pod.
-	if err := d.UpsertVPCRoute(VPCRoute{VNI: vniRed, Prefix: netip.MustParsePrefix("198.51.96.0/20"), Kind: RouteEgress}); err != nil {
-		t.Fatal(err)
+	for _, r := range []VPCRoute{
+		{VNI: vniRed, Prefix: netip.MustParsePrefix("198.51.96.0/20"), Kind: RouteEgress},
+		{VNI: vniRed, Prefix: netip.MustParsePrefix("10.96.0.0/12"), Kind: RouteHost},
+	} {
+		if err := d.UpsertVPCRoute(r); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, ep := range []LocalEndpoint{redB, blueA} {
 		ep.NodeNet = true
@@ -74,6 +80,14 @@ func TestPrivilegedEgressNodeNetFixtures(t *testing.T) {
 		{
 			name: "to another address of its node (fib: local): the host stack", ifindex: redB.HostIfindex,
 			in: frame(gwMAC, redB.MAC, udpIP(ip2, 40000, nodeLocal, 53, payload(12))), verdict: tcActOK,
+		},
+		{
+			name: "to a clusterip (host route): the host stack unNATed, for kube-proxy", ifindex: redB.HostIfindex,
+			in: frame(gwMAC, redB.MAC, udpIP(ip2, 40000, netip.MustParseAddr("10.96.0.10"), 53, payload(12))), verdict: tcActOK,
+		},
+		{
+			name: "red 10.0.0.1 (no default network) to a clusterip: no route", ifindex: redA.HostIfindex,
+			in: frame(gwMAC, redA.MAC, udpIP(ip1, 40000, netip.MustParseAddr("10.96.0.10"), 53, payload(12))), verdict: tcActShot, drop: DropNoRoute,
 		},
 		{
 			name: "red 10.0.0.1 is no default network: the node's address is outside, policy 1's gateway b", ifindex: redA.HostIfindex,

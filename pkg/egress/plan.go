@@ -37,6 +37,10 @@ type Input struct {
 	Alive func(node string) bool
 	// Local are the node's pods.
 	Local []Endpoint
+	// HostPrefixes are the cluster's Service CIDRs: a VPC with a NodeNet
+	// pod routes them to the node's stack (kube-proxy's ClusterIPs), unless
+	// they overlap the VPC's CIDR.
+	HostPrefixes []netip.Prefix
 	// Now and DrainTimeout decide which drains are over.
 	Now          time.Time
 	DrainTimeout time.Duration
@@ -46,10 +50,12 @@ type Input struct {
 // the policy of pods without a selection, Selections the local pods
 // whose policy differs ("" for none).
 type Route struct {
-	VPC        string
-	VNI        uint32
-	Prefix     netip.Prefix
-	Internal   bool
+	VPC      string
+	VNI      uint32
+	Prefix   netip.Prefix
+	Internal bool
+	// Host: to the node's stack, for NodeNet pods (HostPrefixes).
+	Host       bool
 	Policy     string
 	Selections map[netip.Addr]string
 }
@@ -137,6 +143,13 @@ func Compute(in Input) Plan {
 			continue
 		}
 		p.Routes = append(p.Routes, Route{VPC: name, VNI: v.VNI, Prefix: v.CIDR, Internal: true})
+		if nodeNet[name] {
+			for _, h := range in.HostPrefixes {
+				if !h.Overlaps(v.CIDR) {
+					p.Routes = append(p.Routes, Route{VPC: name, VNI: v.VNI, Prefix: h.Masked(), Host: true})
+				}
+			}
+		}
 		var local []Endpoint
 		for _, e := range in.Local {
 			if e.VPC == name {

@@ -118,9 +118,12 @@ func TestComputeNodeNet(t *testing.T) {
 			{VPC: "blue", IP: addr("10.1.0.2"), NodeNet: true},
 			{VPC: "red", IP: addr("10.1.0.2")},
 		},
+		// The second overlaps blue's CIDR: not routed to the host.
+		HostPrefixes: []netip.Prefix{pfx("10.96.0.0/12"), pfx("10.0.0.0/8")},
 	}
 	want := []Route{
 		{VPC: "blue", VNI: 7, Prefix: pfx("10.1.0.0/16"), Internal: true},
+		{VPC: "blue", VNI: 7, Prefix: pfx("10.96.0.0/12"), Host: true},
 		{VPC: "blue", VNI: 7, Prefix: pfx("0.0.0.0/0")},
 	}
 	if p := Compute(in); !reflect.DeepEqual(p.Routes, want) {
@@ -131,6 +134,7 @@ func TestComputeNodeNet(t *testing.T) {
 	in.Local = append(in.Local, Endpoint{VPC: "blue", IP: addr("10.1.0.3"), Labels: map[string]string{"app": "web"}, NodeNet: true})
 	want = []Route{
 		{VPC: "blue", VNI: 7, Prefix: pfx("10.1.0.0/16"), Internal: true},
+		{VPC: "blue", VNI: 7, Prefix: pfx("10.96.0.0/12"), Host: true},
 		{VPC: "blue", VNI: 7, Prefix: pfx("0.0.0.0/0")},
 		{VPC: "blue", VNI: 7, Prefix: pfx("203.0.113.0/24"), Selections: map[netip.Addr]string{addr("10.1.0.3"): "blue/web"}},
 	}

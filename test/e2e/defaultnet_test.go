@@ -7,12 +7,15 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
+	"github.com/vishvananda/netlink"
 )
 
 // The overlay as a pod's default network (#9 part 4) through the real
@@ -22,6 +25,14 @@ import (
 // the test knows which connection each reply belongs to and what the SNAT
 // did. Tx checksum offload is off in the pod and on node1's uplink: the
 // SNATed packets carry the checksums BPF computed.
+
+// serviceCIDR is the sandbox cluster's Service range, clusterDNS a
+// ClusterIP in it that node1's stand-in for kube-proxy (an iptables DNAT
+// and masquerade) sends to node2's server.
+var (
+	serviceCIDR = netip.MustParsePrefix("10.96.0.0/12")
+	clusterDNS  = netip.MustParseAddr("10.96.0.10")
+)
 
 // serveNamed runs an identity echo on port in the namespace at netns:
 // "<name> <remote addr>", then every line back.
@@ -89,7 +100,8 @@ func dialIdentity(ctx context.Context, netns string, dst netip.AddrPort, server,
 }
 
 func TestPrivilegedDefaultNetwork(t *testing.T) {
-	sb := newSandbox(t, 2)
+	sb := sandboxtest.New(t, "e2e", sandbox.Options{Nodes: 2, Underlay: suiteUnderlay(),
+		AgentArgs: []string{"--service-cidr=" + serviceCIDR.String()}})
 	ctx := t.Context()
 	st, err := sb.Store(ctx)
 	if err != nil {
@@ -178,6 +190,38 @@ func TestPrivilegedDefaultNetwork(t *testing.T) {
 		}
 		if src.Addr() != n1.UnderlayIP || src.Port() < 61000 {
 			t.Errorf("node2 saw %s, want node1's %s and an snat port", src, n1.UnderlayIP)
+		}
+	})
+	t.Run("a clusterip goes through its node's kube-proxy rules", func(t *testing.T) {
+		// A real node has a default route: without the host route for
+		// the Service CIDR the pod's packet would be SNATed and sent
+		// there, past kube-proxy's rules.
+		var gw net.IP
+		if err := sandbox.InNetns(n1.Netns, func() error {
+			rs, err := netlink.RouteGet(ext.IP.AsSlice())
+			if err == nil && len(rs) > 0 {
+				gw = rs[0].Gw
+			}
+			return err
+		}); err != nil || gw == nil {
+			t.Fatalf("node1's route to the external namespace: gw %v, %v", gw, err)
+		}
+		for _, cmd := range [][]string{
+			{"ip", "route", "add", "default", "via", gw.String()},
+			{"iptables", "-t", "nat", "-A", "PREROUTING", "-d", clusterDNS.String() + "/32", "-p", "tcp", "--dport", "53",
+				"-j", "DNAT", "--to-destination", netip.AddrPortFrom(n2.UnderlayIP, 7102).String()},
+			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.10.0.0/16", "!", "-d", "10.10.0.0/16", "-j", "MASQUERADE"},
+		} {
+			if out, err := exec.Command("nsenter", append([]string{"--net=" + n1.Netns}, cmd...)...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v: %s", cmd, err, out)
+			}
+		}
+		src, err := dialIdentity(ctx, pod.Netns, netip.AddrPortFrom(clusterDNS, 53), "node2", "to-clusterip")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src.Addr() != n1.UnderlayIP {
+			t.Errorf("node2 saw %s, want node1's %s (kube-proxy's masquerade)", src, n1.UnderlayIP)
 		}
 	})
 	t.Run("a red pod with the same address on the same node is refused, naming the holder", func(t *testing.T) {
