@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"bytes"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -23,7 +25,7 @@ import (
 //	red 10.96.0.0/12     -> host (the Service CIDR): the host stack, unNATed
 //	198.51.100.200       is an address of node A itself: the host stack
 //	blue                 has no 0.0.0.0/0 route: nothing leaves, NodeNet or not
-func newNodeNetWorld(t *testing.T) *Datapath {
+func newNodeNetWorld(t testing.TB) *Datapath {
 	t.Helper()
 	d := newEgressWorld(t)
 	for _, vni := range []uint32{vniRed, vniBlue} {
@@ -196,6 +198,92 @@ func TestPrivilegedEgressNodeNetFixtures(t *testing.T) {
 		}
 		if csum16(out[14:34]) != 0 || csum16(out[34:]) != 0 {
 			t.Errorf("ipv4 or icmp checksum does not verify")
+		}
+	})
+}
+
+// FuzzEgressNodeNet runs from_pod (sel < 0x80) or from_uplink on random
+// and mutated frames in the default-network world. The oracle, beside
+// FuzzEgress's isolation checks:
+//   - only a default-network pod's frame is handed to the host stack
+//     (TC_ACT_OK), untouched, and never for an address inside its VPC;
+//   - only a default-network pod's frame leaves to the outside here (node A
+//     is nobody's gateway), and from node A's address (no un-NATed leak);
+//   - nothing from the uplink is sent out (node A is no gateway).
+func FuzzEgressNodeNet(f *testing.F) {
+	nodeNetB, nodeNetBlue := redB, blueA
+	nodeNetB.NodeNet, nodeNetBlue.NodeNet = true, true
+	senders := []LocalEndpoint{redA, nodeNetB, nodeNetBlue, {HostIfindex: 4242}}
+	for _, s := range []lxcSeed{
+		{1, frame(gwMAC, redB.MAC, tcpIP(ip2, 40000, nodeA, 10250, tcpSYN, nil))},
+		{1, frame(gwMAC, redB.MAC, tcpIP(ip2, 40000, extIP2, 80, tcpSYN, nil))},
+		{1, frame(gwMAC, redB.MAC, icmpIP(ip2, extIP2, 8, 0x1234))},
+		{1, frame(gwMAC, redB.MAC, udpIP(ip2, 40000, netip.MustParseAddr("10.96.0.10"), 53, payload(12)))},
+		{1, frame(gwMAC, redB.MAC, tcpIP(ip2, 40000, netip.MustParseAddr("198.51.103.1"), 80, tcpSYN, nil))},
+		{0, frame(gwMAC, redA.MAC, tcpIP(ip1, 40000, nodeA, 10250, tcpSYN, nil))},
+		{2, frame(gwMAC, blueA.MAC, tcpIP(ip1, 40000, extIP2, 80, tcpSYN, nil))},
+		{0x80, fromOutside(tcpIP(extIP2, 80, nodeA, 62000, tcpSYN|tcpACK, nil))},
+		{0x80, fromOutside(icmpIP(extIP2, nodeA, 0, 63000))},
+	} {
+		f.Add(s.sender, s.frame)
+	}
+	d := newNodeNetWorld(f)
+	f.Fuzz(func(t *testing.T, sel uint8, pkt []byte) {
+		if kernelRejects(pkt) {
+			t.Skip("frame refused by BPF_PROG_RUN itself")
+		}
+		if sel >= 0x80 {
+			ret, out := runSKB(t, d.uplink.FromUplink, pkt, uplinkIdx)
+			switch ret {
+			case tcxNext:
+				if !bytes.Equal(out, pkt) {
+					t.Fatalf("passed frame was modified")
+				}
+			case tcActShot:
+			case tcActRedirect:
+				if len(out) >= 6 && bytes.Equal(out[0:6], routerMAC) {
+					t.Fatalf("node a, no gateway, sent a frame from the uplink out: %x", out)
+				}
+				checkEgressUplinkOutput(t, pkt, out)
+			default:
+				t.Fatalf("unexpected verdict %d", int32(ret))
+			}
+			return
+		}
+		sender := senders[int(sel)%len(senders)]
+		ret, out := runSKB(t, d.lxc.FromPod, pkt, sender.HostIfindex)
+		switch ret {
+		case tcActShot:
+			if !bytes.Equal(out, pkt) {
+				t.Fatalf("dropped frame was modified")
+			}
+		case tcActOK:
+			if !sender.NodeNet {
+				t.Fatalf("the frame of %+v, no default network, went to the host stack", sender)
+			}
+			if !bytes.Equal(out, pkt) {
+				t.Fatalf("frame to the host stack was modified")
+			}
+			if len(pkt) >= 34 && binary.BigEndian.Uint16(pkt[12:14]) == etherIPv4 && isPodAddr(addr4(pkt[30:34])) {
+				t.Fatalf("an address inside the vpc went to the host stack: %x", pkt[:34])
+			}
+		case tcActRedirect:
+			if checkSentOut(t, out) {
+				if !sender.NodeNet {
+					t.Fatalf("vni %d sent out here for %s, no default network", sender.VNI, sender.IP)
+				}
+				return
+			}
+			if len(out) == len(pkt)+EncapOverhead && len(out) >= 84 && binary.BigEndian.Uint16(out[36:38]) == GenevePort {
+				vni := uint32(out[46])<<16 | uint32(out[47])<<8 | uint32(out[48])
+				if vni != sender.VNI || addr4(out[64+12:64+16]) != sender.IP {
+					t.Fatalf("encapsulated with vni %d from %s for sender %d/%s", vni, addr4(out[64+12:64+16]), sender.VNI, sender.IP)
+				}
+				return
+			}
+			checkLxcOutput(t, sender, pkt, out)
+		default:
+			t.Fatalf("unexpected verdict %d", int32(ret))
 		}
 	})
 }
