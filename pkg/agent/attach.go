@@ -209,6 +209,11 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	if err != nil {
 		return nil, fail(codeFor(err), "allocate IP", err)
 	}
+	if at.NodeNet && !requested.IsValid() {
+		if alloc, err = a.avoidNodeRoutes(ctx, at, sub, alloc); err != nil { // egress_host.go
+			return nil, fail(codeFor(err), "allocate IP", err)
+		}
+	}
 	if err := a.takeAddress(at, alloc.IP.Addr()); err != nil { // egress_host.go
 		return nil, err
 	}

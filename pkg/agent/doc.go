@@ -79,8 +79,9 @@
 // route, a host route and permanent neighbour (the node reaches it from
 // its underlay address), and LXC_F_NODE_NET (it reaches the node, and
 // leaves through it where no egress gateway selects it); the egress plan
-// routes its VPC's CIDR, 0.0.0.0/0 and --service-cidr for it. A second such
-// attachment of another VPC with the same address on the node is refused.
+// routes its VPC's CIDR, 0.0.0.0/0 and --service-cidr for it. Two such
+// attachments of overlapping VPCs never share an address on one node: the
+// second gets another, or (requested) is refused.
 //
 // Underlay next hops (underlay.go). The data plane sends encapsulated
 // packets through the kernel's next hop (bpf_redirect_neigh); a peer

@@ -19,20 +19,26 @@ package agent
 //     0.0.0.0/0 for such VPCs; egress_node_out).
 //
 // Overlapping VPCs: the node has one routing table, so it can reach only one
-// pod per address. A second NodeNet attachment on this node whose address a
-// NodeNet attachment of another VPC already holds is refused (invalid
-// network configuration, naming the holder): Kubernetes needs a pod's
-// default-network address to be unique anyway (probes, Services, the pod's
-// status.podIP). VPCs meant to be default networks should not overlap;
-// an attachment that is not a pod's default network, or of a VPC without
-// DefaultNetwork, gets none of this and may overlap freely.
+// pod per address. A NodeNet attachment's allocated address that a NodeNet
+// attachment of another VPC already holds on this node is traded for the
+// lowest free address of the node's blocks of the subnet that none holds
+// (avoidNodeRoutes; IPAM's lowest-free order would hand every retry the same
+// one). A requested address that clashes, or no free one, is refused
+// (invalid network configuration, naming the holder): Kubernetes needs a
+// pod's default-network address to be unique anyway (probes, Services,
+// the pod's status.podIP). VPCs meant to be default networks should not
+// overlap; an attachment that is not a pod's default network, or of a VPC
+// without DefaultNetwork, gets none of this and may overlap freely.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
+	"github.com/cni-genie/cni-genie/pkg/ipam"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -59,6 +65,53 @@ func (a *Agent) takeAddress(at *attachment, ip netip.Addr) error {
 	}
 	at.IP = ip
 	return nil
+}
+
+// nodeRoutedAddrs returns the addresses of the node's NodeNet attachments
+// of VPCs other than vpcName.
+func (a *Agent) nodeRoutedAddrs(vpcName string) map[netip.Addr]bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[netip.Addr]bool{}
+	for _, o := range a.atts {
+		if o.NodeNet && o.VPC != vpcName && o.IP.IsValid() {
+			out[o.IP] = true
+		}
+	}
+	return out
+}
+
+// avoidNodeRoutes trades NodeNet attachment at's fresh allocation alloc
+// (not a requested address) for the lowest free address of the node's
+// blocks of subnet sub that no NodeNet attachment of another VPC holds,
+// if alloc's is held. It returns alloc unchanged when there is no clash or
+// no such address (takeAddress then refuses).
+func (a *Agent) avoidNodeRoutes(ctx context.Context, at *attachment, sub vpc.Subnet, alloc ipam.Allocation) (ipam.Allocation, error) {
+	taken := a.nodeRoutedAddrs(at.VPC)
+	if !taken[alloc.IP.Addr()] {
+		return alloc, nil
+	}
+	used := map[netip.Addr]bool{}
+	for _, al := range a.ipam.Allocations() {
+		if al.VPC == at.VPC {
+			used[al.IP.Addr()] = true
+		}
+	}
+	for _, b := range a.ipam.Blocks() {
+		if b.VPC != at.VPC || b.Subnet != at.Subnet {
+			continue
+		}
+		for ip := b.CIDR.Masked().Addr(); b.CIDR.Contains(ip); ip = ip.Next() {
+			if !sub.Assignable(ip) || taken[ip] || used[ip] {
+				continue
+			}
+			if err := a.ipam.Release(ctx, at.owner()); err != nil {
+				return alloc, err
+			}
+			return a.ipam.AllocateForPod(ctx, at.VPC, at.Subnet, at.ContainerID, at.owner(), ip)
+		}
+	}
+	return alloc, nil
 }
 
 // addNodeRoute installs the node's route to NodeNet attachment at: a host

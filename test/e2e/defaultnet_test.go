@@ -224,13 +224,17 @@ func TestPrivilegedDefaultNetwork(t *testing.T) {
 			t.Errorf("node2 saw %s, want node1's %s (kube-proxy's masquerade)", src, n1.UnderlayIP)
 		}
 	})
-	t.Run("a red pod with the same address on the same node is refused, naming the holder", func(t *testing.T) {
-		_, err := sb.PodAdd(ctx, "red-dn", "node1", []string{"red/web"})
-		if err == nil {
-			t.Fatal("a second default-network pod with blue's address was attached")
+	t.Run("a red pod on the same node gets another address; the node reaches each", func(t *testing.T) {
+		red := addPod(t, sb, "red-dn", "node1", "red/web")
+		redIP := ipOf(t, red, "")
+		if redIP == podIP {
+			t.Fatalf("red's default-network pod got blue's %s on the same node", redIP)
 		}
-		if !strings.Contains(err.Error(), podIP.String()) || !strings.Contains(err.Error(), "unique") {
-			t.Errorf("error does not explain the clash: %v", err)
+		serveNamed(t, red.Netns, "red-dn", 8080)
+		for ip, name := range map[netip.Addr]string{podIP: "dn", redIP: "red-dn"} {
+			if _, err := dialIdentity(ctx, n1.Netns, netip.AddrPortFrom(ip, 8080), name, "probe-"+name); err != nil {
+				t.Errorf("node1 to %s (%s): %v", ip, name, err)
+			}
 		}
 	})
 }
