@@ -20,6 +20,9 @@ const (
 	DefaultBinDir   = "/opt/cni/bin"
 	DefaultStateDir = "/var/lib/cni/genie"
 	DefaultLogLevel = "warn"
+	// DefaultAttachParallelism is how many attachments of one ADD run at
+	// once when attachParallelism is not set.
+	DefaultAttachParallelism = 4
 	// PluginType is genie's own "type"; confs of this type in the conf dir
 	// are never chosen as delegates.
 	PluginType = "genie"
@@ -52,6 +55,11 @@ type NetConf struct {
 	LogLevel string `json:"logLevel,omitempty"`
 	// AgentSocket is the node agent's socket, used for VPC networks.
 	AgentSocket string `json:"agentSocket,omitempty"`
+	// AttachParallelism bounds how many attachments of one ADD run at
+	// once after the pod's first network (see attachWaves); 1 attaches
+	// every network in order, one at a time. 0 means
+	// DefaultAttachParallelism.
+	AttachParallelism int `json:"attachParallelism,omitempty"`
 
 	// RuntimeConfig carries the runtime's capability arguments
 	// (portMappings, bandwidth, ...); they go to the default network only.
@@ -88,6 +96,12 @@ func ParseConfig(data []byte, cniPath string) (*NetConf, error) {
 	}
 	if conf.LogLevel == "" {
 		conf.LogLevel = DefaultLogLevel
+	}
+	switch {
+	case conf.AttachParallelism < 0:
+		return nil, fmt.Errorf("genie config: attachParallelism %d: want 1 or more (0: default %d)", conf.AttachParallelism, DefaultAttachParallelism)
+	case conf.AttachParallelism == 0:
+		conf.AttachParallelism = DefaultAttachParallelism
 	}
 	if _, err := parseLevel(conf.LogLevel); err != nil {
 		return nil, fmt.Errorf("genie config: %w", err)

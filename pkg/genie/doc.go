@@ -19,15 +19,23 @@
 //     <stateDir>/<containerID>+<ifname>.json before any delegate runs. DEL,
 //     CHECK and GC need nothing else: not the pod, not the NAD, not the API
 //     server, not the conf file (which may have changed since).
-//  3. Execute. Networks are attached one by one, the default first. The
+//  3. Execute. The first network (the pod's default, CNI_IFNAME) is
+//     attached alone, then all others at once, at most attachParallelism
+//     at a time (waves.go: no attachment's input is another's result, and
+//     every delegate copes with concurrent calls already; attachParallelism
+//     1 restores strict order). Goroutines enter the caller's netns, so
+//     delegates start where a sequential ADD would start them. The
 //     runtime's runtimeConfig goes to the default network only; per-network
 //     NPWG requests (ips, mac, bandwidth, ...) go to their delegate as
 //     runtimeConfig, which libcni passes on only for declared capabilities.
-//     On any failure every network is deleted in reverse order (the failing
-//     one too) and the record removed; if that rollback itself fails the
+//     On any failure genie waits for the attachments in flight, deletes in
+//     reverse order every network whose ADD ran (the failing ones too), never
+//     one not started, removes the record and returns the first error in
+//     selection order with its code; if that rollback itself fails the
 //     record stays so the runtime's DEL retries it.
 //
-// Results are converted to 1.x, merged (interfaces concatenated, IP
+// Results are converted to 1.x, merged in selection order whatever the
+// order of completion (interfaces concatenated, IP
 // interface indexes shifted, routes appended, DNS merged) and printed in the
 // version the runtime asked for. In Kubernetes mode the NPWG network-status
 // annotation is written with exactly one default entry.

@@ -104,8 +104,9 @@ func Add(args *skel.CmdArgs) (types.Result, error) {
 	return out, nil
 }
 
-// add resolves, records, attaches in order (rolling back on failure), and
-// reports network-status. It returns the merged 1.x result.
+// add resolves, records, attaches (the first network alone, then the others
+// at once: see attachWaves; rolling back on failure), and reports
+// network-status. It returns the merged 1.x result, in record order.
 func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 	// A pod whose netns is already gone (a sandbox torn down while its
 	// ADD queued) fails here, code 8, before any delegate or the agent
@@ -117,6 +118,7 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	inv.log.Debug("resolved", "took", time.Since(inv.start))
 	rec := &Record{
 		ContainerID: inv.args.ContainerID, IfName: inv.args.IfName, Netns: inv.args.Netns,
 		CNIVersion: inv.conf.CNIVersion, Args: delegateArgs(inv.args.Args),
@@ -146,51 +148,29 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 	}
 	inv.log.Info("adding", "container", rec.ContainerID, "source", source, "networks", len(rec.Networks))
 
-	results := make([]*current.Result, 0, len(rec.Networks))
-	// fail rolls back and reports a failure of step; addFailed says ADD
-	// of network i itself failed (later networks were never attached).
-	fail := func(i int, step string, cause error, addFailed bool) (*current.Result, error) {
-		n := &rec.Networks[i]
-		e := stepError(types.ErrInternal, step, cause)
-		// Roll back everything, the failed network included (its plugin
-		// may have left part of its work behind). A DEL failure of the
-		// failed network itself is only logged: its plugin had to clean up
-		// after its own failed ADD, and its DEL often fails for the same
-		// reason (bad config).
-		last := len(rec.Networks) - 1
-		if addFailed {
-			if err := inv.detach(ctx, rec, n, rec.Netns); err != nil {
-				inv.log.Warn("rollback: delete of the failed network", "network", n.Selection, "ifname", n.IfName, "err", err)
-			}
-			last = i - 1
-		}
-		if rbErr := inv.detachAll(ctx, rec, last, rec.Netns); rbErr != nil {
-			e.Details = "rollback incomplete, DEL will retry: " + rbErr.Error()
-		} else if err := inv.store.remove(rec.ContainerID, rec.IfName); err != nil {
-			e.Details = err.Error()
-		}
-		return nil, e
+	// fail rolls back every attachment whose ADD ran and reports step's
+	// failure (with the cause's CNI code).
+	fail := func(atts []attachment, step string, cause error) (*current.Result, error) {
+		return nil, inv.rollback(ctx, rec, atts, stepError(types.ErrInternal, step, cause))
 	}
-	owner := -1
-	var delegated time.Duration
-	for i := range rec.Networks {
+	inv.log.Debug("planned", "took", time.Since(inv.start))
+	atts, attaching := inv.attachAll(ctx, rec)
+	if i := firstFailure(atts); i >= 0 {
 		n := &rec.Networks[i]
-		t0 := time.Now()
-		res, err := inv.attach(ctx, rec, n)
-		delegated += time.Since(t0)
-		inv.log.Debug("attach", "network", n.Selection, "ifname", n.IfName, "took", time.Since(t0), "err", err)
-		if err != nil {
-			return fail(i, fmt.Sprintf("network %q (%s): add", n.Selection, n.IfName), err, true)
-		}
-		results = append(results, res)
-		if len(n.DefaultRoute) > 0 {
+		return fail(atts, fmt.Sprintf("network %q (%s): add", n.Selection, n.IfName), atts[i].err)
+	}
+	results := make([]*current.Result, len(atts))
+	owner := -1
+	for i := range atts {
+		results[i] = atts[i].res
+		if len(rec.Networks[i].DefaultRoute) > 0 {
 			owner = i
 		}
 	}
 	if owner >= 0 {
 		n := &rec.Networks[owner]
 		if err := applyDefaultRoute(rec.Netns, n.IfName, parseGateways(n.DefaultRoute), results, owner); err != nil {
-			return fail(owner, fmt.Sprintf("network %q (%s): set default-route", n.Selection, n.IfName), err, false)
+			return fail(atts, fmt.Sprintf("network %q (%s): set default-route", n.Selection, n.IfName), err)
 		}
 	}
 	if inv.kube != nil {
@@ -202,19 +182,24 @@ func (inv *invocation) add(ctx context.Context) (*current.Result, error) {
 		if uid == "" && inv.podObj != nil {
 			uid = inv.podObj.UID
 		}
+		t0 := time.Now()
 		if err := inv.kube.SetNetworkStatusForUID(ctx, rec.PodNamespace, rec.PodName, uid, st); err != nil {
-			return fail(len(rec.Networks)-1, fmt.Sprintf("write network-status of pod %s/%s", rec.PodNamespace, rec.PodName), err, false)
+			return fail(atts, fmt.Sprintf("write network-status of pod %s/%s", rec.PodNamespace, rec.PodName), err)
 		}
+		inv.log.Debug("network-status written", "took", time.Since(t0))
 	}
 	merged := mergeResults(results)
 	if rec.Result, err = json.Marshal(merged); err == nil {
 		err = inv.store.save(rec)
 	}
 	if err != nil {
-		return fail(len(rec.Networks)-1, "record the result", err, false)
+		return fail(atts, "record the result", err)
 	}
+	// took is the whole ADD after process start-up; attaching is the wall
+	// time of the attachments (concurrent ones overlap), so took minus
+	// attaching is genie's own work.
 	inv.log.Info("added", "container", rec.ContainerID, "networks", len(rec.Networks),
-		"took", time.Since(inv.start), "delegates", delegated)
+		"took", time.Since(inv.start), "attaching", attaching, "attachParallelism", inv.conf.AttachParallelism)
 	return merged, nil
 }
 

@@ -28,7 +28,8 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.ConfDir != DefaultConfDir || c.StateDir != DefaultStateDir || c.BinDir != "/a:/b" ||
-		c.AgentSocket != agentapi.DefaultSocket || c.LogLevel != DefaultLogLevel || c.Kubeconfig != "" {
+		c.AgentSocket != agentapi.DefaultSocket || c.LogLevel != DefaultLogLevel || c.Kubeconfig != "" ||
+		c.AttachParallelism != DefaultAttachParallelism {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if p := c.binPaths(); !slices.Equal(p, []string{"/a", "/b"}) {
@@ -43,6 +44,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		`{"cniVersion":"1.1.0","stateDir":"relative"}`,
 		`{"cniVersion":"x.y"}`,
 		`{"cniVersion":"1.1.0","defaultNetworks":[""]}`,
+		`{"cniVersion":"1.1.0","attachParallelism":-1}`,
 		`{"confDir":5}`,
 		`not json`,
 	} {
@@ -255,11 +257,15 @@ func TestVPCNetworks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("add: %v", err)
 	}
-	if want := []string{"vpc1/eth0", "vpc1/eth9", "vpc1/net1"}; !slices.Equal(agent.attached, want) {
-		t.Fatalf("attached %v, want %v", agent.attached, want)
+	// The first network alone, then the others at once (any order).
+	if len(agent.attached) != 3 || agent.attached[0] != "vpc1/eth0" ||
+		!slices.Contains(agent.attached, "vpc1/eth9") || !slices.Contains(agent.attached, "vpc1/net1") {
+		t.Fatalf("attached %v, want eth0 then eth9 and net1", agent.attached)
 	}
-	if agent.attachRq[1].VPC != "red" || agent.attachRq[1].Subnet != "db" || agent.attachRq[0].VPC != "blue" {
-		t.Fatalf("attach requests %+v", agent.attachRq)
+	for _, rq := range agent.attachRq {
+		if want := map[string]string{"eth0": "blue/web", "eth9": "red/db", "net1": "green/app"}[rq.IfName]; rq.VPC+"/"+rq.Subnet != want {
+			t.Fatalf("attach request of %s: %s/%s, want %s", rq.IfName, rq.VPC, rq.Subnet, want)
+		}
 	}
 	r := res.(*current.Result)
 	if len(r.Interfaces) != 3 || len(r.IPs) != 3 {

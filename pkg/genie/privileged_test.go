@@ -140,15 +140,17 @@ func TestPrivilegedDelFromRecord(t *testing.T) {
 	})
 }
 
-// TestPrivilegedRollback makes the third network fail (bad IPAM range at
-// ADD time, or a missing plugin binary found at planning time) and checks no
-// interface, allocation or record is left.
+// TestPrivilegedRollback makes the third of four networks fail (bad IPAM
+// range at ADD time, or a missing plugin binary found at planning time) and
+// checks no interface, allocation or record is left: the second and fourth
+// are attached at the same time as the third (after the first) and must be
+// rolled back with it.
 func TestPrivilegedRollback(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v string) {
 		for _, third := range []string{"bad-ipam", "missing"} {
 			e := newTestEnv(t, v)
 			pod := testenv.NewNS(t)
-			a := e.cmdArgs("rb-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv,"+third)
+			a := e.cmdArgs("rb-"+e.sfx, pod, "IgnoreUnknown=1;GENIE_NETWORKS=br-a,mv,"+third+",br-b")
 			_, err := e.add(a)
 			var te *types.Error
 			if !errors.As(err, &te) || !strings.Contains(te.Msg, third) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -16,6 +17,9 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/cni/pkg/version"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -98,7 +102,10 @@ func newInvocation(conf *NetConf, args *skel.CmdArgs, log *slog.Logger) (*invoca
 		conf:  conf,
 		args:  args,
 		log:   log,
-		cni:   libcni.NewCNIConfigWithCacheDir(conf.binPaths(), cacheDir(conf), nil),
+		// An explicit exec: with nil, libcni creates one lazily on first
+		// use, a data race when networks are attached at once.
+		cni: libcni.NewCNIConfigWithCacheDir(conf.binPaths(), cacheDir(conf),
+			&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}),
 		store: store{dir: conf.StateDir},
 		pod:   pa,
 	}, nil
@@ -142,6 +149,7 @@ func (inv *invocation) resolve(ctx context.Context) ([]planned, string, error) {
 			return nil, "", stepError(types.ErrTryAgainLater, "read pod", err)
 		}
 		inv.podObj = pod
+		inv.log.Debug("pod read", "took", time.Since(inv.start))
 		if v := strings.TrimSpace(pod.Annotations[selection.NetworksAnnotation]); v != "" {
 			source = SourceNPWG
 			if elems, err = selection.ParseNetworks(v); err != nil {
@@ -177,9 +185,18 @@ func (inv *invocation) resolve(ctx context.Context) ([]planned, string, error) {
 		}
 		elems = append(defElems, elems...)
 	}
+	var nads []nadRead
+	if source == SourceNPWG {
+		nads = inv.readNADs(ctx, elems, len(nets), ns)
+		inv.log.Debug("nads read", "took", time.Since(inv.start))
+	}
 	for i := len(nets); i < len(elems); i++ {
 		e := &elems[i]
-		n, label, err := inv.resolveElement(ctx, cd, e, source, ns)
+		var nad *nadRead
+		if nads != nil {
+			nad = &nads[i]
+		}
+		n, label, err := inv.resolveElement(cd, e, source, ns, nad)
 		if err != nil {
 			return nil, "", stepError(types.ErrInvalidNetworkConfig, fmt.Sprintf("resolve network %q", e.String()), err)
 		}
@@ -202,7 +219,43 @@ func (inv *invocation) resolve(ctx context.Context) ([]planned, string, error) {
 	return out, source, nil
 }
 
-func (inv *invocation) resolveElement(ctx context.Context, cd *confDir, e *selection.Element, source, podNS string) (*Network, string, error) {
+// nadRead is the answer to one NAD read.
+type nadRead struct {
+	nad *nadv1.NetworkAttachmentDefinition
+	err error
+}
+
+// nadNamespace is the namespace of e's NAD: its own, else the pod's.
+func nadNamespace(e *selection.Element, podNS string) string {
+	if e.Namespace != "" {
+		return e.Namespace
+	}
+	return podNS
+}
+
+// readNADs reads the NADs of elems[from:] (VPC shorthands have none) from
+// the API server at once: one round trip instead of one per network. The
+// answers are indexed like elems; errors are reported, in selection order,
+// by resolveElement.
+func (inv *invocation) readNADs(ctx context.Context, elems []selection.Element, from int, podNS string) []nadRead {
+	out := make([]nadRead, len(elems))
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i := from; i < len(elems); i++ {
+		if elems[i].IsVPC() {
+			continue
+		}
+		g.Go(func() error {
+			out[i].nad, out[i].err = inv.kube.GetNAD(ctx, nadNamespace(&elems[i], podNS), elems[i].Name)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return out
+}
+
+// resolveElement resolves one selected network; read is its NAD (NPWG).
+func (inv *invocation) resolveElement(cd *confDir, e *selection.Element, source, podNS string, read *nadRead) (*Network, string, error) {
 	if e.IsVPC() {
 		return vpcNetwork(e.VPC, e.Subnet), e.Name, nil
 	}
@@ -210,12 +263,8 @@ func (inv *invocation) resolveElement(ctx context.Context, cd *confDir, e *selec
 		n, err := cd.lookup(e.Name)
 		return n, e.Name, err
 	}
-	ns := e.Namespace
-	if ns == "" {
-		ns = podNS
-	}
-	label := ns + "/" + e.Name
-	nad, err := inv.kube.GetNAD(ctx, ns, e.Name)
+	label := nadNamespace(e, podNS) + "/" + e.Name
+	nad, err := read.nad, read.err
 	if err != nil {
 		if kube.IsNotFound(err) {
 			return nil, label, fmt.Errorf("unknown network: %w", err)

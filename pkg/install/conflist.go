@@ -52,6 +52,9 @@ type ConfOptions struct {
 	LogFile, LogLevel string
 	// AgentSocket is the node agent's socket (empty: genie's default).
 	AgentSocket string
+	// AttachParallelism goes to genie's attachParallelism (0: genie's
+	// default).
+	AttachParallelism int
 }
 
 // Wrapped is the network genie's conflist wraps.
@@ -132,14 +135,16 @@ func isGenieList(l *libcni.NetworkConfigList) bool {
 
 // genieEntry is genie's plugin entry in its conflist.
 type genieEntry struct {
-	Type            string          `json:"type"`
-	DefaultNetworks []string        `json:"defaultNetworks"`
-	ConfDir         string          `json:"confDir,omitempty"`
-	Kubeconfig      string          `json:"kubeconfig,omitempty"`
-	LogFile         string          `json:"logFile,omitempty"`
-	LogLevel        string          `json:"logLevel,omitempty"`
-	AgentSocket     string          `json:"agentSocket,omitempty"`
-	Capabilities    map[string]bool `json:"capabilities,omitempty"`
+	Type            string   `json:"type"`
+	DefaultNetworks []string `json:"defaultNetworks"`
+	ConfDir         string   `json:"confDir,omitempty"`
+	Kubeconfig      string   `json:"kubeconfig,omitempty"`
+	LogFile         string   `json:"logFile,omitempty"`
+	LogLevel        string   `json:"logLevel,omitempty"`
+	AgentSocket     string   `json:"agentSocket,omitempty"`
+	// AttachParallelism: 0 is omitted (genie's default).
+	AttachParallelism int             `json:"attachParallelism,omitempty"`
+	Capabilities      map[string]bool `json:"capabilities,omitempty"`
 }
 
 type confList struct {
@@ -158,14 +163,15 @@ func BuildConflist(o ConfOptions, w *Wrapped) ([]byte, error) {
 	// server is slow; the runtime passes them only if declared.
 	caps["io.kubernetes.cri.pod-annotations"] = true
 	l := confList{CNIVersion: ConfCNIVersion, Name: "genie", Plugins: []genieEntry{{
-		Type:            genie.PluginType,
-		DefaultNetworks: []string{w.Name},
-		ConfDir:         o.HostConfDir,
-		Kubeconfig:      o.Kubeconfig,
-		LogFile:         o.LogFile,
-		LogLevel:        o.LogLevel,
-		AgentSocket:     o.AgentSocket,
-		Capabilities:    caps,
+		Type:              genie.PluginType,
+		DefaultNetworks:   []string{w.Name},
+		ConfDir:           o.HostConfDir,
+		Kubeconfig:        o.Kubeconfig,
+		LogFile:           o.LogFile,
+		LogLevel:          o.LogLevel,
+		AgentSocket:       o.AgentSocket,
+		AttachParallelism: o.AttachParallelism,
+		Capabilities:      caps,
 	}}}
 	data, err := json.MarshalIndent(l, "", "  ")
 	if err != nil {

@@ -411,6 +411,9 @@ func TestMain_(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(conf, KubeconfigName)); err == nil {
 		t.Error("--no-kubeconfig wrote a kubeconfig")
 	}
+	if p := l["plugins"].([]any)[0].(map[string]any); p["attachParallelism"] != nil {
+		t.Errorf("attachParallelism written without --attach-parallelism: %v", p)
+	}
 	if code := Main(append([]string{"uninstall"}, args...), &out, &errb); code != 0 {
 		t.Fatalf("uninstall exit %d: %s", code, errb.String())
 	}
@@ -425,6 +428,16 @@ func TestMain_(t *testing.T) {
 	}
 	if code := Main(append([]string{"check-uninstalled"}, args...), &out, &errb); code != 1 {
 		t.Errorf("check-uninstalled while installed: exit %d", code)
+	}
+	if code := Main(append([]string{"install", "--attach-parallelism", "2"}, args...), &out, &errb); code != 0 {
+		t.Fatalf("install --attach-parallelism 2: exit %d: %s", code, errb.String())
+	}
+	if _, nc := genieConf(t, filepath.Join(conf, ConfName)); nc.AttachParallelism != 2 {
+		t.Errorf("--attach-parallelism 2 gave attachParallelism %d", nc.AttachParallelism)
+	}
+	if code := Main(append([]string{"install", "--attach-parallelism", "-1"}, args...), &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "--attach-parallelism -1") {
+		t.Errorf("--attach-parallelism -1: exit %d, %s", code, errb.String())
 	}
 	if code := Main([]string{"frobnicate"}, &out, &errb); code != 2 {
 		t.Errorf("unknown command exit %d", code)

@@ -46,6 +46,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
+	if o.Conf.AttachParallelism < 0 {
+		fmt.Fprintf(stderr, "genie-install: --attach-parallelism %d: want 1 or more (0: genie's default)\n", o.Conf.AttachParallelism)
+		return 2
+	}
 	o.Log = slog.New(slog.NewTextHandler(stderr, nil)).With("cmd", cmd)
 	if noKube {
 		o.Kubeconfig = nil
@@ -125,6 +129,7 @@ func newFlags(out io.Writer, o *Options, noKube, wait *bool) *flag.FlagSet {
 	fs.StringVar(&o.Conf.LogFile, "log-file", "", "genie's logFile (empty: stderr, which the runtime logs)")
 	fs.StringVar(&o.Conf.LogLevel, "log-level", "", "genie's logLevel (debug, info, warn, error)")
 	fs.StringVar(&o.Conf.AgentSocket, "agent-socket", "", "the node agent's socket (empty: genie's default)")
+	fs.IntVar(&o.Conf.AttachParallelism, "attach-parallelism", 0, "genie's attachParallelism: how many networks of a pod are attached at once after the first; 1: one at a time, in order (0: genie's default)")
 	fs.StringVar(&o.StateDir, "state-dir", "/host/var/lib/cni/genie", "genie's attachment records, removed by uninstall --purge")
 	fs.BoolVar(&o.Purge, "purge", false, "uninstall: also remove genie's attachment records")
 	fs.BoolVar(noKube, "no-kubeconfig", false, "write no kubeconfig (genie without Kubernetes)")
