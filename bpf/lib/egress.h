@@ -40,9 +40,17 @@
  * inserted with BPF_NOEXIST, and a clash tries another candidate
  * (EGRESS_PORT_TRIES in all).
  *
- * egress_snat, egress_route, egress_send_out and egress_reply know nothing
- * of tunnels: a node that is its own pods' gateway (the overlay as the
- * default network, SNAT to the node's address) uses them as they are.
+ * The overlay as a pod's default network (LXC_F_NODE_NET on the pod's
+ *   interface, maps_egress.h): from_pod hands a packet to the node's
+ *   underlay address to the host stack (egress_to_host), and where a route
+ *   says egress but no policy selects the pod, the node is its gateway
+ *   (egress_node_out): SNAT to the node's underlay address (the same
+ *   egress_snat, FIB and reply path as a gateway's; a FIB answer "local"
+ *   hands the packet to the host stack instead). Replies to the node's
+ *   address and an SNAT port come back through egress_reply. A host route
+ *   (VPC_ROUTE_HOST: the cluster's Service CIDR) sends the pod's packet to
+ *   the host stack unNATed, where kube-proxy's rules DNAT (and masquerade)
+ *   it; its replies come back through the node's host route to the pod.
  *
  * Not handled: fragments and protocols other than TCP, UDP and ICMP echo
  * (counted EGRESS_UNSUPPORTED), ICMP errors about egress flows (not
@@ -86,6 +94,10 @@ __inline struct egress_scratch *egress_scratch_get(void)
 
 	return bpf_map_lookup_elem(&genie_egress_scratch, &zero);
 }
+
+#ifndef PACKET_HOST
+#define PACKET_HOST 0
+#endif
 
 #define ICMP_ECHOREPLY_T 0
 #define ICMP_ECHO_T 8
@@ -322,21 +334,22 @@ __inline int egress_snat(struct __sk_buff *skb, __u32 l3off, const struct ct_pkt
 	return ret ? ret : egress_snat_apply(skb, l3off, p);
 }
 
-/* egress_route looks up the kernel's next hop for an SNATed packet from
+/* egress_fib looks up the kernel's next hop for an SNATed packet from
  * saddr to daddr, as a router forwarding it from the uplink would (input
  * lookup; tot_len 0 lets the kernel check the packet against the MTU,
- * GSO-aware), into this CPU's scratch for egress_send_out. Before any
- * rewrite: a packet that cannot leave is dropped untouched. Returns 0 or
- * DROP_EGRESS_NO_ROUTE. */
-__inline int egress_route(struct __sk_buff *skb, const struct node_config *cfg,
-			  __be32 saddr, __be32 daddr)
+ * GSO-aware), into this CPU's scratch for egress_send_out. Returns 0, or
+ * the bpf_fib_lookup code that stops the packet (BPF_FIB_LKUP_RET_NOT_FWDED:
+ * daddr is the node's own, a broadcast, or has no route at all: the kernel
+ * tells these apart for nobody). */
+__inline int egress_fib(struct __sk_buff *skb, const struct node_config *cfg,
+			__be32 saddr, __be32 daddr)
 {
 	struct egress_scratch *w = egress_scratch_get();
 	struct bpf_fib_lookup *f;
 	int rc;
 
 	if (!w)
-		return DROP_EGRESS_NO_ROUTE;
+		return BPF_FIB_LKUP_RET_NOT_FWDED;
 	f = (void *)w->fib;
 	__builtin_memset(f, 0, sizeof(*f));
 	f->family = AF_INET;
@@ -352,7 +365,16 @@ __inline int egress_route(struct __sk_buff *skb, const struct node_config *cfg,
 		f->l4_protocol = 0;
 		return 0;
 	}
-	return DROP_EGRESS_NO_ROUTE;
+	return rc ? rc : BPF_FIB_LKUP_RET_NOT_FWDED;
+}
+
+/* egress_route is egress_fib for the gateway: before any rewrite, so a
+ * packet that cannot leave is dropped untouched. Returns 0 or
+ * DROP_EGRESS_NO_ROUTE. */
+__inline int egress_route(struct __sk_buff *skb, const struct node_config *cfg,
+			  __be32 saddr, __be32 daddr)
+{
+	return egress_fib(skb, cfg, saddr, daddr) ? DROP_EGRESS_NO_ROUTE : 0;
 }
 
 /* egress_send_out sends the packet to the next hop egress_route found:
@@ -484,6 +506,49 @@ __inline int egress_out(struct __sk_buff *skb, const struct node_config *cfg,
 #define EGRESS_PASS	(-100)	/* not egress: the caller goes on */
 #define EGRESS_TUNNEL	(-101)	/* encapsulate to the gateway the hook set */
 
+/* egress_to_host hands a pod's packet to its node's own stack (the pod is
+ * its node's, LXC_F_NODE_NET, and the destination a node address). The pod
+ * addressed the virtual gateway's MAC, which no host device has: the stack
+ * would drop it as PACKET_OTHERHOST. The reply comes back through the host
+ * route the agent installs for the pod's address (egress_host.go). */
+__inline int egress_to_host(struct __sk_buff *skb)
+{
+	bpf_skb_change_type(skb, PACKET_HOST);
+	return TC_ACT_OK;
+}
+
+/* egress_node_out sends pod flow p (parsed, in the scratch) out through its
+ * own node, SNATed to the node's underlay address: the default route of a
+ * pod whose default network is the VPC (LXC_F_NODE_NET) where no egress
+ * policy selects it. A destination the FIB does not forward (the node's
+ * own addresses, and what it has no route for: bpf_fib_lookup does not
+ * tell them apart) goes to the host stack unchanged, which delivers it or
+ * answers as the pod's router (ICMP unreachable); a blackhole, prohibit or
+ * unreachable route is a counted EGRESS_NO_ROUTE. Returns a tc verdict. */
+__inline int egress_node_out(struct __sk_buff *skb, const struct node_config *cfg, __u32 vni,
+				__be32 daddr)
+{
+	struct egress_scratch *w = egress_scratch_get();
+	int ret;
+
+	if (!w)
+		return drop_skb(skb, DROP_EGRESS_NO_ROUTE);
+	ret = egress_fib(skb, cfg, cfg->underlay_ip, daddr);
+	if (ret == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return egress_to_host(skb);
+	if (ret)
+		return drop_skb(skb, DROP_EGRESS_NO_ROUTE);
+	if (!egress_parse(skb, ETH_HLEN, vni, (struct ct_pkt *)w->pkt))
+		return drop_skb(skb, DROP_EGRESS_UNSUPPORTED);
+	ret = egress_snat_prepare((struct ct_pkt *)w->pkt, cfg->underlay_ip);
+	if (ret)
+		return drop_skb(skb, ret);
+	return egress_out(skb, cfg, (struct ct_pkt *)w->pkt, cfg->underlay_ip, 1);
+}
+
+#define EGRESS_PASS	(-100)	/* not egress: the caller goes on */
+#define EGRESS_TUNNEL	(-101)	/* encapsulate to the gateway the hook set */
+
 /* egress_from_pod is the egress hook of from_pod, called when pod ep's
  * packet to daddr matched no endpoint of its VPC. Returns
  *   EGRESS_PASS    no route, or an internal one: the caller goes on (to
@@ -492,8 +557,13 @@ __inline int egress_out(struct __sk_buff *skb, const struct node_config *cfg,
  *                  (a per-CPU scratch entry): the caller encapsulates to
  *                  it as to any remote endpoint (path MTU, QoS and all);
  *                  packet pointers must be reloaded;
- *   else           the tc verdict (a counted drop, or SNATed and sent out
- *                  here because this node is the gateway). */
+ *   else           the tc verdict (a counted drop, SNATed and sent out
+ *                  here because this node is the gateway, or the pod's
+ *                  own node, or handed to this node's stack).
+ * A pod whose default network this is (LXC_F_NODE_NET) reaches its node's
+ * underlay address always, and where a route of the VPC says egress but no
+ * policy selects it (policy 0; the agent routes 0.0.0.0/0 so for these
+ * VPCs), it leaves through this node. */
 __egress_hook int egress_from_pod(struct __sk_buff *skb, const struct lxc_info *ep,
 				  const struct node_config *cfg, __be32 daddr)
 {
@@ -506,8 +576,14 @@ __egress_hook int egress_from_pod(struct __sk_buff *skb, const struct lxc_info *
 	__u32 policy, *sel;
 	__be32 addr;
 
+	if ((ep->flags & LXC_F_NODE_NET) && daddr == cfg->underlay_ip)
+		return egress_to_host(skb);
 	r = bpf_map_lookup_elem(&genie_vpc_routes, &rk);
-	if (!r || r->kind != VPC_ROUTE_EGRESS)
+	if (!r)
+		return EGRESS_PASS;
+	if (r->kind == VPC_ROUTE_HOST && (ep->flags & LXC_F_NODE_NET))
+		return egress_to_host(skb);	/* a ClusterIP: kube-proxy's */
+	if (r->kind != VPC_ROUTE_EGRESS)
 		return EGRESS_PASS;
 	policy = r->policy;
 	if (r->route) {
@@ -517,10 +593,13 @@ __egress_hook int egress_from_pod(struct __sk_buff *skb, const struct lxc_info *
 		if (sel)
 			policy = *sel;
 	}
-	if (!policy)
-		return drop_skb(skb, DROP_EGRESS_NOT_SELECTED);
 	if (!w)	/* per-CPU array: cannot happen, but the verifier wants it */
 		return drop_skb(skb, DROP_EGRESS_NO_GATEWAY);
+	if (!policy) {
+		if (!(ep->flags & LXC_F_NODE_NET))
+			return drop_skb(skb, DROP_EGRESS_NOT_SELECTED);
+		return egress_node_out(skb, cfg, ep->vni, daddr);
+	}
 	/* The packet's tuple lives in the scratch too: this frame adds to
 	 * from_pod's, and egress_out's to both. */
 	if (!egress_parse(skb, ETH_HLEN, ep->vni, (struct ct_pkt *)w->pkt))
@@ -656,8 +735,10 @@ __egress_hook int egress_reply(struct __sk_buff *skb, const struct node_config *
 	 * the lookup. */
 	if (port < EGRESS_PORT_FLOOR || (ip->daddr == cfg->underlay_ip && port < EGRESS_PORT_MIN))
 		return 0;
+	/* The node's own address SNATs the flows of the pods whose default
+	 * network is their VPC (egress_node_out) without an entry. */
 	r = bpf_map_lookup_elem(&genie_egress_ips, &ip->daddr);
-	if (!r || port < r->port_min || port > r->port_max)
+	if (r ? port < r->port_min || port > r->port_max : ip->daddr != cfg->underlay_ip)
 		return 0;
 	if (!egress_parse(skb, ETH_HLEN, 0, &p))
 		return 0;

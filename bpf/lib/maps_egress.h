@@ -39,9 +39,19 @@
  * in genie_egress_flows a pod-side pin (dst_addr = the gateway). */
 #define CT_F_EGRESS 0x80
 
+/* lxc_info.flags bit 2 (bits 0-1 and 4-15 are QoS's, lib/qos.h): the
+ * attachment is its pod's default network in a VPC that may be one
+ * (pkg/agent egress_host.go). Its pod reaches its node (the host stack), and
+ * what leaves the VPC without an egress policy selecting it goes out through
+ * this node, SNATed to its underlay address (egress_from_pod). */
+#define LXC_F_NODE_NET 0x4
+
 /* Route kinds. */
 #define VPC_ROUTE_INTERNAL 1	/* the VPC's own CIDR: never egress */
 #define VPC_ROUTE_EGRESS 2	/* leaves the VPC through a policy's gateways */
+#define VPC_ROUTE_HOST 3	/* a LXC_F_NODE_NET pod's packet goes to its node's stack
+				 * unNATed (the cluster's Service CIDR: kube-proxy);
+				 * anyone else's is not routed */
 
 /* LPM key: prefixlen counts the VNI's 32 bits plus the address prefix, so
  * a lookup matches the VNI exactly and the address by longest prefix. */

@@ -4,6 +4,7 @@
  *
  * lxc_info.flags (the agent writes it, pkg/datapath qos.go; keep in sync):
  *   bits 0-1   the class: 0 none (QoS off for this pod), 1 high, 2 normal, 3 low
+ *   bit 2      not QoS's: LXC_F_NODE_NET (maps_egress.h)
  *   bits 4-15  the minor of the pod's own HTB class on the uplink (a per-pod
  *              egress rate limit); 0: the class's shared leaf
  *

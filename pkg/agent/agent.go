@@ -502,7 +502,7 @@ func (a *Agent) removeStaleEntries(keep []*attachment) error {
 func (a *Agent) programLocal(at *attachment) error {
 	a.mu.Lock()
 	err := a.dp.UpsertLocalEndpoint(at.qosEndpoint(datapath.LocalEndpoint{
-		VNI: at.VNI, IP: at.IP, MAC: at.hwAddr(), HostIfindex: at.HostIndex,
+		VNI: at.VNI, IP: at.IP, MAC: at.hwAddr(), HostIfindex: at.HostIndex, NodeNet: at.NodeNet,
 	}))
 	a.mu.Unlock()
 	if err != nil {

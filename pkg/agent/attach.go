@@ -179,7 +179,10 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		VPC: req.VPC, Subnet: req.Subnet, VNI: v.VNI, HostIf: key,
 		Prefix: sub.CIDR.Bits(), MAC: mac.String(), DefaultRoute: req.DefaultRoute,
 		Labels: newLabelSet(req.Labels),
+		// The pod's default network in a VPC that may be one (egress_host.go).
+		NodeNet: req.DefaultNetwork && v.DefaultNetwork,
 	}
+	at.DefaultRoute = at.DefaultRoute || at.NodeNet
 	if err := a.resolveQoS(at, req.QoS, v); err != nil { // qos.go
 		return nil, err
 	}
@@ -206,7 +209,14 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	if err != nil {
 		return nil, fail(codeFor(err), "allocate IP", err)
 	}
-	at.IP = alloc.IP.Addr()
+	if at.NodeNet && !requested.IsValid() {
+		if alloc, err = a.avoidNodeRoutes(ctx, at, sub, alloc); err != nil { // egress_host.go
+			return nil, fail(codeFor(err), "allocate IP", err)
+		}
+	}
+	if err := a.takeAddress(at, alloc.IP.Addr()); err != nil { // egress_host.go
+		return nil, err
+	}
 	if alloc.IP.Bits() != sub.CIDR.Bits() || alloc.Gateway != sub.Gateway {
 		// The cached subnet is stale (deleted and re-created with
 		// another range): read it again.
@@ -251,7 +261,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	lr, err := setupPodLink(&podLink{
 		netns: req.Netns, ifName: req.IfName, hostName: key, mac: mac, mtu: a.podMTUFor(v),
 		addr: podAddr, gateway: net.IP(sub.Gateway.AsSlice()), subnet: prefixToIPNet(sub.CIDR),
-		vpcCIDR: vpcCIDR, defRoute: req.DefaultRoute, sysctlNet: a.cfg.ProcSysNet,
+		vpcCIDR: vpcCIDR, defRoute: at.DefaultRoute, sysctlNet: a.cfg.ProcSysNet,
 	})
 	if lr != nil {
 		at.HostIndex = lr.hostIndex
@@ -263,6 +273,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 			code = types.ErrInvalidNetNS
 		}
 		return nil, fail(code, "create interface", err)
+	}
+	if err := a.addNodeRoute(at); err != nil { // egress_host.go
+		return nil, fail(types.ErrInternal, "node route", err)
 	}
 	if err := a.state.save(at); err != nil {
 		return nil, fail(types.ErrInternal, "save state", err)

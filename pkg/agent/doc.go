@@ -74,6 +74,15 @@
 // (store.BeatStore, --egress-heartbeat-interval/-timeout); --node-labels
 // lets gateways select nodes; --egress-drain-timeout bounds a drain.
 //
+// A VPC as a pod's default network (egress_host.go): an attachment that is
+// its pod's default network in a VPC with DefaultNetwork gets the default
+// route, a host route and permanent neighbour (the node reaches it from
+// its underlay address), and LXC_F_NODE_NET (it reaches the node, and
+// leaves through it where no egress gateway selects it); the egress plan
+// routes its VPC's CIDR, 0.0.0.0/0 and --service-cidr for it. Two such
+// attachments of overlapping VPCs never share an address on one node: the
+// second gets another, or (requested) is refused.
+//
 // Underlay next hops (underlay.go). The data plane sends encapsulated
 // packets through the kernel's next hop (bpf_redirect_neigh); a peer
 // without a route is a counted NO_NEXTHOP drop, but one whose next hop

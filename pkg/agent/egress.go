@@ -29,6 +29,10 @@ type EgressConfig struct {
 	// BeatInterval and BeatTimeout time the gateway heartbeats (defaults
 	// egressagent.DefaultBeatInterval, DefaultBeatTimeout).
 	BeatInterval, BeatTimeout time.Duration
+	// ServiceCIDRs are the cluster's Service ranges (kube-proxy's
+	// ClusterIPs): a pod whose default network is a VPC sends them to the
+	// node's stack unNATed (egress_host.go).
+	ServiceCIDRs []netip.Prefix
 }
 
 func (c *Config) registerEgressFlags(fs *flag.FlagSet) {
@@ -43,6 +47,20 @@ func (c *Config) registerEgressFlags(fs *flag.FlagSet) {
 				return fmt.Errorf("label %q: want KEY=VALUE", kv)
 			}
 			c.Egress.NodeLabels[k] = v
+		}
+		return nil
+	})
+	fs.Func("service-cidr", "the cluster's Service CIDRs CIDR,...: pods whose default network is a VPC send them to the node's stack (kube-proxy) instead of out through the node", func(s string) error {
+		c.Egress.ServiceCIDRs = nil
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(f)
+			if err != nil || !p.Addr().Is4() {
+				return fmt.Errorf("service cidr %q: want an IPv4 CIDR", f)
+			}
+			c.Egress.ServiceCIDRs = append(c.Egress.ServiceCIDRs, p.Masked())
 		}
 		return nil
 	})
@@ -74,7 +92,7 @@ func (a *Agent) startEgress(ctx context.Context) {
 		Unserve:      a.releaseVPC,
 		Own:          func(ip netip.Addr) error { return a.uplinkAddr(ip, true) },
 		Disown:       func(ip netip.Addr) error { return a.uplinkAddr(ip, false) },
-		DrainTimeout: a.cfg.Egress.DrainTimeout, Log: log,
+		DrainTimeout: a.cfg.Egress.DrainTimeout, HostPrefixes: a.cfg.Egress.ServiceCIDRs, Log: log,
 	}
 	if bs, ok := a.st.(store.BeatStore); ok {
 		hb := &egressagent.Heartbeats{Store: bs, Node: a.cfg.NodeName, Beating: ea.IsGateway,
@@ -117,7 +135,7 @@ func (a *Agent) localEndpoints() []egress.Endpoint {
 	out := make([]egress.Endpoint, 0, len(a.atts))
 	for _, at := range a.atts {
 		if at.Complete && at.IP.IsValid() {
-			out = append(out, egress.Endpoint{VPC: at.VPC, IP: at.IP, Labels: at.Labels.labels()})
+			out = append(out, egress.Endpoint{VPC: at.VPC, IP: at.IP, Labels: at.Labels.labels(), NodeNet: at.NodeNet})
 		}
 	}
 	return out

@@ -39,6 +39,10 @@ type attachment struct {
 	// DefaultRoute records that the pod got a default route via the
 	// gateway.
 	DefaultRoute bool `json:"defaultRoute,omitempty"`
+	// NodeNet: the attachment is its pod's default network in a VPC that
+	// may be one, with a node route and egress through this node
+	// (egress_host.go).
+	NodeNet bool `json:"nodeNet,omitempty"`
 	// QoS is the class, QoSMinor the attachment's own HTB class on the
 	// uplink (an egress limit of QoSEgressRate bits/s), QoSIngressRate
 	// and QoSIngressBurst (bits; 0: the default) its ingress limit, see

@@ -49,6 +49,11 @@ type AttachRequest struct {
 	MAC string `json:"mac,omitempty"`
 	// DefaultRoute asks for a default route via the subnet gateway.
 	DefaultRoute bool `json:"defaultRoute,omitempty"`
+	// DefaultNetwork says the attachment is the pod's default network
+	// (the first of its networks, or the one given the default route). In
+	// a VPC with DefaultNetwork set it gets what a pod's default network
+	// needs (pkg/agent egress_host.go); elsewhere it changes nothing.
+	DefaultNetwork bool `json:"defaultNetwork,omitempty"`
 	// QoS is the attachment's class and rate limits (nil: none).
 	QoS *qos.Spec `json:"qos,omitempty"`
 	// Labels are the pod's labels, published on the endpoint record for

@@ -51,8 +51,9 @@ func vpcCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "vpc", Short: "Create, list and delete VPC networks"}
 	var cidr, qosClass string
 	var mtu int
+	var defaultNet bool
 	create := &cobra.Command{
-		Use:   "create NAME --cidr CIDR [--mtu N] [--qos-class high|normal|low]",
+		Use:   "create NAME --cidr CIDR [--mtu N] [--qos-class high|normal|low] [--default-network]",
 		Short: "Create a VPC (its VNI is allocated by the store)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -65,7 +66,7 @@ func vpcCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			v, err := st.CreateVPC(c.Context(), vpc.VPC{Name: args[0], CIDR: p, MTU: mtu, QoSClass: qosClass})
+			v, err := st.CreateVPC(c.Context(), vpc.VPC{Name: args[0], CIDR: p, MTU: mtu, QoSClass: qosClass, DefaultNetwork: defaultNet})
 			if err != nil {
 				return err
 			}
@@ -77,6 +78,8 @@ func vpcCommand(g *globals) *cobra.Command {
 	create.MarkFlagRequired("cidr")
 	create.Flags().IntVar(&mtu, "mtu", 0, "the MTU of the VPC's pod interfaces (default: the smallest uplink MTU in the cluster minus the 50-byte encapsulation)")
 	create.Flags().StringVar(&qosClass, "qos-class", "", "the default QoS class of the VPC's attachments: high, normal or low (a pod's own class overrides it; default none)")
+	create.Flags().BoolVar(&defaultNet, "default-network", false,
+		"the VPC may be its pods' default network: such a pod gets the default route, its node reaches it and it reaches its node, and it leaves the VPC through its own node (SNAT to the node's address) unless an egress gateway selects it")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List VPCs",
@@ -117,13 +120,17 @@ func vpcCommand(g *globals) *cobra.Command {
 }
 
 func printVPCs(g *globals, vs []vpc.VPC) {
-	tw := table(g.out, "VPC", "CIDR", "VNI", "MTU", "QOS")
+	tw := table(g.out, "VPC", "CIDR", "VNI", "MTU", "QOS", "DEFAULT-NET")
 	for _, v := range vs {
 		mtu := "auto"
 		if v.MTU != 0 {
 			mtu = fmt.Sprint(v.MTU)
 		}
-		row(tw, v.Name, v.CIDR, v.VNI, mtu, orDash(v.QoSClass))
+		dn := "-"
+		if v.DefaultNetwork {
+			dn = "yes"
+		}
+		row(tw, v.Name, v.CIDR, v.VNI, mtu, orDash(v.QoSClass), dn)
 	}
 	tw.Flush()
 }

@@ -70,6 +70,12 @@ type LocalEndpoint struct {
 	// Ingress is the endpoint's ingress rate limit (zero: none), enforced
 	// in BPF before delivery; see qos.go.
 	Ingress IngressLimit
+	// NodeNet marks the attachment that is its pod's default network in a
+	// VPC that may be one (LXC_F_NODE_NET, bpf/lib/egress.h): the pod
+	// reaches its node's underlay address through the host stack, and
+	// what leaves the VPC without an egress policy selecting it goes out
+	// through this node, SNATed to its underlay address.
+	NodeNet bool
 }
 
 // RemoteEndpoint is an overlay interface of a pod on another node.

@@ -24,15 +24,22 @@ const (
 	RouteInternal RouteKind = 1
 	// RouteEgress sends the destination to a policy's gateways.
 	RouteEgress RouteKind = 2
+	// RouteHost hands the packets of a pod whose default network the VPC
+	// is (LocalEndpoint.NodeNet) to the node's stack unNATed: the
+	// cluster's Service CIDR, for kube-proxy. Anyone else's are not
+	// routed (NO_ROUTE).
+	RouteHost RouteKind = 3
 )
 
-// String returns "internal" or "egress".
+// String returns "internal", "egress" or "host".
 func (k RouteKind) String() string {
 	switch k {
 	case RouteInternal:
 		return "internal"
 	case RouteEgress:
 		return "egress"
+	case RouteHost:
+		return "host"
 	}
 	return fmt.Sprintf("kind-%d", uint8(k))
 }
@@ -48,6 +55,10 @@ const (
 	EgressPortMax   = 65535
 	EgressPortFloor = 1024
 )
+
+// lxcFlagNodeNet is LXC_F_NODE_NET (bpf/lib/maps_egress.h), a bit of
+// lxc_info.flags beside QoS's (qos.go): LocalEndpoint.NodeNet.
+const lxcFlagNodeNet = 0x4
 
 // MaxEgressGateways is the number of gateways (active plus draining) one
 // policy may have in the data plane (EGRESS_MAX_GW).
@@ -83,7 +94,7 @@ func routeKey(vni uint32, p netip.Prefix) (lxcVpcRouteKey, error) {
 // UpsertVPCRoute installs or replaces route r.
 func (d *Datapath) UpsertVPCRoute(r VPCRoute) error {
 	k, err := routeKey(r.VNI, r.Prefix)
-	if err == nil && r.Kind != RouteInternal && r.Kind != RouteEgress {
+	if err == nil && r.Kind != RouteInternal && r.Kind != RouteEgress && r.Kind != RouteHost {
 		err = fmt.Errorf("kind %d", r.Kind)
 	}
 	if err != nil {

@@ -173,6 +173,9 @@ func (d *Datapath) doUpsertLocal(j *journal, ep LocalEndpoint) error {
 	}
 	li := lxcLxcInfo{Vni: ep.VNI, Ip: key.Ip}
 	li.Flags, _ = qosFlags(ep.QoS, ep.QoSMinor) // checked in upsertLocal
+	if ep.NodeNet {
+		li.Flags |= lxcFlagNodeNet
+	}
 	copy(li.Mac[:], ep.MAC)
 	if err := j.update(m.GenieLxc, ifx, &li); err != nil {
 		return err

@@ -37,4 +37,10 @@
 // draining set: no new flows, established ones stay until they end or the
 // agents' drain timeout passes, after which it is no gateway at all. A dead
 // node (Health) leaves both sets at once, and its flows pick again.
+//
+// A VPC that is a local pod's default network (Endpoint.NodeNet) gets its
+// internal route and 0.0.0.0/0 from Compute even without gateways: a route
+// whose policy for the pod is "" sends a NodeNet pod out through its own
+// node (SNAT to the node's address) and counts anyone else's packet as not
+// selected; HostPrefixes (the Service CIDRs) become host routes for it.
 package egress

@@ -14,6 +14,10 @@ type Endpoint struct {
 	VPC    string
 	IP     netip.Addr
 	Labels map[string]string
+	// NodeNet: the pod's default network, in a VPC that may be one
+	// (vpc.VPC.DefaultNetwork): without a policy selecting it, it leaves
+	// the VPC through its own node.
+	NodeNet bool
 }
 
 // Input is what a node knows when it plans its egress state.
@@ -33,6 +37,10 @@ type Input struct {
 	Alive func(node string) bool
 	// Local are the node's pods.
 	Local []Endpoint
+	// HostPrefixes are the cluster's Service CIDRs: a VPC with a NodeNet
+	// pod routes them to the node's stack (kube-proxy's ClusterIPs), unless
+	// they overlap the VPC's CIDR.
+	HostPrefixes []netip.Prefix
 	// Now and DrainTimeout decide which drains are over.
 	Now          time.Time
 	DrainTimeout time.Duration
@@ -42,10 +50,12 @@ type Input struct {
 // the policy of pods without a selection, Selections the local pods
 // whose policy differs ("" for none).
 type Route struct {
-	VPC        string
-	VNI        uint32
-	Prefix     netip.Prefix
-	Internal   bool
+	VPC      string
+	VNI      uint32
+	Prefix   netip.Prefix
+	Internal bool
+	// Host: to the node's stack, for NodeNet pods (HostPrefixes).
+	Host       bool
 	Policy     string
 	Selections map[netip.Addr]string
 }
@@ -79,6 +89,12 @@ type Plan struct {
 //
 // Gateways: a policy's gateway nodes that are known and alive, draining
 // ones (until their drain times out, then gone) apart from the active.
+//
+// A VPC with a local NodeNet pod (its default network) gets its internal
+// route and a 0.0.0.0/0 route even without gateways: where no policy
+// selects such a pod (policy ""), the data plane sends it out through this
+// node; other pods of the VPC meet a counted drop there, as for any
+// egress destination no policy selects them for.
 func Compute(in Input) Plan {
 	p := Plan{Policies: map[string]GatewaySet{}, Serve: map[string]netip.Addr{}}
 	alive := in.Alive
@@ -88,6 +104,15 @@ func Compute(in Input) Plan {
 	byVPC := map[string][]Gateway{}
 	for _, g := range in.Gateways {
 		byVPC[g.VPC] = append(byVPC[g.VPC], g)
+	}
+	nodeNet := map[string]bool{}
+	for _, e := range in.Local {
+		if e.NodeNet && in.Hosted[e.VPC] {
+			nodeNet[e.VPC] = true
+			if _, ok := byVPC[e.VPC]; !ok {
+				byVPC[e.VPC] = nil
+			}
+		}
 	}
 	vpcs := make([]string, 0, len(byVPC))
 	for name := range byVPC {
@@ -118,13 +143,24 @@ func Compute(in Input) Plan {
 			continue
 		}
 		p.Routes = append(p.Routes, Route{VPC: name, VNI: v.VNI, Prefix: v.CIDR, Internal: true})
+		if nodeNet[name] {
+			for _, h := range in.HostPrefixes {
+				if !h.Overlaps(v.CIDR) {
+					p.Routes = append(p.Routes, Route{VPC: name, VNI: v.VNI, Prefix: h.Masked(), Host: true})
+				}
+			}
+		}
 		var local []Endpoint
 		for _, e := range in.Local {
 			if e.VPC == name {
 				local = append(local, e)
 			}
 		}
-		for _, pfx := range prefixes(gws) {
+		pfxs := prefixes(gws)
+		if all := netip.PrefixFrom(netip.IPv4Unspecified(), 0); nodeNet[name] && !slices.Contains(pfxs, all) {
+			pfxs = append([]netip.Prefix{all}, pfxs...)
+		}
+		for _, pfx := range pfxs {
 			r := Route{VPC: name, VNI: v.VNI, Prefix: pfx}
 			if !in.Hosted[name] {
 				// A gateway only tells egress destinations from internal

@@ -101,3 +101,44 @@ func TestComputeHealthAndDrain(t *testing.T) {
 		t.Errorf("serving-only node: routes %+v policies %+v", p.Routes, p.Policies)
 	}
 }
+
+// TestComputeNodeNet: a VPC with a local pod whose default network it is
+// gets its internal route and 0.0.0.0/0 without gateways (policy "": the
+// pod leaves through its own node); a gateway selecting the pod still
+// wins for its destinations.
+func TestComputeNodeNet(t *testing.T) {
+	blue := vpc.VPC{Name: "blue", VNI: 7, CIDR: pfx("10.1.0.0/16")}
+	red := vpc.VPC{Name: "red", VNI: 8, CIDR: pfx("10.1.0.0/16")}
+	in := Input{
+		Node:   "a",
+		VPCs:   map[string]vpc.VPC{"blue": blue, "red": red},
+		Hosted: map[string]bool{"blue": true, "red": true},
+		Nodes:  testNodes(),
+		Local: []Endpoint{
+			{VPC: "blue", IP: addr("10.1.0.2"), NodeNet: true},
+			{VPC: "red", IP: addr("10.1.0.2")},
+		},
+		// The second overlaps blue's CIDR: not routed to the host.
+		HostPrefixes: []netip.Prefix{pfx("10.96.0.0/12"), pfx("10.0.0.0/8")},
+	}
+	want := []Route{
+		{VPC: "blue", VNI: 7, Prefix: pfx("10.1.0.0/16"), Internal: true},
+		{VPC: "blue", VNI: 7, Prefix: pfx("10.96.0.0/12"), Host: true},
+		{VPC: "blue", VNI: 7, Prefix: pfx("0.0.0.0/0")},
+	}
+	if p := Compute(in); !reflect.DeepEqual(p.Routes, want) {
+		t.Errorf("without gateways\n got %+v\nwant %+v", p.Routes, want)
+	}
+	in.Gateways = []Gateway{{VPC: "blue", Name: "web", Selector: map[string]string{"app": "web"},
+		Destinations: []netip.Prefix{pfx("203.0.113.0/24")}, Nodes: []string{"gw"}}}
+	in.Local = append(in.Local, Endpoint{VPC: "blue", IP: addr("10.1.0.3"), Labels: map[string]string{"app": "web"}, NodeNet: true})
+	want = []Route{
+		{VPC: "blue", VNI: 7, Prefix: pfx("10.1.0.0/16"), Internal: true},
+		{VPC: "blue", VNI: 7, Prefix: pfx("10.96.0.0/12"), Host: true},
+		{VPC: "blue", VNI: 7, Prefix: pfx("0.0.0.0/0")},
+		{VPC: "blue", VNI: 7, Prefix: pfx("203.0.113.0/24"), Selections: map[netip.Addr]string{addr("10.1.0.3"): "blue/web"}},
+	}
+	if p := Compute(in); !reflect.DeepEqual(p.Routes, want) {
+		t.Errorf("with a gateway\n got %+v\nwant %+v", p.Routes, want)
+	}
+}

@@ -81,7 +81,7 @@ func (inv *invocation) attach(ctx context.Context, rec *Record, n *RecordNetwork
 			ContainerID: rec.ContainerID, IfName: n.IfName, Netns: rec.Netns,
 			PodNamespace: rec.PodNamespace, PodName: rec.PodName,
 			VPC: n.VPC, Subnet: n.Subnet, IPs: n.IPs, MAC: n.MAC,
-			DefaultRoute: len(n.DefaultRoute) > 0, Labels: inv.podLabels(), QoS: n.QoS,
+			DefaultRoute: len(n.DefaultRoute) > 0, DefaultNetwork: n.Default, Labels: inv.podLabels(), QoS: n.QoS,
 		}
 		return inv.agent().Attach(ctx, req)
 	}

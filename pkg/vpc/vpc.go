@@ -56,6 +56,15 @@ type VPC struct {
 	// "normal" or "low" ("": none). A class set for the pod or the
 	// attachment overrides it (pkg/qos).
 	QoSClass string `json:"qosClass,omitempty"`
+	// DefaultNetwork lets the VPC be its pods' default network, with what
+	// a Kubernetes pod needs of one: an attachment that is its pod's
+	// default network gets the default route, is reachable from its node
+	// (a host route) and reaches its node, and what leaves the VPC
+	// without an egress gateway selecting the pod goes out through the
+	// pod's own node, SNATed to its underlay address (#9 part 4, see
+	// pkg/agent egress_host.go). Without it nothing leaves the VPC but
+	// through an egress gateway, and the node has no route to the pods.
+	DefaultNetwork bool `json:"defaultNetwork,omitempty"`
 }
 
 // QoSClasses are the values VPC.QoSClass may take besides "" (pkg/qos's

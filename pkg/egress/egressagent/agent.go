@@ -76,6 +76,8 @@ type Agent struct {
 	Own, Disown func(netip.Addr) error
 	// DrainTimeout: see DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// HostPrefixes are the cluster's Service CIDRs (egress.Input).
+	HostPrefixes []netip.Prefix
 	// Poll is how often the local pods are re-read (default 250 ms).
 	Poll time.Duration
 	Log  *slog.Logger
@@ -241,8 +243,21 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		a.vpcs[g.VPC] = v
 	}
+	// And of every VPC that is a local pod's default network (its
+	// internal route and 0.0.0.0/0, egress.Compute).
+	for _, e := range local {
+		if _, ok := a.vpcs[e.VPC]; ok || !e.NodeNet {
+			continue
+		}
+		v, err := a.Store.GetVPC(ctx, e.VPC)
+		if err != nil {
+			a.log().Warn("egress: vpc of a default-network pod", "vpc", e.VPC, "err", err)
+			continue
+		}
+		a.vpcs[e.VPC] = v
+	}
 	in := egress.Input{Node: a.Node, VPCs: a.vpcs, Hosted: map[string]bool{}, Nodes: a.nodes, Local: local,
-		Now: time.Now(), DrainTimeout: a.DrainTimeout}
+		HostPrefixes: a.HostPrefixes, Now: time.Now(), DrainTimeout: a.DrainTimeout}
 	if in.DrainTimeout == 0 {
 		in.DrainTimeout = DefaultDrainTimeout
 	}
@@ -280,7 +295,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	for _, r := range plan.Routes {
 		k := routeKey{r.VNI, r.Prefix}
 		dr := datapath.VPCRoute{VNI: r.VNI, Prefix: r.Prefix, Kind: datapath.RouteInternal}
-		if !r.Internal {
+		if r.Host {
+			dr.Kind = datapath.RouteHost
+		} else if !r.Internal {
 			dr.Kind = datapath.RouteEgress
 			if r.Policy != "" {
 				dr.Policy = a.idOf(r.Policy)

@@ -103,6 +103,8 @@ type vpcSpec struct {
 	MTU  int    `json:"mtu,omitempty"`
 	// QoSClass is vpc.VPC.QoSClass.
 	QoSClass string `json:"qosClass,omitempty"`
+	// DefaultNetwork is vpc.VPC.DefaultNetwork.
+	DefaultNetwork bool `json:"defaultNetwork,omitempty"`
 }
 
 type vpcStatus struct {
@@ -300,7 +302,7 @@ func (s *Store) toVPC(o *vpcObject) (vpc.VPC, error) {
 	if err != nil {
 		return vpc.VPC{}, fmt.Errorf("vpc object %q: cidr %q: %w", o.Metadata.Name, o.Spec.CIDR, vpc.ErrInvalid)
 	}
-	return vpc.VPC{Name: s.unscope(o.Metadata.Name), CIDR: p, VNI: o.Status.VNI, MTU: o.Spec.MTU, QoSClass: o.Spec.QoSClass}, nil
+	return vpc.VPC{Name: s.unscope(o.Metadata.Name), CIDR: p, VNI: o.Status.VNI, MTU: o.Spec.MTU, QoSClass: o.Spec.QoSClass, DefaultNetwork: o.Spec.DefaultNetwork}, nil
 }
 
 func toSubnet(o *subnetObject) (vpc.Subnet, error) {

@@ -154,11 +154,11 @@ func testVPCLifecycle(t *testing.T, open func() store.Store) {
 		t.Fatalf("list = %v, want %s", names, want)
 	}
 	// The optional fields round-trip.
-	q, err := s.CreateVPC(ctx, vpc.VPC{Name: "q", CIDR: netip.MustParsePrefix("10.5.0.0/16"), MTU: 1400, QoSClass: "low"})
+	q, err := s.CreateVPC(ctx, vpc.VPC{Name: "q", CIDR: netip.MustParsePrefix("10.5.0.0/16"), MTU: 1400, QoSClass: "low", DefaultNetwork: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.GetVPC(ctx, "q"); err != nil || got != q || got.QoSClass != "low" || got.MTU != 1400 {
+	if got, err := s.GetVPC(ctx, "q"); err != nil || got != q || got.QoSClass != "low" || got.MTU != 1400 || !got.DefaultNetwork {
 		t.Fatalf("get q = %+v, %v; want %+v with mtu 1400 and qos class low", got, err, q)
 	}
 }
