@@ -149,13 +149,13 @@ type upgrade struct {
 
 // planned is one map of a migration plan.
 type planned struct {
-	name   string
-	role   MapRole
-	spec   *ebpf.MapSpec
-	old    *ebpf.Map // the pinned map
-	reason string
+	name         string
+	role         MapRole
+	spec         *ebpf.MapSpec
+	old          *ebpf.Map // the pinned map
+	reason       string
 	incompatible bool
-	conv   *converter // flow and counter maps
+	conv         *converter // flow and counter maps
 }
 
 // mapSpecs merges the pinned-by-name maps of the objects' specs.
