@@ -297,7 +297,7 @@ func TestPrivilegedUpgradeDerivedRebuilt(t *testing.T) {
 		got[m.Map] = m.Role
 	}
 	for _, name := range []string{"genie_endpoints", "genie_lxc", "genie_vnis", "genie_svc", "genie_maglev", "genie_lb_ports", "genie_config"} {
-		if got[name] != MapDerived {
+		if role, ok := got[name]; !ok || role != MapDerived {
 			t.Errorf("%s not rebuilt (migrations %v)", name, d2.Migrations())
 		}
 	}
