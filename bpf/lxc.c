@@ -7,7 +7,8 @@
  *
  *   ARP request from the pod   -> answered with the gateway MAC, back to the pod
  *   IPv4 from the pod          -> anti-spoof, then {vni, dst}:
- *                                   local  -> L2 rewrite, redirect_peer into the pod
+ *                                   local  -> the destination's ingress limit (lib/qos.h),
+ *                                             L2 rewrite, redirect_peer into the pod
  *                                   remote -> next hop from the FIB; Geneve encap,
  *                                             redirect (or redirect_neigh) to it;
  *                                             too big for the path -> ICMP back;
@@ -24,6 +25,8 @@
 #include "lib/icmp.h"
 #include "lib/qos.h"
 #include "lib/lb.h"
+#include "lib/directory.h"
+#include "lib/egress.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -40,8 +43,8 @@ int from_pod(struct __sk_buff *skb)
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 zero = 0, hash;
+	int ret, bounce = 0;
 	__u8 tos;
-	int ret;
 
 	if (!skb_ensure(skb, ETH_HLEN))
 		return drop_skb(skb, DROP_TRUNCATED);
@@ -96,13 +99,32 @@ int from_pod(struct __sk_buff *skb)
 		return drop_skb(skb, DROP_TRUNCATED);
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
-		report_miss(&key);
-		return drop_skb(skb, DROP_NO_ROUTE);
+		/* Outside the VPC: an egress policy's gateway (lib/egress.h). */
+		ret = egress_from_pod(skb, ep, cfg, key.ip);
+		if (ret != EGRESS_PASS && ret != EGRESS_TUNNEL)
+			return ret;
+		if (ret == EGRESS_TUNNEL) {
+			dst = egress_gateway();
+		} else {
+			/* Unknown here: the endpoint directory (lib/directory.h). */
+			ret = directory_miss(cfg, &key);
+			if (ret != DIR_SEND && ret != DIR_BOUNCE)
+				return drop_skb(skb, ret);
+			bounce = ret == DIR_BOUNCE;
+			dst = directory_via();
+		}
+		if (!dst || !(ip = lb_reload_ip(skb, &data_end))) {
+			report_miss(&key);
+			return drop_skb(skb, DROP_NO_ROUTE);
+		}
 	}
 
 	if (dst->ifindex) {
 		/* Same node: the gateway "routes" it straight into the peer's
 		 * netns; no second pass through the host stack. */
+		ret = qos_ingress(skb, dst->ifindex);	/* its ingress limit (lib/qos.h) */
+		if (ret < 0)
+			return drop_skb(skb, ret);
 		if (l2_rewrite(skb, dst->mac, cfg->gw_mac))
 			return drop_skb(skb, DROP_ENCAP_FAILED);
 		return bpf_redirect_peer(dst->ifindex, 0);
@@ -121,5 +143,8 @@ int from_pod(struct __sk_buff *skb)
 	if (ret < 0)
 		return drop_skb(skb, ret);
 	tos = qos_mark(skb, ep->flags, tos);
-	return geneve_encap(skb, cfg, ep->vni, dst, tos, hash, &nh);
+	ret = geneve_encap(skb, cfg, ep->vni, dst, tos, hash, &nh);
+	if (bounce)
+		return directory_mark_bounce(skb, cfg, ret);
+	return ret;
 }

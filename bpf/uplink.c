@@ -7,8 +7,11 @@
  *   underlay address is validated, its inner destination must be a local
  *   endpoint of the packet's VNI and its inner source an endpoint of the same
  *   VNI hosted on the outer source node (no forged VNI from the underlay).
- *   The packet is decapsulated, its L2 rewritten and redirect_peer'ed into the
- *   pod. Everything that is not our overlay continues untouched (TCX_NEXT).
+ *   The packet is decapsulated, its L2 rewritten, policed by the pod's
+ *   ingress limit if it has one (lib/qos.h) and redirect_peer'ed into the
+ *   pod. In directory mode a holder also forwards packets bounced to it, and
+ *   the source check follows lib/directory.h. Everything that is not our
+ *   overlay continues untouched (TCX_NEXT).
  *
  * uplink_prefilter (xdp.frags): optional early drop of malformed Geneve and
  *   Geneve for VNIs not hosted here, before an skb exists. It never
@@ -23,6 +26,9 @@
 #include "lib/eth.h"
 #include "lib/geneve.h"
 #include "lib/lb.h"
+#include "lib/qos.h"
+#include "lib/directory.h"
+#include "lib/egress.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -32,7 +38,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
-	struct endpoint_info *dst, *src;
+	struct endpoint_info *dst;
 	struct geneve_info gi = {};
 	struct endpoint_key key;
 	struct node_config *cfg;
@@ -59,8 +65,12 @@ int from_uplink(struct __sk_buff *skb)
 	}
 
 	ret = geneve_classify(data, data_end, cfg->underlay_ip, &gi);
-	if (ret == GENEVE_NOT_OURS)
+	if (ret == GENEVE_NOT_OURS) {
+		/* A reply to an egress SNAT of this gateway (lib/egress.h). */
+		if (egress_reply(skb, cfg, &ret))
+			return ret;
 		return TCX_NEXT;
+	}
 	if (ret < 0)
 		return drop_skb(skb, ret);
 
@@ -73,10 +83,17 @@ int from_uplink(struct __sk_buff *skb)
 	if (iip->ihl < 5)
 		return drop_skb(skb, DROP_TRUNCATED);
 
+	/* The directory's bouncer path (lib/directory.h). */
+	if (directory_uplink(skb, cfg, &gi, ieth, iip, &ret))
+		return ret;
+
 	key.vni = gi.vni;
 	key.ip = iip->daddr;
 	dst = bpf_map_lookup_elem(&genie_endpoints, &key);
 	if (!dst) {
+		/* Leaving the VPC through this gateway (lib/egress.h). */
+		if (egress_from_tunnel(skb, cfg, &gi, &ret))
+			return ret;
 		/* Slow path only: tell an unknown VPC from an unknown address. */
 		if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni))
 			return drop_skb(skb, DROP_UNKNOWN_VNI);
@@ -86,16 +103,16 @@ int from_uplink(struct __sk_buff *skb)
 		return drop_skb(skb, DROP_NOT_LOCAL);
 
 	key.ip = iip->saddr;
-	src = bpf_map_lookup_elem(&genie_endpoints, &key);
-	if (!src) {
-		/* Maybe just not learnt yet: let the agent check the directory
-		 * (which alone decides whether that endpoint lives there). */
-		report_miss(&key);
-		return drop_skb(skb, DROP_FORGED);
+	ret = directory_check_source(&key, gi.outer_saddr);
+	if (ret < 0) {
+		/* The reply of an egress flow from its gateway (lib/egress.h):
+		 * its inner source is no endpoint of the VPC. */
+		if (ret == DROP_FORGED && egress_tunnel_reply(skb, &gi))
+			goto deliver;
+		return drop_skb(skb, ret);
 	}
-	if (src->ifindex || src->node_ip != gi.outer_saddr)
-		return drop_skb(skb, DROP_FORGED);
 
+deliver:
 	ifindex = dst->ifindex;
 	mac_copy(pod_mac, dst->mac);
 
@@ -111,6 +128,9 @@ int from_uplink(struct __sk_buff *skb)
 		return drop_skb(skb, ret);
 	if (l2_rewrite(skb, pod_mac, cfg->gw_mac))
 		return drop_skb(skb, DROP_DECAP_FAILED);
+	ret = qos_ingress(skb, ifindex);	/* the pod's ingress limit (lib/qos.h) */
+	if (ret < 0)
+		return drop_skb(skb, ret);
 	return bpf_redirect_peer(ifindex, 0);
 }
 
@@ -133,7 +153,9 @@ int uplink_prefilter(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (ret < 0)
 		return drop_xdp(ret);
-	if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni))
+	if (!bpf_map_lookup_elem(&genie_vnis, &gi.vni) &&
+	    !bpf_map_lookup_elem(&genie_egress_gw, &gi.vni) &&	/* a VPC we are the gateway of */
+	    !directory_xdp_pass(data, data_end))
 		return drop_xdp(DROP_UNKNOWN_VNI);
 	return XDP_PASS;
 }

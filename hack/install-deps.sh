@@ -14,6 +14,7 @@ command -v nsenter >/dev/null || need+=(util-linux)
 command -v jq >/dev/null || need+=(jq)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v iptables >/dev/null || need+=(iptables)   # the kube-proxy-style DNAT baseline of the service benchmark
+command -v nft >/dev/null || need+=(nftables)     # the masquerade baseline of the egress benchmark
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: need root to install: ${need[*]}" >&2

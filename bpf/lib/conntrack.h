@@ -220,3 +220,52 @@ __inline int ct_create(const struct ct_pkt *p, struct ct_entry *fwd, __u64 now)
 	}
 	return 0;
 }
+
+/* ct_touch moves the state and deadline of the live entry e (a map value
+ * of any conntrack-shaped map) for packet p and copies it into *out, as
+ * ct_lookup does for genie_ct. Returns 0 if e has expired or is a closed
+ * TCP flow that a new SYN reopens. */
+__inline int ct_touch(struct ct_entry *e, const struct ct_pkt *p, __u64 now,
+		      struct ct_entry *out)
+{
+	struct ct_entry n = *e;
+
+	if (now > n.expires)
+		return 0;
+	if (n.state == CT_CLOSING && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
+		return 0;
+	ct_next(&n, p, now);
+	if (n.state != e->state || n.expires > e->expires + CT_REFRESH_NS ||
+	    n.expires < e->expires) {
+		e->state = n.state;
+		e->expires = n.expires;
+	}
+	*out = n;
+	return 1;
+}
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+/* ct_create_pair stores a flow's two entries under explicit keys (for NAT
+ * whose reply key is not ct_reply_key's, e.g. egress SNAT, whose reply key
+ * has VNI 0): the reply entry only if its key is free (BPF_NOEXIST), so a
+ * caller allocating a port learns of a clash and tries another; then the
+ * forward entry. Returns 0, -EEXIST if rk is taken, or DROP_CT_FAILED (no
+ * half flow is left behind). */
+__inline int ct_create_pair(const struct ct_key *fk, const struct ct_entry *fwd,
+			    const struct ct_key *rk, const struct ct_entry *rev)
+{
+	long err = bpf_map_update_elem(&genie_ct, rk, rev, BPF_NOEXIST);
+
+	if (err == -EEXIST)
+		return -EEXIST;
+	if (err)
+		return DROP_CT_FAILED;
+	if (bpf_map_update_elem(&genie_ct, fk, fwd, BPF_ANY)) {
+		bpf_map_delete_elem(&genie_ct, rk);
+		return DROP_CT_FAILED;
+	}
+	return 0;
+}

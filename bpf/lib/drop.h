@@ -3,12 +3,15 @@
  *
  * Keep in sync with pkg/datapath/drops.go: the Go DropReason is the absolute
  * value of the code and the index into genie_drops. Every drop path calls
- * drop_skb()/drop_xdp() so no packet disappears uncounted.
+ * drop_skb()/drop_xdp() so no packet disappears uncounted. drop_skb also
+ * feeds drop tracing (lib/trace.h); the XDP prefilter's drops are counted,
+ * not traced.
  */
 #pragma once
 
 #include "common.h"
 #include "maps.h"
+#include "trace.h"
 
 #define DROP_TRUNCATED		-1	/* short frame or truncated L3/L4/Geneve header */
 #define DROP_UNKNOWN_ENDPOINT	-2	/* ingress ifindex not in genie_lxc */
@@ -32,10 +35,21 @@
  *   40-47  QoS (lib/qos.h)
  *   48-63  free
  */
+#define DROP_DIR_NO_HOLDER	-16	/* directory mode: unknown destination and no holder for its shard */
+#define DROP_DIR_NOT_HELD	-17	/* a holder got a bounced packet for a record it does not hold */
+#define DROP_DIR_UNTRUSTED	-18	/* bounced packet from a node that is not a holder of its shard, or a wrong origin */
+#define DROP_DIR_NOT_LOCAL	-19	/* a holder's forward reached a node that does not host the destination */
 #define DROP_NO_BACKEND		-24	/* service without a usable backend */
 #define DROP_CT_FAILED		-25	/* conntrack insert failed (the insert-failure metric) */
 #define DROP_NAT_FAILED		-26	/* checksum or store helper failed while rewriting */
 #define DROP_SVC_FRAGMENT	-27	/* first IP fragment of a service flow (fragments are not load-balanced) */
+#define DROP_EGRESS_NOT_SELECTED -32	/* egress destination, but no policy of the VPC selects the pod */
+#define DROP_EGRESS_NO_GATEWAY	-33	/* the pod's policy has no healthy gateway */
+#define DROP_EGRESS_NO_PORT	-34	/* gateway: no free SNAT port for the flow */
+#define DROP_EGRESS_UNSUPPORTED	-35	/* egress of a fragment or of a protocol other than TCP/UDP/ICMP echo */
+#define DROP_EGRESS_DENIED	-36	/* gateway: tunnelled to an address that is no egress destination of the VPC */
+#define DROP_EGRESS_NO_ROUTE	-37	/* gateway: no route (or too big) to the outside for the SNATed packet */
+#define DROP_QOS_INGRESS	-40	/* over the destination pod's ingress rate limit (lib/qos.h) */
 
 __inline void count_drop(int reason)
 {
@@ -46,11 +60,14 @@ __inline void count_drop(int reason)
 		*cnt += 1; /* per-CPU slot: no atomic needed */
 }
 
-/* drop_skb counts a drop of skb for reason and returns the tc verdict. skb
- * is the packet being dropped (for drop tracing). */
+/* drop_skb counts a drop of skb for reason and returns the tc verdict.
+ * While someone traces (geniectl trace), the packet is also reported to the
+ * genie_trace ring (lib/trace.h); otherwise that costs one array lookup. */
 __inline int drop_skb(struct __sk_buff *skb, int reason)
 {
 	count_drop(reason);
+	if (trace_enabled())
+		trace_drop(skb, reason);
 	return TC_ACT_SHOT;
 }
 

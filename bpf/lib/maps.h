@@ -107,9 +107,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } genie_drops SEC(".maps");
 
-/* NO_ROUTE destinations and FORGED sources {vni, ip} for on-demand endpoint
- * resolution. The datapath offers the reader (Datapath.Misses); no agent reads
- * it yet, so today every remote endpoint is pushed by the store watch. */
+/* Unknown destinations and sources {vni, ip} for on-demand endpoint
+ * resolution: in directory mode the agent looks each up in the directory and
+ * installs it in genie_dir_lru (lib/directory.h); in vpc-sync mode nothing
+ * reads it (every remote endpoint is pushed by the store watch). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, MISS_RINGBUF_BYTES);
@@ -126,8 +127,9 @@ struct {
 } genie_miss_seen SEC(".maps");
 
 #include "maps_lb.h"	/* service LB and conntrack: genie_svc, genie_maglev, genie_ct */
+#include "maps_qos.h"	/* QoS ingress limits: genie_qos_ingress */
+#include "maps_trace.h"	/* drop tracing: genie_trace_state, genie_trace */
+#include "maps_directory.h"	/* endpoint directory: genie_dir_* */
+#include "maps_egress.h"	/* egress gateway: genie_vpc_routes, genie_egress_* */
 
-/* Room for later features, each its own map keyed by VNI:
- *   genie_egress                 {vni, pod ip} -> egress gateway node
- *   (QoS lives in lxc_info.flags, lib/qos.h)
- */
+/* QoS classes live in lxc_info.flags (lib/qos.h). */

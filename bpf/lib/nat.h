@@ -108,3 +108,43 @@ __inline int nat_apply(struct __sk_buff *skb, __u32 l3off, __u32 l4off,
 	}
 	return 0;
 }
+
+/* nat_rewrite_icmp_echo is nat_rewrite for an ICMP echo request or reply
+ * (its identifier plays the port: the source port of a request, the
+ * destination port of a reply): address old_addr -> new_addr on the side
+ * dst says, identifier old_id -> new_id. The ICMP checksum covers no
+ * pseudo header, so only the identifier changes it. Returns 0 or
+ * DROP_NAT_FAILED. */
+__inline int nat_rewrite_icmp_echo(struct __sk_buff *skb, __u32 l3off, __u32 l4off,
+				   int dst, __be32 old_addr, __be32 new_addr,
+				   __be16 old_id, __be16 new_id)
+{
+	void *data, *data_end;
+	struct iphdr *ip;
+	__be16 *id;
+	__u32 sum;
+
+	if (l4off > ETH_HLEN + 60 || l3off > ETH_HLEN)
+		return DROP_NAT_FAILED;
+	if (old_id != new_id &&
+	    bpf_l4_csum_replace(skb, l4off + 2, old_id, new_id, sizeof(new_id)))
+		return DROP_NAT_FAILED;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip = data + l3off;
+	id = data + l4off + 4;
+	if ((void *)(ip + 1) > data_end || (void *)(id + 1) > data_end)
+		return DROP_NAT_FAILED;
+	if (old_addr != new_addr) {
+		sum = (__u16)~ip->check;
+		sum += (~old_addr >> 16) + (~old_addr & 0xffff);
+		sum += (new_addr >> 16) + (new_addr & 0xffff);
+		ip->check = ~csum_fold32(sum);
+		if (dst)
+			ip->daddr = new_addr;
+		else
+			ip->saddr = new_addr;
+	}
+	*id = new_id;
+	return 0;
+}

@@ -37,6 +37,8 @@ type Agent struct {
 	// vpcw is the VPC-scoped endpoint watch (nil: the store has no
 	// store.VPCWatcher and one watch follows all VPCs).
 	vpcw *vpcWatch
+	// dir is the endpoint directory (directory mode; directory.go).
+	dir *dirAgent
 
 	// Set during start-up, read-only afterwards.
 	st       store.Store
@@ -48,6 +50,7 @@ type Agent struct {
 	node     vpc.Node
 	uplinkIx int
 	qos      *qos.Tree // nil: no QoS tree on the uplink
+	trace    *tracer   // trace.go; set under mu once the reader runs
 	podMTU   int
 	gwMAC    net.HardwareAddr
 	// runCtx lives as long as Run; watches derive from it.
@@ -85,9 +88,8 @@ type Agent struct {
 	// at start-up (pinned by a previous agent), by VNI; each VPC's first
 	// sync removes those the store no longer has, then drops its set.
 	leftover map[uint32]map[netip.Addr]bool
-	// deferAttach is set while an upgrading start-up restores: pod
-	// programs are attached by finishUpgrade, after the maps are filled;
-	// deferred are those attachments (upgrade.go).
+	// deferAttach is set while an upgrading start-up restores: the pod
+	// programs of deferred are attached by finishUpgrade (upgrade.go).
 	deferAttach bool
 	deferred    []*attachment
 	// listening is closed once the agent is ready.
@@ -239,7 +241,8 @@ func (a *Agent) start(ctx context.Context) error {
 	addr, _ := netip.AddrFromSlice(ip)
 	a.uplinkIx = ix
 	a.podMTU = mtu - datapath.EncapOverhead
-	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, UplinkMTU: mtu, Heartbeat: time.Now()}
+	a.node = vpc.Node{Name: a.cfg.NodeName, UnderlayIP: addr, UnderlayMAC: mac, Uplink: a.cfg.Uplink, UplinkMTU: mtu, Heartbeat: time.Now(),
+		Labels: a.cfg.Egress.NodeLabels}
 	if err := a.st.RegisterNode(ctx, a.node); err != nil {
 		return fmt.Errorf("registering node %q: %w", a.node.Name, err)
 	}
@@ -248,6 +251,7 @@ func (a *Agent) start(ctx context.Context) error {
 	dp, err := datapath.Open(datapath.Config{
 		PinDir: a.cfg.PinDir, UnderlayIP: addr, UplinkIfindex: ix, UplinkMAC: mac, GatewayMAC: a.gwMAC,
 		MapSizes: a.cfg.MapSizes, EndpointAttach: datapath.EndpointAttach(a.cfg.PodAttach),
+		ProcSysNet: a.cfg.ProcSysNet,
 	})
 	if err != nil {
 		return fmt.Errorf("opening data plane at %s: %w", a.cfg.PinDir, err)
@@ -289,7 +293,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading store revision: %w", err)
 	}
-	a.startEndpointWatch(ctx, rev)
+	if err := a.startEndpointMode(ctx, rev); err != nil { // directory.go
+		return err
+	}
 	a.notReady.Store("restoring local endpoints")
 	a.deferAttach = upgrading
 	if err := a.restore(ctx); err != nil {
@@ -297,30 +303,14 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.startNodeLifecycle(ctx)
 	svcSynced := a.startServices(ctx) // service.go
+	egSynced := a.startEgress(ctx)    // egress.go
 	if upgrading {
-		if err := a.finishUpgrade(ctx, svcSynced); err != nil {
+		if err := a.finishUpgrade(ctx, svcSynced, egSynced); err != nil { // upgrade.go
 			return err
 		}
 	}
 	a.startUnderlayMonitor(ctx) // underlay.go
-	return nil
-}
-
-// attachUplink attaches the uplink program, and the XDP prefilter if
-// configured (else removes one an earlier run attached).
-func (a *Agent) attachUplink() error {
-	if err := a.dp.AttachUplink(a.uplinkIx); err != nil {
-		return fmt.Errorf("attaching uplink program to %s: %w", a.cfg.Uplink, err)
-	}
-	if a.cfg.XDPPrefilter {
-		if err := a.dp.AttachUplinkPrefilter(a.uplinkIx); err != nil {
-			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
-		}
-	} else if err := a.dp.DetachUplinkPrefilter(a.uplinkIx); err != nil {
-		// One an earlier run pinned stays attached otherwise.
-		return fmt.Errorf("detaching XDP prefilter from %s: %w", a.cfg.Uplink, err)
-	}
-	return nil
+	return a.startTrace(ctx)    // trace.go
 }
 
 // shutdown releases the store and the data plane handles; pins stay.
@@ -332,6 +322,9 @@ func (a *Agent) shutdown() {
 	}
 	if a.nodeWatchStarted {
 		<-a.nodeWatchDone
+	}
+	if a.dir != nil {
+		a.dir.stop()
 	}
 	a.bg.Wait()
 	if a.st != nil {
@@ -413,13 +406,16 @@ func (a *Agent) restore(ctx context.Context) error {
 			return err
 		}
 	}
+	a.pruneQoS(append(keep, unfinished...)) // qos.go
 	a.m.endpoints.WithLabelValues("local").Set(float64(len(keep)))
 	// Re-publish our endpoints (the store may have lost them) and start
 	// the watches of the hosted VPCs.
 	for _, at := range keep {
-		if _, err := a.st.PutEndpoint(ctx, at.endpoint(a.cfg.NodeName)); err != nil {
+		if ep, err := a.st.PutEndpoint(ctx, at.endpoint(a.cfg.NodeName)); err != nil {
 			a.m.storeErrors.WithLabelValues("put_endpoint").Inc()
 			a.log.Warn("re-publishing endpoint", "vpc", at.VPC, "ip", at.IP, "err", err)
+		} else if err := a.publishDirectory(ctx, ep); err != nil {
+			a.log.Warn("re-publishing endpoint to the directory", "vpc", at.VPC, "ip", at.IP, "err", err)
 		}
 		if _, err := a.acquireVPC(ctx, at.VPC); err != nil {
 			return fmt.Errorf("watching vpc %q: %w", at.VPC, err)
@@ -496,7 +492,7 @@ func (a *Agent) removeStaleEntries(keep []*attachment) error {
 			}
 			a.leftover[e.VNI][e.IP] = true
 		}
-		if (e.Local() && !want[vniIP{e.VNI, e.IP}]) || (!e.Local() && !hostedVNI[e.VNI]) {
+		if (e.Local() && !want[vniIP{e.VNI, e.IP}]) || (!e.Local() && (!hostedVNI[e.VNI] || a.cfg.directoryMode())) {
 			if err := a.dp.DeleteEndpoint(e.VNI, e.IP); err != nil {
 				a.log.Warn("deleting stale data plane entry", "vni", e.VNI, "ip", e.IP, "err", err)
 			}

@@ -180,6 +180,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 		Prefix: sub.CIDR.Bits(), MAC: mac.String(), DefaultRoute: req.DefaultRoute,
 		Labels: newLabelSet(req.Labels),
 	}
+	if err := a.resolveQoS(at, req.QoS, v); err != nil { // qos.go
+		return nil, err
+	}
 	// 2. Record the attachment before creating anything, so a crash
 	//    leaves a record the next start-up undoes.
 	if err := a.state.save(at); err != nil {
@@ -248,7 +251,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	lr, err := setupPodLink(&podLink{
 		netns: req.Netns, ifName: req.IfName, hostName: key, mac: mac, mtu: a.podMTUFor(v),
 		addr: podAddr, gateway: net.IP(sub.Gateway.AsSlice()), subnet: prefixToIPNet(sub.CIDR),
-		vpcCIDR: vpcCIDR, defRoute: req.DefaultRoute,
+		vpcCIDR: vpcCIDR, defRoute: req.DefaultRoute, sysctlNet: a.cfg.ProcSysNet,
 	})
 	if lr != nil {
 		at.HostIndex = lr.hostIndex
@@ -267,7 +270,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 
 	// 5. The data plane: map entry first, then the program (a packet
 	//    before the entry exists would be dropped as UNKNOWN_ENDPOINT).
-	if err := a.setupQoS(at, req.QoS); err != nil {
+	if err := a.setupQoS(at, v); err != nil {
 		return nil, err
 	}
 	if err := a.state.save(at); err != nil {
@@ -284,6 +287,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (res *c
 	if err := waitPublished(); err != nil {
 		a.m.storeErrors.WithLabelValues("put_endpoint").Inc()
 		return nil, fail(codeFor(err), "publish endpoint", err)
+	}
+	if err := a.publishDirectory(ctx, ep); err != nil { // directory.go
+		return nil, fail(types.ErrTryAgainLater, "publish endpoint to the directory", err)
 	}
 	at.Complete = true
 	if err := a.state.save(at); err != nil {
@@ -335,6 +341,8 @@ func (a *Agent) undo(ctx context.Context, at *attachment) []error {
 		a.m.storeErrors.WithLabelValues("delete_endpoint").Inc()
 		errs = append(errs, fmt.Errorf("delete endpoint from store: %w", err))
 		unpublished = false
+	} else {
+		a.unpublishDirectory(at.VNI, at.IP) // directory.go
 	}
 	a.mu.Lock()
 	if at.IP.IsValid() && a.local[vniIP{at.VNI, at.IP}] == at.key() {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cni-genie/cni-genie/pkg/agentapi"
 	"github.com/cni-genie/cni-genie/pkg/datapath"
+	"github.com/cni-genie/cni-genie/pkg/directory"
 )
 
 // Config is the agent's configuration; every field has a command-line flag
@@ -53,6 +54,12 @@ type Config struct {
 	// (default; see datapath.AttachTC: no RCU grace period on the ADD
 	// path) or "tcx" (a pinned tcx link).
 	PodAttach string
+	// ProcSysNet is where the agent writes net sysctls (empty:
+	// /proc/sys/net). In a container that is not privileged /proc/sys is
+	// read-only: mount the host's /proc/sys/net elsewhere (a hostPath
+	// volume) and name it here. The files resolve in the netns of the
+	// writing thread, so one mount serves the host and every pod.
+	ProcSysNet string
 	// NodeReclaimAfter is how long a node must be dead (heartbeat that
 	// old, or node object missing that long) before the agents reclaim
 	// its blocks and endpoints (package reclaim); the agent heartbeats
@@ -61,9 +68,18 @@ type Config struct {
 	// QoSUplinkRate is the uplink's rate in bits/s: non-zero installs the
 	// QoS HTB tree on its egress (see qos.go).
 	QoSUplinkRate uint64
+	// Egress: node labels and egress gateway timing (egress.go).
+	Egress EgressConfig
 	// UnderlayCheckInterval is how often the peers' underlay next hops
 	// are checked (underlay.go); zero disables the check.
 	UnderlayCheckInterval time.Duration
+	// EndpointMode is how remote endpoints are learned: ModeVPCSync
+	// (default) or ModeDirectory (directory.go).
+	EndpointMode string
+	// DirectoryRPCPort, DirectoryGossipPort, DirectoryShards and
+	// DirectoryReplicas configure the directory (directory mode only).
+	DirectoryRPCPort, DirectoryGossipPort int
+	DirectoryShards, DirectoryReplicas    int
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -90,6 +106,12 @@ func DefaultConfig() Config {
 
 		NodeReclaimAfter:      DefaultNodeReclaimAfter,
 		UnderlayCheckInterval: DefaultUnderlayCheckInterval,
+
+		EndpointMode:        ModeVPCSync,
+		DirectoryRPCPort:    DefaultDirectoryRPCPort,
+		DirectoryGossipPort: DefaultDirectoryGossipPort,
+		DirectoryShards:     directory.DefaultShards,
+		DirectoryReplicas:   directory.DefaultReplicas,
 	}
 }
 
@@ -117,10 +139,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus /metrics on (empty disables)")
 	fs.BoolVar(&c.XDPPrefilter, "xdp-prefilter", c.XDPPrefilter, "also attach the XDP prefilter to the uplink (drops foreign Geneve before an skb is built)")
 	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC of the virtual subnet gateways answered by BPF")
+	fs.StringVar(&c.ProcSysNet, "proc-sys-net", c.ProcSysNet, "where to write net sysctls (empty: /proc/sys/net); a writable mount of the host's /proc/sys/net when /proc/sys is read-only (a container without privileged)")
 	fs.StringVar(&c.PodAttach, "pod-attach", c.PodAttach, "how the pod program attaches to host veths: tcx (pinned link) or tc (clsact + cls_bpf filter: no RCU grace period per ADD/DEL, about 10 ms less)")
 	fs.DurationVar(&c.NodeReclaimAfter, "node-reclaim-after", c.NodeReclaimAfter,
 		"reclaim the IPAM blocks and endpoints of a node whose heartbeat is this old, or whose node object has been gone this long (the agent heartbeats every quarter of it; 0 disables)")
 	c.registerQoSFlags(fs)
+	c.registerDirectoryFlags(fs) // directory.go
+	c.registerEgressFlags(fs)    // egress.go
 	fs.DurationVar(&c.UnderlayCheckInterval, "underlay-check-interval", c.UnderlayCheckInterval,
 		"check every peer node's underlay next hop (route and ARP) this often, and on node events; exported as genie_underlay_peers (0 disables)")
 	def := datapath.DefaultMapSizes()
@@ -171,5 +196,5 @@ func (c *Config) Validate() error {
 	if _, err := parseMAC(c.GatewayMAC); err != nil {
 		return fmt.Errorf("config: gateway mac: %w", err)
 	}
-	return nil
+	return c.validateDirectory()
 }

@@ -66,6 +66,14 @@
 // GC on its own handle of the pinned map, exporting genie_conntrack_*.
 // Pods' labels from the ADD request are published on their endpoints.
 //
+// Egress gateways (egress.go): with a store that has them
+// (store.EgressStore), package egress/egressagent programs this node's
+// egress routes, pod selections and gateway sets, and the gateway role for
+// the VPCs the node serves, whose endpoints the agent then follows as if
+// it hosted a pod of them (acquireVPC). Gateway nodes beat in the store
+// (store.BeatStore, --egress-heartbeat-interval/-timeout); --node-labels
+// lets gateways select nodes; --egress-drain-timeout bounds a drain.
+//
 // Underlay next hops (underlay.go). The data plane sends encapsulated
 // packets through the kernel's next hop (bpf_redirect_neigh); a peer
 // without a route is a counted NO_NEXTHOP drop, but one whose next hop
@@ -170,6 +178,17 @@
 // and each VPC's first sync removes those the store no longer has; with a
 // dump per VPC the restart of that node took more than 60 seconds.
 //
-// The DHT directory of the design brief would replace the listings and the
-// cluster-wide watch with on-demand lookups for very large VPCs.
+// Drop tracing (trace.go): one goroutine reads the data plane's trace ring
+// and fans events out to the clients of the socket's trace stream, each with
+// its filter; the data plane's flag is set only while a client listens, so
+// the drop path pays nothing otherwise (docs/trace.md).
+// All of the above is the default endpoint mode, vpc-sync. With
+// --endpoint-mode directory (directory.go) the agent lists and watches no
+// VPC at all: it runs a member of the endpoint directory (package
+// directory: its shards of the store's endpoints, gRPC lookups and
+// memberlist on the underlay), the data plane bounces a packet to an
+// unknown endpoint through a holder of its shard, and the agent learns
+// the endpoint from the miss report into an LRU map; memory and map
+// entries are then O(local endpoints + held shards + endpoints talked to).
+// ADD publishes the new endpoint to its shard's holders before returning.
 package agent

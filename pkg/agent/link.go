@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -43,6 +44,8 @@ type podLink struct {
 	subnet   *net.IPNet
 	vpcCIDR  *net.IPNet
 	defRoute bool
+	// sysctlNet is where net sysctls are written (Config.ProcSysNet).
+	sysctlNet string
 }
 
 // podLinkResult is what setupPodLink created.
@@ -95,7 +98,7 @@ func setupPodLink(pl *podLink) (*podLinkResult, error) {
 		// the pod's router and neighbour solicitations and MLD reports,
 		// sent as soon as the link is up, are counted as drops by the
 		// pod program. In the pod's netns only, before the link is up.
-		if err := writeSysctl(fmt.Sprintf("/proc/sys/net/ipv6/conf/%s/disable_ipv6", pl.ifName), "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := writeSysctl(netSysctl(pl.sysctlNet, "ipv6/conf", pl.ifName, "disable_ipv6"), "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("disabling ipv6 on %s: %w", pl.ifName, err)
 		}
 		if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: pl.addr}); err != nil {
@@ -133,7 +136,7 @@ func setupPodLink(pl *podLink) (*podLinkResult, error) {
 	}
 	// Host side: up (done by SetupVethWithName), no address, no IPv6.
 	// (A kernel without IPv6 has no such file: nothing to disable.)
-	if err := writeSysctl(fmt.Sprintf("/proc/sys/net/ipv6/conf/%s/disable_ipv6", pl.hostName), "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := writeSysctl(netSysctl(pl.sysctlNet, "ipv6/conf", pl.hostName, "disable_ipv6"), "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return res, fmt.Errorf("disabling ipv6 on %s: %w", pl.hostName, err)
 	}
 	return res, nil
@@ -243,6 +246,14 @@ func checkPodLink(netnsPath, ifName string, addr *net.IPNet, mac net.HardwareAdd
 		}
 		return fmt.Errorf("interface %q lacks address %s", ifName, addr)
 	})
+}
+
+// netSysctl is the path of a net sysctl under root (empty: /proc/sys/net).
+func netSysctl(root string, elem ...string) string {
+	if root == "" {
+		root = "/proc/sys/net"
+	}
+	return filepath.Join(append([]string{root}, elem...)...)
 }
 
 func writeSysctl(path, value string) error {

@@ -278,6 +278,9 @@ func (a *Agent) lookupOpt(ctx context.Context, vpcName, subnet string, fresh boo
 // wait for a whole VPC; the VPC's watch events keep queueing until the
 // end (vs.syncing), and a VPC unhosted meanwhile stops the sync.
 func (a *Agent) syncVPC(ctx context.Context, vs *vpcState) error {
+	if a.cfg.directoryMode() {
+		return nil // remote endpoints are learned on demand (directory.go)
+	}
 	a.mu.Lock()
 	vs.syncing = true
 	a.mu.Unlock()

@@ -40,10 +40,14 @@ type attachment struct {
 	// gateway.
 	DefaultRoute bool `json:"defaultRoute,omitempty"`
 	// QoS is the class, QoSMinor the attachment's own HTB class on the
-	// uplink (an egress limit of QoSEgressRate bits/s), see qos.go.
-	QoS           qos.Class `json:"qos,omitempty"`
-	QoSMinor      uint16    `json:"qosMinor,omitempty"`
-	QoSEgressRate uint64    `json:"qosEgressRate,omitempty"`
+	// uplink (an egress limit of QoSEgressRate bits/s), QoSIngressRate
+	// and QoSIngressBurst (bits; 0: the default) its ingress limit, see
+	// qos.go.
+	QoS             qos.Class `json:"qos,omitempty"`
+	QoSMinor        uint16    `json:"qosMinor,omitempty"`
+	QoSEgressRate   uint64    `json:"qosEgressRate,omitempty"`
+	QoSIngressRate  uint64    `json:"qosIngressRate,omitempty"`
+	QoSIngressBurst uint64    `json:"qosIngressBurst,omitempty"`
 	// Labels are the pod's labels from the ADD request (services).
 	Labels labelSet `json:"labels,omitempty"`
 	// Complete is set once the attachment is fully programmed.
@@ -66,7 +70,7 @@ func (a *attachment) endpoint(node string) vpc.Endpoint {
 	return vpc.Endpoint{
 		VPC: a.VPC, Subnet: a.Subnet, VNI: a.VNI, ID: a.owner(),
 		PodNamespace: a.PodNamespace, PodName: a.PodName, Interface: a.IfName,
-		IP: a.IP, MAC: a.hwAddr(), Node: node, Labels: a.Labels.labels(),
+		IP: a.IP, MAC: a.hwAddr(), Node: node, Labels: a.Labels.labels(), QoS: a.qosRecord(),
 	}
 }
 

@@ -38,6 +38,8 @@ func (c *Config) StoreConfig() datastore.Config {
 		EtcdEndpoints: c.StoreEndpoints,
 		Kubeconfig:    c.Kubeconfig,
 		Logger:        c.Logger,
+
+		DirectoryShards: c.DirectoryShards,
 	}
 }
 

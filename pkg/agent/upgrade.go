@@ -10,9 +10,10 @@ import (
 )
 
 // upgradeServiceWait bounds how long an upgrading start-up waits for the
-// service syncer's first pass before attaching the new programs anyway
-// (a store that lists services that slowly delays only the service flows
-// of new connections; established ones keep their conntrack entries).
+// service syncer's and the egress agent's first passes before attaching
+// the new programs anyway (a store that lists them that slowly delays
+// only the service and egress flows of new connections; established ones
+// keep their conntrack and egress flow entries).
 const upgradeServiceWait = 30 * time.Second
 
 // reportUpgrade logs and exports what Open migrated (one line and one
@@ -47,24 +48,46 @@ func (a *Agent) reportUpgrade(dp *datapath.Datapath) bool {
 	return pending
 }
 
+// attachUplink attaches the uplink program, and the XDP prefilter if
+// configured (else removes one an earlier run attached).
+func (a *Agent) attachUplink() error {
+	if err := a.dp.AttachUplink(a.uplinkIx); err != nil {
+		return fmt.Errorf("attaching uplink program to %s: %w", a.cfg.Uplink, err)
+	}
+	if a.cfg.XDPPrefilter {
+		if err := a.dp.AttachUplinkPrefilter(a.uplinkIx); err != nil {
+			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
+		}
+	} else if err := a.dp.DetachUplinkPrefilter(a.uplinkIx); err != nil {
+		// One an earlier run pinned stays attached otherwise.
+		return fmt.Errorf("detaching XDP prefilter from %s: %w", a.cfg.Uplink, err)
+	}
+	return nil
+}
+
 // finishUpgrade runs after restore (local endpoints written, each hosted
-// VPC's remote endpoints synced) once the services are programmed: it
-// attaches the uplink program and the pod programs restore deferred, the
-// moment traffic moves from the old maps to the new ones, then lets the
-// data plane catch up with what the old programs wrote meanwhile and
-// unpin the old maps.
-func (a *Agent) finishUpgrade(ctx context.Context, svcSynced <-chan struct{}) error {
-	a.notReady.Store("upgrading data plane: waiting for services")
+// VPC's remote endpoints synced) once the services and egress gateways are
+// programmed (synced: their first passes): it attaches the uplink program
+// and the pod programs restore deferred, the moment traffic moves from the
+// old maps to the new ones, then lets the data plane catch up with what
+// the old programs wrote meanwhile and unpin the old maps.
+func (a *Agent) finishUpgrade(ctx context.Context, synced ...<-chan struct{}) error {
+	a.notReady.Store("upgrading data plane: waiting for services and egress gateways")
 	start := time.Now()
 	t := time.NewTimer(upgradeServiceWait)
 	defer t.Stop()
-	select {
-	case <-svcSynced:
-	case <-t.C:
-		a.log.Warn("services not programmed yet: attaching the new data plane anyway", "waited", upgradeServiceWait)
-	case <-ctx.Done():
-		return ctx.Err()
+wait:
+	for _, ch := range synced {
+		select {
+		case <-ch:
+		case <-t.C:
+			a.log.Warn("services or egress gateways not programmed yet: attaching the new data plane anyway", "waited", upgradeServiceWait)
+			break wait
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	waited := time.Since(start)
 	a.notReady.Store("upgrading data plane: attaching programs")
 	deferred := a.deferred
 	a.deferAttach, a.deferred = false, nil
@@ -86,6 +109,6 @@ func (a *Agent) finishUpgrade(ctx context.Context, svcSynced <-chan struct{}) er
 		return nil
 	}
 	a.log.Info("data plane upgraded", "pods", len(deferred), "flows_caught_up", cu.Flows, "counters_caught_up", cu.Counters,
-		"services_wait", time.Since(start).Round(time.Millisecond))
+		"sync_wait", waited.Round(time.Millisecond), "attach", (time.Since(start) - waited).Round(time.Millisecond))
 	return nil
 }

@@ -13,4 +13,8 @@
 // protocol is debuggable with curl --unix-socket, and the socket's file
 // permissions are the access control. Errors travel as a CNI error object
 // (code, msg, details) so the plugin can return them unchanged to the runtime.
+//
+// The same socket streams the data plane's drops to `geniectl trace`
+// (PathTrace): one POST whose response is newline-delimited JSON, flushed
+// per event, for as long as the client stays (docs/trace.md).
 package agentapi

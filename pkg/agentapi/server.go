@@ -26,7 +26,8 @@ type Backend interface {
 	Status(ctx context.Context) (*StatusResponse, error)
 }
 
-// Handler returns the HTTP handler serving b.
+// Handler returns the HTTP handler serving b, and PathTrace if b is a
+// Tracer.
 func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathAttach, serve(func(ctx context.Context, req *AttachRequest) (any, error) {
@@ -51,6 +52,9 @@ func Handler(b Backend) http.Handler {
 	mux.HandleFunc("POST "+PathStatus, serve(func(ctx context.Context, _ *struct{}) (any, error) {
 		return b.Status(ctx)
 	}))
+	if t, ok := b.(Tracer); ok {
+		mux.HandleFunc("POST "+PathTrace, serveTrace(t))
+	}
 	return mux
 }
 

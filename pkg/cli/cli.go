@@ -80,7 +80,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.sandbox, "sandbox", "", "sandbox to use (default: the only one up, else \"genie\")")
 	pf.StringVar(&g.stateRoot, "state-root", "", "parent dir of sandbox state (default /run/genie-sandbox)")
 	pf.MarkHidden("state-root")
-	root.AddCommand(sandboxCommand(g), vpcCommand(g), subnetCommand(g), nodeCommand(g), serviceCommand(g), statusCommand(g))
+	root.AddCommand(sandboxCommand(g), vpcCommand(g), subnetCommand(g), nodeCommand(g), serviceCommand(g), egressCommand(g), statusCommand(g), traceCommand(g), directoryCommand(g))
 	return root
 }
 

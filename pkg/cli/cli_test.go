@@ -75,7 +75,8 @@ func TestVPCAndSubnetCommands(t *testing.T) {
 		}
 	}
 	must("vpc", "create", "blue", "--cidr", "10.10.0.0/16")
-	must("vpc", "create", "red", "--cidr", "10.10.0.0/16", "--mtu", "1400")
+	must("vpc", "create", "red", "--cidr", "10.10.0.0/16", "--mtu", "1400", "--qos-class", "low")
+	fail(`qos class "gold": want high, normal or low`, "vpc", "create", "gold", "--cidr", "10.40.0.0/16", "--qos-class", "gold")
 	fail("mtu", "vpc", "create", "tiny", "--cidr", "10.30.0.0/16", "--mtu", "100")
 	fail("already exists", "vpc", "create", "red", "--cidr", "10.20.0.0/16")
 	out := must("vpc", "list")
@@ -86,8 +87,8 @@ func TestVPCAndSubnetCommands(t *testing.T) {
 	if !strings.Contains(lines[1], " 1") || !strings.Contains(lines[2], " 2") {
 		t.Errorf("want VNIs 1 and 2:\n%s", out)
 	}
-	if !strings.HasSuffix(strings.TrimSpace(lines[1]), "auto") || !strings.HasSuffix(strings.TrimSpace(lines[2]), "1400") {
-		t.Errorf("want MTU auto for blue and 1400 for red:\n%s", out)
+	if !strings.HasSuffix(strings.TrimSpace(lines[1]), "auto  -") || !strings.HasSuffix(strings.TrimSpace(lines[2]), "1400  low") {
+		t.Errorf("want MTU auto and no QoS class for blue, 1400 and low for red:\n%s", out)
 	}
 	out = must("subnet", "create", "blue/web", "--cidr", "10.10.1.0/24")
 	if !strings.Contains(out, "10.10.1.1") {

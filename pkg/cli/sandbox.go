@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
 	"github.com/spf13/cobra"
 )
 
@@ -62,6 +63,8 @@ type upFlags struct {
 	cniBinDir string
 	noAgents  bool
 	underlay  string
+	qosRate   string
+	agentArgs []string
 }
 
 func (f *upFlags) register(c *cobra.Command) {
@@ -70,6 +73,8 @@ func (f *upFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.cniBinDir, "cni-bin-dir", "", "directory of the CNI reference plugins (default $GENIE_TEST_CNI_BINDIR, else _output/cni/bin)")
 	c.Flags().BoolVar(&f.noAgents, "no-agents", false, "start no genied (underlay and store only)")
 	c.Flags().StringVar(&f.underlay, "underlay", sandbox.UnderlayFlat, "underlay topology: \"flat\" (one L2 segment) or \"routed\" (two segments joined by a router namespace)")
+	c.Flags().StringVar(&f.qosRate, "qos-uplink-rate", "", "give every genied --qos-uplink-rate (e.g. 500M): the QoS tree that enforces pod classes and egress limits")
+	c.Flags().StringArrayVar(&f.agentArgs, "agent-arg", nil, "extra genied flag for every node, e.g. --agent-arg=--endpoint-mode=directory (repeatable)")
 }
 
 func (f *upFlags) options(g *globals, name string) sandbox.Options {
@@ -84,8 +89,12 @@ func (f *upFlags) options(g *globals, name string) sandbox.Options {
 			}
 		}
 	}
+	agentArgs := append([]string(nil), f.agentArgs...)
+	if f.qosRate != "" {
+		agentArgs = append(agentArgs, "--qos-uplink-rate", f.qosRate)
+	}
 	return sandbox.Options{Name: name, Nodes: f.nodes, BinDir: f.binDir, CNIBinDir: cni,
-		StateRoot: g.stateRoot, NoAgents: f.noAgents, Underlay: f.underlay, Log: g.errOut}
+		StateRoot: g.stateRoot, NoAgents: f.noAgents, Underlay: f.underlay, Log: g.errOut, AgentArgs: agentArgs}
 }
 
 func sandboxUp(g *globals) *cobra.Command {
@@ -209,12 +218,15 @@ func printStatus(g *globals, sb *sandbox.Sandbox) error {
 	tw.Flush()
 	if len(st.Pods) > 0 {
 		fmt.Fprintln(g.out)
-		printPods(g, st.Pods)
+		printPods(g, st.Pods, effectiveQoS(context.Background(), sb))
 	}
 	return nil
 }
 
-func printPods(g *globals, pods []*sandbox.Pod) {
+// printPods lists pods with their interfaces. eff is the effective QoS of
+// the VPC attachments from the store (nil: unknown, the pod's request is
+// shown).
+func printPods(g *globals, pods []*sandbox.Pod, eff map[string]*vpc.EndpointQoS) {
 	tw := table(g.out, "POD", "NODE", "INTERFACE", "NETWORK", "IP", "MAC", "QOS")
 	for _, p := range pods {
 		if len(p.Interfaces) == 0 {
@@ -232,6 +244,8 @@ func printPods(g *globals, pods []*sandbox.Pod) {
 			q := p.QoS
 			if ifc.VPC == "" {
 				q = "" // GENIE_QOS applies to VPC attachments only
+			} else if eff != nil && len(ifc.IPs) > 0 {
+				q = qosString(eff[ifc.VPC+"/"+ifc.IPs[0].Addr().String()]) // qos.go
 			}
 			row(tw, p.Name, p.Node, ifc.Name, orDash(netw), orDash(strings.Join(ips, ",")), orDash(ifc.MAC), orDash(q))
 		}
@@ -251,7 +265,7 @@ func sandboxPod(g *globals) *cobra.Command {
 	var node string
 	var nets, podLabels []string
 	var srcRoutes bool
-	var qosClass, egressRate string
+	var qosClass, egressRate, ingressRate string
 	add := &cobra.Command{
 		Use:   "add NAME --node K --net VPC/SUBNET[@IF] [--net ...]",
 		Short: "Create a pod namespace and attach it through the genie CNI plugin",
@@ -268,7 +282,7 @@ func sandboxPod(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := sb.PodAddQoSLabeled(c.Context(), args[0], node, nets, qosClass, egressRate, labels)
+			p, err := sb.PodAddWithQoS(c.Context(), args[0], node, nets, sandbox.PodQoS{Class: qosClass, Egress: egressRate, Ingress: ingressRate}, labels)
 			if err != nil {
 				return err
 			}
@@ -277,13 +291,14 @@ func sandboxPod(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			printPods(g, []*sandbox.Pod{p})
+			printPods(g, []*sandbox.Pod{p}, effectiveQoS(c.Context(), sb))
 			return nil
 		},
 	}
 	add.Flags().StringVar(&node, "node", "1", "node name or 1-based index")
 	add.Flags().StringVar(&qosClass, "qos", "", "QoS class of the pod's VPC attachments: high, normal or low (CNI_ARGS GENIE_QOS)")
-	add.Flags().StringVar(&egressRate, "egress-rate", "", "egress rate limit of the pod's VPC attachments in bits/s, e.g. 20M (CNI_ARGS GENIE_EGRESS_BANDWIDTH; needs genied --qos-uplink-rate)")
+	add.Flags().StringVar(&egressRate, "egress-rate", "", "egress rate limit of the pod's VPC attachments in bits/s, e.g. 20M (CNI_ARGS GENIE_EGRESS_BANDWIDTH; needs sandbox up --qos-uplink-rate)")
+	add.Flags().StringVar(&ingressRate, "ingress-rate", "", "ingress rate limit of the pod's VPC attachments in bits/s, e.g. 20M (CNI_ARGS GENIE_INGRESS_BANDWIDTH)")
 	add.Flags().StringArrayVar(&podLabels, "label", nil, "pod label KEY=VALUE for service selectors (repeatable)")
 	add.Flags().BoolVar(&srcRoutes, "source-routes", false, "give each interface its own routing table, selected by source address (pods in VPCs with overlapping CIDRs)")
 	add.Flags().StringArrayVar(&nets, "net", nil, "network VPC/SUBNET[@IF], or a delegate network such as "+sandbox.DelegateNetwork+"[@IF] (repeatable; the first is the default)")
@@ -307,12 +322,12 @@ func sandboxPod(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List pods",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(c *cobra.Command, _ []string) error {
 			sb, err := g.openSandbox()
 			if err != nil {
 				return err
 			}
-			printPods(g, sb.Pods())
+			printPods(g, sb.Pods(), effectiveQoS(c.Context(), sb))
 			return nil
 		},
 	}

@@ -24,6 +24,22 @@ type ClusterStatus struct {
 	Endpoints int            `json:"endpoints"`
 	// Services, with their current backends (service.go).
 	Services []ServiceStatus `json:"services,omitempty"`
+	// QoS are the endpoints with a QoS class or rate limit.
+	QoS []EndpointQoSStatus `json:"qos,omitempty"`
+}
+
+// EndpointQoSStatus is the QoS of one endpoint, as its agent published it:
+// the effective class (its own or the VPC's default) and its rate limits
+// in bits/s (0: none).
+type EndpointQoSStatus struct {
+	VPC         string     `json:"vpc"`
+	Pod         string     `json:"pod"`
+	Interface   string     `json:"interface"`
+	IP          netip.Addr `json:"ip"`
+	Node        string     `json:"node"`
+	Class       string     `json:"class,omitempty"`
+	EgressRate  uint64     `json:"egressRate,omitempty"`
+	IngressRate uint64     `json:"ingressRate,omitempty"`
 }
 
 // NodeStatus is one node: its store record, what the store attributes to
@@ -46,6 +62,9 @@ type NodeStatus struct {
 	// NextHops is the state of the node's underlay next hops to its
 	// peers, from the agent's metrics (sandbox only; see nextHops).
 	NextHops string `json:"nextHops,omitempty"`
+	// QoSIngressDrops are the packets the node's ingress limits dropped,
+	// from the agent's metrics (sandbox only; -1 when unknown).
+	QoSIngressDrops int `json:"qosIngressDrops"`
 }
 
 // VPCStatus is one VPC.
@@ -55,6 +74,8 @@ type VPCStatus struct {
 	CIDR      netip.Prefix `json:"cidr"`
 	Subnets   int          `json:"subnets"`
 	Endpoints int          `json:"endpoints"`
+	// QoSClass is the VPC's default QoS class ("" none).
+	QoSClass string `json:"qosClass,omitempty"`
 }
 
 // SubnetStatus is one subnet with its IPAM state.
@@ -104,6 +125,14 @@ func CollectStatus(ctx context.Context, st store.Store, agents func(name string,
 		epsByNode[e.Node]++
 		epsByVPC[e.VPC]++
 		epsBySubnet[e.VPC+"/"+e.Subnet]++
+		if q := e.QoS; q != nil {
+			pod := e.PodName
+			if e.PodNamespace != "" {
+				pod = e.PodNamespace + "/" + pod
+			}
+			out.QoS = append(out.QoS, EndpointQoSStatus{VPC: e.VPC, Pod: pod, Interface: e.Interface, IP: e.IP, Node: e.Node,
+				Class: q.Class, EgressRate: q.EgressRate, IngressRate: q.IngressRate})
+		}
 	}
 	blocksByNode, blocksBySubnet := map[string]int{}, map[string]int{}
 	for _, b := range blocks {
@@ -118,7 +147,7 @@ func CollectStatus(ctx context.Context, st store.Store, agents func(name string,
 	for _, n := range nodes {
 		seen[n.Name] = true
 		ns := NodeStatus{Name: n.Name, UnderlayIP: n.UnderlayIP, Endpoints: epsByNode[n.Name], Blocks: blocksByNode[n.Name],
-			ProgrammedLocal: -1, ProgrammedRemote: -1, Watches: -1}
+			ProgrammedLocal: -1, ProgrammedRemote: -1, Watches: -1, QoSIngressDrops: -1}
 		if agents != nil {
 			agents(n.Name, &ns)
 		}
@@ -134,10 +163,11 @@ func CollectStatus(ctx context.Context, st store.Store, agents func(name string,
 	sort.Strings(orphans)
 	for _, n := range orphans {
 		out.Nodes = append(out.Nodes, NodeStatus{Name: n, Endpoints: epsByNode[n], Blocks: blocksByNode[n],
-			Agent: "node not registered", ProgrammedLocal: -1, ProgrammedRemote: -1, Watches: -1})
+			Agent: "node not registered", ProgrammedLocal: -1, ProgrammedRemote: -1, Watches: -1, QoSIngressDrops: -1})
 	}
 	for _, v := range vpcs {
-		out.VPCs = append(out.VPCs, VPCStatus{Name: v.Name, VNI: v.VNI, CIDR: v.CIDR, Subnets: subnetsByVPC[v.Name], Endpoints: epsByVPC[v.Name]})
+		out.VPCs = append(out.VPCs, VPCStatus{Name: v.Name, VNI: v.VNI, CIDR: v.CIDR, Subnets: subnetsByVPC[v.Name], Endpoints: epsByVPC[v.Name],
+			QoSClass: v.QoSClass})
 	}
 	for _, s := range subnets {
 		s = s.WithDefaults()
@@ -186,6 +216,7 @@ func sandboxAgents(ctx context.Context, sb *sandbox.Sandbox) (func(string, *Node
 		ns.ProgrammedRemote = int(m[`genie_endpoints{scope="remote"}`])
 		ns.Watches = int(m["genie_vpc_watches"])
 		ns.NextHops = nextHops(m) // underlay.go
+		ns.QoSIngressDrops = int(m[`genie_datapath_drops_total{reason="QOS_INGRESS"}`])
 	}, nil
 }
 
@@ -265,8 +296,9 @@ agent on --agent-socket (whose node is --node, default every node).`,
 				return enc.Encode(cs)
 			}
 			printClusterStatus(g, cs)
-			printStatusServices(g, cs.Services) // service.go
-			return nil
+			printStatusRing(ctx, g, st)          // directory.go
+			printStatusServices(g, cs.Services)  // service.go
+			return printStatusEgress(ctx, g, st) // egress.go
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -297,9 +329,9 @@ func printClusterStatus(g *globals, cs *ClusterStatus) {
 	}
 	tw.Flush()
 	fmt.Fprintln(g.out)
-	tw = table(g.out, "VPC", "VNI", "CIDR", "SUBNETS", "ENDPOINTS")
+	tw = table(g.out, "VPC", "VNI", "CIDR", "SUBNETS", "ENDPOINTS", "QOS")
 	for _, v := range cs.VPCs {
-		row(tw, v.Name, v.VNI, v.CIDR, v.Subnets, v.Endpoints)
+		row(tw, v.Name, v.VNI, v.CIDR, v.Subnets, v.Endpoints, orDash(v.QoSClass))
 	}
 	tw.Flush()
 	fmt.Fprintln(g.out)
@@ -308,5 +340,6 @@ func printClusterStatus(g *globals, cs *ClusterStatus) {
 		row(tw, s.VPC+"/"+s.Name, s.CIDR, s.Gateway, fmt.Sprintf("%d x /%d", s.Blocks, s.BlockPrefixLen), s.Used, s.Free)
 	}
 	tw.Flush()
+	printStatusQoS(g, cs) // qos.go
 	fmt.Fprintf(g.out, "\n%d endpoints in %d VPCs on %d nodes\n", cs.Endpoints, len(cs.VPCs), len(cs.Nodes))
 }

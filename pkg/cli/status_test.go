@@ -34,7 +34,7 @@ func TestStatusCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	v, err := st.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.10.0.0/16")})
+	v, err := st.CreateVPC(ctx, vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.10.0.0/16"), QoSClass: "normal"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,12 @@ func TestStatusCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		ip := b.CIDR.Addr().Next().Next()
-		if _, err := st.PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: "c" + string(rune('0'+i)) + "/eth0", IP: ip, MAC: mac, Node: n}); err != nil {
+		var q *vpc.EndpointQoS
+		if i == 1 {
+			q = &vpc.EndpointQoS{Class: "high", EgressRate: 50_000_000, IngressRate: 200_000_000}
+		}
+		if _, err := st.PutEndpoint(ctx, vpc.Endpoint{VPC: "blue", Subnet: "web", ID: "c" + string(rune('0'+i)) + "/eth0", IP: ip, MAC: mac, Node: n,
+			PodNamespace: "default", PodName: "p" + string(rune('0'+i)), Interface: "eth0", QoS: q}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -61,6 +66,8 @@ func TestStatusCommand(t *testing.T) {
 		"blue", "10.10.0.0/16",
 		"blue/web", "10.10.1.1", "3 x /28",
 		"3 endpoints in 1 VPCs on 2 nodes",
+		"ENDPOINTS  QOS", "normal", // the VPC's default class
+		"high  default/p1  eth0       blue", "50Mbit/s      200Mbit/s",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status: want %q in:\n%s", want, out)
@@ -93,5 +100,9 @@ func TestStatusCommand(t *testing.T) {
 	}
 	if cs.Endpoints != 3 {
 		t.Errorf("endpoints %d", cs.Endpoints)
+	}
+	if len(cs.QoS) != 1 || cs.QoS[0].Pod != "default/p1" || cs.QoS[0].Class != "high" || cs.QoS[0].IngressRate != 200_000_000 ||
+		cs.VPCs[0].QoSClass != "normal" {
+		t.Errorf("qos %+v, vpc %+v", cs.QoS, cs.VPCs)
 	}
 }

@@ -49,10 +49,10 @@ func OpenSandboxStore(ctx context.Context, sb *sandbox.Sandbox) (store.Store, er
 
 func vpcCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "vpc", Short: "Create, list and delete VPC networks"}
-	var cidr string
+	var cidr, qosClass string
 	var mtu int
 	create := &cobra.Command{
-		Use:   "create NAME --cidr CIDR [--mtu N]",
+		Use:   "create NAME --cidr CIDR [--mtu N] [--qos-class high|normal|low]",
 		Short: "Create a VPC (its VNI is allocated by the store)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -65,7 +65,7 @@ func vpcCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			v, err := st.CreateVPC(c.Context(), vpc.VPC{Name: args[0], CIDR: p, MTU: mtu})
+			v, err := st.CreateVPC(c.Context(), vpc.VPC{Name: args[0], CIDR: p, MTU: mtu, QoSClass: qosClass})
 			if err != nil {
 				return err
 			}
@@ -76,6 +76,7 @@ func vpcCommand(g *globals) *cobra.Command {
 	create.Flags().StringVar(&cidr, "cidr", "", "the VPC's address range, e.g. 10.10.0.0/16")
 	create.MarkFlagRequired("cidr")
 	create.Flags().IntVar(&mtu, "mtu", 0, "the MTU of the VPC's pod interfaces (default: the smallest uplink MTU in the cluster minus the 50-byte encapsulation)")
+	create.Flags().StringVar(&qosClass, "qos-class", "", "the default QoS class of the VPC's attachments: high, normal or low (a pod's own class overrides it; default none)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List VPCs",
@@ -116,13 +117,13 @@ func vpcCommand(g *globals) *cobra.Command {
 }
 
 func printVPCs(g *globals, vs []vpc.VPC) {
-	tw := table(g.out, "VPC", "CIDR", "VNI", "MTU")
+	tw := table(g.out, "VPC", "CIDR", "VNI", "MTU", "QOS")
 	for _, v := range vs {
 		mtu := "auto"
 		if v.MTU != 0 {
 			mtu = fmt.Sprint(v.MTU)
 		}
-		row(tw, v.Name, v.CIDR, v.VNI, mtu)
+		row(tw, v.Name, v.CIDR, v.VNI, mtu, orDash(v.QoSClass))
 	}
 	tw.Flush()
 }

@@ -24,7 +24,7 @@ func (d *Datapath) attachUplink(ifindex int) error {
 	if err := tuneVethUplink(ifc.Name); err != nil {
 		return fmt.Errorf("attach uplink %s: %w", ifc.Name, err)
 	}
-	if err := enableForwarding(ifc.Name); err != nil {
+	if err := enableForwarding(d.cfg.ProcSysNet, ifc.Name); err != nil {
 		return fmt.Errorf("attach uplink %s: %w", ifc.Name, err)
 	}
 	if d.pmtuFD < 0 {

@@ -16,6 +16,9 @@ const (
 	ctFlagSNAT  = 0x1
 	ctFlagDNAT  = 0x2
 	ctFlagReply = 0x4
+	// ctFlagEgress marks egress SNAT pairs, whose reply key has VNI 0
+	// (CT_F_EGRESS in bpf/lib/maps_egress.h).
+	ctFlagEgress = 0x80
 )
 
 // ConntrackState is the TCP state of one direction of a tracked flow.
@@ -69,6 +72,9 @@ type ConntrackEntry struct {
 	Expires time.Duration
 	// VNI is the flow's VPC.
 	VNI uint32
+	// Egress marks an egress gateway's SNAT pair; its reply entry is keyed
+	// with VNI 0 (the outside has none) and VNI gives the VPC.
+	Egress bool
 }
 
 func tupleFrom(k lxcCtKey) Tuple {
@@ -86,6 +92,7 @@ func entryFrom(k lxcCtKey, v lxcCtEntry) ConntrackEntry {
 		State:   ConntrackState(v.State),
 		Expires: time.Duration(v.Expires),
 		VNI:     v.Vni,
+		Egress:  v.Flags&ctFlagEgress != 0,
 	}
 }
 
@@ -99,6 +106,13 @@ func partnerKey(k lxcCtKey, v lxcCtEntry) lxcCtKey {
 	}
 	if v.Flags&ctFlagSNAT != 0 {
 		p.Daddr, p.Dport = v.SrcAddr, v.SrcPort
+	}
+	if v.Flags&ctFlagEgress != 0 {
+		// Egress SNAT: the reply side has no VNI, the forward side the VPC's.
+		p.Vni = 0
+		if v.Flags&ctFlagReply != 0 {
+			p.Vni = v.Vni
+		}
 	}
 	return p
 }
@@ -141,6 +155,9 @@ type ConntrackStats struct {
 	// InsertFailures is the data plane's count of failed conntrack
 	// inserts so far (those packets were dropped as CT_FAILED).
 	InsertFailures uint64
+	// EgressFlows and EgressFlowsDeleted count the egress gateway's
+	// pod-side flow pins left and removed.
+	EgressFlows, EgressFlowsDeleted int
 }
 
 const ctBatch = 4096
@@ -151,12 +168,23 @@ const ctBatch = 4096
 // live side with it. Safe while the data plane runs; a flow that becomes
 // active during the pass just recreates its entries.
 func (d *Datapath) GCConntrack() (ConntrackStats, error) {
-	return gcConntrack(d.lxc.GenieCt, d.lxc.GenieDrops)
+	return gcConntrackAll(d.lxc.GenieCt, d.lxc.GenieDrops, d.lxc.GenieEgressFlows)
+}
+
+// gcConntrackAll is gcConntrack plus the egress gateway's pod-side flow
+// pins (egress may be nil: maps pinned by an older data plane).
+func gcConntrackAll(ct, drops, egress *ebpf.Map) (ConntrackStats, error) {
+	st, err := gcConntrack(ct, drops)
+	if err != nil || egress == nil {
+		return st, err
+	}
+	st.EgressFlows, st.EgressFlowsDeleted, err = gcEgressFlows(egress)
+	return st, err
 }
 
 // Conntrack is a handle of its own on the pinned conntrack map, for a GC
 // that must not depend on (or lock) the agent's Datapath handle.
-type Conntrack struct{ ct, drops *ebpf.Map }
+type Conntrack struct{ ct, drops, egress *ebpf.Map }
 
 // OpenConntrack opens the conntrack and drop counter maps pinned under
 // pinDir by Open.
@@ -170,14 +198,24 @@ func OpenConntrack(pinDir string) (*Conntrack, error) {
 		ct.Close()
 		return nil, fmt.Errorf("open drop counters: %w", err)
 	}
-	return &Conntrack{ct: ct, drops: drops}, nil
+	// The egress flow pins, if this data plane has them.
+	egress, _ := ebpf.LoadPinnedMap(filepath.Join(pinDir, lxcMapGenieEgressFlows), nil)
+	return &Conntrack{ct: ct, drops: drops, egress: egress}, nil
 }
 
 // GCConntrack is Datapath.GCConntrack on this handle.
-func (c *Conntrack) GCConntrack() (ConntrackStats, error) { return gcConntrack(c.ct, c.drops) }
+func (c *Conntrack) GCConntrack() (ConntrackStats, error) {
+	return gcConntrackAll(c.ct, c.drops, c.egress)
+}
 
 // Close releases the handle (the maps stay pinned).
-func (c *Conntrack) Close() error { return errors.Join(c.ct.Close(), c.drops.Close()) }
+func (c *Conntrack) Close() error {
+	err := errors.Join(c.ct.Close(), c.drops.Close())
+	if c.egress != nil {
+		err = errors.Join(err, c.egress.Close())
+	}
+	return err
+}
 
 func gcConntrack(m, dropsMap *ebpf.Map) (ConntrackStats, error) {
 	st := ConntrackStats{Capacity: int(m.MaxEntries())}

@@ -49,6 +49,9 @@ type Config struct {
 	// EndpointAttach selects how the pod program is attached to host
 	// veths: AttachTCX (default, "") or AttachTC (see there).
 	EndpointAttach EndpointAttach
+	// ProcSysNet is where net sysctls are written (empty: /proc/sys/net),
+	// for a container whose /proc/sys is read-only.
+	ProcSysNet string
 }
 
 // LocalEndpoint is an overlay interface of a pod on this node.
@@ -66,6 +69,9 @@ type LocalEndpoint struct {
 	// leaf); see qos.go.
 	QoS      QoSClass
 	QoSMinor uint16
+	// Ingress is the endpoint's ingress rate limit (zero: none), enforced
+	// in BPF before delivery; see qos.go.
+	Ingress IngressLimit
 }
 
 // RemoteEndpoint is an overlay interface of a pod on another node.

@@ -29,6 +29,13 @@
 //     (genie_vnis, maintained by Upsert/DeleteEndpoint) before an skb exists.
 //     It never delivers.
 //
+// Egress: a packet to no endpoint of its VPC may leave it through an
+// egress gateway (bpf/lib/egress.h, egress.go, package egress): from_pod
+// encapsulates it to the flow's gateway (or SNATs it here if this node is
+// the gateway), from_uplink decapsulates and SNATs it on the gateway and
+// reverse-SNATs the replies back to the pod's node, where they are
+// accepted only as replies of a flow pinned to that gateway.
+//
 // Services: before the {vni, dst} lookup, from_pod load-balances packets
 // to a service frontend of its VNI (DNAT to a Maglev-picked backend,
 // pinned by conntrack) and reverse-NATs replies of flows whose client is
@@ -89,11 +96,22 @@
 //	genie_vnis       vni -> number of local endpoints            prefilter/decap: VPCs hosted here
 //	genie_config     [0] -> {underlay ip, uplink ifindex/mac, gateway mac}
 //	genie_drops      per-CPU [reason] -> count                   see DropReason
-//	genie_misses     ring buffer of {vni, ip} misses             for on-demand learning (Misses): no reader yet
+//	genie_misses     ring buffer of {vni, ip} misses             on-demand learning (Misses): read in directory mode
 //	genie_miss_seen  LRU {vni, ip} -> last report time           one report per address per second
 //	genie_svc        {vni, vip, port, proto} -> {table id, M}    service frontends (service.go)
 //	genie_maglev     table id -> inner array[M] of {ip, port}    Maglev tables, swapped atomically
 //	genie_ct         LRU {vni, 5-tuple} -> NAT, TCP state, expiry conntrack (conntrack.go, GC in Go)
+//	genie_qos_ingress host ifindex -> GCRA bucket + counters     a pod's ingress limit (qos.go, bpf/lib/qos.h)
+//	genie_trace_state [0] -> {enabled, lost}                      drop tracing switch (trace.go)
+//	genie_trace      ring buffer of dropped packets' headers     while enabled (Trace, geniectl trace)
+//	genie_dir_*      the endpoint directory (directory.go, lib/maps_directory.h): mode, shard -> holders,
+//	                 held records, learned LRU {vni, ip} -> {node ip, mac, version}, members, counters
+//	genie_vpc_routes LPM {vni, prefix} -> internal | egress policy  egress.go, bpf/lib/egress.h
+//	genie_egress_select {route, pod} -> policy                   a local pod's policy for a route
+//	genie_egress_policies policy -> active + draining gateways   set by the agent from health and drains
+//	genie_egress_flows LRU {vni, 5-tuple} -> gateway              pod-side pins (GC with conntrack)
+//	genie_egress_gw  vni -> egress address                      VPCs this node is a gateway of
+//	genie_egress_ips egress address -> 1                         replies to these may be reverse-SNATed
 //
 // Every key that concerns a VPC includes the VNI, so two VPCs with the same
 // CIDR and the same pod addresses never see each other: isolation is by
@@ -206,10 +224,14 @@
 // sizes are compile-time constants overridable with -D (MAX_ENDPOINTS
 // etc.); a full map is reported as ErrMapFull naming the map, and a failed
 // upsert leaves the maps as they were (a journal of map writes is rolled
-// back). Today every remote endpoint of a hosted VPC is pushed by the
-// agent's store watch. A packet to an unknown {vni, ip} is dropped
-// (NO_ROUTE) and also reported through Misses, rate limited per address,
-// so that a directory could resolve it on demand; no agent reads the
-// reports yet. (The receiving node must know the sender too, or decap
-// drops the packet as FORGED.)
+// back). In vpc-sync mode every remote endpoint of a hosted VPC is pushed
+// by the agent's store watch, and a packet to an unknown {vni, ip} is
+// dropped (NO_ROUTE) and reported through Misses, which nothing reads. In
+// directory mode (SetDirectoryMode, lib/directory.h) genie_endpoints holds
+// only local endpoints: a packet to an unknown endpoint is sent direct
+// from a learned or held record, or bounced through a holder of its shard
+// and reported, and the agent installs what it looks up (LearnRemote);
+// decap accepts a bounced packet from a holder of the destination's shard
+// and checks the inner source against the origin node (docs/design.md has
+// the trust model).
 package datapath

@@ -5,5 +5,5 @@ package datapath
 //
 //	go generate ./pkg/datapath/
 //
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -go-package datapath lxc ../../bpf/lxc.c
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -go-package datapath uplink ../../bpf/uplink.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type trace_event -go-package datapath lxc ../../bpf/lxc.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type trace_event -go-package datapath uplink ../../bpf/uplink.c

@@ -38,6 +38,65 @@ type lxcCtKey struct {
 	Pad   [3]uint8
 }
 
+type lxcDirConfig struct {
+	_         structs.HostLayout
+	Enabled   uint32
+	ShardMask uint32
+}
+
+type lxcDirEntry struct {
+	_       structs.HostLayout
+	Ep      lxcEndpointInfo
+	Version uint64
+}
+
+type lxcDirShard struct {
+	_      structs.HostLayout
+	Holder [7]uint32
+	N      uint32
+}
+
+type lxcEgressGw struct {
+	_        structs.HostLayout
+	EgressIp uint32
+	Pad      uint32
+}
+
+type lxcEgressIp struct {
+	_       structs.HostLayout
+	PortMin uint16
+	PortMax uint16
+}
+
+type lxcEgressPolicy struct {
+	_      structs.HostLayout
+	Active uint8
+	All    uint8
+	Pad    uint16
+	Gw     [8]uint32
+}
+
+type lxcEgressScratch struct {
+	_     structs.HostLayout
+	Gw    lxcEndpointInfo
+	Pkt   [4]uint64
+	Fwd   lxcCtEntry
+	Rev   lxcCtEntry
+	Pin   lxcCtEntry
+	Rk    lxcCtKey
+	Pk    lxcCtKey
+	Fib   [8]uint64
+	Neigh [5]uint32
+	Eth   [16]uint8
+	_     [4]byte
+}
+
+type lxcEgressSelectKey struct {
+	_     structs.HostLayout
+	Route uint32
+	Pod   uint32
+}
+
 type lxcEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -68,6 +127,22 @@ type lxcNodeConfig struct {
 	GwMac         [6]uint8
 }
 
+type lxcQosBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad       uint32
+	Rate      uint64
+	BurstNs   uint64
+	Tat       uint64
+	PassBytes uint64
+	PassPkts  uint64
+	DropBytes uint64
+	DropPkts  uint64
+}
+
 type lxcSvcInfo struct {
 	_          structs.HostLayout
 	Table      uint32
@@ -87,22 +162,91 @@ type lxcSvcKey struct {
 	Pad   uint8
 }
 
+type lxcTraceEvent struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Ifindex    uint32
+	Vni        uint32
+	Saddr      uint32
+	Daddr      uint32
+	OuterSaddr uint32
+	Sport      uint16
+	Dport      uint16
+	Len        uint32
+	EthProto   uint16
+	Reason     uint8
+	Proto      uint8
+	Flags      uint8
+	Pad        [3]uint8
+	Smac       [6]uint8
+	Dmac       [6]uint8
+}
+
+type lxcTraceScratch struct {
+	_   structs.HostLayout
+	Eth [16]uint8
+	Ip  [5]uint32
+	Hdr [16]uint8
+	L4  [4]uint8
+	Arp [2]uint32
+}
+
+type lxcTraceState struct {
+	_       structs.HostLayout
+	Enabled uint32
+	Pad     uint32
+	Lost    uint64
+}
+
+type lxcVpcRoute struct {
+	_      structs.HostLayout
+	Kind   uint8
+	Pad    [3]uint8
+	Policy uint32
+	Route  uint32
+}
+
+type lxcVpcRouteKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Vni       uint32
+	Addr      uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lxcMapGenieConfig    = "genie_config"
-	lxcMapGenieCt        = "genie_ct"
-	lxcMapGenieDrops     = "genie_drops"
-	lxcMapGenieEndpoints = "genie_endpoints"
-	lxcMapGenieLbPorts   = "genie_lb_ports"
-	lxcMapGenieLxc       = "genie_lxc"
-	lxcMapGenieMaglev    = "genie_maglev"
-	lxcMapGenieMissSeen  = "genie_miss_seen"
-	lxcMapGenieMisses    = "genie_misses"
-	lxcMapGenieSvc       = "genie_svc"
-	lxcMapGenieVnis      = "genie_vnis"
-	lxcProgFromPod       = "from_pod"
+	lxcMapGenieConfig         = "genie_config"
+	lxcMapGenieCt             = "genie_ct"
+	lxcMapGenieDirCfg         = "genie_dir_cfg"
+	lxcMapGenieDirHeld        = "genie_dir_held"
+	lxcMapGenieDirLru         = "genie_dir_lru"
+	lxcMapGenieDirNodes       = "genie_dir_nodes"
+	lxcMapGenieDirShard       = "genie_dir_shard"
+	lxcMapGenieDirStats       = "genie_dir_stats"
+	lxcMapGenieDirVia         = "genie_dir_via"
+	lxcMapGenieDrops          = "genie_drops"
+	lxcMapGenieEgressFlows    = "genie_egress_flows"
+	lxcMapGenieEgressGw       = "genie_egress_gw"
+	lxcMapGenieEgressIps      = "genie_egress_ips"
+	lxcMapGenieEgressPolicies = "genie_egress_policies"
+	lxcMapGenieEgressScratch  = "genie_egress_scratch"
+	lxcMapGenieEgressSelect   = "genie_egress_select"
+	lxcMapGenieEndpoints      = "genie_endpoints"
+	lxcMapGenieLbPorts        = "genie_lb_ports"
+	lxcMapGenieLxc            = "genie_lxc"
+	lxcMapGenieMaglev         = "genie_maglev"
+	lxcMapGenieMissSeen       = "genie_miss_seen"
+	lxcMapGenieMisses         = "genie_misses"
+	lxcMapGenieQosIngress     = "genie_qos_ingress"
+	lxcMapGenieSvc            = "genie_svc"
+	lxcMapGenieTrace          = "genie_trace"
+	lxcMapGenieTraceScratch   = "genie_trace_scratch"
+	lxcMapGenieTraceState     = "genie_trace_state"
+	lxcMapGenieVnis           = "genie_vnis"
+	lxcMapGenieVpcRoutes      = "genie_vpc_routes"
+	lxcProgFromPod            = "from_pod"
 )
 
 // loadLxc returns the embedded CollectionSpec for lxc.
@@ -154,17 +298,35 @@ type lxcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
-	GenieConfig    *ebpf.MapSpec `ebpf:"genie_config"`
-	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieConfig         *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt             *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDirCfg         *ebpf.MapSpec `ebpf:"genie_dir_cfg"`
+	GenieDirHeld        *ebpf.MapSpec `ebpf:"genie_dir_held"`
+	GenieDirLru         *ebpf.MapSpec `ebpf:"genie_dir_lru"`
+	GenieDirNodes       *ebpf.MapSpec `ebpf:"genie_dir_nodes"`
+	GenieDirShard       *ebpf.MapSpec `ebpf:"genie_dir_shard"`
+	GenieDirStats       *ebpf.MapSpec `ebpf:"genie_dir_stats"`
+	GenieDirVia         *ebpf.MapSpec `ebpf:"genie_dir_via"`
+	GenieDrops          *ebpf.MapSpec `ebpf:"genie_drops"`
+	GenieEgressFlows    *ebpf.MapSpec `ebpf:"genie_egress_flows"`
+	GenieEgressGw       *ebpf.MapSpec `ebpf:"genie_egress_gw"`
+	GenieEgressIps      *ebpf.MapSpec `ebpf:"genie_egress_ips"`
+	GenieEgressPolicies *ebpf.MapSpec `ebpf:"genie_egress_policies"`
+	GenieEgressScratch  *ebpf.MapSpec `ebpf:"genie_egress_scratch"`
+	GenieEgressSelect   *ebpf.MapSpec `ebpf:"genie_egress_select"`
+	GenieEndpoints      *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts        *ebpf.MapSpec `ebpf:"genie_lb_ports"`
+	GenieLxc            *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev         *ebpf.MapSpec `ebpf:"genie_maglev"`
+	GenieMissSeen       *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses         *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieQosIngress     *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
+	GenieSvc            *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieTrace          *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceScratch   *ebpf.MapSpec `ebpf:"genie_trace_scratch"`
+	GenieTraceState     *ebpf.MapSpec `ebpf:"genie_trace_state"`
+	GenieVnis           *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieVpcRoutes      *ebpf.MapSpec `ebpf:"genie_vpc_routes"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -193,32 +355,68 @@ func (o *lxcObjects) Close() error {
 //
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
-	GenieConfig    *ebpf.Map `ebpf:"genie_config"`
-	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
+	GenieConfig         *ebpf.Map `ebpf:"genie_config"`
+	GenieCt             *ebpf.Map `ebpf:"genie_ct"`
+	GenieDirCfg         *ebpf.Map `ebpf:"genie_dir_cfg"`
+	GenieDirHeld        *ebpf.Map `ebpf:"genie_dir_held"`
+	GenieDirLru         *ebpf.Map `ebpf:"genie_dir_lru"`
+	GenieDirNodes       *ebpf.Map `ebpf:"genie_dir_nodes"`
+	GenieDirShard       *ebpf.Map `ebpf:"genie_dir_shard"`
+	GenieDirStats       *ebpf.Map `ebpf:"genie_dir_stats"`
+	GenieDirVia         *ebpf.Map `ebpf:"genie_dir_via"`
+	GenieDrops          *ebpf.Map `ebpf:"genie_drops"`
+	GenieEgressFlows    *ebpf.Map `ebpf:"genie_egress_flows"`
+	GenieEgressGw       *ebpf.Map `ebpf:"genie_egress_gw"`
+	GenieEgressIps      *ebpf.Map `ebpf:"genie_egress_ips"`
+	GenieEgressPolicies *ebpf.Map `ebpf:"genie_egress_policies"`
+	GenieEgressScratch  *ebpf.Map `ebpf:"genie_egress_scratch"`
+	GenieEgressSelect   *ebpf.Map `ebpf:"genie_egress_select"`
+	GenieEndpoints      *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts        *ebpf.Map `ebpf:"genie_lb_ports"`
+	GenieLxc            *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev         *ebpf.Map `ebpf:"genie_maglev"`
+	GenieMissSeen       *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses         *ebpf.Map `ebpf:"genie_misses"`
+	GenieQosIngress     *ebpf.Map `ebpf:"genie_qos_ingress"`
+	GenieSvc            *ebpf.Map `ebpf:"genie_svc"`
+	GenieTrace          *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceScratch   *ebpf.Map `ebpf:"genie_trace_scratch"`
+	GenieTraceState     *ebpf.Map `ebpf:"genie_trace_state"`
+	GenieVnis           *ebpf.Map `ebpf:"genie_vnis"`
+	GenieVpcRoutes      *ebpf.Map `ebpf:"genie_vpc_routes"`
 }
 
 func (m *lxcMaps) Close() error {
 	return _LxcClose(
 		m.GenieConfig,
 		m.GenieCt,
+		m.GenieDirCfg,
+		m.GenieDirHeld,
+		m.GenieDirLru,
+		m.GenieDirNodes,
+		m.GenieDirShard,
+		m.GenieDirStats,
+		m.GenieDirVia,
 		m.GenieDrops,
+		m.GenieEgressFlows,
+		m.GenieEgressGw,
+		m.GenieEgressIps,
+		m.GenieEgressPolicies,
+		m.GenieEgressScratch,
+		m.GenieEgressSelect,
 		m.GenieEndpoints,
 		m.GenieLbPorts,
 		m.GenieLxc,
 		m.GenieMaglev,
 		m.GenieMissSeen,
 		m.GenieMisses,
+		m.GenieQosIngress,
 		m.GenieSvc,
+		m.GenieTrace,
+		m.GenieTraceScratch,
+		m.GenieTraceState,
 		m.GenieVnis,
+		m.GenieVpcRoutes,
 	)
 }
 

@@ -129,6 +129,7 @@ func (d *Datapath) upsertLocal(ep LocalEndpoint) error {
 	if _, qerr := qosFlags(ep.QoS, ep.QoSMinor); qerr != nil {
 		err = errors.Join(err, qerr)
 	}
+	err = errors.Join(err, ep.Ingress.check())
 	if err != nil {
 		return fmt.Errorf("upsert local endpoint vni %d ip %s: %w", ep.VNI, ep.IP, err)
 	}
@@ -176,13 +177,17 @@ func (d *Datapath) doUpsertLocal(j *journal, ep LocalEndpoint) error {
 	if err := j.update(m.GenieLxc, ifx, &li); err != nil {
 		return err
 	}
+	if err := d.qosIngressUpsert(j, ifx, ep.Ingress); err != nil {
+		return err
+	}
 	if !havePrev || prev.Ifindex == 0 {
 		return d.vniRef(j, ep.VNI, +1)
 	}
 	return nil
 }
 
-// unbindLxc deletes genie_lxc[ifindex] if it is bound to key.
+// unbindLxc deletes genie_lxc[ifindex] (and the ingress limit of the
+// interface) if it is bound to key.
 func (d *Datapath) unbindLxc(j *journal, ifindex uint32, key lxcEndpointKey) error {
 	var li lxcLxcInfo
 	if err := d.lxc.GenieLxc.Lookup(ifindex, &li); err != nil {
@@ -190,6 +195,9 @@ func (d *Datapath) unbindLxc(j *journal, ifindex uint32, key lxcEndpointKey) err
 	}
 	if li.Vni != key.Vni || li.Ip != key.Ip {
 		return nil
+	}
+	if err := j.delete(d.lxc.GenieQosIngress, ifindex); err != nil {
+		return err
 	}
 	return j.delete(d.lxc.GenieLxc, ifindex)
 }

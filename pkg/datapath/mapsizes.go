@@ -29,6 +29,16 @@ type MapSizes struct {
 	Nodes uint32
 	// VNIs bounds genie_vnis: VPCs with a local endpoint (default 4096).
 	VNIs uint32
+	// DirectoryShards sizes genie_dir_shard, the shard-to-holders array:
+	// at least the directory's shard count (default 4096). Preallocated,
+	// 32 bytes per shard.
+	DirectoryShards uint32
+	// DirectoryHeld bounds genie_dir_held: the records of the shards the
+	// node holds, R·E/N of E endpoints (default 262144).
+	DirectoryHeld uint32
+	// DirectoryRemote bounds genie_dir_lru, the learned remote endpoints
+	// (default 65536; least recently used entries are evicted).
+	DirectoryRemote uint32
 }
 
 // DefaultMapSizes returns the compiled-in capacities.
@@ -51,15 +61,23 @@ func sizesOf(spec *ebpf.CollectionSpec) MapSizes {
 		Endpoints: get(lxcMapGenieEndpoints),
 		LXC:       get(lxcMapGenieLxc),
 		VNIs:      get(lxcMapGenieVnis),
+
+		DirectoryShards: get(lxcMapGenieDirShard),
+		DirectoryHeld:   get(lxcMapGenieDirHeld),
+		DirectoryRemote: get(lxcMapGenieDirLru),
 	}
 }
 
 // apply overrides the capacities of spec's maps with the non-zero sizes.
 func (s MapSizes) apply(spec *ebpf.CollectionSpec) error {
 	for name, n := range map[string]uint32{
-		lxcMapGenieEndpoints: s.Endpoints,
-		lxcMapGenieLxc:       s.LXC,
-		lxcMapGenieVnis:      s.VNIs,
+		lxcMapGenieEndpoints:  s.Endpoints,
+		lxcMapGenieLxc:        s.LXC,
+		lxcMapGenieQosIngress: s.LXC, // at most one per pod interface
+		lxcMapGenieVnis:       s.VNIs,
+		lxcMapGenieDirShard:   s.DirectoryShards,
+		lxcMapGenieDirHeld:    s.DirectoryHeld,
+		lxcMapGenieDirLru:     s.DirectoryRemote,
 	} {
 		if n == 0 {
 			continue

@@ -35,6 +35,12 @@ const (
 	// MapCounter is a counter array: values are carried over where the
 	// index space overlaps, so metrics do not go backwards.
 	MapCounter
+	// MapTransient holds nothing that outlives a packet or a reader: a
+	// ring buffer of events, a per-CPU scratch buffer. One that changed
+	// is replaced by an empty one on its own (it is not part of the
+	// derived group); unread events are lost. Unpinned scratch maps are
+	// created by every load anyway and are listed only to have a role.
+	MapTransient
 )
 
 // String returns "derived", "flow" or "counter".
@@ -46,47 +52,53 @@ func (r MapRole) String() string {
 		return "flow"
 	case MapCounter:
 		return "counter"
+	case MapTransient:
+		return "transient"
 	}
 	return fmt.Sprintf("role-%d", uint8(r))
 }
 
-// mapRoles is the role of every pinned map, one line each. A map missing
-// here is derived. Maps of features not in this build are listed so that
-// merging them needs no edit here; a new map that holds flow state or
-// counters must be added.
+// mapRoles is the role of every map of the objects, one line each
+// (TestMapRoles fails on a map missing here, or listed and gone). The
+// comment says why; docs/design.md ("Upgrades") says what is lost.
 var mapRoles = map[string]MapRole{
-	"genie_lxc":       MapDerived, // pod behind a veth: restore rewrites every kept attachment
-	"genie_endpoints": MapDerived, // local entries (restore) and remote ones (each hosted VPC's sync)
-	"genie_vnis":      MapDerived, // counts genie_endpoints' local entries: rebuilt with them
-	"genie_config":    MapDerived, // node config: written by Open itself
-	"genie_misses":    MapDerived, // ring buffer of miss reports: unread reports are lost
-	"genie_miss_seen": MapDerived, // miss rate limit: at worst one extra report per address
-	"genie_svc":       MapDerived, // service frontends: the service syncer's first pass
-	"genie_maglev":    MapDerived, // Maglev tables: written with their frontends
-	"genie_lb_ports":  MapDerived, // frontend/target port flags: written with the frontends
-	"genie_drops":     MapCounter, // drop counters (genie_drops_total)
-	"genie_ct":        MapFlow,    // conntrack: NAT and backend of live service flows
+	"genie_lxc":       MapDerived,   // pod behind a veth: restore rewrites every kept attachment
+	"genie_endpoints": MapDerived,   // local entries (restore) and remote ones (each hosted VPC's sync)
+	"genie_vnis":      MapDerived,   // counts genie_endpoints' local entries: rebuilt with them
+	"genie_config":    MapDerived,   // node config: written by Open itself
+	"genie_miss_seen": MapDerived,   // miss rate limit of unknown addresses: rebuilt with the endpoint and learned maps it is about
+	"genie_svc":       MapDerived,   // service frontends: the service syncer's first pass
+	"genie_maglev":    MapDerived,   // Maglev tables: written with their frontends
+	"genie_lb_ports":  MapDerived,   // frontend/target port flags: written with the frontends
+	"genie_drops":     MapCounter,   // drop counters (genie_drops_total)
+	"genie_ct":        MapFlow,      // conntrack: NAT and backend of live service flows, egress SNAT on a gateway
+	"genie_misses":    MapTransient, // ring buffer of miss reports: unread reports are lost (the next packet reports again)
 
-	// Features of other branches (roles decided with their authors'
-	// headers; harmless while absent).
-	"genie_egress_flows":    MapFlow,    // egress SNAT flows: losing one resets the connection
-	"genie_egress_select":   MapDerived, // pod -> egress policy, from the store
-	"genie_egress_policies": MapDerived, // egress policies, from the store
-	"genie_egress_gw":       MapDerived, // gateway nodes, from the store
-	"genie_egress_ips":      MapDerived, // egress addresses, from the store
-	"genie_egress_scratch":  MapDerived, // per-CPU scratch space, no state
-	"genie_vpc_routes":      MapDerived, // VPC route tables, from the store
-	"genie_dir_cfg":         MapDerived, // directory config, written at start
-	"genie_dir_shard":       MapDerived, // directory shard map, from the store
-	"genie_dir_held":        MapDerived, // entries this node serves, from the store
-	"genie_dir_lru":         MapDerived, // cache of resolved endpoints: refilled on demand
-	"genie_dir_nodes":       MapDerived, // node table, from the store
-	"genie_dir_stats":       MapCounter, // directory counters
-	"genie_qos_ingress":     MapDerived, // token buckets: a new bucket starts full
-	"genie_trace_state":     MapDerived, // trace on/off flag: a running trace re-arms it
-	"genie_trace":           MapDerived, // trace ring buffer: unread events are lost
+	"genie_qos_ingress": MapDerived, // ingress token buckets, written with each pod (restore): a new bucket starts full
+
+	"genie_trace_state":   MapDerived,   // trace switch, cleared at every start; its lost-event count restarts at 0
+	"genie_trace":         MapTransient, // drop event ring: unread events are lost
+	"genie_trace_scratch": MapTransient, // per-CPU header buffer of trace_drop, unpinned
+
+	"genie_dir_cfg":   MapDerived,   // directory mode and shard count, written at start
+	"genie_dir_shard": MapDerived,   // shard -> holders, from the directory ring
+	"genie_dir_held":  MapDerived,   // records of the shards held here: the agent starts from empty and reloads them
+	"genie_dir_lru":   MapDerived,   // learned remote endpoints: the agent empties them at every start anyway (stale after any stop: no invalidation reaches a stopped agent); relearned on the first miss
+	"genie_dir_nodes": MapDerived,   // directory members, from the directory ring
+	"genie_dir_stats": MapCounter,   // directory packet counters
+	"genie_dir_via":   MapTransient, // per-CPU next hop handed back by directory_miss, unpinned
+
+	"genie_vpc_routes":      MapDerived,   // VPC route tables (egress), from the store
+	"genie_egress_select":   MapDerived,   // pod -> egress policy, from the store
+	"genie_egress_policies": MapDerived,   // egress policies' gateway sets, from the store
+	"genie_egress_gw":       MapDerived,   // gateway side: VPC -> egress address, from the store
+	"genie_egress_ips":      MapDerived,   // egress addresses this node owns, from the store
+	"genie_egress_flows":    MapFlow,      // pod side: a flow's gateway (an address, no policy id): losing it moves the flow to another gateway, which resets it
+	"genie_egress_scratch":  MapTransient, // per-CPU frame buffer of the egress path, unpinned
 }
 
+// roleOf returns name's role; a map without one (TestMapRoles prevents
+// that) is treated as derived: rebuilt, never trusted across layouts.
 func roleOf(name string) MapRole { return mapRoles[name] } // zero value: MapDerived
 
 // upgradeDir is the sub-directory of PinDir holding the replaced flow and
@@ -261,7 +273,7 @@ func planMigration(pinDir string, specs map[string]*ebpf.MapSpec) ([]*planned, e
 		if err := p.check(); err != nil {
 			return fail(err)
 		}
-		if p.role != MapDerived {
+		if p.role == MapFlow || p.role == MapCounter {
 			c, err := newConverter(p.old, p.spec)
 			if err != nil {
 				p.conv = &converter{why: err.Error()}
@@ -339,6 +351,8 @@ func (up *upgrade) replace(pinDir string, p *planned) (MapMigration, error) {
 	defer nm.Close()
 	mm.New = layoutOf(nm)
 	switch p.role {
+	case MapTransient:
+		// Nothing to count or carry (ring buffers do not iterate).
 	case MapDerived:
 		if n, err := countEntries(p.old); err == nil {
 			mm.Entries = n
@@ -354,7 +368,7 @@ func (up *upgrade) replace(pinDir string, p *planned) (MapMigration, error) {
 		return mm, err
 	}
 	path := filepath.Join(pinDir, p.name)
-	if p.role != MapDerived {
+	if p.role == MapFlow || p.role == MapCounter {
 		keep := filepath.Join(up.dir, p.name)
 		_ = os.Remove(keep) // an earlier upgrade's, if one never finished
 		if err := p.old.Pin(keep); err != nil {

@@ -509,9 +509,12 @@ func TestPlanFields(t *testing.T) {
 	}
 }
 
-func TestRolesOfThisBuild(t *testing.T) {
-	// Every map of the flow or counter kind must be in the table: a new
-	// LRU hash is likely flow state, a per-CPU array counters.
+// TestMapRoles: every map of the objects has a role in mapRoles (a new
+// feature's map must say what an upgrade does with it), every listed map
+// exists, and the kinds agree with the roles: unpinned maps (created by
+// every load) and ring buffers are transient, LRU and per-CPU maps are
+// not silently derived unless the table says why (checked by reading it).
+func TestMapRoles(t *testing.T) {
 	lxc, err := loadLxc()
 	if err != nil {
 		t.Fatal(err)
@@ -520,10 +523,31 @@ func TestRolesOfThisBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, ms := range mapSpecs(lxc, up) {
-		_, listed := mapRoles[name]
-		if (ms.Type == ebpf.LRUHash || ms.Type == ebpf.PerCPUArray) && !listed {
-			t.Errorf("map %s (%s) has no role in mapRoles: decide whether it is flow state, counters or derived", name, ms.Type)
+	seen := map[string]bool{}
+	for _, cs := range []*ebpf.CollectionSpec{lxc, up} {
+		for name, ms := range cs.Maps {
+			if strings.HasPrefix(name, ".") || seen[name] {
+				continue // .rodata, .bss: the object's own globals
+			}
+			seen[name] = true
+			role, ok := mapRoles[name]
+			if !ok {
+				t.Errorf("map %s (%s) has no role in mapRoles (migrate.go): decide whether an upgrade rebuilds it (derived), converts it (flow), carries it (counter) or drops it (transient)", name, ms.Type)
+				continue
+			}
+			switch {
+			case ms.Pinning != ebpf.PinByName && role != MapTransient:
+				t.Errorf("map %s is not pinned (every load creates its own) but its role is %s, want transient", name, role)
+			case ms.Type == ebpf.RingBuf && role != MapTransient:
+				t.Errorf("ring buffer %s has role %s, want transient", name, role)
+			case role == MapCounter && ms.Type != ebpf.PerCPUArray && ms.Type != ebpf.Array:
+				t.Errorf("counter map %s is a %s, want an array", name, ms.Type)
+			}
+		}
+	}
+	for name := range mapRoles {
+		if !seen[name] {
+			t.Errorf("mapRoles lists %s, which no object has: remove it", name)
 		}
 	}
 	if mapRoles["genie_ct"] != MapFlow || mapRoles["genie_drops"] != MapCounter || roleOf("genie_anything_new") != MapDerived {

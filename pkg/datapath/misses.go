@@ -12,12 +12,14 @@ import (
 
 // Miss is an address {VNI, IP} the data plane needed and did not find: the
 // destination of a local pod's packet (dropped as NO_ROUTE) or the inner
-// source of a Geneve packet from the underlay (dropped as FORGED). The agent
-// may resolve it on demand from the directory and UpsertRemoteEndpoint it,
-// so the next packet flows; the directory alone decides, so a forged source
-// stays dropped. The data plane reports an address at most once a second.
-// Nothing reads the reports yet: the agent pushes every remote endpoint of
-// its VPCs from the store watch, so a miss is an address not (yet) in use.
+// source of a Geneve packet from the underlay (dropped as FORGED, or in
+// directory mode accepted from a member and then verified). In directory
+// mode the agent resolves it on demand from the directory and installs it
+// with LearnRemote, so the next packet goes direct; the directory alone
+// decides, so a forged source stays dropped. The data plane reports an
+// address at most once a second. In vpc-sync mode nothing reads the
+// reports: the agent pushes every remote endpoint of its VPCs from the
+// store watch, so a miss is an address not (yet) in use.
 type Miss struct {
 	VNI uint32
 	IP  netip.Addr

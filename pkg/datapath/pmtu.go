@@ -67,8 +67,11 @@ func pmtuSocket(local netip.Addr, ifindex int) (int, error) {
 // network namespace): bpf_fib_lookup refuses to resolve a next hop through
 // a device without it (BPF_FIB_LKUP_RET_FWD_DISABLED). On a Kubernetes node
 // it is on already (net.ipv4.ip_forward=1 sets it on every device).
-func enableForwarding(name string) error {
-	p := filepath.Join("/proc/sys/net/ipv4/conf", name, "forwarding")
+func enableForwarding(procSysNet, name string) error {
+	if procSysNet == "" {
+		procSysNet = "/proc/sys/net"
+	}
+	p := filepath.Join(procSysNet, "ipv4/conf", name, "forwarding")
 	if b, err := os.ReadFile(p); err == nil && len(b) > 0 && b[0] == '1' {
 		return nil
 	}

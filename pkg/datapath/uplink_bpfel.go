@@ -38,6 +38,65 @@ type uplinkCtKey struct {
 	Pad   [3]uint8
 }
 
+type uplinkDirConfig struct {
+	_         structs.HostLayout
+	Enabled   uint32
+	ShardMask uint32
+}
+
+type uplinkDirEntry struct {
+	_       structs.HostLayout
+	Ep      uplinkEndpointInfo
+	Version uint64
+}
+
+type uplinkDirShard struct {
+	_      structs.HostLayout
+	Holder [7]uint32
+	N      uint32
+}
+
+type uplinkEgressGw struct {
+	_        structs.HostLayout
+	EgressIp uint32
+	Pad      uint32
+}
+
+type uplinkEgressIp struct {
+	_       structs.HostLayout
+	PortMin uint16
+	PortMax uint16
+}
+
+type uplinkEgressPolicy struct {
+	_      structs.HostLayout
+	Active uint8
+	All    uint8
+	Pad    uint16
+	Gw     [8]uint32
+}
+
+type uplinkEgressScratch struct {
+	_     structs.HostLayout
+	Gw    uplinkEndpointInfo
+	Pkt   [4]uint64
+	Fwd   uplinkCtEntry
+	Rev   uplinkCtEntry
+	Pin   uplinkCtEntry
+	Rk    uplinkCtKey
+	Pk    uplinkCtKey
+	Fib   [8]uint64
+	Neigh [5]uint32
+	Eth   [16]uint8
+	_     [4]byte
+}
+
+type uplinkEgressSelectKey struct {
+	_     structs.HostLayout
+	Route uint32
+	Pod   uint32
+}
+
 type uplinkEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -68,6 +127,22 @@ type uplinkNodeConfig struct {
 	GwMac         [6]uint8
 }
 
+type uplinkQosBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad       uint32
+	Rate      uint64
+	BurstNs   uint64
+	Tat       uint64
+	PassBytes uint64
+	PassPkts  uint64
+	DropBytes uint64
+	DropPkts  uint64
+}
+
 type uplinkSvcInfo struct {
 	_          structs.HostLayout
 	Table      uint32
@@ -87,23 +162,92 @@ type uplinkSvcKey struct {
 	Pad   uint8
 }
 
+type uplinkTraceEvent struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Ifindex    uint32
+	Vni        uint32
+	Saddr      uint32
+	Daddr      uint32
+	OuterSaddr uint32
+	Sport      uint16
+	Dport      uint16
+	Len        uint32
+	EthProto   uint16
+	Reason     uint8
+	Proto      uint8
+	Flags      uint8
+	Pad        [3]uint8
+	Smac       [6]uint8
+	Dmac       [6]uint8
+}
+
+type uplinkTraceScratch struct {
+	_   structs.HostLayout
+	Eth [16]uint8
+	Ip  [5]uint32
+	Hdr [16]uint8
+	L4  [4]uint8
+	Arp [2]uint32
+}
+
+type uplinkTraceState struct {
+	_       structs.HostLayout
+	Enabled uint32
+	Pad     uint32
+	Lost    uint64
+}
+
+type uplinkVpcRoute struct {
+	_      structs.HostLayout
+	Kind   uint8
+	Pad    [3]uint8
+	Policy uint32
+	Route  uint32
+}
+
+type uplinkVpcRouteKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Vni       uint32
+	Addr      uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	uplinkMapGenieConfig      = "genie_config"
-	uplinkMapGenieCt          = "genie_ct"
-	uplinkMapGenieDrops       = "genie_drops"
-	uplinkMapGenieEndpoints   = "genie_endpoints"
-	uplinkMapGenieLbPorts     = "genie_lb_ports"
-	uplinkMapGenieLxc         = "genie_lxc"
-	uplinkMapGenieMaglev      = "genie_maglev"
-	uplinkMapGenieMissSeen    = "genie_miss_seen"
-	uplinkMapGenieMisses      = "genie_misses"
-	uplinkMapGenieSvc         = "genie_svc"
-	uplinkMapGenieVnis        = "genie_vnis"
-	uplinkProgFromUplink      = "from_uplink"
-	uplinkProgUplinkPrefilter = "uplink_prefilter"
+	uplinkMapGenieConfig         = "genie_config"
+	uplinkMapGenieCt             = "genie_ct"
+	uplinkMapGenieDirCfg         = "genie_dir_cfg"
+	uplinkMapGenieDirHeld        = "genie_dir_held"
+	uplinkMapGenieDirLru         = "genie_dir_lru"
+	uplinkMapGenieDirNodes       = "genie_dir_nodes"
+	uplinkMapGenieDirShard       = "genie_dir_shard"
+	uplinkMapGenieDirStats       = "genie_dir_stats"
+	uplinkMapGenieDirVia         = "genie_dir_via"
+	uplinkMapGenieDrops          = "genie_drops"
+	uplinkMapGenieEgressFlows    = "genie_egress_flows"
+	uplinkMapGenieEgressGw       = "genie_egress_gw"
+	uplinkMapGenieEgressIps      = "genie_egress_ips"
+	uplinkMapGenieEgressPolicies = "genie_egress_policies"
+	uplinkMapGenieEgressScratch  = "genie_egress_scratch"
+	uplinkMapGenieEgressSelect   = "genie_egress_select"
+	uplinkMapGenieEndpoints      = "genie_endpoints"
+	uplinkMapGenieLbPorts        = "genie_lb_ports"
+	uplinkMapGenieLxc            = "genie_lxc"
+	uplinkMapGenieMaglev         = "genie_maglev"
+	uplinkMapGenieMissSeen       = "genie_miss_seen"
+	uplinkMapGenieMisses         = "genie_misses"
+	uplinkMapGenieQosIngress     = "genie_qos_ingress"
+	uplinkMapGenieSvc            = "genie_svc"
+	uplinkMapGenieTrace          = "genie_trace"
+	uplinkMapGenieTraceScratch   = "genie_trace_scratch"
+	uplinkMapGenieTraceState     = "genie_trace_state"
+	uplinkMapGenieVnis           = "genie_vnis"
+	uplinkMapGenieVpcRoutes      = "genie_vpc_routes"
+	uplinkProgFromUplink         = "from_uplink"
+	uplinkProgUplinkPrefilter    = "uplink_prefilter"
 )
 
 // loadUplink returns the embedded CollectionSpec for uplink.
@@ -156,17 +300,35 @@ type uplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type uplinkMapSpecs struct {
-	GenieConfig    *ebpf.MapSpec `ebpf:"genie_config"`
-	GenieCt        *ebpf.MapSpec `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.MapSpec `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.MapSpec `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.MapSpec `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.MapSpec `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.MapSpec `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.MapSpec `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.MapSpec `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.MapSpec `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieConfig         *ebpf.MapSpec `ebpf:"genie_config"`
+	GenieCt             *ebpf.MapSpec `ebpf:"genie_ct"`
+	GenieDirCfg         *ebpf.MapSpec `ebpf:"genie_dir_cfg"`
+	GenieDirHeld        *ebpf.MapSpec `ebpf:"genie_dir_held"`
+	GenieDirLru         *ebpf.MapSpec `ebpf:"genie_dir_lru"`
+	GenieDirNodes       *ebpf.MapSpec `ebpf:"genie_dir_nodes"`
+	GenieDirShard       *ebpf.MapSpec `ebpf:"genie_dir_shard"`
+	GenieDirStats       *ebpf.MapSpec `ebpf:"genie_dir_stats"`
+	GenieDirVia         *ebpf.MapSpec `ebpf:"genie_dir_via"`
+	GenieDrops          *ebpf.MapSpec `ebpf:"genie_drops"`
+	GenieEgressFlows    *ebpf.MapSpec `ebpf:"genie_egress_flows"`
+	GenieEgressGw       *ebpf.MapSpec `ebpf:"genie_egress_gw"`
+	GenieEgressIps      *ebpf.MapSpec `ebpf:"genie_egress_ips"`
+	GenieEgressPolicies *ebpf.MapSpec `ebpf:"genie_egress_policies"`
+	GenieEgressScratch  *ebpf.MapSpec `ebpf:"genie_egress_scratch"`
+	GenieEgressSelect   *ebpf.MapSpec `ebpf:"genie_egress_select"`
+	GenieEndpoints      *ebpf.MapSpec `ebpf:"genie_endpoints"`
+	GenieLbPorts        *ebpf.MapSpec `ebpf:"genie_lb_ports"`
+	GenieLxc            *ebpf.MapSpec `ebpf:"genie_lxc"`
+	GenieMaglev         *ebpf.MapSpec `ebpf:"genie_maglev"`
+	GenieMissSeen       *ebpf.MapSpec `ebpf:"genie_miss_seen"`
+	GenieMisses         *ebpf.MapSpec `ebpf:"genie_misses"`
+	GenieQosIngress     *ebpf.MapSpec `ebpf:"genie_qos_ingress"`
+	GenieSvc            *ebpf.MapSpec `ebpf:"genie_svc"`
+	GenieTrace          *ebpf.MapSpec `ebpf:"genie_trace"`
+	GenieTraceScratch   *ebpf.MapSpec `ebpf:"genie_trace_scratch"`
+	GenieTraceState     *ebpf.MapSpec `ebpf:"genie_trace_state"`
+	GenieVnis           *ebpf.MapSpec `ebpf:"genie_vnis"`
+	GenieVpcRoutes      *ebpf.MapSpec `ebpf:"genie_vpc_routes"`
 }
 
 // uplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -195,32 +357,68 @@ func (o *uplinkObjects) Close() error {
 //
 // It can be passed to loadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type uplinkMaps struct {
-	GenieConfig    *ebpf.Map `ebpf:"genie_config"`
-	GenieCt        *ebpf.Map `ebpf:"genie_ct"`
-	GenieDrops     *ebpf.Map `ebpf:"genie_drops"`
-	GenieEndpoints *ebpf.Map `ebpf:"genie_endpoints"`
-	GenieLbPorts   *ebpf.Map `ebpf:"genie_lb_ports"`
-	GenieLxc       *ebpf.Map `ebpf:"genie_lxc"`
-	GenieMaglev    *ebpf.Map `ebpf:"genie_maglev"`
-	GenieMissSeen  *ebpf.Map `ebpf:"genie_miss_seen"`
-	GenieMisses    *ebpf.Map `ebpf:"genie_misses"`
-	GenieSvc       *ebpf.Map `ebpf:"genie_svc"`
-	GenieVnis      *ebpf.Map `ebpf:"genie_vnis"`
+	GenieConfig         *ebpf.Map `ebpf:"genie_config"`
+	GenieCt             *ebpf.Map `ebpf:"genie_ct"`
+	GenieDirCfg         *ebpf.Map `ebpf:"genie_dir_cfg"`
+	GenieDirHeld        *ebpf.Map `ebpf:"genie_dir_held"`
+	GenieDirLru         *ebpf.Map `ebpf:"genie_dir_lru"`
+	GenieDirNodes       *ebpf.Map `ebpf:"genie_dir_nodes"`
+	GenieDirShard       *ebpf.Map `ebpf:"genie_dir_shard"`
+	GenieDirStats       *ebpf.Map `ebpf:"genie_dir_stats"`
+	GenieDirVia         *ebpf.Map `ebpf:"genie_dir_via"`
+	GenieDrops          *ebpf.Map `ebpf:"genie_drops"`
+	GenieEgressFlows    *ebpf.Map `ebpf:"genie_egress_flows"`
+	GenieEgressGw       *ebpf.Map `ebpf:"genie_egress_gw"`
+	GenieEgressIps      *ebpf.Map `ebpf:"genie_egress_ips"`
+	GenieEgressPolicies *ebpf.Map `ebpf:"genie_egress_policies"`
+	GenieEgressScratch  *ebpf.Map `ebpf:"genie_egress_scratch"`
+	GenieEgressSelect   *ebpf.Map `ebpf:"genie_egress_select"`
+	GenieEndpoints      *ebpf.Map `ebpf:"genie_endpoints"`
+	GenieLbPorts        *ebpf.Map `ebpf:"genie_lb_ports"`
+	GenieLxc            *ebpf.Map `ebpf:"genie_lxc"`
+	GenieMaglev         *ebpf.Map `ebpf:"genie_maglev"`
+	GenieMissSeen       *ebpf.Map `ebpf:"genie_miss_seen"`
+	GenieMisses         *ebpf.Map `ebpf:"genie_misses"`
+	GenieQosIngress     *ebpf.Map `ebpf:"genie_qos_ingress"`
+	GenieSvc            *ebpf.Map `ebpf:"genie_svc"`
+	GenieTrace          *ebpf.Map `ebpf:"genie_trace"`
+	GenieTraceScratch   *ebpf.Map `ebpf:"genie_trace_scratch"`
+	GenieTraceState     *ebpf.Map `ebpf:"genie_trace_state"`
+	GenieVnis           *ebpf.Map `ebpf:"genie_vnis"`
+	GenieVpcRoutes      *ebpf.Map `ebpf:"genie_vpc_routes"`
 }
 
 func (m *uplinkMaps) Close() error {
 	return _UplinkClose(
 		m.GenieConfig,
 		m.GenieCt,
+		m.GenieDirCfg,
+		m.GenieDirHeld,
+		m.GenieDirLru,
+		m.GenieDirNodes,
+		m.GenieDirShard,
+		m.GenieDirStats,
+		m.GenieDirVia,
 		m.GenieDrops,
+		m.GenieEgressFlows,
+		m.GenieEgressGw,
+		m.GenieEgressIps,
+		m.GenieEgressPolicies,
+		m.GenieEgressScratch,
+		m.GenieEgressSelect,
 		m.GenieEndpoints,
 		m.GenieLbPorts,
 		m.GenieLxc,
 		m.GenieMaglev,
 		m.GenieMissSeen,
 		m.GenieMisses,
+		m.GenieQosIngress,
 		m.GenieSvc,
+		m.GenieTrace,
+		m.GenieTraceScratch,
+		m.GenieTraceState,
 		m.GenieVnis,
+		m.GenieVpcRoutes,
 	)
 }
 

@@ -5,8 +5,9 @@
 // The store stays the durable truth; the directory is a cache of it that
 // is sharded, replicated and pushed.
 //
-// This package is the library. It is not wired into the agent or the BPF
-// data plane yet; the last section says exactly how that wiring goes.
+// This package is the library; genied runs it with --endpoint-mode
+// directory (pkg/agent/directory.go) and the BPF data plane uses it
+// through bpf/lib/directory.h (the last section).
 //
 // # Placement
 //
@@ -107,27 +108,35 @@
 //
 // Source is the interface a holder needs: ListShards and WatchShards for a
 // set of shards, records carrying the store's revision as Version.
-// MemSource is the in-memory reference. The store backends implement it
-// so that a holder reads only its shards:
+// MemSource is the in-memory reference. Both store backends implement it
+// (store.DirectorySource, tested by storetest.RunDirectory) so that a
+// holder reads only its shards:
 //
 //   - etcd: the endpoint's directory record is a second key written in the
-//     same transaction as the endpoint, /genie/directory/<shard as 5 hex
-//     digits>/<vni>/<ip> → {node, mac}, deleted with it; Version is the
-//     key's mod_revision. ListShards is one range Get per shard prefix
-//     (batched in a Txn); WatchShards is one prefix watch per shard,
-//     multiplexed by clientv3 on one gRPC stream (a node of a 1,000-node
-//     cluster watches ~12 prefixes). When a node holds most shards (small
-//     clusters) one watch on /genie/directory/ filtered locally is cheaper.
-//   - Kubernetes: the writer labels each VPCEndpoint object
-//     genie.cni.io/shard=<n> (it knows VNI and IP when it publishes);
-//     ListShards and WatchShards use the set selector
-//     "genie.cni.io/shard in (a,b,...)", which the API server's watch cache
-//     evaluates, so the node receives only its shards' objects, as the
-//     VPC-scoped VPCWatcher does today. Version is the object's
-//     resourceVersion parsed as an integer (etcd's revision in practice;
-//     the Kubernetes contract calls it opaque, so the backend must refuse
-//     to start if it does not parse). The selector grows with the shards
-//     held: past a few hundred values, watch the whole label and filter.
+//     same transaction as the endpoint, <prefix>/directory/<shard as 5 hex
+//     digits>/<vni>/<ip> → {node, mac}, deleted (and moved) with it;
+//     Version is the key's mod_revision. ListShards is one range read per
+//     shard prefix, batched in transactions at one revision; WatchShards is
+//     one prefix watch per shard up to 256 shards (multiplexed by clientv3
+//     on one gRPC stream; the streams are not ordered with each other, so
+//     an event's Revision is a safe resume point, the oldest revision every
+//     stream is known complete to, kept moving by etcd's progress
+//     notifications), else one watch of the whole directory filtered by
+//     shard (a small cluster, where a node holds a large share anyway).
+//   - Kubernetes: PutEndpoint labels each VPCEndpoint object
+//     genie.cni.io/shard=<n>; ListShards and WatchShards use the set
+//     selector "genie.cni.io/shard in (a,b,...)" (up to 256 values; above,
+//     the label's presence, filtered by the client), which the API
+//     server's watch cache evaluates. Version is the resourceVersion
+//     parsed as an integer (the backend already refuses a server whose
+//     versions do not parse).
+//
+// The shard count is a cluster constant shared by the store's writers
+// (--directory-shards; the agent refuses to start if the store lays out
+// another). Endpoints written before the layout get their key or label
+// when their agent restarts (it re-puts its endpoints) or from geniectl
+// directory backfill; upgrade every agent (default vpc-sync mode), then
+// switch the cluster to directory mode.
 //
 // # Lookups and the RPC
 //
@@ -168,61 +177,64 @@
 // and reports any change it finds as an invalidation, so nothing is missed
 // across a failover. The learned set is bounded (MaxLearned).
 //
-// # Wiring into the agent and the data plane (next session)
+// # Wiring into the agent and the data plane
 //
-// In genied, per node:
+// genied --endpoint-mode directory (pkg/agent/directory.go), per node:
 //
-//  1. Start the directory: ListenRPC on the node's underlay IP and a
-//     fixed port; node := NewNode(Config{Self: {Name: nodeName, RPC: that
-//     address}, Source: the store backend's Source, Transport:
-//     NewGRPCTransport(), Registerer: the agent's registry, OnPlacement,
-//     OnHeld, OnInvalidate as below}); serve NewGRPCServer(node); go
-//     node.Run(ctx). JoinGossip with BindAddr the underlay IP, Seeds the
-//     underlay addresses of a few nodes from store.ListNodes, and
-//     OnChange: func(ms) { node.SetMembers(ms); tr.Prune(ms) }. On
-//     shutdown, Gossip.Leave so that others re-place at once.
-//  2. OnPlacement(p): write the shard-to-holder BPF array,
-//     directory_shards: BPF_MAP_TYPE_ARRAY, max_entries = Shards, value
-//     struct { __be32 holder[R]; __u32 n; } with the holders' underlay
-//     IPv4 addresses in rank order (Member.RPC.Addr()). Only entries whose
-//     holder list changed since the previous placement are rewritten
-//     (R/N of them per change). BPF only indexes it.
-//  3. OnHeld(put, deleted): keep the holder's forward map,
-//     directory_held: BPF_MAP_TYPE_HASH {vni, ip} → {node underlay IP,
-//     MAC, version}, sized to the node's share (R·E/N with headroom),
-//     equal to the held records. The uplink program of a holder receiving
-//     a bounced packet (a Geneve option or flag marks it) looks the inner
-//     destination up there and re-encapsulates it to the hosting node; a
-//     miss there is a counted drop.
-//  4. The pod program, on a miss in the local endpoints map and in
-//     remote_lru (BPF_MAP_TYPE_LRU_HASH {vni, ip} → {node IP, MAC,
-//     version}): computes ShardOf, reads directory_shards, encapsulates to
-//     holder[0] with the bounce mark (the first packet is not dropped), and
-//     sends a miss report {vni, ip} through today's rate-limited miss ring.
-//  5. The agent's miss-ring reader calls node.Lookup(ctx with a ~50 ms
-//     deadline, key) and installs the answer in remote_lru; later packets
-//     go direct. Lookups for the same key in flight are deduplicated by
-//     the reader (singleflight).
-//  6. OnInvalidate(inv): in remote_lru, delete the entry (inv.Deleted) or
-//     overwrite it with inv.Record, in either case only if the entry's
-//     version is older than inv.Record.Version. When the reader finds an
-//     entry evicted by the LRU it calls node.Forget.
-//  7. The cluster-wide endpoint watch goes away: a node holds its local
-//     endpoints, its shards and remote_lru. The VPC-scoped sync stays as
-//     an explicit small-cluster mode.
+//  1. The directory RPC listens on the node's underlay IP
+//     (--directory-rpc-port, 4790); NewNode with the store's
+//     DirectorySource, NewGRPCTransport and the agent's registry;
+//     node.Run. JoinGossip binds the underlay IP (gossip port 4791) and
+//     joins up to 5 of the store's nodes, freshest heartbeat first, before
+//     the first placement (a node starting alone would hold and list every
+//     shard); every 5 s the agent joins store nodes missing from its view
+//     (a node that started alone, a healed split). OnChange: SetMembers,
+//     Prune, Warm (connections and one empty lookup to each member, up to
+//     256, so a first lookup pays no handshake) and the data plane's
+//     member set. On shutdown, Gossip.Leave, so that the others re-place
+//     at once.
+//  2. OnPlacement(p) rewrites the entries of genie_dir_shard (shard →
+//     holders' underlay IPv4s in rank order, at most 7) whose holder list
+//     changed. BPF only indexes it.
+//  3. OnHeld keeps genie_dir_held ({vni, ip} → node IP, MAC, version) equal
+//     to the held records, node names resolved through the store's node
+//     list (or the member set).
+//  4. The pod program, on a miss in genie_endpoints (which holds only
+//     local endpoints in this mode), uses genie_dir_lru (learned entries,
+//     an LRU), then genie_dir_held, and otherwise encapsulates to the
+//     first holder of ShardOf that is not this node, with the bounce mark,
+//     and reports the miss through the rate-limited miss ring (one report
+//     per key per second). The holder's uplink program forwards it to the
+//     hosting node (lib/directory.h; docs/design.md has the trust model).
+//  5. The agent's miss-ring reader calls node.Lookup (1 s overall, each
+//     holder 250 ms) once per key in flight (singleflight) and installs
+//     the answer in genie_dir_lru; later packets go direct. Misses of
+//     inner sources reported by the uplink (a packet from a member whose
+//     source this node never saw) are looked up the same way, which both
+//     verifies the source from then on and gives the reply its entry.
+//  6. OnInvalidate(inv) deletes or overwrites the genie_dir_lru entry if
+//     it is older than inv.Record.Version (an absent entry stays absent).
+//     Evictions by the LRU are not reported to the node: the learned set
+//     is bounded by MaxLearned on its own, and an invalidation of an
+//     evicted entry is a no-op.
+//     At start the agent empties genie_dir_held and genie_dir_lru: a
+//     previous run's entries may be stale (no invalidation reaches a
+//     stopped agent); they fill again as shards load and flows miss, and
+//     packets bounce meanwhile.
+//  7. The cluster-wide endpoint watch is off: a node holds its local
+//     endpoints, its shards and its learned entries. vpc-sync stays the
+//     default mode.
 //
-// Readiness: after ADD writes the endpoint to the store, the hosting
-// agent calls node.Publish with the stored record (its revision as
-// Version) and returns once the holders applied it (Publish returns how
-// many did; all R normally), so "reachable when ADD returns" does not wait
-// for the holders' store watch; the watch still brings the record to a
-// holder the push missed. DEL publishes the deletion the same way.
+// Readiness: after ADD writes the endpoint, the agent reads the record's
+// store version (DirectoryRecord) and publishes it; ADD returns once a
+// holder applied it (ADD fails with "try again" if none did), so a first
+// packet from any node reaches the new pod through a holder; the holders'
+// store watch brings the record to a holder the push missed. DEL publishes
+// the deletion (version put+1, a lower bound of the deletion's revision)
+// in the background.
 //
-// Still to build for the issue: the above wiring and BPF maps; the store
-// backends' Source;
-// geniectl status/directory lookup (Placement.HolderNames and
-// Node.Lookup with an empty Looker give both); a grace period before a
-// holder drops a shard, to damp false deaths.
+// Still missing: mTLS on the RPC; a grace period before a holder drops a
+// shard, to damp false deaths.
 //
 // # Metrics
 //
@@ -231,6 +243,9 @@
 // failover_seconds (lookups answered by a later replica after an earlier
 // failed), invalidations_{sent,failed,received}_total,
 // shard_moves_total{direction=gained|dropped}, shards_held, records,
-// members, source_restarts_total. Bounced packets are counted by the data
-// plane once it is wired.
+// members, source_restarts_total. The agent adds
+// genie_directory_datapath_packets_total{event=lru_hit|held_hit|bounced|
+// forwarded|delivered|unverified_source} (the data plane's counters),
+// learned_total, miss_lookups_failed_total{reason},
+// miss_to_install_seconds and held_unresolved_total.
 package directory

@@ -211,3 +211,35 @@ func (g *Gossip) Shutdown() {
 		g.wg.Wait()
 	})
 }
+
+// Join joins the members at seeds (host:port), for a node that started
+// alone (its seeds were down) or whose cluster split: two memberlist
+// clusters never merge unless one joins the other. It returns how many
+// seeds it reached.
+func (g *Gossip) Join(seeds []string) (int, error) {
+	n, err := g.ml.Join(seeds)
+	if err != nil && n == 0 {
+		return 0, fmt.Errorf("gossip: joining %s: %w", strings.Join(seeds, ","), err)
+	}
+	return n, nil
+}
+
+// Alive reports whether the named node is a live member in this node's
+// view (memberlist's failure detector: a crashed node stops being alive
+// within about a second, see FastLANConfig).
+func (g *Gossip) Alive(name string) bool {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	_, ok := g.live[name]
+	return ok
+}
+
+// Liveness is node liveness from the directory's membership, for features
+// that must react to node failure (the egress gateway's health, a service
+// backend's node): Alive answers from the current view, Subscribe calls f
+// with the live member names after every membership change (from one
+// goroutine; f must not block) until the returned cancel is called.
+type Liveness interface {
+	Alive(node string) bool
+	Subscribe(f func(live []string)) (cancel func())
+}

@@ -173,3 +173,47 @@ func benchDetection(b *testing.B, n int, base func() *memberlist.Config) {
 		b.ReportMetric(0, "ns/op")
 	}
 }
+
+// Gossip.Alive, the liveness other features use: a crashed member stops
+// being alive within seconds, a member that started alone and then Joins
+// becomes alive for the others.
+func TestGossipAliveAndJoin(t *testing.T) {
+	ms := startGossipMembers(t, 3, FastLANConfig)
+	for _, gm := range ms {
+		for _, other := range ms {
+			if !gm.g.Alive(other.name) {
+				t.Fatalf("%s does not see %s alive", gm.name, other.name)
+			}
+		}
+	}
+	if ms[0].g.Alive("nobody") {
+		t.Fatal("an unknown node is alive")
+	}
+	// A fourth member starts alone, then joins.
+	lone, err := JoinGossip(GossipConfig{Name: "gm-lone", BindAddr: "127.0.0.1", RPC: netip.MustParseAddrPort("127.0.0.1:1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lone.Shutdown)
+	if ms[0].g.Alive("gm-lone") {
+		t.Fatal("a member that has not joined is alive")
+	}
+	if n, err := lone.Join([]string{ms[1].g.Addr()}); err != nil || n != 1 {
+		t.Fatalf("join: %d, %v", n, err)
+	}
+	if _, err := lone.Join([]string{"127.0.0.1:1"}); err == nil {
+		t.Error("joining a dead address succeeded")
+	}
+	waitFor(t, 10*time.Second, "gm-lone alive everywhere", func() bool {
+		for _, gm := range ms {
+			if !gm.g.Alive("gm-lone") {
+				return false
+			}
+		}
+		return lone.Alive("gm-000")
+	})
+	ms[2].g.Shutdown() // a crash: no leave
+	waitFor(t, 15*time.Second, "gm-002 not alive", func() bool {
+		return !ms[0].g.Alive("gm-002") && !lone.Alive("gm-002")
+	})
+}

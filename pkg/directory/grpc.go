@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // The directory RPCs are gRPC methods of one service, with messages in
@@ -23,6 +25,7 @@ const (
 	methodLookup     = "/" + serviceName + "/Lookup"
 	methodInvalidate = "/" + serviceName + "/Invalidate"
 	methodPublish    = "/" + serviceName + "/Publish"
+	methodRing       = "/" + serviceName + "/Ring"
 )
 
 // jsonCodec encodes the directory's messages as JSON. A lookup is about
@@ -79,6 +82,24 @@ var serviceDesc = grpc.ServiceDesc{
 				return call(ctx, &pub)
 			}
 			return icpt(ctx, &pub, &grpc.UnaryServerInfo{Server: srv, FullMethod: methodPublish}, call)
+		}},
+		{MethodName: "Ring", Handler: func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+			var req RingRequest
+			if err := dec(&req); err != nil {
+				return nil, err
+			}
+			call := func(ctx context.Context, r any) (any, error) {
+				rr, ok := srv.(RingHandler)
+				if !ok {
+					return nil, status.Error(codes.Unimplemented, "ring: not served")
+				}
+				resp, err := rr.ServeRing(ctx, *r.(*RingRequest))
+				return &resp, err
+			}
+			if icpt == nil {
+				return call(ctx, &req)
+			}
+			return icpt(ctx, &req, &grpc.UnaryServerInfo{Server: srv, FullMethod: methodRing}, call)
 		}},
 	},
 }
@@ -197,4 +218,51 @@ func ListenRPC(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("directory rpc: listening on %s: %w", addr, err)
 	}
 	return l, nil
+}
+
+// Warm opens the connections to ms (but self) now and sends one empty
+// lookup over each (answered not-found), so that the first real lookup to
+// a member pays neither the TCP and HTTP/2 handshakes nor the first-call
+// costs of both ends (codec setup, stream and goroutine start). Measured
+// in the sandbox, the agent's first lookup took 4.6 ms once without it and
+// 0.8-2.9 ms with it, on an idle, otherwise loaded 2-vCPU VM: most of a
+// lookup there is waking idle processes. Members beyond max are left to
+// connect on first use.
+func (t *GRPCTransport) Warm(ms []Member, self string, max int) {
+	n := 0
+	for _, m := range ms {
+		if m.Name == self || !m.RPC.IsValid() {
+			continue
+		}
+		if n++; n > max {
+			return
+		}
+		t.mu.Lock()
+		_, had := t.conns[m.RPC.String()]
+		t.mu.Unlock()
+		c, err := t.conn(m)
+		if err != nil || had {
+			continue
+		}
+		c.Connect()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			var resp LookupResponse
+			_ = c.Invoke(ctx, methodLookup, &LookupRequest{}, &resp)
+		}()
+	}
+}
+
+// Ring asks a member for its view of the ring (RingHandler).
+func (t *GRPCTransport) Ring(ctx context.Context, to Member) (RingResponse, error) {
+	c, err := t.conn(to)
+	if err != nil {
+		return RingResponse{}, err
+	}
+	var resp RingResponse
+	if err := c.Invoke(ctx, methodRing, &RingRequest{}, &resp); err != nil {
+		return RingResponse{}, fmt.Errorf("member %s: ring: %w", to.Name, err)
+	}
+	return resp, nil
 }

@@ -869,3 +869,11 @@ func (n *Node) Holders(k Key) []Member {
 	}
 	return out
 }
+
+// ServeRing implements RingHandler: this node's view of the ring.
+func (n *Node) ServeRing(_ context.Context, _ RingRequest) (RingResponse, error) {
+	p := n.Placement()
+	loaded, loading := n.HeldShards()
+	return RingResponse{Self: n.cfg.Self.Name, Members: slices.Clone(p.Members()), Shards: n.cfg.Shards, Replicas: n.cfg.Replicas,
+		Loaded: loaded, Loading: loading, Records: n.Records(), Learned: n.Learned()}, nil
+}

@@ -29,7 +29,9 @@ const (
 type SourceEvent struct {
 	Type   EventType
 	Record Record
-	// Revision is the source revision of the change.
+	// Revision is the source revision of the change, or a lower safe
+	// resume point (see Source.WatchShards): watching again from it loses
+	// nothing.
 	Revision int64
 	Err      error
 }
@@ -44,7 +46,11 @@ type Source interface {
 	// revision of the listing.
 	ListShards(ctx context.Context, shards []uint32) ([]Record, int64, error)
 	// WatchShards streams the changes of the given shards made after
-	// fromRevision, in revision order, until ctx ends or an EventError.
+	// fromRevision, until ctx ends or an EventError. Changes of one key
+	// come in revision order; a source that merges several streams may
+	// interleave shards out of order, and then sets each event's
+	// Revision to a safe resume point (every change up to it delivered),
+	// which may lag the record's own Version.
 	// The shard set is fixed for the watch's lifetime: to change it,
 	// cancel and watch the new set from a revision no later than the
 	// last event applied and the listing of any shard added; events seen

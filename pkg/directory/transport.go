@@ -98,3 +98,25 @@ type Transport interface {
 	Invalidate(ctx context.Context, to Member, inv Invalidation) error
 	Publish(ctx context.Context, to Member, pub Publication) (PublishResponse, error)
 }
+
+// RingRequest asks a member for its view of the ring (geniectl status).
+type RingRequest struct{}
+
+// RingResponse is a member's view: the live members of its placement, the
+// placement's shape, and the shards it holds loaded and still loading.
+type RingResponse struct {
+	Self     string   `json:"self"`
+	Members  []Member `json:"members"`
+	Shards   int      `json:"shards"`
+	Replicas int      `json:"replicas"`
+	Loaded   []uint32 `json:"loaded,omitempty"`
+	Loading  []uint32 `json:"loading,omitempty"`
+	Records  int      `json:"records"`
+	Learned  int      `json:"learned"`
+}
+
+// RingHandler serves the Ring RPC (*Node implements it); a server whose
+// Handler does not answers Unimplemented.
+type RingHandler interface {
+	ServeRing(ctx context.Context, req RingRequest) (RingResponse, error)
+}

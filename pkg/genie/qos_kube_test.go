@@ -18,8 +18,9 @@ import (
 )
 
 // TestKubernetesQoSAnnotations: on a real API server, the pod's QoS
-// annotations and an NPWG element's cni-args reach the agent's attach
-// requests of VPC attachments, with the element's own value first; a bad
+// annotations (class, egress and ingress bandwidth) and an NPWG element's
+// cni-args and bandwidth reach the agent's attach requests of VPC
+// attachments, with the element's own value first; a bad
 // annotation fails the ADD with code 7 naming the key, before any attach.
 func TestKubernetesQoSAnnotations(t *testing.T) {
 	srv := kubeapi.Shared(t)
@@ -74,18 +75,20 @@ func TestKubernetesQoSAnnotations(t *testing.T) {
 	if err := add("web", map[string]string{
 		qos.AnnotationClass:          "high",
 		qos.AnnotationEgress:         "10M",
-		selection.NetworksAnnotation: `[{"name":"red-db","interface":"db0","cni-args":{"qos":"low"}}]`,
+		qos.AnnotationIngress:        "20M",
+		selection.NetworksAnnotation: `[{"name":"red-db","interface":"db0","cni-args":{"qos":"low"},"bandwidth":{"ingressRate":5000000,"ingressBurst":1000000}}]`,
 	}); err != nil {
 		t.Fatalf("add: %v", err)
 	}
 	if len(agent.attachRq) != 2 {
 		t.Fatalf("%d attach requests, want 2", len(agent.attachRq))
 	}
-	if q := agent.attachRq[0].QoS; q == nil || *q != (qos.Spec{Class: qos.High, EgressRate: 10_000_000}) {
+	if q := agent.attachRq[0].QoS; q == nil || *q != (qos.Spec{Class: qos.High, EgressRate: 10_000_000, IngressRate: 20_000_000}) {
 		t.Errorf("default network qos %+v, want the pod's annotations", q)
 	}
-	if q := agent.attachRq[1].QoS; q == nil || *q != (qos.Spec{Class: qos.Low, EgressRate: 10_000_000}) {
-		t.Errorf("red-db qos %+v, want cni-args low over the annotation", q)
+	if q := agent.attachRq[1].QoS; q == nil ||
+		*q != (qos.Spec{Class: qos.Low, EgressRate: 10_000_000, IngressRate: 5_000_000, IngressBurst: 1_000_000}) {
+		t.Errorf("red-db qos %+v, want cni-args low and the element's bandwidth over the annotations", q)
 	}
 
 	n := len(agent.attachRq)

@@ -37,6 +37,7 @@ type podArgs struct {
 	GENIE_NETWORKS             types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	GENIE_QOS                  types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgClass)
 	GENIE_EGRESS_BANDWIDTH     types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgEgress)
+	GENIE_INGRESS_BANDWIDTH    types.UnmarshallableString //nolint:revive // CNI_ARGS key (qos.EnvArgIngress)
 	GENIE_LABELS               types.UnmarshallableString //nolint:revive // CNI_ARGS key (labels.go)
 }
 
@@ -56,7 +57,7 @@ func delegateArgs(s string) [][2]string {
 	var out [][2]string
 	for _, pair := range strings.Split(s, ";") {
 		k, v, ok := strings.Cut(pair, "=")
-		if !ok || k == selection.ArgsKey || k == qos.EnvArgClass || k == qos.EnvArgEgress {
+		if !ok || k == selection.ArgsKey || k == qos.EnvArgClass || k == qos.EnvArgEgress || k == qos.EnvArgIngress {
 			continue
 		}
 		out = append(out, [2]string{k, v})

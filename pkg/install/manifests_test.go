@@ -209,12 +209,27 @@ func TestManifestsInstall(t *testing.T) {
 	containers := map[string]corev1.Container{}
 	for _, c := range spec.Containers {
 		containers[c.Name] = c
-		privileged := c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged
-		if c.SecurityContext == nil || privileged != (c.Name == "genied") {
-			t.Errorf("%s: privileged=%v (only the agent may be)", c.Name, privileged)
+		sc := c.SecurityContext
+		if sc == nil || (sc.Privileged != nil && *sc.Privileged) {
+			t.Errorf("%s: privileged or no security context (none is, by default)", c.Name)
+			continue
 		}
-		if c.Name != "genied" && (c.SecurityContext.Capabilities == nil || len(c.SecurityContext.Capabilities.Drop) == 0 || c.SecurityContext.Capabilities.Drop[0] != "ALL") {
-			t.Errorf("%s keeps capabilities", c.Name)
+		if sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+			t.Errorf("%s keeps capabilities it does not add", c.Name)
+		}
+		// The agent's capabilities, exactly those docs/install.md explains.
+		var add []string
+		if sc.Capabilities != nil {
+			for _, a := range sc.Capabilities.Add {
+				add = append(add, string(a))
+			}
+		}
+		wantAdd := []string(nil)
+		if c.Name == "genied" {
+			wantAdd = []string{"BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_ADMIN"}
+		}
+		if !reflect.DeepEqual(add, wantAdd) {
+			t.Errorf("%s adds capabilities %v, want %v", c.Name, add, wantAdd)
 		}
 		if "docker.io/"+c.Image != image.GenieRef {
 			t.Errorf("%s: image %s is not the one make image builds (%s)", c.Name, c.Image, image.GenieRef)
@@ -228,6 +243,22 @@ func TestManifestsInstall(t *testing.T) {
 	cfg := agent.DefaultConfig()
 	cfg.RegisterFlags(fs)
 	checkFlags(t, "genied", fs, agentC.Args)
+	// /proc/sys is read-only without privileged: net sysctls go through
+	// the host's /proc/sys/net, mounted where --proc-sys-net says.
+	if cfg.ProcSysNet == "" {
+		t.Error("genied has no --proc-sys-net")
+	}
+	mounted := false
+	for _, m := range agentC.VolumeMounts {
+		for _, v := range spec.Volumes {
+			if v.Name == m.Name && m.MountPath == cfg.ProcSysNet && !m.ReadOnly && v.HostPath != nil && v.HostPath.Path == "/proc/sys/net" {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("genied --proc-sys-net=%s is not a writable mount of the host's /proc/sys/net", cfg.ProcSysNet)
+	}
 	for _, p := range []*corev1.Probe{agentC.StartupProbe, agentC.LivenessProbe, agentC.ReadinessProbe} {
 		if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.IntValue() != 9465 {
 			t.Errorf("genied probe %+v not on the metrics port", p)

@@ -137,29 +137,58 @@ func (t *Tree) Close() { t.nl.Close() }
 func (t *Tree) Rate() uint64 { return t.rate }
 
 // AddPod creates a class of its own for a pod of class c limited to rate
-// bits/s and returns its minor (for lxc_info.flags). The class has c's
-// priority; its assured rate is the smaller of the limit and c's share.
-func (t *Tree) AddPod(c Class, rate uint64) (uint16, error) {
+// bits/s of its L3 bytes and returns its minor (for lxc_info.flags). The
+// class has c's priority; its ceil is WireRate(rate, mtu), mtu the pod's
+// MTU, so that the limit holds for what the pod sends, not for the
+// encapsulated frames HTB counts; its assured rate is the smaller of that
+// and c's share.
+func (t *Tree) AddPod(c Class, rate uint64, mtu int) (uint16, error) {
 	if c == None {
 		c = Normal
 	}
 	if rate < MinRate {
 		return 0, fmt.Errorf("egress rate %d bit/s is below the minimum %d", rate, MinRate)
 	}
+	wire := WireRate(rate, mtu)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for m := uint16(podFirst); m <= PodLast; m++ {
 		if t.used[m] {
 			continue
 		}
-		assured := min(rate, t.rate*uint64(c.Weight())/100)
-		if err := t.class(m, Handle(rootMin), assured, rate, c.Prio()); err != nil {
+		assured := min(wire, t.rate*uint64(c.Weight())/100)
+		if err := t.class(m, Handle(rootMin), assured, wire, c.Prio()); err != nil {
 			return 0, err
 		}
 		t.used[m] = true
 		return m, nil
 	}
 	return 0, ErrFull
+}
+
+// Prune deletes the pod classes whose minor keep does not hold: the
+// classes of attachments that no longer exist (an agent that crashed
+// between creating a class and recording it, or lost its state). It
+// returns the minors deleted.
+func (t *Tree) Prune(keep map[uint16]bool) ([]uint16, error) {
+	classes, err := t.nl.ClassList(t.link, Handle(0))
+	if err != nil {
+		return nil, fmt.Errorf("listing htb classes on %s: %w", t.link.Attrs().Name, err)
+	}
+	var pruned []uint16
+	var errs []error
+	for _, c := range classes {
+		m := uint16(c.Attrs().Handle)
+		if c.Attrs().Handle>>16 != Major || m < podFirst || m > PodLast || keep[m] {
+			continue
+		}
+		if err := t.DeletePod(m); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		pruned = append(pruned, m)
+	}
+	return pruned, errors.Join(errs...)
 }
 
 // DeletePod removes a pod class; an absent one is not an error.
@@ -196,8 +225,11 @@ type ClassStats struct {
 	// leaves, None for the inner class and pod classes.
 	Minor uint16
 	Class Class
-	// Bytes and Packets sent (packets count GSO segments), Drops, and
-	// Overlimits (times the class was throttled).
+	// Bytes and Packets sent, Drops, and Overlimits (times the class was
+	// throttled). HTB counts a GSO packet as its gso_segs, which
+	// bpf_skb_adjust_room zeroes when from_pod encapsulates: the pods' GSO
+	// packets count 0 packets (their bytes are right, every segment's
+	// headers included).
 	Bytes, Packets    uint64
 	Drops, Overlimits uint32
 }

@@ -32,7 +32,9 @@ func TestPrivilegedTree(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		minor, err := tree.AddPod(Low, 20_000_000)
+		// A pod with an MTU of 1600: HTB counts 64 bytes more per packet,
+		// so its ceil is 20 Mbit/s * 1664/1600 = 20.8 Mbit/s.
+		minor, err := tree.AddPod(Low, 20_000_000, 1600)
 		if err != nil {
 			return err
 		}
@@ -58,7 +60,7 @@ func TestPrivilegedTree(t *testing.T) {
 				Handle(0x30): {rate / 8 * 5 / 100, rate / 8, 2},
 			}
 			if wantPod {
-				want[Handle(0x100)] = [3]uint64{20_000_000 / 8, 20_000_000 / 8, 2}
+				want[Handle(0x100)] = [3]uint64{20_800_000 / 8, 20_800_000 / 8, 2}
 			}
 			if len(got) != len(want) {
 				t.Errorf("%d classes, want %d: %v", len(got), len(want), got)
@@ -85,8 +87,16 @@ func TestPrivilegedTree(t *testing.T) {
 			return err
 		}
 		check(true)
-		if m, err := tree.AddPod(High, 1_000_000); err != nil || m != 0x101 {
+		if m, err := tree.AddPod(High, 1_000_000, 1450); err != nil || m != 0x101 {
 			t.Errorf("second pod minor %#x, %v; want 0x101 (0x100 still in use)", m, err)
+		}
+		// After a crash: 0x101 belongs to no attachment any more.
+		if pruned, err := tree.Prune(map[uint16]bool{minor: true}); err != nil || len(pruned) != 1 || pruned[0] != 0x101 {
+			t.Errorf("Prune = %#x, %v; want [0x101]", pruned, err)
+		}
+		check(true)
+		if m, err := tree.AddPod(High, 1_000_000, 1450); err != nil || m != 0x101 {
+			t.Errorf("pod minor after prune %#x, %v; want 0x101 (free again)", m, err)
 		}
 		if err := tree.DeletePod(0x101); err != nil {
 			return err

@@ -19,7 +19,7 @@ func NewCollector(t *Tree) *Collector {
 	return &Collector{
 		tree:    t,
 		bytes:   prometheus.NewDesc("genie_qos_class_bytes_total", "Bytes sent through the uplink by QoS class.", l, nil),
-		packets: prometheus.NewDesc("genie_qos_class_packets_total", "Packets (GSO segments) sent through the uplink by QoS class.", l, nil),
+		packets: prometheus.NewDesc("genie_qos_class_packets_total", "Packets sent through the uplink by QoS class, as HTB counts them: a pod's GSO packet counts 0 (the encapsulation zeroes its segment count); use the bytes.", l, nil),
 		drops:   prometheus.NewDesc("genie_qos_class_drops_total", "Packets dropped by a QoS class's queue.", l, nil),
 		ovl:     prometheus.NewDesc("genie_qos_class_overlimits_total", "Times a QoS class was throttled.", l, nil),
 	}

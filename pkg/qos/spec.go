@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -23,14 +24,19 @@ const (
 	// EnvArgClass is the CNI_ARGS key with the class of the pod's VPC
 	// attachments outside Kubernetes.
 	EnvArgClass = "GENIE_QOS"
-	// EnvArgEgress is the CNI_ARGS key with the egress limit (a quantity in
-	// bits/s, like kubernetes.io/egress-bandwidth) outside Kubernetes.
-	EnvArgEgress = "GENIE_EGRESS_BANDWIDTH"
+	// EnvArgEgress and EnvArgIngress are the CNI_ARGS keys with the egress
+	// and ingress limits (a quantity in bits/s, like the kubernetes.io
+	// annotations) outside Kubernetes.
+	EnvArgEgress  = "GENIE_EGRESS_BANDWIDTH"
+	EnvArgIngress = "GENIE_INGRESS_BANDWIDTH"
 )
 
 // MinRate is the smallest rate limit accepted (bits/s): below it HTB's
 // token bucket cannot hold one 64 KiB GSO packet in a sane burst.
 const MinRate = 100_000
+
+// MaxIngressBurst is the largest ingress burst accepted, in bits (1 GiB).
+const MaxIngressBurst = 8 << 30
 
 // Spec is the QoS of one attachment, as the plugin sends it to the agent.
 type Spec struct {
@@ -41,6 +47,9 @@ type Spec struct {
 	EgressRate uint64 `json:"egressRate,omitempty"`
 	// IngressRate limits what reaches the pod, in bits/s (0: no limit).
 	IngressRate uint64 `json:"ingressRate,omitempty"`
+	// IngressBurst is the ingress limit's burst in bits (0: IngressBurst's
+	// default for the rate).
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
 }
 
 // IsZero reports whether s asks for nothing.
@@ -59,7 +68,70 @@ func (s Spec) Validate() error {
 			return fmt.Errorf("%s %d bit/s is below the minimum %d", r.key, r.v, MinRate)
 		}
 	}
+	if s.IngressBurst != 0 && s.IngressRate == 0 {
+		return fmt.Errorf("ingressBurst %d bit without an ingressRate", s.IngressBurst)
+	}
+	if s.IngressBurst > MaxIngressBurst {
+		return fmt.Errorf("ingressBurst %d bit is above the maximum %d", s.IngressBurst, uint64(MaxIngressBurst))
+	}
 	return nil
+}
+
+// WithDefault is s with the VPC's default class when s has none: per-pod
+// settings (any source) override the VPC's. nil s with a default class is
+// a spec of that class.
+func WithDefault(s *Spec, vpcDefault Class) *Spec {
+	if vpcDefault == None || (s != nil && s.Class != None) {
+		return s
+	}
+	var out Spec
+	if s != nil {
+		out = *s
+	}
+	out.Class = vpcDefault
+	return &out
+}
+
+// The policer's burst (IngressBurst): never below two GSO packets (a 64
+// KiB super-packet must fit), and by default DefaultIngressBurstTime worth
+// of the rate. A policer drops instead of queueing, and TCP's answer to
+// the loss of a window's tail is a retransmission timeout, at least 200 ms
+// on Linux: a bucket that cannot hold that long at the rate loses the time
+// for good. Measured in the sandbox (TCP, 8 s, BENCHMARKS.md §8): at 20
+// Mbit/s a burst of 20 ms gave 5.5 Mbit/s, 100 ms 10.5, 200 ms 19.8; at 200
+// Mbit/s 50 ms gave 56 and 200 ms 192-197. The cost is the burst itself: a
+// pod idle for a while may receive 250 ms worth at once.
+const (
+	MinIngressBurst         = 128 << 10 // bytes
+	DefaultIngressBurstTime = 250 * time.Millisecond
+)
+
+// IngressBurst is the burst in bytes of an ingress limit of rate bits/s
+// with a requested burst of burst bits (0: the default).
+func IngressBurst(rate, burst uint64) uint64 {
+	b := burst / 8
+	if b == 0 {
+		b = rate / 8 * uint64(DefaultIngressBurstTime) / uint64(time.Second)
+	}
+	return max(b, MinIngressBurst)
+}
+
+// WireOverhead is what the uplink's qdisc counts on top of a pod's IPv4
+// packet, per packet (per segment of a GSO packet): the Geneve
+// encapsulation (50 bytes) and the outer Ethernet header (14).
+const WireOverhead = 50 + 14
+
+// WireRate is the rate to give HTB for an egress limit of rate bits/s of
+// the pod's L3 bytes, for a pod with MTU mtu: HTB counts the encapsulated
+// frame, and can only add to a packet's length (its overhead option is
+// unsigned), so the rate is scaled instead. Exact for full-size packets
+// (bulk traffic, where a limit matters); a stream of small packets gets
+// less than rate of its own bytes.
+func WireRate(rate uint64, mtu int) uint64 {
+	if mtu <= 0 {
+		return rate
+	}
+	return rate * uint64(mtu+WireOverhead) / uint64(mtu)
 }
 
 // ParseRate parses a rate in bits/s: a Kubernetes quantity ("10M", "1G",
@@ -85,15 +157,18 @@ type Sources struct {
 	ArgClass any
 	// BandwidthEgress and BandwidthIngress are the attachment's NPWG
 	// "bandwidth" egressRate/ingressRate (or runtimeConfig.bandwidth for the
-	// pod's first network), bits/s; 0: absent.
-	BandwidthEgress, BandwidthIngress int64
+	// pod's first network), bits/s; 0: absent. BandwidthIngressBurst is its
+	// ingressBurst, bits (egressBurst is not used: HTB's burst is sized
+	// for the uplink).
+	BandwidthEgress, BandwidthIngress, BandwidthIngressBurst int64
 	// PodClass is the genie.cni.io/qos annotation or CNI_ARGS GENIE_QOS;
 	// PodClassKey names which, for errors (default the annotation).
 	PodClass, PodClassKey string
 	// PodEgress and PodIngress are the kubernetes.io/*-bandwidth
-	// annotations (PodEgress: or CNI_ARGS GENIE_EGRESS_BANDWIDTH, named by
-	// PodEgressKey).
-	PodEgress, PodIngress, PodEgressKey string
+	// annotations, or CNI_ARGS GENIE_EGRESS_BANDWIDTH and
+	// GENIE_INGRESS_BANDWIDTH, named by PodEgressKey and PodIngressKey
+	// (default the annotations).
+	PodEgress, PodIngress, PodEgressKey, PodIngressKey string
 	// VPCDefault is the VPC's default class.
 	VPCDefault Class
 }
@@ -134,8 +209,20 @@ func (src Sources) Resolve() (Spec, error) {
 	if s.EgressRate, err = rate("bandwidth egressRate", src.BandwidthEgress, egressKey, src.PodEgress); err != nil {
 		return Spec{}, err
 	}
-	if s.IngressRate, err = rate("bandwidth ingressRate", src.BandwidthIngress, AnnotationIngress, src.PodIngress); err != nil {
+	ingressKey := src.PodIngressKey
+	if ingressKey == "" {
+		ingressKey = AnnotationIngress
+	}
+	if s.IngressRate, err = rate("bandwidth ingressRate", src.BandwidthIngress, ingressKey, src.PodIngress); err != nil {
 		return Spec{}, err
+	}
+	switch b := src.BandwidthIngressBurst; {
+	case b < 0:
+		return Spec{}, fmt.Errorf("bandwidth ingressBurst: negative burst %d", b)
+	case b > 0 && src.BandwidthIngress > 0:
+		s.IngressBurst = uint64(b)
+	case b > 0:
+		return Spec{}, fmt.Errorf("bandwidth ingressBurst: %d bit without the same element's ingressRate", b)
 	}
 	if err := s.Validate(); err != nil {
 		return Spec{}, err

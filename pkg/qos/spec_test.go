@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
 func TestParseClass(t *testing.T) {
@@ -75,6 +77,16 @@ func TestResolve(t *testing.T) {
 		{name: "tiny rate", src: Sources{PodEgress: "1k"}, err: "kubernetes.io/egress-bandwidth: \"1k\" is below the minimum"},
 		{name: "negative bandwidth", src: Sources{BandwidthIngress: -1}, err: "bandwidth ingressRate: negative rate"},
 		{name: "tiny bandwidth", src: Sources{BandwidthEgress: 10}, err: "bandwidth egressRate: 10 bit/s is below the minimum"},
+		{name: "bandwidth ingress with burst", src: Sources{BandwidthIngress: 5_000_000, BandwidthIngressBurst: 4_000_000, PodIngress: "1G"},
+			want: Spec{IngressRate: 5_000_000, IngressBurst: 4_000_000}},
+		{name: "ingress burst without its rate", src: Sources{BandwidthIngressBurst: 4_000_000, PodIngress: "1G"},
+			err: "bandwidth ingressBurst: 4000000 bit without the same element's ingressRate"},
+		{name: "negative ingress burst", src: Sources{BandwidthIngress: 5_000_000, BandwidthIngressBurst: -1}, err: "bandwidth ingressBurst: negative burst"},
+		{name: "huge ingress burst", src: Sources{BandwidthIngress: 5_000_000, BandwidthIngressBurst: 1 << 40}, err: "ingressBurst 1099511627776 bit is above the maximum"},
+		{name: "ingress from CNI_ARGS", src: Sources{PodIngress: "20M", PodIngressKey: "CNI_ARGS GENIE_INGRESS_BANDWIDTH"}, want: Spec{IngressRate: 20_000_000}},
+		{name: "bad ingress in CNI_ARGS", src: Sources{PodIngress: "20 M", PodIngressKey: "CNI_ARGS GENIE_INGRESS_BANDWIDTH"},
+			err: "CNI_ARGS GENIE_INGRESS_BANDWIDTH: rate \"20 M\""},
+		{name: "tiny ingress annotation", src: Sources{PodIngress: "50k"}, err: "kubernetes.io/ingress-bandwidth: \"50k\" is below the minimum"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.src.Resolve()
@@ -88,5 +100,55 @@ func TestResolve(t *testing.T) {
 				t.Fatalf("Resolve = %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestWithDefault(t *testing.T) {
+	if got := WithDefault(nil, None); got != nil {
+		t.Errorf("nil, none: %+v", got)
+	}
+	if got := WithDefault(nil, Low); got == nil || *got != (Spec{Class: Low}) {
+		t.Errorf("nil, low: %+v", got)
+	}
+	in := &Spec{IngressRate: 1e6}
+	if got := WithDefault(in, High); *got != (Spec{Class: High, IngressRate: 1e6}) || in.Class != None {
+		t.Errorf("limits only, high: %+v (input changed: %+v)", got, in)
+	}
+	if got := WithDefault(&Spec{Class: Normal}, High); got.Class != Normal {
+		t.Errorf("the pod's class must win: %+v", got)
+	}
+}
+
+func TestIngressBurst(t *testing.T) {
+	for _, tc := range []struct{ rate, burst, want uint64 }{
+		{1_000_000, 0, MinIngressBurst},            // 250 ms at 1 Mbit/s = 31 KB: the floor
+		{1_000_000_000, 0, 31_250_000},             // 250 ms at 1 Gbit/s
+		{1_000_000_000, 8_000_000, 1_000_000},      // asked: 1 MB
+		{1_000_000_000, 8 * 1024, MinIngressBurst}, // asked below the floor
+	} {
+		if got := IngressBurst(tc.rate, tc.burst); got != tc.want {
+			t.Errorf("IngressBurst(%d, %d) = %d, want %d", tc.rate, tc.burst, got, tc.want)
+		}
+	}
+}
+
+func TestWireRate(t *testing.T) {
+	// A 1436-byte pod packet is a 1500-byte frame on the uplink's qdisc.
+	if got := WireRate(50_000_000, 1436); got != 50_000_000*1500/1436 {
+		t.Errorf("WireRate = %d", got)
+	}
+	if got := WireRate(50_000_000, 0); got != 50_000_000 {
+		t.Errorf("WireRate without an mtu = %d", got)
+	}
+}
+
+// The VPC object's class names are this package's.
+func TestVPCClassNames(t *testing.T) {
+	var names []string
+	for _, c := range Classes {
+		names = append(names, c.String())
+	}
+	if strings.Join(names, ",") != strings.Join(vpc.QoSClasses, ",") {
+		t.Errorf("vpc.QoSClasses %v, want %v", vpc.QoSClasses, names)
 	}
 }

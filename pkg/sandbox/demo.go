@@ -141,5 +141,9 @@ func Demo(ctx context.Context, opts Options, w io.Writer, keep bool) (err error)
 		return fmt.Errorf("%w: %d of %d pairs", ErrDemoMismatch, bad, len(checks))
 	}
 	step("a service at the same VIP %s in each VPC (demo_services.go)", DemoVIP)
-	return demoServices(ctx, sb, st, w)
+	if err := demoServices(ctx, sb, st, w); err != nil {
+		return err
+	}
+	step("egress gateways to an external namespace %s, SNATed to the gateways' addresses (demo_egress.go)", ExternalPrefix)
+	return demoEgress(ctx, sb, st, w)
 }

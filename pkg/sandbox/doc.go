@@ -23,6 +23,12 @@
 // every link is created directly in its target namespace through a netlink
 // handle bound to that namespace.
 //
+// The outside world. AddExternal adds an "external" namespace on segment 0
+// answering on 198.18.0.10 (ExternalPrefix, the benchmarking range of RFC
+// 2544, again only inside the sandbox's namespaces); only the nodes named
+// (egress gateways) route to it, so a pod reaches it only through an egress
+// gateway, and the external server sees the gateway's egress address.
+//
 // Processes. The store is an embedded etcd (pkg/store/etcdstore) run by a
 // detached `geniectl sandbox serve-store`, serving on a filesystem unix
 // socket: unlike loopback TCP, a path is reachable from every namespace.

@@ -26,28 +26,55 @@ func (s *Sandbox) PodAddQoSRate(ctx context.Context, name, node string, nets []s
 
 // PodAddQoSLabeled is PodAddQoSRate for a pod with labels (PodAddLabeled).
 func (s *Sandbox) PodAddQoSLabeled(ctx context.Context, name, node string, nets []string, class, egress string, labels map[string]string) (*Pod, error) {
-	if class == "" && egress == "" {
+	return s.PodAddWithQoS(ctx, name, node, nets, PodQoS{Class: class, Egress: egress}, labels)
+}
+
+// PodQoS is the QoS a sandbox pod asks for, for all its VPC attachments:
+// a class (high, normal or low; "" none, or the VPC's default) and rate
+// limits, quantities in bits/s such as "20M" ("" none). They go to the
+// plugin as CNI_ARGS GENIE_QOS, GENIE_EGRESS_BANDWIDTH and
+// GENIE_INGRESS_BANDWIDTH. The egress limit needs the agents' QoS tree
+// (Options.AgentArgs --qos-uplink-rate); the ingress limit does not.
+type PodQoS struct {
+	Class, Egress, Ingress string
+}
+
+// String is how the pod list shows it: "low egress 20M ingress 10M".
+func (q PodQoS) String() string {
+	out := q.Class
+	if q.Egress != "" {
+		out += " egress " + q.Egress
+	}
+	if q.Ingress != "" {
+		out += " ingress " + q.Ingress
+	}
+	return strings.TrimSpace(out)
+}
+
+// PodAddWithQoS is PodAddLabeled with QoS, checked here first so that a
+// typo fails before a namespace is made.
+func (s *Sandbox) PodAddWithQoS(ctx context.Context, name, node string, nets []string, q PodQoS, labels map[string]string) (*Pod, error) {
+	if q == (PodQoS{}) {
 		return s.PodAddLabeled(ctx, name, node, nets, labels)
 	}
-	if _, err := qos.ParseClass(class); err != nil {
+	if _, err := qos.ParseClass(q.Class); err != nil {
 		return nil, fmt.Errorf("pod %q: %w", name, err)
 	}
 	var extra [][2]string
-	if class != "" {
-		extra = append(extra, [2]string{qos.EnvArgClass, class})
+	if q.Class != "" {
+		extra = append(extra, [2]string{qos.EnvArgClass, q.Class})
 	}
-	if egress != "" {
-		if _, err := qos.ParseRate(egress); err != nil {
-			return nil, fmt.Errorf("pod %q: egress rate: %w", name, err)
+	for _, r := range []struct{ what, key, v string }{{"egress", qos.EnvArgEgress, q.Egress}, {"ingress", qos.EnvArgIngress, q.Ingress}} {
+		if r.v == "" {
+			continue
 		}
-		extra = append(extra, [2]string{qos.EnvArgEgress, egress})
+		if _, err := qos.ParseRate(r.v); err != nil {
+			return nil, fmt.Errorf("pod %q: %s rate: %w", name, r.what, err)
+		}
+		extra = append(extra, [2]string{r.key, r.v})
 	}
 	if len(labels) > 0 {
 		extra = append(extra, [2]string{"GENIE_LABELS", genie.LabelsArg(labels)})
 	}
-	label := class
-	if egress != "" {
-		label = strings.TrimSpace(label + " egress " + egress)
-	}
-	return s.podAdd(ctx, name, node, nets, extra, label)
+	return s.podAdd(ctx, name, node, nets, extra, q.String())
 }

@@ -180,7 +180,9 @@ type Pod struct {
 	// IfName is CNI_IFNAME of the attachment.
 	IfName     string          `json:"ifName,omitempty"`
 	Interfaces []*PodInterface `json:"interfaces,omitempty"`
-	// QoS is the class the pod was added with (CNI_ARGS GENIE_QOS).
+	// QoS is what the pod was added with (PodQoS.String: the class and
+	// limits it asked for; the effective ones, with the VPC's default, are
+	// on its store endpoints).
 	QoS string `json:"qos,omitempty"`
 }
 
@@ -231,6 +233,8 @@ type Sandbox struct {
 	// children are processes started by this process, reaped when they
 	// exit so killed agents leave no zombie behind in long-lived callers.
 	children map[int]chan struct{}
+	// ext is the external namespace, once AddExternal built it (external.go).
+	ext *External
 }
 
 // Name returns the sandbox's name.

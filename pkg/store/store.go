@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/cni-genie/cni-genie/pkg/directory"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
 
@@ -214,4 +215,20 @@ type Store interface {
 
 	// Close releases the store's connections.
 	Close() error
+}
+
+// DirectorySource is an optional capability of a Store: its endpoints are
+// laid out by endpoint-directory shard (package directory), so that a
+// holder of some shards lists and watches only those (etcdstore: a second
+// key per endpoint under <prefix>/directory/<shard>/; kubestore: the
+// genie.cni.io/shard label). Discover it with a type assertion.
+type DirectorySource interface {
+	directory.Source
+	// DirectoryShards is the shard count the store lays records out by;
+	// the directory must use the same.
+	DirectoryShards() int
+	// DirectoryRecord returns the record of the endpoint {k.VNI, k.IP}
+	// of the VPC named (false if none), with the version the store gave
+	// it: what the hosting agent publishes after PutEndpoint.
+	DirectoryRecord(ctx context.Context, vpcName string, k directory.Key) (directory.Record, bool, error)
 }

@@ -3,6 +3,7 @@ package vpc
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -37,6 +38,22 @@ func TestVPCValidateMTU(t *testing.T) {
 		v.MTU = mtu
 		if err := v.Validate(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("mtu %d: %v, want ErrInvalid", mtu, err)
+		}
+	}
+}
+
+func TestVPCValidateQoSClass(t *testing.T) {
+	v := VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.1.0.0/16")}
+	for _, c := range []string{"", "high", "normal", "low"} {
+		v.QoSClass = c
+		if err := v.Validate(); err != nil {
+			t.Errorf("qos class %q: %v", c, err)
+		}
+	}
+	for _, c := range []string{"gold", "High", " low"} {
+		v.QoSClass = c
+		if err := v.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `vpc "blue": qos class`) {
+			t.Errorf("qos class %q: %v, want ErrInvalid naming the vpc", c, err)
 		}
 	}
 }

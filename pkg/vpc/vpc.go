@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -51,7 +52,15 @@ type VPC struct {
 	// derives it from the cluster: the smallest uplink MTU the nodes
 	// registered, minus the encapsulation overhead (see PodMTU).
 	MTU int `json:"mtu,omitempty"`
+	// QoSClass is the default QoS class of the VPC's attachments: "high",
+	// "normal" or "low" ("": none). A class set for the pod or the
+	// attachment overrides it (pkg/qos).
+	QoSClass string `json:"qosClass,omitempty"`
 }
+
+// QoSClasses are the values VPC.QoSClass may take besides "" (pkg/qos's
+// class names).
+var QoSClasses = []string{"high", "normal", "low"}
 
 // MinMTU and MaxMTU bound VPC.MTU (IPv4's minimum datagram size; a
 // jumbo frame).
@@ -83,7 +92,7 @@ func (v VPC) PodMTU(nodes []Node, overhead, fallback int) int {
 // String returns "name cidr".
 func (v VPC) String() string { return fmt.Sprintf("vpc %q %s", v.Name, v.CIDR) }
 
-// Validate checks the name and the CIDR. The VNI is not checked (zero
+// Validate checks the name, the CIDR, the MTU and the QoS class. The VNI is not checked (zero
 // before creation).
 func (v VPC) Validate() error {
 	if err := ValidateName(v.Name); err != nil {
@@ -94,6 +103,9 @@ func (v VPC) Validate() error {
 	}
 	if v.MTU != 0 && (v.MTU < MinMTU || v.MTU > MaxMTU) {
 		return invalidf("vpc %q: mtu %d: want 0 (derived from the nodes) or %d to %d", v.Name, v.MTU, MinMTU, MaxMTU)
+	}
+	if v.QoSClass != "" && !slices.Contains(QoSClasses, v.QoSClass) {
+		return invalidf("vpc %q: qos class %q: want high, normal or low", v.Name, v.QoSClass)
 	}
 	return nil
 }
@@ -210,11 +222,24 @@ type Endpoint struct {
 	Node string `json:"node"`
 	// Labels are the pod's labels at ADD (service selectors match them).
 	Labels map[string]string `json:"labels,omitempty"`
+	// QoS is the class and limits the hosting agent enforces for the
+	// endpoint (nil: none), for tools (geniectl status); other agents do
+	// not use it.
+	QoS *EndpointQoS `json:"qos,omitempty"`
 	// Published is when the hosting agent published the endpoint (its
 	// wall clock). Other agents observe their propagation latency against
 	// it, so it is only as exact as the nodes' clock sync; zero for
 	// records written by anything else.
 	Published time.Time `json:"published,omitzero"`
+}
+
+// EndpointQoS is an endpoint's effective QoS (pkg/qos): its class
+// (QoSClasses, "" none) and its egress and ingress rate limits in bits/s
+// of its L3 bytes (0: none).
+type EndpointQoS struct {
+	Class       string `json:"class,omitempty"`
+	EgressRate  uint64 `json:"egressRate,omitempty"`
+	IngressRate uint64 `json:"ingressRate,omitempty"`
 }
 
 // EndpointID returns the endpoint ID of an attachment: "containerID/ifname".
@@ -242,6 +267,9 @@ func (e Endpoint) Validate() error {
 	}
 	if err := ValidateNodeName(e.Node); err != nil {
 		return fmt.Errorf("endpoint %q: node: %w", e.Key(), err)
+	}
+	if e.QoS != nil && e.QoS.Class != "" && !slices.Contains(QoSClasses, e.QoS.Class) {
+		return invalidf("endpoint %q: qos class %q: want high, normal or low", e.Key(), e.QoS.Class)
 	}
 	return nil
 }
@@ -288,6 +316,9 @@ type Node struct {
 	// UplinkMTU is the MTU of the node's uplink (0: unknown); the smallest
 	// in the cluster sets the default pod MTU of every VPC (VPC.PodMTU).
 	UplinkMTU int `json:"uplinkMTU,omitempty"`
+	// Labels are the node's labels (the agent's --node-labels), for
+	// selecting nodes, e.g. egress gateways by label.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Heartbeat is when the node's agent last reported itself alive (it
 	// re-registers periodically); zero when the store keeps none. Dead
 	// nodes are found by it (package reclaim).

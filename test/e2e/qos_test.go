@@ -14,6 +14,7 @@ import (
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
 	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
+	"github.com/cni-genie/cni-genie/pkg/vpc"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 )
@@ -25,8 +26,11 @@ const qosRate = 200e6
 // TestPrivilegedQoS: on a node whose uplink has the QoS tree
 // (--qos-uplink-rate), a high and a low pod both sending bulk TCP to
 // another node split the link in high's favour without starving low, and a
-// pod with an egress limit is held to it. Margins are wide (CI runs on a
-// loaded 2-core machine); the tight figures are in BENCHMARKS.md.
+// pod with egress and ingress limits is held to them in both directions:
+// what it sends (HTB), what it receives from another node (the BPF
+// policer after decapsulation) and from a pod on its own node (the policer
+// before redirect_peer). Margins are wide (CI runs on a loaded 2-core
+// machine); the tight figures are in BENCHMARKS.md.
 func TestPrivilegedQoS(t *testing.T) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Skip("needs iperf3")
@@ -35,18 +39,18 @@ func TestPrivilegedQoS(t *testing.T) {
 		AgentArgs: []string{"--qos-uplink-rate", strconv.Itoa(qosRate)}})
 	mkVPC(t, sb, "blue", "10.61.0.0/16", "10.61.1.0/24")
 	ctx := context.Background()
-	add := func(name, node, class, egress string) *sandbox.Pod {
-		p, err := sb.PodAddQoSRate(ctx, name, node, []string{"blue/web"}, class, egress)
+	add := func(name, node string, q sandbox.PodQoS) *sandbox.Pod {
+		p, err := sb.PodAddWithQoS(ctx, name, node, []string{"blue/web"}, q, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
-	hi := add("hi", "1", "high", "")
-	lo := add("lo", "1", "low", "")
-	lim := add("lim", "1", "", "20M")
-	rx := add("rx", "2", "", "")
-	rxIP := ipOf(t, rx, "eth0")
+	hi := add("hi", "1", sandbox.PodQoS{Class: "high"})
+	lo := add("lo", "1", sandbox.PodQoS{Class: "low"})
+	lim := add("lim", "1", sandbox.PodQoS{Egress: "20M", Ingress: "20M"})
+	rx := add("rx", "2", sandbox.PodQoS{})
+	rxIP, limIP := ipOf(t, rx, "eth0"), ipOf(t, lim, "eth0")
 
 	// A bad class fails before anything is created.
 	if _, err := sb.PodAddQoS(ctx, "bad", "1", []string{"blue/web"}, "gold"); err == nil || !strings.Contains(err.Error(), "gold") {
@@ -86,11 +90,59 @@ func TestPrivilegedQoS(t *testing.T) {
 		t.Errorf("low alone %.0f Mbit/s, want most of the %.0f Mbit/s link", alone/1e6, qosRate/1e6)
 	}
 
-	// The egress limit: 20 Mbit/s of outer bytes, so a little less goodput.
-	got := bulkConcurrent(t, rxIP, rx, 3, map[string]*sandbox.Pod{"lim": lim})["lim"]
-	t.Logf("limited pod %.1f Mbit/s (limit 20)", got/1e6)
-	if got < 12e6 || got > 22e6 {
-		t.Errorf("limited pod %.1f Mbit/s, want about 20", got/1e6)
+	// The limits count the pod's IP packets (20 Mbit/s of them is about
+	// 19.3 of TCP goodput): egress through its HTB class, ingress from
+	// another node and from its own node through the BPF policer.
+	dropsBefore := qosIngressDrops(t, sb)
+	for _, dir := range []struct {
+		name string
+		to   netip.Addr
+		rx   *sandbox.Pod
+		tx   *sandbox.Pod
+	}{
+		{"egress", rxIP, rx, lim},
+		{"ingress from another node", limIP, lim, rx},
+		{"ingress from its own node", limIP, lim, hi},
+	} {
+		// 4 s: the policer's 250 ms burst may add 6% on top.
+		got := bulkConcurrent(t, dir.to, dir.rx, 4, map[string]*sandbox.Pod{"tx": dir.tx})["tx"]
+		t.Logf("limited pod, %s: %.1f Mbit/s (limit 20)", dir.name, got/1e6)
+		if got < 14e6 || got > 22e6 {
+			t.Errorf("limited pod, %s: %.1f Mbit/s, want about 19.3", dir.name, got/1e6)
+		}
+	}
+	if d := qosIngressDrops(t, sb) - dropsBefore; d == 0 {
+		t.Error("no packet counted as dropped over the ingress limit")
+	}
+	// The store shows the effective QoS (an egress limit puts the pod in
+	// the normal class).
+	st, err := sb.Store(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eps, _, err := st.ListEndpoints(ctx, "blue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range eps {
+		if e.IP == limIP && (e.QoS == nil || *e.QoS != (vpc.EndpointQoS{Class: "normal", EgressRate: 20e6, IngressRate: 20e6})) {
+			t.Errorf("store endpoint of the limited pod: qos %+v", e.QoS)
+		}
+	}
+
+	// A VPC's default class applies to a pod that asks for none.
+	if _, err := st.CreateVPC(ctx, vpc.VPC{Name: "green", CIDR: netip.MustParsePrefix("10.62.0.0/16"), QoSClass: "low"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateSubnet(ctx, vpc.Subnet{VPC: "green", Name: "web", CIDR: netip.MustParsePrefix("10.62.1.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.PodAdd(ctx, "dflt", "1", []string{"green/web"}); err != nil {
+		t.Fatal(err)
+	}
+	if eps, _, err := st.ListEndpoints(ctx, "green"); err != nil || len(eps) != 1 || eps[0].QoS == nil || eps[0].QoS.Class != "low" {
+		t.Errorf("pod in a vpc with default class low: endpoints %+v, %v", eps, err)
 	}
 
 	// The pod's own class goes with the pod.
@@ -172,4 +224,18 @@ func bulkConcurrent(t *testing.T, ip netip.Addr, rx *sandbox.Pod, secs int, send
 		t.Fatal(err)
 	}
 	return out
+}
+
+// qosIngressDrops sums the QOS_INGRESS drops of the sandbox's nodes.
+func qosIngressDrops(t *testing.T, sb *sandbox.Sandbox) float64 {
+	t.Helper()
+	var sum float64
+	for _, n := range sb.Nodes() {
+		m, err := sb.Metrics(context.Background(), n.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += m[`genie_datapath_drops_total{reason="QOS_INGRESS"}`]
+	}
+	return sum
 }

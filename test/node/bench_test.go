@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,9 +17,12 @@ import (
 // default network (the same bridge, wrapped) plus a bridge NAD and a VPC.
 //
 //	go test ./test/node -run '^$' -bench PodStartup -benchtime 10x
+//
+// With GENIE_TEST_HELM_SET=cni.logLevel=debug the plugin logs each
+// attachment's time, and the benchmark reports where genie's time goes.
 func BenchmarkPodStartup(b *testing.B) {
 	e := setup(b)
-	e.install()
+	e.helmInstall()
 	e.networks()
 	conf := e.n.NodePath("/etc/cni/net.d/" + install.ConfName)
 	off := conf + ".off"
@@ -56,6 +60,47 @@ func BenchmarkPodStartup(b *testing.B) {
 		b.ReportMetric(float64(rssMiB(pid)), "genied-MiB")
 	}
 	b.Logf("bridge alone %v; genie default+NAD+VPC %v", bridge, genie)
+	e.pluginProfile(b)
+}
+
+// pluginProfile reports the medians of genie's own timings from its debug
+// log on the node: the whole ADD, each attachment by network, and the rest
+// (process start, API reads, network-status patch, records).
+func (e *env) pluginProfile(b *testing.B) {
+	log, err := os.ReadFile(e.n.NodePath("/var/log/genie/genie.log"))
+	if err != nil {
+		return
+	}
+	field := func(l, k string) string {
+		i := strings.Index(l, " "+k+"=")
+		if i < 0 {
+			return ""
+		}
+		v := l[i+len(k)+2:]
+		if j := strings.IndexByte(v, ' '); j >= 0 {
+			v = v[:j]
+		}
+		return v
+	}
+	by := map[string][]time.Duration{}
+	for _, l := range strings.Split(string(log), "\n") {
+		d, err := time.ParseDuration(field(l, "took"))
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.Contains(l, "msg=added") && field(l, "networks") == "3":
+			by["ADD total"] = append(by["ADD total"], d)
+			if dd, err := time.ParseDuration(field(l, "delegates")); err == nil {
+				by["ADD outside attachments"] = append(by["ADD outside attachments"], d-dd)
+			}
+		case strings.Contains(l, "msg=attach"):
+			by["attach "+field(l, "network")] = append(by["attach "+field(l, "network")], d)
+		}
+	}
+	for _, k := range keys(by) {
+		b.Logf("genie %s: median %v of %d", k, medianOf(by[k]).Round(100*time.Microsecond), len(by[k]))
+	}
 }
 
 func medianOf(d []time.Duration) time.Duration {

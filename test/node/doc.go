@@ -1,8 +1,12 @@
 // Package node holds the end-to-end tests of the installed product under a
-// real kubelet and containerd (pkg/testutil/kubenode): the chart's own
-// rendered manifests (deploy/manifests) are applied with kubectl, the image
-// built by pkg/image is imported into containerd, and pods created through
-// the API get their networks from genie as on a cluster.
+// real kubelet and containerd (pkg/testutil/kubenode): the chart is
+// installed, upgraded and uninstalled with helm, then its rendered
+// manifests (deploy/manifests) once more with kubectl; the image built by
+// pkg/image is imported into containerd, and pods created through the API
+// get their networks from genie as on a cluster. A second node (a worker:
+// its own kubelet and containerd, kubenode.AddNode) joins for the
+// cross-node VPC phase. GENIE_TEST_HELM_SET is passed to helm install as
+// --set, for experiments (e.g. the agent's capabilities).
 //
 // # Design notes
 //

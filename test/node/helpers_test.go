@@ -1,10 +1,16 @@
 package node
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"time"
+
+	"github.com/cni-genie/cni-genie/pkg/agentapi"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 
 	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 	"net"
@@ -135,4 +141,110 @@ func (e *env) genieds() []string {
 		}
 	}
 	return uids
+}
+
+// traceSpoofed runs geniectl trace in the agent's pod, as docs/trace.md
+// says (kubectl exec), and checks that a packet pod sends from ifname with
+// a forged source address shows up with its reason, pod and VPC.
+func (e *env) traceSpoofed(pod *corev1.Pod, ifname string, peer *corev1.Pod) {
+	t := e.t
+	var peerIP net.IP
+	for _, s := range e.networkStatus(peer.Name) {
+		if strings.HasPrefix(s.Name, e.ns+"/nad-blue") {
+			peerIP = net.ParseIP(s.IPs[0])
+		}
+	}
+	cmd := e.n.KubectlCommand("-n", "kube-system", "exec", "ds/cni-genie", "-c", "genied", "--",
+		"geniectl", "trace", "--pod", e.ns+"/"+pod.Name, "--reason", "SPOOFED_IP", "--count", "1", "-o", "json")
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	started := make(chan string, 1)
+	var errOut strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			errOut.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), "tracing drops") {
+				started <- sc.Text()
+			}
+		}
+		close(started)
+	}()
+	if _, ok := <-started; !ok {
+		cmd.Wait()
+		t.Fatalf("geniectl trace in the agent's pod did not start:\n%s", errOut.String())
+	}
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	// A second address on the pod's VPC interface, and a datagram from
+	// it: not the pod's own address, dropped as SPOOFED_IP.
+	spoof := net.ParseIP("10.10.1.250")
+	pns, err := e.nodeOf(pod).PodNetNS(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pns.Close()
+	send := func() error {
+		return pns.Do(func(ns.NetNS) error {
+			l, err := netlink.LinkByName(ifname)
+			if err != nil {
+				return err
+			}
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: spoof, Mask: net.CIDRMask(32, 32)}}
+			if err := netlink.AddrReplace(l, addr); err != nil {
+				return err
+			}
+			c, err := net.DialUDP("udp4", &net.UDPAddr{IP: spoof}, &net.UDPAddr{IP: peerIP, Port: 9})
+			if err != nil {
+				return err
+			}
+			c.Write([]byte("forged"))
+			return c.Close()
+		})
+	}
+	var line string
+	deadline := time.After(20 * time.Second)
+wait:
+	for {
+		if err := send(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				cmd.Wait()
+				t.Fatalf("geniectl trace ended without an event:\n%s", errOut.String())
+			}
+			line = l
+			break wait
+		case <-deadline:
+			t.Fatalf("no SPOOFED_IP drop of %s traced:\n%s", pod.Name, errOut.String())
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	pns.Do(func(ns.NetNS) error {
+		if l, err := netlink.LinkByName(ifname); err == nil {
+			netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: spoof, Mask: net.CIDRMask(32, 32)}})
+		}
+		return nil
+	})
+	t.Logf("geniectl trace (kubectl exec): %s", line)
+	var ev agentapi.TraceEvent
+	if err := json.Unmarshal([]byte(line), &ev); err != nil {
+		t.Fatalf("trace output %q: %v", line, err)
+	}
+	if ev.Reason != "SPOOFED_IP" || ev.Node != e.nodeOf(pod).Name || ev.VPC != "blue" || ev.Pod == nil ||
+		ev.Pod.Namespace != e.ns || ev.Pod.Name != pod.Name || ev.Pod.Interface != ifname || ev.Src != spoof.String() {
+		t.Errorf("forged packet of %s/%s traced as %s", e.ns, pod.Name, line)
+	}
 }

@@ -17,13 +17,14 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cni-genie/cni-genie/pkg/image"
 	"github.com/cni-genie/cni-genie/pkg/install"
 	"github.com/cni-genie/cni-genie/pkg/testutil/kubenode"
 	"github.com/cni-genie/cni-genie/pkg/testutil/testenv"
 )
 
-// TestPrivilegedInstallUnderKubelet installs genie from the chart's
-// manifests on a real node whose network is the bridge plugin, then:
+// TestPrivilegedInstallUnderKubelet installs genie with helm (the chart, as
+// the README says) on a real node whose network is the bridge plugin, then:
 //   - a pod without annotation gets the wrapped default network;
 //   - a pod with the NPWG annotation gets bridge + macvlan NADs and a VPC;
 //   - a pod with the classic cni annotation gets what it lists;
@@ -33,11 +34,15 @@ import (
 //   - deleting the pods leaves no lease, record, endpoint or veth;
 //   - containerd and then kubelet restart: running pods keep their
 //     network and a new pod works;
-//   - uninstall removes genie's files only, and a pod made through genie
-//     is deleted cleanly afterwards.
+//   - helm upgrade with the same values changes nothing; to a new image
+//     tag it replaces the agent while VPC traffic flows;
+//   - uninstall (helm) removes genie's files only, and a pod made through
+//     genie is deleted cleanly afterwards;
+//   - the plain manifests (deploy/manifests) install, serve a VPC pod and
+//     uninstall again.
 func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 	e := setup(t)
-	e.install()
+	e.helmInstall()
 	conf, err := os.ReadFile(e.n.NodePath("/etc/cni/net.d/" + install.ConfName))
 	if err != nil || !strings.Contains(string(conf), `"defaultNetworks": [`+"\n"+`        "cluster"`) {
 		t.Fatalf("genie's conflist does not wrap the cluster network: %v\n%s", err, conf)
@@ -94,6 +99,13 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 			}
 		}
 	})
+	t.Run("trace", func(t *testing.T) {
+		e := e.with(t)
+		if multiIPs == nil {
+			t.Skip("npwg pod failed")
+		}
+		e.traceSpoofed(e.pod("multi"), "net3", e.pod("peer"))
+	})
 	t.Run("service-controller", func(t *testing.T) { e.with(t).serviceController() }) // service_test.go
 	t.Run("plugin-credentials", func(t *testing.T) {
 		e := e.with(t)
@@ -141,12 +153,20 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 		binPath := e.n.NodePath("/opt/cni/bin/genie")
 		conf0, _ := os.ReadFile(confPath)
 		bin0, _ := os.Stat(binPath)
-		// Install twice: nothing on the node changes.
-		if out, err := e.n.Kubectl("apply", "-f", filepath.Join(e.root, "deploy/manifests/cni-genie.yaml")); err != nil {
-			t.Fatalf("second apply: %v\n%s", err, out)
+		// Install twice: the same chart and values change nothing, not
+		// even the DaemonSet's pod.
+		before := e.genieds()
+		e.helm("upgrade", "cni-genie", e.chart(), "--namespace", "kube-system", "--reuse-values")
+		if after := e.genieds(); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("helm upgrade with the same values replaced the DaemonSet pod: %v → %v", before, after)
 		}
-		// Upgrade in place: a new DaemonSet pod replaces the agent and the
-		// installer while a VPC pod pings its peer through the data plane.
+		// Upgrade in place, to another image tag (the same bits, tagged
+		// anew in containerd as a registry would serve them): a new
+		// DaemonSet pod replaces the agent and the installer while a VPC
+		// pod pings its peer through the data plane.
+		if out, err := e.n.Ctr("images", "tag", image.GenieRef, image.GenieRef+"-upgrade"); err != nil {
+			t.Fatalf("tag image: %v\n%s", err, out)
+		}
 		peer := e.pod("peer")
 		var peerIP net.IP
 		for _, s := range e.networkStatus("peer") {
@@ -159,9 +179,8 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if out, err := e.n.Kubectl("-n", "kube-system", "rollout", "restart", "ds/cni-genie"); err != nil {
-			t.Fatalf("rollout restart: %v\n%s", err, out)
-		}
+		tag := image.GenieRef[strings.LastIndex(image.GenieRef, ":")+1:] + "-upgrade"
+		e.helm("upgrade", "cni-genie", e.chart(), "--namespace", "kube-system", "--reuse-values", "--set", "image.tag="+tag)
 		if out, err := e.n.Kubectl("-n", "kube-system", "rollout", "status", "ds/cni-genie", "--timeout=120s"); err != nil {
 			t.Fatalf("rollout status: %v\n%s", err, out)
 		}
@@ -231,14 +250,49 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 		e.deletePods("fresh", "peer2", "multi")
 		e.noLeftovers("deleting every pod")
 	})
+	t.Run("second-node", func(t *testing.T) {
+		// Two kubelets, two containerd, one API server: the DaemonSet
+		// comes up on the worker and VPC pods on the two nodes reach
+		// each other through the overlay between them.
+		e := e.with(t)
+		w := kubenode.NewWorker(t, e.n, kubenode.Options{Name: "genie-node-2"})
+		e.w = w
+		// The upgrade above runs the image under its new tag.
+		if out, err := w.Ctr("images", "tag", image.GenieRef, image.GenieRef+"-upgrade"); err != nil {
+			t.Fatalf("tag image on %s: %v\n%s", w.Name, err, out)
+		}
+		e.waitDaemonSet("cni-genie", 2*time.Minute)
+		e.eventually(time.Minute, "genie's conflist on "+w.Name, func() error {
+			_, err := os.Stat(w.NodePath("/etc/cni/net.d/" + install.ConfName))
+			return err
+		})
+		blue := map[string]string{"k8s.v1.cni.cncf.io/networks": "nad-blue"}
+		a, _ := e.runPod("on-1", blue)
+		b, _ := e.runPodOn(w, "on-2", blue)
+		want := map[string]*netIPNet{"eth0": clusterNet, "net1": vpcNet}
+		st := map[string]string{"eth0": "cluster", "net1": e.ns + "/nad-blue"}
+		aIPs, bIPs := e.checkPod(a, want, st), e.checkPod(b, want, st)
+		if err := e.ping(a, bIPs["net1"]); err != nil {
+			t.Errorf("%s to %s across nodes: %v", a.Name, b.Name, err)
+		}
+		if err := e.ping(b, aIPs["net1"]); err != nil {
+			t.Errorf("%s to %s across nodes: %v", b.Name, a.Name, err)
+		}
+		dot := e.geniectl("status", "--graph", "dot")
+		for _, want := range []string{`"pod/genie-node/default/on-1" -> "vpc/blue"`, `"pod/genie-node-2/default/on-2" -> "vpc/blue"`} {
+			if !strings.Contains(dot, want) {
+				t.Errorf("geniectl status --graph dot lacks %s:\n%s", want, dot)
+			}
+		}
+		e.deletePods("on-1", "on-2")
+	})
 	t.Run("uninstall", func(t *testing.T) {
 		e := e.with(t)
 		survivor, _ := e.runPod("survivor", map[string]string{"k8s.v1.cni.cncf.io/networks": "nad-bridge"})
 		before := e.netConfDir()
-		up := filepath.Join(e.root, "deploy/manifests/cni-genie-uninstall.yaml")
-		if out, err := e.n.Kubectl("apply", "-f", up); err != nil {
-			t.Fatalf("apply uninstall: %v\n%s", err, out)
-		}
+		// docs/install.md: upgrade to uninstall=true, wait for the
+		// cni-genie-uninstall DaemonSet, then helm uninstall.
+		e.helm("upgrade", "cni-genie", e.chart(), "--namespace", "kube-system", "--reuse-values", "--set", "uninstall=true")
 		e.waitDaemonSet("cni-genie-uninstall", 2*time.Minute)
 		after := e.netConfDir()
 		for f := range before {
@@ -262,8 +316,13 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 				t.Errorf("uninstall removed %s", b)
 			}
 		}
-		if out, err := e.n.Kubectl("delete", "--wait=true", "--timeout=120s", "-f", up, "-f", filepath.Join(e.root, "deploy/manifests/cni-genie.yaml")); err != nil {
-			t.Fatalf("delete manifests: %v\n%s", err, out)
+		e.helm("uninstall", "cni-genie", "--namespace", "kube-system", "--wait", "--timeout", "2m")
+		if out, err := e.n.Kubectl("get", "-n", "kube-system", "ds,sa", "-l", "app.kubernetes.io/name=cni-genie", "-o", "name"); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+			t.Errorf("helm uninstall left %s (%v)", out, err)
+		}
+		// helm never deletes CRDs: the VPCs and NADs stay.
+		if out, err := e.n.Kubectl("get", "vpcs.genie.cni.io", "blue"); err != nil {
+			t.Errorf("VPC gone after helm uninstall: %v\n%s", err, out)
 		}
 		// A pod made through genie, deleted after uninstall: its DEL goes to
 		// the cluster network and the pod goes away.
@@ -272,5 +331,27 @@ func TestPrivilegedInstallUnderKubelet(t *testing.T) {
 		p, _ := e.runPod("after", nil)
 		e.checkPodNoGenie(p)
 		e.deletePods("after")
+	})
+	t.Run("manifests", func(t *testing.T) {
+		// The plain manifests, on the node helm left (CRDs and networks
+		// in place): install, a VPC pod, uninstall.
+		e := e.with(t)
+		e.install()
+		p, _ := e.runPod("plain-vpc", map[string]string{"k8s.v1.cni.cncf.io/networks": "nad-blue"})
+		e.checkPod(p, map[string]*netIPNet{"eth0": clusterNet, "net1": vpcNet}, map[string]string{"eth0": "cluster", "net1": e.ns + "/nad-blue"})
+		e.deletePods("plain-vpc")
+		up := filepath.Join(e.root, "deploy/manifests/cni-genie-uninstall.yaml")
+		if out, err := e.n.Kubectl("apply", "-f", up); err != nil {
+			t.Fatalf("apply uninstall: %v\n%s", err, out)
+		}
+		e.waitDaemonSet("cni-genie-uninstall", 2*time.Minute)
+		for _, f := range []string{install.ConfName, install.KubeconfigName} {
+			if _, ok := e.netConfDir()[f]; ok {
+				t.Errorf("uninstall left %s", f)
+			}
+		}
+		if out, err := e.n.Kubectl("delete", "--wait=true", "--timeout=120s", "-f", up, "-f", filepath.Join(e.root, "deploy/manifests/cni-genie.yaml")); err != nil {
+			t.Fatalf("delete manifests: %v\n%s", err, out)
+		}
 	})
 }

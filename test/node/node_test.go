@@ -33,10 +33,11 @@ const clusterConflist = `{"cniVersion": "1.0.0", "name": "cluster", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}`
 
-// env is one installed node.
+// env is one installed node (and a worker, once added).
 type env struct {
 	t    testing.TB
 	n    *kubenode.Node
+	w    *kubenode.Node // the worker (nil: none)
 	cs   *kubernetes.Clientset
 	root string
 	bin  string // the image's binaries (geniectl)
@@ -111,10 +112,53 @@ func (e *env) install() {
 	if out, err := e.n.Kubectl("apply", "-f", filepath.Join(e.root, "deploy/manifests/cni-genie.yaml")); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
+	e.waitInstalled()
+	t.Logf("genie installed from deploy/manifests and ready in %v", time.Since(begin).Round(time.Millisecond))
+}
+
+// helmInstall installs the chart with helm, as the README says, and waits
+// like install. GENIE_TEST_HELM_SET is passed as --set (experiments, e.g.
+// agent.capabilities={BPF,NET_ADMIN}).
+func (e *env) helmInstall() {
+	begin := time.Now()
+	args := []string{"install", "cni-genie", e.chart(), "--namespace", "kube-system"}
+	if s := os.Getenv("GENIE_TEST_HELM_SET"); s != "" {
+		args = append(args, "--set", s)
+	}
+	e.helm(args...)
+	e.waitInstalled()
+	e.t.Logf("genie installed with helm and ready in %v", time.Since(begin).Round(time.Millisecond))
+}
+
+// waitInstalled waits until the DaemonSet's pods are ready and genie's
+// conflist is in place.
+func (e *env) waitInstalled() {
 	e.waitDaemonSet("cni-genie", 90*time.Second)
 	conf := e.n.NodePath("/etc/cni/net.d/" + install.ConfName)
 	e.eventually(time.Minute, "genie's conflist", func() error { _, err := os.Stat(conf); return err })
-	t.Logf("genie installed and ready in %v", time.Since(begin).Round(time.Millisecond))
+}
+
+func (e *env) chart() string { return filepath.Join(e.root, "deploy/helm/cni-genie") }
+
+// helm runs the helm of the bin dir inside the node as the admin, its
+// cache and config in the node's dir (never the host's $HOME).
+func (e *env) helm(args ...string) string {
+	e.t.Helper()
+	h := filepath.Join(testenv.BinDir(e.t), "helm")
+	if _, err := os.Stat(h); err != nil {
+		if os.Getenv(kubenode.EnvRequire) == "1" {
+			e.t.Fatalf("needs %s (run hack/build-test-bins.sh)", h)
+		}
+		e.t.Skipf("needs %s (run hack/build-test-bins.sh)", h)
+	}
+	home := filepath.Join(e.n.Dir, "helm")
+	full := append([]string{"HELM_CACHE_HOME=" + home + "/cache", "HELM_CONFIG_HOME=" + home + "/config",
+		"HELM_DATA_HOME=" + home + "/data", "KUBECONFIG=" + e.n.AdminKubeconfig, h}, args...)
+	out, err := e.n.Exec("env", full...)
+	if err != nil {
+		e.t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 func (e *env) waitDaemonSet(name string, timeout time.Duration) {
@@ -196,9 +240,15 @@ func (e *env) networks() {
 // and the time from create to Running.
 func (e *env) runPod(name string, ann map[string]string) (*corev1.Pod, time.Duration) {
 	e.t.Helper()
+	return e.runPodOn(e.n, name, ann)
+}
+
+// runPodOn is runPod on node n.
+func (e *env) runPodOn(n *kubenode.Node, name string, ann map[string]string) (*corev1.Pod, time.Duration) {
+	e.t.Helper()
 	ctx := context.Background()
 	begin := time.Now()
-	if _, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, kubenode.BusyboxPod(e.ns, name, e.n.Name, ann), metav1.CreateOptions{}); err != nil {
+	if _, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, kubenode.BusyboxPod(e.ns, name, n.Name, ann), metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
 	p, err := kubenode.WaitRunning(ctx, e.cs, e.ns, name, 2*time.Minute)
@@ -227,7 +277,7 @@ func (e *env) deletePods(names ...string) {
 // addresses.
 func (e *env) ifaces(p *corev1.Pod) map[string][]net.IP {
 	e.t.Helper()
-	pns, err := e.n.PodNetNS(p)
+	pns, err := e.nodeOf(p).PodNetNS(p)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -327,7 +377,7 @@ func keys[V any](m map[string]V) []string {
 // ping sends one ICMP echo from the pod's netns (the node's busybox, run
 // in the container's network namespace).
 func (e *env) ping(from *corev1.Pod, to net.IP) error {
-	pns, err := e.n.PodNetNS(from)
+	pns, err := e.nodeOf(from).PodNetNS(from)
 	if err != nil {
 		return err
 	}
@@ -406,4 +456,12 @@ func (e *env) agentMetric(name string) (float64, error) {
 		}
 	}
 	return -1, fmt.Errorf("no %s in /metrics", name)
+}
+
+// nodeOf returns the node a pod runs on.
+func (e *env) nodeOf(p *corev1.Pod) *kubenode.Node {
+	if e.w != nil && p.Spec.NodeName == e.w.Name {
+		return e.w
+	}
+	return e.n
 }

@@ -37,6 +37,10 @@ type Config struct {
 	// KubeScope is kubestore.Options.Scope: a prefix that lets several
 	// independent stores share one cluster (empty for a real deployment).
 	KubeScope string
+	// DirectoryShards is the endpoint directory's shard count the store
+	// lays records out by (zero: directory.DefaultShards); see
+	// store.DirectorySource.
+	DirectoryShards int
 	// Logger receives the backend client's logs (etcd only); nil discards
 	// them below warn, as etcdstore does.
 	Logger *slog.Logger
@@ -85,13 +89,13 @@ func Open(ctx context.Context, c Config) (store.Store, error) {
 	}
 	switch c.backend() {
 	case Kubernetes:
-		st, err := kubestore.New(ctx, c.Kubeconfig, kubestore.Options{Scope: c.KubeScope})
+		st, err := kubestore.New(ctx, c.Kubeconfig, kubestore.Options{Scope: c.KubeScope, DirectoryShards: c.DirectoryShards})
 		if err != nil {
 			return nil, fmt.Errorf("open datastore %s: %w", c.Describe(), err)
 		}
 		return st, nil
 	default:
-		st, err := etcdstore.New(ctx, c.EtcdEndpoints, etcdstore.Options{Logger: c.Logger})
+		st, err := etcdstore.New(ctx, c.EtcdEndpoints, etcdstore.Options{Logger: c.Logger, DirectoryShards: c.DirectoryShards})
 		if err != nil {
 			return nil, fmt.Errorf("open datastore %s: %w", c.Describe(), err)
 		}

@@ -36,4 +36,9 @@ type Options struct {
 	Prefix string
 	// Logger receives client warnings; nil discards them.
 	Logger *slog.Logger
+	// DirectoryShards is the shard count of the endpoint directory's
+	// keys (a power of two; zero means directory.DefaultShards). Every
+	// writer of a cluster must use the same count; changing it needs the
+	// directory keys rewritten (see doc.go).
+	DirectoryShards int
 }

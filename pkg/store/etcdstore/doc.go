@@ -13,6 +13,19 @@
 //	/genie/v1/endpoints/<vpc>/<id>            Endpoint (id = containerID/ifname)
 //	/genie/v1/endpoint-ips/<vpc>/<ip>         endpoint id (one endpoint per IP)
 //	/genie/v1/blocks/<vpc>/<subnet>/<cidr>    Block (cidr like 10.1.0.64/26)
+//	/genie/v1/directory/<%05x shard>/<vni>/<ip>  {"node","mac"}: the endpoint's directory record
+//
+// The directory key (directory.go) is written and deleted in the same
+// transaction as its endpoint, so that a holder of the endpoint directory
+// (package directory) lists and watches only its shards: ListShards is one
+// range read per shard prefix, batched in transactions at one revision;
+// WatchShards is one prefix watch per shard up to 256 shards (multiplexed
+// by clientv3 on one gRPC stream; their events carry a resume revision
+// kept safe with etcd's progress notifications), else one watch of
+// /directory/ filtered by shard. The shard count (Options.DirectoryShards,
+// 4096 by default) is a cluster-wide constant. Endpoints written before
+// this layout get their key when their agent restarts (it re-puts its
+// endpoints) or from BackfillDirectory (geniectl directory backfill).
 //
 // Every uniqueness rule is an optimistic transaction: read the relevant
 // keys at one revision, decide, then commit with compares that fail if

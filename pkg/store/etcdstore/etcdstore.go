@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/cni-genie/cni-genie/pkg/directory"
 	"github.com/cni-genie/cni-genie/pkg/store"
 	"github.com/cni-genie/cni-genie/pkg/vpc"
 )
@@ -26,6 +28,8 @@ type Store struct {
 	kv     availKV
 	owned  bool
 	prefix string
+	// shards is the directory's shard count (directory.go).
+	shards int
 }
 
 var _ store.Store = (*Store)(nil)
@@ -71,7 +75,11 @@ func NewFromClient(cli *clientv3.Client, opts Options) *Store {
 	if p == "" {
 		p = DefaultPrefix
 	}
-	return &Store{cli: cli, kv: newAvailKV(cli), prefix: p}
+	sh := opts.DirectoryShards
+	if sh <= 0 || sh&(sh-1) != 0 {
+		sh = directory.DefaultShards
+	}
+	return &Store{cli: cli, kv: newAvailKV(cli), prefix: p, shards: sh}
 }
 
 // Close closes the client if New created it.
@@ -517,7 +525,8 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 			clientv3.Compare(clientv3.ModRevision(s.endpointKey(e.VPC, e.ID)), "=", modRev(rs[2])),
 			clientv3.Compare(clientv3.ModRevision(s.endpointIPKey(e.VPC, e.IP)), "=", modRev(rs[3])),
 		}
-		ops := []clientv3.Op{clientv3.OpPut(s.endpointKey(e.VPC, e.ID), string(val))}
+		// The directory key goes with the endpoint (directory.go).
+		ops := []clientv3.Op{clientv3.OpPut(s.endpointKey(e.VPC, e.ID), string(val)), s.dirPut(e)}
 		if len(rs[3].Kvs) == 0 {
 			ops = append(ops, clientv3.OpPut(s.endpointIPKey(e.VPC, e.IP), e.ID))
 		}
@@ -532,7 +541,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 				}
 				if ok {
 					cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.endpointIPKey(e.VPC, old.IP)), "=", rev))
-					ops = append(ops, clientv3.OpDelete(s.endpointIPKey(e.VPC, old.IP)))
+					ops = append(ops, clientv3.OpDelete(s.endpointIPKey(e.VPC, old.IP)), clientv3.OpDelete(s.dirKey(cmp.Or(old.VNI, e.VNI), old.IP)))
 				}
 			}
 		}
@@ -592,6 +601,9 @@ func (s *Store) DeleteEndpoint(ctx context.Context, vpcName, id string) error {
 			if ok {
 				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.endpointIPKey(vpcName, e.IP)), "=", rev))
 				ops = append(ops, clientv3.OpDelete(s.endpointIPKey(vpcName, e.IP)))
+				if e.VNI != 0 {
+					ops = append(ops, clientv3.OpDelete(s.dirKey(e.VNI, e.IP)))
+				}
 			}
 		}
 		resp, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()

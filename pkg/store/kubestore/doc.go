@@ -19,6 +19,8 @@
 //	VNIClaim       vni-<n>                 spec.{vpc,vpcUID}
 //	VPCService     <vpc>.<name>            spec: the service.Service; status: its resolved backends
 //	VPCServiceVIP  <vpc>.<a-b-c-d>         spec.{vpc,service,vip}: the VIP's claim
+//	VPCEgressGateway <vpc>.<name>          spec: the egress.Gateway (drains included)
+//	Lease (coordination.k8s.io) <scope>.beat.<node>  an egress gateway's heartbeat
 //
 // Labels genie.cni.io/vpc and genie.cni.io/subnet let lists and watches
 // select server-side. Objects are plain JSON through client-go's dynamic
@@ -82,6 +84,13 @@
 //     (subnetFence). Backends are the service's status, so they go with
 //     it, and one watch carries both in order. Leadership (leader.go) is
 //     a coordination Lease through client-go leaderelection.
+//   - Egress gateways (egress.go): checked against the VPC, the nodes and
+//     the VPC's other gateways listed at the time, then created (the
+//     object name is the "unique in the VPC" rule) or updated with the
+//     resourceVersion read. Two concurrent writes of different gateways
+//     giving one node two egress addresses in one VPC are not fenced
+//     (no multi-object transaction here; etcd's is). Heartbeats are
+//     Leases renewed by their node (store.BeatStore).
 //
 // # Endpoint records: a CR per attachment, measured
 //
@@ -152,6 +161,18 @@
 // stream with a set-based label selector: an agent hosting some VPCs
 // receives only their endpoints, where WatchEndpoints(ctx, "", rev)
 // would stream every endpoint of the cluster to every node.
+//
+// The endpoint directory (directory.go, store.DirectorySource): every
+// VPCEndpoint carries the label genie.cni.io/shard=<shard of {vni, ip}>,
+// written by PutEndpoint, so a directory holder lists and watches its
+// shards with the set selector "genie.cni.io/shard in (...)" (up to 256
+// values; above, the label's presence, filtered by the client). A
+// record's Version is the object's resourceVersion. The label is not
+// checked by admission (CEL cannot compute the hash); a wrong label only
+// hides the record from its holders, and the client drops records whose
+// spec is not of a shard it asked for. Objects written before the label
+// get it when their agent restarts (it re-puts its endpoints) or from
+// BackfillDirectory (geniectl directory backfill).
 //
 // # Scale
 //

@@ -141,7 +141,8 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 		}
 
 		spec := endpointSpecOf(e)
-		o := &endpointObject{header: s.newHeader(resEndpoint, epName, LabelVPC, e.VPC, LabelSubnet, e.Subnet), Spec: spec}
+		shard := s.shardLabel(e.VNI, e.IP) // directory.go
+		o := &endpointObject{header: s.newHeader(resEndpoint, epName, LabelVPC, e.VPC, LabelSubnet, e.Subnet, LabelShard, shard), Spec: spec}
 		o, err = create(ctx, s, resEndpoint, o)
 		if err == nil {
 			if err := s.recheck(ctx, what, so, bo, blk, sn); err != nil {
@@ -165,7 +166,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 		if at.Spec.ID != e.ID {
 			return vpc.Endpoint{}, fmt.Errorf("%s: ip %s is held by endpoint %q: %w", what, e.IP, e.VPC+"/"+at.Spec.ID, store.ErrConflict)
 		}
-		if reflect.DeepEqual(at.Spec, spec) && at.Metadata.Labels[LabelSubnet] == e.Subnet {
+		if reflect.DeepEqual(at.Spec, spec) && at.Metadata.Labels[LabelSubnet] == e.Subnet && at.Metadata.Labels[LabelShard] == shard {
 			ok = true
 			return e, nil
 		}
@@ -174,6 +175,7 @@ func (s *Store) PutEndpoint(ctx context.Context, e vpc.Endpoint) (vpc.Endpoint, 
 			at.Metadata.Labels = map[string]string{}
 		}
 		at.Metadata.Labels[LabelSubnet] = e.Subnet
+		at.Metadata.Labels[LabelShard] = shard
 		if _, err := update(ctx, s, resEndpoint, at, false); apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			continue
 		} else if err != nil {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	coordv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -50,6 +51,11 @@ type Options struct {
 	// LeaseDuration of Lead's Leases: a leader that stops renewing is
 	// replaced after at most this long. Zero means 15s.
 	LeaseDuration time.Duration
+	// DirectoryShards is the shard count of the endpoint directory's
+	// genie.cni.io/shard labels (a power of two; zero means
+	// directory.DefaultShards). Every writer of a cluster must use the
+	// same count (see directory.go).
+	DirectoryShards int
 }
 
 // Store is the Kubernetes implementation of store.Store: one CRD object
@@ -60,6 +66,8 @@ type Store struct {
 	cfg   *rest.Config // as connected, for the typed clients of Lead
 	scope string
 	opts  Options
+	// beatState: the egress heartbeats' Lease client (egress.go).
+	beatState
 	// vipStaleAfter overrides defaultVIPStaleAfter (tests).
 	vipStaleAfter time.Duration
 	// blockLens caches the block prefix length of subnets ("vpc/subnet"),
@@ -136,7 +144,7 @@ func NewForConfig(ctx context.Context, cfg *rest.Config, opts Options) (*Store, 
 	if err != nil {
 		return nil, fmt.Errorf("connect to kubernetes %s: %w", cfg.Host, err)
 	}
-	s := &Store{dyn: dyn, hc: hc, cfg: cfg, scope: opts.Scope, opts: opts}
+	s := &Store{dyn: dyn, hc: hc, cfg: cfg, scope: opts.Scope, opts: opts, beatState: beatState{beats: map[string]*coordv1.Lease{}}}
 	for _, r := range allResources {
 		_, err := s.dyn.Resource(r.gvr).List(ctx, metav1.ListOptions{Limit: 1})
 		if apierrors.IsNotFound(err) {

@@ -13,7 +13,7 @@ import (
 )
 
 func nodeSpecOf(n vpc.Node) nodeSpec {
-	sp := nodeSpec{Name: n.Name, UnderlayIP: n.UnderlayIP.String(), Uplink: n.Uplink, UplinkMTU: n.UplinkMTU}
+	sp := nodeSpec{Name: n.Name, UnderlayIP: n.UnderlayIP.String(), Uplink: n.Uplink, UplinkMTU: n.UplinkMTU, Labels: n.Labels}
 	if len(n.UnderlayMAC) > 0 {
 		sp.UnderlayMAC = n.UnderlayMAC.String()
 	}
@@ -48,7 +48,7 @@ func (s *Store) RegisterNode(ctx context.Context, n vpc.Node) error {
 		if err != nil {
 			return wrap(what, err)
 		}
-		if cur.Spec == o.Spec {
+		if cur.Spec.equal(o.Spec) {
 			return nil
 		}
 		cur.Spec = o.Spec

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -58,6 +59,7 @@ var (
 	resIndex    = res("endpointindexes", "EndpointIndex")
 	resService  = res("vpcservices", "VPCService")
 	resVIP      = res("vpcservicevips", "VPCServiceVIP")
+	resEgress   = res("vpcegressgateways", "VPCEgressGateway")
 )
 
 // CRDFiles are the store's CRDs, files of deploy/crds. All must be
@@ -72,10 +74,11 @@ var CRDFiles = []string{
 	"genie.cni.io_endpointindexes.yaml",
 	"genie.cni.io_vpcservices.yaml",
 	"genie.cni.io_vpcservicevips.yaml",
+	"genie.cni.io_vpcegressgateways.yaml",
 }
 
 // allResources lists every CRD the store needs, for the start-up check.
-var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex, resService, resVIP}
+var allResources = []resource{resVPC, resSubnet, resNode, resBlock, resEndpoint, resVNIClaim, resIndex, resService, resVIP, resEgress}
 
 // header is the part every object shares.
 type header struct {
@@ -98,6 +101,8 @@ type vpcObject struct {
 type vpcSpec struct {
 	CIDR string `json:"cidr"`
 	MTU  int    `json:"mtu,omitempty"`
+	// QoSClass is vpc.VPC.QoSClass.
+	QoSClass string `json:"qosClass,omitempty"`
 }
 
 type vpcStatus struct {
@@ -146,6 +151,13 @@ type nodeSpec struct {
 	UnderlayMAC string `json:"underlayMAC,omitempty"`
 	Uplink      string `json:"uplink,omitempty"`
 	UplinkMTU   int    `json:"uplinkMTU,omitempty"`
+	// Labels are the node's labels (vpc.Node.Labels).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+func (a nodeSpec) equal(b nodeSpec) bool {
+	return a.Name == b.Name && a.UnderlayIP == b.UnderlayIP && a.UnderlayMAC == b.UnderlayMAC &&
+		a.Uplink == b.Uplink && a.UplinkMTU == b.UplinkMTU && maps.Equal(a.Labels, b.Labels)
 }
 
 type blockObject struct {
@@ -180,6 +192,8 @@ type endpointSpec struct {
 	Published    string `json:"published,omitempty"` // RFC 3339 with nanoseconds
 	// Labels are the pod's labels at ADD (service selectors match them).
 	Labels map[string]string `json:"labels,omitempty"`
+	// QoS is vpc.Endpoint.QoS.
+	QoS *vpc.EndpointQoS `json:"qos,omitempty"`
 }
 
 type vniClaimObject struct {
@@ -286,7 +300,7 @@ func (s *Store) toVPC(o *vpcObject) (vpc.VPC, error) {
 	if err != nil {
 		return vpc.VPC{}, fmt.Errorf("vpc object %q: cidr %q: %w", o.Metadata.Name, o.Spec.CIDR, vpc.ErrInvalid)
 	}
-	return vpc.VPC{Name: s.unscope(o.Metadata.Name), CIDR: p, VNI: o.Status.VNI, MTU: o.Spec.MTU}, nil
+	return vpc.VPC{Name: s.unscope(o.Metadata.Name), CIDR: p, VNI: o.Status.VNI, MTU: o.Spec.MTU, QoSClass: o.Spec.QoSClass}, nil
 }
 
 func toSubnet(o *subnetObject) (vpc.Subnet, error) {
@@ -299,7 +313,7 @@ func toSubnet(o *subnetObject) (vpc.Subnet, error) {
 }
 
 func toNode(o *nodeObject) (vpc.Node, error) {
-	n := vpc.Node{Name: o.Spec.Name, Uplink: o.Spec.Uplink, UplinkMTU: o.Spec.UplinkMTU}
+	n := vpc.Node{Name: o.Spec.Name, Uplink: o.Spec.Uplink, UplinkMTU: o.Spec.UplinkMTU, Labels: o.Spec.Labels}
 	var err error
 	if n.UnderlayIP, err = netip.ParseAddr(o.Spec.UnderlayIP); err != nil {
 		return vpc.Node{}, fmt.Errorf("node object %q: underlay ip %q: %w", o.Metadata.Name, o.Spec.UnderlayIP, vpc.ErrInvalid)
@@ -323,7 +337,7 @@ func toBlock(o *blockObject) (store.Block, error) {
 func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 	sp := o.Spec
 	e := vpc.Endpoint{VPC: sp.VPC, Subnet: sp.Subnet, VNI: sp.VNI, ID: sp.ID, PodNamespace: sp.PodNamespace,
-		PodName: sp.PodName, Interface: sp.Interface, Node: sp.Node, Labels: sp.Labels}
+		PodName: sp.PodName, Interface: sp.Interface, Node: sp.Node, Labels: sp.Labels, QoS: sp.QoS}
 	var err error
 	if e.IP, err = netip.ParseAddr(sp.IP); err != nil {
 		return vpc.Endpoint{}, fmt.Errorf("endpoint object %q: ip %q: %w", o.Metadata.Name, sp.IP, vpc.ErrInvalid)
@@ -343,7 +357,7 @@ func toEndpoint(o *endpointObject) (vpc.Endpoint, error) {
 
 func endpointSpecOf(e vpc.Endpoint) endpointSpec {
 	sp := endpointSpec{VPC: e.VPC, Subnet: e.Subnet, VNI: e.VNI, ID: e.ID, PodNamespace: e.PodNamespace,
-		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node, Labels: e.Labels}
+		PodName: e.PodName, Interface: e.Interface, IP: e.IP.String(), Node: e.Node, Labels: e.Labels, QoS: e.QoS}
 	if len(e.MAC) > 0 {
 		sp.MAC = e.MAC.String()
 	}

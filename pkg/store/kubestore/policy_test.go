@@ -317,6 +317,12 @@ func TestObjectConsistencyPolicy(t *testing.T) {
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "must be named "+sc+".blue.10-1-0-9") {
 		t.Errorf("endpoint named after another ip: %v", err)
 	}
+	gw := raw("VPCEgressGateway", sc+".blue.other", sc, map[string]any{"vpc": "blue", "name": "out", "destinations": []any{"0.0.0.0/0"}, "nodes": []any{"n1"}})
+	gw.SetLabels(map[string]string{kubestore.LabelScope: sc, kubestore.LabelVPC: "blue"})
+	_, err = d.Resource(gvr("vpcegressgateways")).Create(ctx, gw, metav1.CreateOptions{})
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "must be named "+sc+".blue.out") {
+		t.Errorf("egress gateway named after another: %v", err)
+	}
 }
 
 // Cross-object rules for objects made with kubectl: a Subnet object

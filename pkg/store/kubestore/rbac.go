@@ -17,6 +17,7 @@ func PolicyRules() []rbacv1.PolicyRule {
 		rule([]string{"deletecollection"}, "endpointindexes"),
 		rule([]string{"get", "list", "watch", "create", "delete"}, "vpcservices", "vpcservicevips"),
 		rule([]string{"update"}, "vpcservices/status"),
+		rule([]string{"get", "list", "watch", "create", "update", "delete"}, "vpcegressgateways"),
 	}
 }
 
@@ -46,8 +47,11 @@ func AgentPolicyRules() []rbacv1.PolicyRule {
 		// Services: read them; the elected resolver writes their backends.
 		rule([]string{"get", "list", "watch"}, "vpcservices", "vpcservicevips"),
 		rule([]string{"update"}, "vpcservices/status"),
-		// The resolver's leader election (Lease): see LeaseNamespace.
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+		// Egress gateways: read them (geniectl and operators write them).
+		rule([]string{"get", "list", "watch"}, "vpcegressgateways"),
+		// The resolver's leader election and the egress gateways'
+		// heartbeats (Leases): see LeaseNamespace.
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
 	}
 }
 

@@ -21,7 +21,7 @@ func (s *Store) CreateVPC(ctx context.Context, v vpc.VPC) (vpc.VPC, error) {
 	if err := v.Validate(); err != nil {
 		return vpc.VPC{}, fmt.Errorf("%s: %w", what, err)
 	}
-	o := &vpcObject{header: s.newHeader(resVPC, s.vpcName(v.Name)), Spec: vpcSpec{CIDR: v.CIDR.String(), MTU: v.MTU}}
+	o := &vpcObject{header: s.newHeader(resVPC, s.vpcName(v.Name)), Spec: vpcSpec{CIDR: v.CIDR.String(), MTU: v.MTU, QoSClass: v.QoSClass}}
 	o, err := create(ctx, s, resVPC, o)
 	if apierrors.IsAlreadyExists(err) {
 		return vpc.VPC{}, fmt.Errorf("%s: %w", what, store.ErrExists)

@@ -153,6 +153,14 @@ func testVPCLifecycle(t *testing.T, open func() store.Store) {
 	if want := "a=1 c=3 d=2"; strings.Join(names, " ") != want {
 		t.Fatalf("list = %v, want %s", names, want)
 	}
+	// The optional fields round-trip.
+	q, err := s.CreateVPC(ctx, vpc.VPC{Name: "q", CIDR: netip.MustParsePrefix("10.5.0.0/16"), MTU: 1400, QoSClass: "low"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetVPC(ctx, "q"); err != nil || got != q || got.QoSClass != "low" || got.MTU != 1400 {
+		t.Fatalf("get q = %+v, %v; want %+v with mtu 1400 and qos class low", got, err, q)
+	}
 }
 
 func testCreateVPCInvalid(t *testing.T, open func() store.Store) {
@@ -168,6 +176,8 @@ func testCreateVPCInvalid(t *testing.T, open func() store.Store) {
 		_, err := s.CreateVPC(t.Context(), vpc.VPC{Name: tc.name, CIDR: p})
 		wantErr(t, fmt.Sprintf("create vpc %q %s", tc.name, tc.cidr), err, vpc.ErrInvalid, tc.want)
 	}
+	_, err := s.CreateVPC(t.Context(), vpc.VPC{Name: "blue", CIDR: netip.MustParsePrefix("10.0.0.0/16"), QoSClass: "gold"})
+	wantErr(t, "create vpc with qos class gold", err, vpc.ErrInvalid, `qos class "gold": want high, normal or low`)
 	if l, _ := s.ListVPCs(t.Context()); len(l) != 0 {
 		t.Fatalf("invalid vpcs were stored: %+v", l)
 	}
@@ -585,7 +595,8 @@ func testEndpoints(t *testing.T, open func() store.Store) {
 	events := open().WatchEndpoints(wctx, "blue", rev0)
 
 	ep := vpc.Endpoint{VPC: "blue", Subnet: "web", ID: "c1/eth1", PodNamespace: "default", PodName: "a", Interface: "eth1",
-		IP: netip.MustParseAddr("10.1.0.2"), MAC: net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}, Node: "n1"}
+		IP: netip.MustParseAddr("10.1.0.2"), MAC: net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}, Node: "n1",
+		QoS: &vpc.EndpointQoS{Class: "high", EgressRate: 10_000_000, IngressRate: 20_000_000}}
 	got, err := s.PutEndpoint(ctx, ep)
 	if err != nil {
 		t.Fatal(err)
@@ -593,6 +604,13 @@ func testEndpoints(t *testing.T, open func() store.Store) {
 	if got.VNI != blue.VNI {
 		t.Fatalf("vni = %d, want %d", got.VNI, blue.VNI)
 	}
+	if l, _, err := s.ListEndpoints(ctx, "blue"); err != nil || len(l) != 1 || l[0].QoS == nil || *l[0].QoS != *ep.QoS {
+		t.Fatalf("listed %+v, %v; want the endpoint with its qos %+v", l, err, *ep.QoS)
+	}
+	bad := ep
+	bad.ID, bad.IP, bad.QoS = "c3/eth1", netip.MustParseAddr("10.1.0.4"), &vpc.EndpointQoS{Class: "gold"}
+	_, err = s.PutEndpoint(ctx, bad)
+	wantErr(t, "endpoint with qos class gold", err, vpc.ErrInvalid, `qos class "gold"`)
 	// Putting the same endpoint again is a no-op success.
 	if _, err := s.PutEndpoint(ctx, ep); err != nil {
 		t.Fatalf("put again: %v", err)

@@ -19,9 +19,6 @@ func (n *Node) writeConfig() error {
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}); err != nil {
 		return err
 	}
-	if _, _, err := n.pki.issue("kubelet-serving", n.Name, nil, []net.IP{net.ParseIP(NodeIP)}, []string{n.Name}); err != nil {
-		return err
-	}
 	if _, _, err := n.pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}, nil, nil); err != nil {
 		return err
 	}
@@ -29,13 +26,32 @@ func (n *Node) writeConfig() error {
 	if n.AdminKubeconfig, err = n.pki.kubeconfig("admin-client", server, "genie-kubenode-admin", "system:masters"); err != nil {
 		return err
 	}
-	if _, err = n.pki.kubeconfig("kubelet", server, "system:node:"+n.Name, "system:nodes"); err != nil {
-		return err
-	}
 	if _, err = n.pki.kubeconfig("scheduler", server, "system:kube-scheduler"); err != nil {
 		return err
 	}
 	if _, err = n.pki.kubeconfig("controller-manager", server, "system:kube-controller-manager"); err != nil {
+		return err
+	}
+	return n.writeNodeConfig()
+}
+
+// kubeletPKI is the name of the node's kubelet certificates in the
+// (control plane's) PKI dir: kubelet-serving.crt, kubelet.kubeconfig, or
+// with "-<name>" appended on a worker.
+func (n *Node) kubeletPKI(base string) string {
+	if n.control == nil {
+		return base
+	}
+	return base + "-" + n.Name
+}
+
+// writeNodeConfig writes what kubelet and containerd of this node need:
+// the kubelet's certificates and kubeconfig, their configuration files.
+func (n *Node) writeNodeConfig() error {
+	if _, _, err := n.pki.issue(n.kubeletPKI("kubelet-serving"), n.Name, nil, []net.IP{net.ParseIP(n.IP)}, []string{n.Name}); err != nil {
+		return err
+	}
+	if _, err := n.pki.kubeconfig(n.kubeletPKI("kubelet"), n.apiURL(), "system:node:"+n.Name, "system:nodes"); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(n.path("conf"), 0o755); err != nil {
@@ -80,8 +96,8 @@ containerRuntimeEndpoint: unix://%[2]s
 address: %[3]s
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-tlsCertFile: %[4]s/kubelet-serving.crt
-tlsPrivateKeyFile: %[4]s/kubelet-serving.key
+tlsCertFile: %[4]s/%[6]s.crt
+tlsPrivateKeyFile: %[4]s/%[6]s.key
 authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: %[4]s/ca.crt}}
 authorization: {mode: Webhook}
 clusterDomain: cluster.local
@@ -93,7 +109,7 @@ imageGCLowThresholdPercent: 99
 syncFrequency: 5s
 nodeStatusUpdateFrequency: 4s
 fileCheckFrequency: 5s
-`, n.cgroupRoot, n.containerdSocket(), NodeIP, n.path("pki"), n.path("pod-logs"))
+`, n.cgroupRoot, n.containerdSocket(), n.IP, n.pki.dir, n.path("pod-logs"), n.kubeletPKI("kubelet-serving"))
 	return os.WriteFile(n.path("conf", "kubelet.yaml"), []byte(kubelet), 0o644)
 }
 

@@ -44,6 +44,16 @@
 // The test process reaches the API server through a dialer that creates
 // its sockets inside the node's network namespace (RESTConfig).
 //
+// # A second node
+//
+// AddNode starts a worker: kubelet and containerd only, in a network and
+// mount namespace of their own, set up like the first node's. Its eth0
+// (WorkerIP) is the other end of the first node's eth0 veth (eth0p), so the
+// two nodes share one segment; its default route, and with it the
+// kubernetes Service address, goes via the first node. Its kubelet's
+// certificates come from the same CA. One worker per node; stopping the
+// first node stops the worker first.
+//
 // # Facts this rests on
 //
 // shared/notes/real-kubelet-node.md: cgroup v1 needs failCgroupV1=false and

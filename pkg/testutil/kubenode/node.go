@@ -27,6 +27,8 @@ import (
 const (
 	// NodeIP is the node's InternalIP, on its eth0.
 	NodeIP = "10.250.0.1"
+	// WorkerIP is the InternalIP of the worker AddNode starts.
+	WorkerIP = "10.250.0.2"
 	// ServiceIP is the kubernetes Service's ClusterIP (first address of
 	// ServiceCIDR); kube-apiserver listens on it directly.
 	ServiceIP = "10.0.0.1"
@@ -66,8 +68,9 @@ type Options struct {
 
 // Node is a running single-node cluster.
 type Node struct {
-	// Name is the node's name; Dir its private temp dir.
-	Name, Dir string
+	// Name is the node's name; Dir its private temp dir; IP its
+	// InternalIP (NodeIP, or WorkerIP for a worker).
+	Name, Dir, IP string
 	// AdminKubeconfig authenticates as system:masters (server
 	// https://NodeIP:443, reachable inside the node's network namespace).
 	AdminKubeconfig string
@@ -77,6 +80,8 @@ type Node struct {
 
 	opts       Options
 	pki        *pki
+	control    *Node   // a worker's control-plane node (nil: this is it)
+	workers    []*Node // a control-plane node's workers
 	holder     *exec.Cmd
 	holderPID  int
 	netns      ns.NetNS
@@ -113,7 +118,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Name: opts.Name, Dir: dir, opts: opts, procs: map[string]*proc.Proc{}, spawner: proc.NewSpawner(),
+	n := &Node{Name: opts.Name, Dir: dir, IP: NodeIP, opts: opts, procs: map[string]*proc.Proc{}, spawner: proc.NewSpawner(),
 		cgroupRoot: "genie-kn-" + filepath.Base(dir)[len("genie-kubenode-"):]}
 	ok := false
 	defer func() {
@@ -181,6 +186,21 @@ func (n *Node) NodePath(p string) string {
 
 // setupNamespaces starts the holder and prepares its network and mounts.
 func (n *Node) setupNamespaces() error {
+	if n.holder == nil {
+		if err := n.startHolder(); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{"etc-up", "etc-work", "opt-up/cni/bin", "opt-work", "var-up", "var-work", "run", "sysctl", "etc-up/cni/net.d"} {
+		if err := os.MkdirAll(n.path(d), 0o755); err != nil {
+			return err
+		}
+	}
+	return n.prepareNamespaces()
+}
+
+// startHolder starts the process holding the node's namespaces.
+func (n *Node) startHolder() error {
 	pidFile := n.path("holder.pid")
 	n.holder = exec.Command("unshare", "--net", "--mount", "--propagation", "slave", "--fork", "--kill-child=SIGKILL",
 		"sh", "-c", `echo $$ > "$1"; exec sleep infinity`, "sh", pidFile)
@@ -204,11 +224,12 @@ func (n *Node) setupNamespaces() error {
 	if n.netns, err = ns.GetNS(fmt.Sprintf("/proc/%d/ns/net", n.holderPID)); err != nil {
 		return fmt.Errorf("open node netns: %w", err)
 	}
-	for _, d := range []string{"etc-up", "etc-work", "opt-up/cni/bin", "opt-work", "var-up", "var-work", "run", "sysctl", "etc-up/cni/net.d"} {
-		if err := os.MkdirAll(n.path(d), 0o755); err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+// prepareNamespaces fills the node's file system and configures its
+// network and mounts.
+func (n *Node) prepareNamespaces() error {
 	for _, f := range n.opts.CNIBin {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -226,9 +247,16 @@ func (n *Node) setupNamespaces() error {
 	sysctls := map[string]string{"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
 	var script strings.Builder
 	script.WriteString("set -e\n")
-	fmt.Fprintf(&script, "ip link set lo up\nip addr add %s/32 dev lo\n", ServiceIP)
-	fmt.Fprintf(&script, "ip link add eth0 type veth peer name eth0p\nip addr add %s/24 dev eth0\nip link set eth0 up\nip link set eth0p up\n", NodeIP)
-	fmt.Fprintf(&script, "ip route add default via 10.250.0.254 dev eth0 onlink\n")
+	if n.control == nil {
+		fmt.Fprintf(&script, "ip link set lo up\nip addr add %s/32 dev lo\n", ServiceIP)
+		fmt.Fprintf(&script, "ip link add eth0 type veth peer name eth0p\nip addr add %s/24 dev eth0\nip link set eth0 up\nip link set eth0p up\n", NodeIP)
+		fmt.Fprintf(&script, "ip route add default via 10.250.0.254 dev eth0 onlink\n")
+	} else {
+		// A worker's eth0 is the control node's eth0p (moved here before):
+		// one segment; the API server and its Service address via it.
+		fmt.Fprintf(&script, "ip link set lo up\nip link set eth0p name eth0\nip addr add %s/24 dev eth0\nip link set eth0 up\n", n.IP)
+		fmt.Fprintf(&script, "ip route add default via %s dev eth0\n", NodeIP)
+	}
 	for _, d := range []string{"etc", "opt", "var"} {
 		fmt.Fprintf(&script, "mount -t overlay overlay -o lowerdir=/%s,upperdir=%s,workdir=%s /%s\n", d, n.path(d+"-up"), n.path(d+"-work"), d)
 	}
@@ -271,6 +299,16 @@ func (n *Node) nsenterCmd(name string, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(n.holderPID), "-m", "-n", "--", name}, args...)...)
 }
 
+// Command returns a command that runs in the node's namespaces (to start
+// in the background).
+func (n *Node) Command(name string, args ...string) *exec.Cmd { return n.nsenterCmd(name, args...) }
+
+// KubectlCommand returns a kubectl command run as the admin inside the
+// node (to start in the background).
+func (n *Node) KubectlCommand(args ...string) *exec.Cmd {
+	return n.nsenterCmd(n.bin("kubectl"), append([]string{"--kubeconfig", n.AdminKubeconfig}, args...)...)
+}
+
 // Exec runs a command in the node's namespaces and returns its output.
 func (n *Node) Exec(name string, args ...string) ([]byte, error) {
 	return n.nsenterCmd(name, args...).CombinedOutput()
@@ -297,9 +335,20 @@ func (n *Node) containerdSocket() string { return n.path("containerd", "containe
 
 func (n *Node) apiURL() string { return fmt.Sprintf("https://%s:%d", NodeIP, APIServerPort) }
 
+// cp is the node running the control plane (n itself, or a worker's).
+func (n *Node) cp() *Node {
+	if n.control != nil {
+		return n.control
+	}
+	return n
+}
+
 // RESTConfig returns an admin client config whose connections are made
 // inside the node's network namespace.
 func (n *Node) RESTConfig() *rest.Config {
+	if n.control != nil {
+		return n.control.RESTConfig()
+	}
 	cert, key := n.path("pki", "admin-client.crt"), n.path("pki", "admin-client.key")
 	return &rest.Config{
 		Host:            n.apiURL(),
@@ -366,9 +415,9 @@ func (n *Node) StartContainerd(ctx context.Context) error {
 
 // StartKubelet starts kubelet (it registers the node on first start).
 func (n *Node) StartKubelet(ctx context.Context) error {
-	_, err := n.spawn("kubelet", "--config", n.path("conf", "kubelet.yaml"), "--kubeconfig", n.path("pki", "kubelet.kubeconfig"),
+	_, err := n.spawn("kubelet", "--config", n.path("conf", "kubelet.yaml"), "--kubeconfig", filepath.Join(n.pki.dir, n.kubeletPKI("kubelet")+".kubeconfig"),
 		"--root-dir", n.path("kubelet"), "--cert-dir", n.path("kubelet", "pki"), "--hostname-override", n.Name,
-		"--node-ip", NodeIP, "--v=2")
+		"--node-ip", n.IP, "--v=2")
 	return err
 }
 
@@ -474,7 +523,11 @@ func (n *Node) Stop() {
 	n.stopped = true
 	procs := n.procs
 	n.procs = map[string]*proc.Proc{}
+	workers := n.workers
 	n.mu.Unlock()
+	for _, w := range workers {
+		w.Stop()
+	}
 	for _, name := range []string{"kubelet", "kube-scheduler", "kube-controller-manager"} {
 		if p := procs[name]; p != nil {
 			p.Kill()
@@ -492,6 +545,7 @@ func (n *Node) Stop() {
 	if n.netns != nil {
 		n.netns.Close()
 	}
+	n.returnLink()
 	if n.holder != nil && n.holder.Process != nil {
 		syscall.Kill(-n.holder.Process.Pid, syscall.SIGKILL)
 		n.holder.Wait()

@@ -149,3 +149,17 @@ func WaitGone(ctx context.Context, cs kubernetes.Interface, namespace, name stri
 	}
 	return fmt.Errorf("pod %s/%s still exists after %v", namespace, name, timeout)
 }
+
+// NewWorker starts a worker node joined to n (AddNode) for one test; n's
+// Stop (in its own t.Cleanup) stops it too. It fails the test if the
+// worker does not come up.
+func NewWorker(t testing.TB, n *Node, opts Options) *Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	w, err := n.AddNode(ctx, opts)
+	if err != nil {
+		t.Fatalf("kubenode: %v", err)
+	}
+	return w
+}

@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/cni-genie/cni-genie/pkg/datapath"
+	"github.com/cni-genie/cni-genie/pkg/egress"
+	"github.com/cni-genie/cni-genie/pkg/egress/egressagent"
+	"github.com/cni-genie/cni-genie/pkg/store"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// EgressConfig are the agent's egress gateway settings (Config.Egress).
+type EgressConfig struct {
+	// NodeLabels are this node's labels in the store (egress gateways
+	// select nodes by them).
+	NodeLabels map[string]string
+	// DrainTimeout is how long a drained gateway keeps its established
+	// flows (default egressagent.DefaultDrainTimeout).
+	DrainTimeout time.Duration
+	// BeatInterval and BeatTimeout time the gateway heartbeats (defaults
+	// egressagent.DefaultBeatInterval, DefaultBeatTimeout).
+	BeatInterval, BeatTimeout time.Duration
+}
+
+func (c *Config) registerEgressFlags(fs *flag.FlagSet) {
+	fs.Func("node-labels", "this node's labels KEY=VALUE,... (egress gateways select nodes by them)", func(s string) error {
+		c.Egress.NodeLabels = map[string]string{}
+		for _, kv := range strings.Split(s, ",") {
+			if kv = strings.TrimSpace(kv); kv == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return fmt.Errorf("label %q: want KEY=VALUE", kv)
+			}
+			c.Egress.NodeLabels[k] = v
+		}
+		return nil
+	})
+	fs.DurationVar(&c.Egress.DrainTimeout, "egress-drain-timeout", c.Egress.DrainTimeout,
+		"how long a drained egress gateway keeps its established flows before it leaves the gateway sets (0: the default, 10m)")
+	fs.DurationVar(&c.Egress.BeatInterval, "egress-heartbeat-interval", c.Egress.BeatInterval,
+		"how often a gateway node writes its heartbeat to the store (0: the default, 300ms)")
+	fs.DurationVar(&c.Egress.BeatTimeout, "egress-heartbeat-timeout", c.Egress.BeatTimeout,
+		"a gateway is dead this long after its last heartbeat arrived (0: the default, 1s)")
+}
+
+// startEgress wires egress gateways (package egress/egressagent) when the
+// store has them: the programming of this node's egress state, and the
+// heartbeats the gateway liveness comes from. Both stop with ctx. The
+// channel is closed once the first pass has programmed the egress maps (at
+// once without egress gateways).
+func (a *Agent) startEgress(ctx context.Context) <-chan struct{} {
+	synced := make(chan struct{})
+	es, ok := a.st.(store.EgressStore)
+	if !ok {
+		a.log.Info("egress gateways disabled: the store has none")
+		close(synced)
+		return synced
+	}
+	log := a.log.With("component", "egress")
+	ea := &egressagent.Agent{
+		Store: a.st, Egress: es, DP: agentEgressDP{a}, Node: a.cfg.NodeName,
+		Hosted: a.hostedVNIs, Local: a.localEndpoints,
+		Serve: func(ctx context.Context, v string) error {
+			_, err := a.acquireVPC(ctx, v)
+			return err
+		},
+		Unserve:      a.releaseVPC,
+		Own:          func(ip netip.Addr) error { return a.uplinkAddr(ip, true) },
+		Disown:       func(ip netip.Addr) error { return a.uplinkAddr(ip, false) },
+		DrainTimeout: a.cfg.Egress.DrainTimeout, Log: log, Synced: synced,
+	}
+	if bs, ok := a.st.(store.BeatStore); ok {
+		hb := &egressagent.Heartbeats{Store: bs, Node: a.cfg.NodeName, Beating: ea.IsGateway,
+			Interval: a.cfg.Egress.BeatInterval, Timeout: a.cfg.Egress.BeatTimeout, Log: log}
+		ea.Health = hb
+		a.bg.Add(1)
+		go func() { defer a.bg.Done(); hb.Run(ctx) }()
+	} else {
+		log.Info("egress: the store keeps no heartbeats; every known gateway counts as alive")
+	}
+	a.bg.Add(1)
+	go func() { defer a.bg.Done(); _ = ea.Run(ctx) }()
+	return synced
+}
+
+// uplinkAddr adds (or removes) a dedicated egress address as a /32 on the
+// uplink: the node then answers ARP for it, and replies to it reach the
+// uplink's program. Idempotent.
+func (a *Agent) uplinkAddr(ip netip.Addr, add bool) error {
+	l, err := netlink.LinkByName(a.cfg.Uplink)
+	if err != nil {
+		return fmt.Errorf("uplink %s: %w", a.cfg.Uplink, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if add {
+		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add %s to %s: %w", ip, a.cfg.Uplink, err)
+		}
+		return nil
+	}
+	if err := netlink.AddrDel(l, addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("remove %s from %s: %w", ip, a.cfg.Uplink, err)
+	}
+	return nil
+}
+
+// localEndpoints returns the node's complete VPC attachments with labels.
+func (a *Agent) localEndpoints() []egress.Endpoint {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]egress.Endpoint, 0, len(a.atts))
+	for _, at := range a.atts {
+		if at.Complete && at.IP.IsValid() {
+			out = append(out, egress.Endpoint{VPC: at.VPC, IP: at.IP, Labels: at.Labels.labels()})
+		}
+	}
+	return out
+}
+
+// agentEgressDP gives the egress code the data plane under the agent's
+// lock, and nothing once it is closed.
+type agentEgressDP struct{ a *Agent }
+
+func (p agentEgressDP) do(f func(*datapath.Datapath) error) error {
+	return agentServiceDP(p).do(f)
+}
+
+func (p agentEgressDP) UpsertVPCRoute(r datapath.VPCRoute) error {
+	return p.do(func(d *datapath.Datapath) error { return d.UpsertVPCRoute(r) })
+}
+
+func (p agentEgressDP) DeleteVPCRoute(vni uint32, pfx netip.Prefix) error {
+	return p.do(func(d *datapath.Datapath) error { return d.DeleteVPCRoute(vni, pfx) })
+}
+
+func (p agentEgressDP) VPCRoutes() (out []datapath.VPCRoute, err error) {
+	err = p.do(func(d *datapath.Datapath) error { out, err = d.VPCRoutes(); return err })
+	return out, err
+}
+
+func (p agentEgressDP) UpsertEgressSelection(s datapath.EgressSelection) error {
+	return p.do(func(d *datapath.Datapath) error { return d.UpsertEgressSelection(s) })
+}
+
+func (p agentEgressDP) DeleteEgressSelection(route uint32, pod netip.Addr) error {
+	return p.do(func(d *datapath.Datapath) error { return d.DeleteEgressSelection(route, pod) })
+}
+
+func (p agentEgressDP) EgressSelections() (out []datapath.EgressSelection, err error) {
+	err = p.do(func(d *datapath.Datapath) error { out, err = d.EgressSelections(); return err })
+	return out, err
+}
+
+func (p agentEgressDP) UpsertEgressPolicy(id uint32, g datapath.EgressGatewaySet) error {
+	return p.do(func(d *datapath.Datapath) error { return d.UpsertEgressPolicy(id, g) })
+}
+
+func (p agentEgressDP) DeleteEgressPolicy(id uint32) error {
+	return p.do(func(d *datapath.Datapath) error { return d.DeleteEgressPolicy(id) })
+}
+
+func (p agentEgressDP) EgressPolicies() (out map[uint32]datapath.EgressGatewaySet, err error) {
+	err = p.do(func(d *datapath.Datapath) error { out, err = d.EgressPolicies(); return err })
+	return out, err
+}
+
+func (p agentEgressDP) UpsertEgressGateway(vni uint32, ip netip.Addr) error {
+	return p.do(func(d *datapath.Datapath) error { return d.UpsertEgressGateway(vni, ip) })
+}
+
+func (p agentEgressDP) DeleteEgressGateway(vni uint32) error {
+	return p.do(func(d *datapath.Datapath) error { return d.DeleteEgressGateway(vni) })
+}
+
+func (p agentEgressDP) EgressGateways() (out map[uint32]netip.Addr, err error) {
+	err = p.do(func(d *datapath.Datapath) error { out, err = d.EgressGateways(); return err })
+	return out, err
+}
+
+func (p agentEgressDP) PruneEgressIPs() error {
+	return p.do(func(d *datapath.Datapath) error { return d.PruneEgressIPs() })
+}
