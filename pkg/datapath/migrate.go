@@ -357,6 +357,17 @@ func (up *upgrade) replace(pinDir string, p *planned) (MapMigration, error) {
 		if n, err := countEntries(p.old); err == nil {
 			mm.Entries = n
 		}
+		if p.old.Type() == ebpf.Array {
+			// Arrays list every index: count the written ones.
+			if _, vals, err := entries(p.old); err == nil {
+				mm.Entries = 0
+				for _, v := range vals {
+					if !allZero(v) {
+						mm.Entries++
+					}
+				}
+			}
+		}
 	case MapFlow:
 		mm.Entries, mm.Kept, mm.Lost, err = copyFlows(p.old, nm, p.conv, false)
 	case MapCounter:
