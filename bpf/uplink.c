@@ -38,7 +38,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
-	struct endpoint_info *dst;
+	struct endpoint_info *dst, *src;
 	struct geneve_info gi = {};
 	struct endpoint_key key;
 	struct node_config *cfg;
@@ -103,16 +103,18 @@ int from_uplink(struct __sk_buff *skb)
 		return drop_skb(skb, DROP_NOT_LOCAL);
 
 	key.ip = iip->saddr;
-	ret = directory_check_source(&key, gi.outer_saddr);
-	if (ret < 0) {
-		/* The reply of an egress flow from its gateway (lib/egress.h):
-		 * its inner source is no endpoint of the VPC. */
-		if (ret == DROP_FORGED && egress_tunnel_reply(skb, &gi))
-			goto deliver;
-		return drop_skb(skb, ret);
+	src = bpf_map_lookup_elem(&genie_endpoints, &key);
+	if (src) {
+		if (src->ifindex || src->node_ip != gi.outer_saddr)
+			return drop_skb(skb, DROP_FORGED);
+	} else if (!egress_tunnel_reply(skb, &gi)) {
+		/* Not the reply of an egress flow from its gateway
+		 * (lib/egress.h): the directory decides (lib/directory.h). */
+		ret = directory_unknown_source(&key, gi.outer_saddr);
+		if (ret < 0)
+			return drop_skb(skb, ret);
 	}
 
-deliver:
 	ifindex = dst->ifindex;
 	mac_copy(pod_mac, dst->mac);
 

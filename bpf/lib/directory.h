@@ -21,7 +21,7 @@
  *     bounced packet     -> (on the hosting node) accepted only from a holder
  *                           of the destination's shard, on behalf of the origin
  *                           node written in the mark
- *   from_uplink, source check (directory_check_source): the inner source
+ *   from_uplink, source check (directory_unknown_source): the inner source
  *     must be an endpoint of the VNI on the (origin) node, known locally, from
  *     a held record or a learned entry; an unknown source from a directory
  *     member is accepted, counted (UNVERIFIED) and reported, so the agent
@@ -337,20 +337,20 @@ __inline int directory_uplink(struct __sk_buff *skb, const struct node_config *c
 	return 1;
 }
 
-/* directory_check_source is from_uplink's anti-forgery check: the inner
- * source key (VNI of the packet) must be an endpoint hosted on node, the
- * outer source (or the origin of a bounced packet). Returns 0 or a DROP_*
+/* directory_unknown_source is from_uplink's anti-forgery check for an
+ * inner source key (VNI of the packet) that is not in genie_endpoints
+ * (a known one must be an endpoint hosted on the sending node, node: the
+ * outer source or the origin of a bounced packet). Returns 0 or a DROP_*
  * code. In vpc-sync mode every endpoint of the node's VPCs is in
- * genie_endpoints; in directory mode a held record or a learned entry
- * decides, and a source nobody here knows is accepted from a directory
- * member (counted, and reported so the agent learns it: from then on it
- * is checked). */
-__inline int directory_check_source(const struct endpoint_key *key, __be32 node)
+ * genie_endpoints, so it is FORGED; in directory mode a held record or a
+ * learned entry decides, and a source nobody here knows is accepted from
+ * a directory member (counted, and reported so the agent learns it: from
+ * then on it is checked). */
+__inline int directory_unknown_source(const struct endpoint_key *key, __be32 node)
 {
-	struct endpoint_info *src = bpf_map_lookup_elem(&genie_endpoints, key);
 	struct dir_entry *e;
 
-	if (!src && dir_enabled()) {
+	if (dir_enabled()) {
 		e = bpf_map_lookup_elem(&genie_dir_held, key);
 		if (!e)
 			e = bpf_map_lookup_elem(&genie_dir_lru, key);
@@ -367,15 +367,10 @@ __inline int directory_check_source(const struct endpoint_key *key, __be32 node)
 			return 0;
 		}
 	}
-	if (!src) {
-		/* Maybe just not learnt yet: let the agent check the directory
-		 * (which alone decides whether that endpoint lives there). */
-		report_miss(key);
-		return DROP_FORGED;
-	}
-	if (src->ifindex || src->node_ip != node)
-		return DROP_FORGED;
-	return 0;
+	/* Maybe just not learnt yet: let the agent check the directory
+	 * (which alone decides whether that endpoint lives there). */
+	report_miss(key);
+	return DROP_FORGED;
 }
 
 /* directory_xdp_pass reports whether the XDP prefilter must let a Geneve
