@@ -173,17 +173,19 @@ func (pr *prober) halt() {
 }
 
 // window reports, for the probes sent in [from, to]: how many were sent,
-// how many got no reply, and the longest time without a reply (between
-// two consecutive answered probes' replies, or from the window's start).
-func (pr *prober) window(from, to time.Time) (sent, lost int, gap time.Duration, wrong []string) {
+// how many got no reply, the longest time without a reply (between two
+// consecutive answered probes' replies, or from the window's start), and
+// the longest time between two sends (a stall of the sender itself).
+func (pr *prober) window(from, to time.Time) (sent, lost int, gap, sendGap time.Duration, wrong []string) {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
-	var replies []time.Time
+	var replies, sends []time.Time
 	for seq, at := range pr.sent {
 		if at.Before(from) || at.After(to) {
 			continue
 		}
 		sent++
+		sends = append(sends, at)
 		if r, ok := pr.got[seq]; ok {
 			replies = append(replies, r)
 		} else {
@@ -196,7 +198,11 @@ func (pr *prober) window(from, to time.Time) (sent, lost int, gap time.Duration,
 		gap = max(gap, r.Sub(last))
 		last = r
 	}
-	return sent, lost, gap, slices.Clone(pr.wrong)
+	slices.SortFunc(sends, func(a, b time.Time) int { return a.Compare(b) })
+	for i := 1; i < len(sends); i++ {
+		sendGap = max(sendGap, sends[i].Sub(sends[i-1]))
+	}
+	return sent, lost, gap, sendGap, slices.Clone(pr.wrong)
 }
 
 // upgradePins lists, for the pin dir of n: the program behind every pinned
@@ -408,10 +414,10 @@ func TestPrivilegedUpgradeInPlace(t *testing.T) {
 		ready := time.Now()
 		time.Sleep(300 * time.Millisecond) // replies of the last probes
 		for _, pr := range probes {
-			sent, lost, gap, wrong := pr.window(start, ready)
-			_, _, base, _ := pr.window(start.Add(-time.Second), start)
-			t.Logf("%s: upgrade of %s took %v: %d probes, %d lost, longest gap %v (%.1fx the second before: %v)", pr.name, n.name,
-				ready.Sub(start).Round(time.Millisecond), sent, lost, gap.Round(time.Microsecond), float64(gap)/float64(base), base.Round(time.Microsecond))
+			sent, lost, gap, sendGap, wrong := pr.window(start, ready)
+			_, _, base, _, _ := pr.window(start.Add(-time.Second), start)
+			t.Logf("%s: upgrade of %s took %v: %d probes, %d lost, longest gap %v (%.1fx the second before: %v; longest pause of the sender %v)", pr.name, n.name,
+				ready.Sub(start).Round(time.Millisecond), sent, lost, gap.Round(time.Microsecond), float64(gap)/float64(base), base.Round(time.Microsecond), sendGap.Round(time.Microsecond))
 			if lost > 0 || len(wrong) > 0 || sent == 0 {
 				t.Errorf("%s: %d of %d probes lost during the upgrade of %s, wrong answers %q", pr.name, lost, sent, n.name, wrong)
 			}
