@@ -88,6 +88,10 @@ type Agent struct {
 	// at start-up (pinned by a previous agent), by VNI; each VPC's first
 	// sync removes those the store no longer has, then drops its set.
 	leftover map[uint32]map[netip.Addr]bool
+	// deferAttach is set while an upgrading start-up restores: the pod
+	// programs of deferred are attached by finishUpgrade (upgrade.go).
+	deferAttach bool
+	deferred    []*attachment
 	// listening is closed once the agent is ready.
 	listening chan struct{}
 	sockAddr  string
@@ -256,16 +260,13 @@ func (a *Agent) start(ctx context.Context) error {
 	a.dp = dp
 	a.mu.Unlock()
 	a.m.setMapCapacity(dp.MapSizes())
-	if err := dp.AttachUplink(ix); err != nil {
-		return fmt.Errorf("attaching uplink program to %s: %w", a.cfg.Uplink, err)
-	}
-	if a.cfg.XDPPrefilter {
-		if err := dp.AttachUplinkPrefilter(ix); err != nil {
-			return fmt.Errorf("attaching XDP prefilter to %s: %w", a.cfg.Uplink, err)
+	// After an upgrade that replaced maps, the new programs are attached
+	// only once their maps are filled (upgrade.go).
+	upgrading := a.reportUpgrade(dp)
+	if !upgrading {
+		if err := a.attachUplink(); err != nil {
+			return err
 		}
-	} else if err := dp.DetachUplinkPrefilter(ix); err != nil {
-		// One an earlier run pinned stays attached otherwise.
-		return fmt.Errorf("detaching XDP prefilter from %s: %w", a.cfg.Uplink, err)
 	}
 
 	if err := a.startQoS(); err != nil {
@@ -296,12 +297,18 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	a.notReady.Store("restoring local endpoints")
+	a.deferAttach = upgrading
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
 	a.startNodeLifecycle(ctx)
-	a.startServices(ctx)        // service.go
-	a.startEgress(ctx)          // egress.go
+	svcSynced := a.startServices(ctx) // service.go
+	egSynced := a.startEgress(ctx)    // egress.go
+	if upgrading {
+		if err := a.finishUpgrade(ctx, svcSynced, egSynced); err != nil { // upgrade.go
+			return err
+		}
+	}
 	a.startUnderlayMonitor(ctx) // underlay.go
 	return a.startTrace(ctx)    // trace.go
 }
@@ -508,6 +515,10 @@ func (a *Agent) programLocal(at *attachment) error {
 	if err != nil {
 		a.m.countMapFull("local", err)
 		return fmt.Errorf("writing endpoint map: %w", err)
+	}
+	if a.deferAttach {
+		a.deferred = append(a.deferred, at) // attached by finishUpgrade
+		return nil
 	}
 	// The attach waits for an RCU grace period in the kernel (7-20 ms):
 	// outside a.mu, so watch events and other pods' ADDs do not queue

@@ -12,7 +12,10 @@
 // open the data plane under --pin-dir (re-adopting the maps and links a
 // previous agent pinned), attach the uplink program, load the IPAM state
 // (--state-dir/ipam), list the nodes, restore the local attachments
-// recorded in --state-dir/attachments, start the per-VPC watches, then serve
+// recorded in --state-dir/attachments, start the per-VPC watches (when
+// Open replaced maps of another release, every attach waits until restore,
+// the VPC syncs and the service and egress first passes have filled the
+// new maps, then FinishUpgrade: upgrade.go), then serve
 // the genie plugin on --socket (package agentapi) and Prometheus metrics on
 // --metrics-addr.
 //

@@ -74,12 +74,16 @@ func (c *Config) registerEgressFlags(fs *flag.FlagSet) {
 
 // startEgress wires egress gateways (package egress/egressagent) when the
 // store has them: the programming of this node's egress state, and the
-// heartbeats the gateway liveness comes from. Both stop with ctx.
-func (a *Agent) startEgress(ctx context.Context) {
+// heartbeats the gateway liveness comes from. Both stop with ctx. The
+// channel is closed once the first pass has programmed the egress maps (at
+// once without egress gateways).
+func (a *Agent) startEgress(ctx context.Context) <-chan struct{} {
+	synced := make(chan struct{})
 	es, ok := a.st.(store.EgressStore)
 	if !ok {
 		a.log.Info("egress gateways disabled: the store has none")
-		return
+		close(synced)
+		return synced
 	}
 	log := a.log.With("component", "egress")
 	ea := &egressagent.Agent{
@@ -92,7 +96,7 @@ func (a *Agent) startEgress(ctx context.Context) {
 		Unserve:      a.releaseVPC,
 		Own:          func(ip netip.Addr) error { return a.uplinkAddr(ip, true) },
 		Disown:       func(ip netip.Addr) error { return a.uplinkAddr(ip, false) },
-		DrainTimeout: a.cfg.Egress.DrainTimeout, HostPrefixes: a.cfg.Egress.ServiceCIDRs, Log: log,
+		DrainTimeout: a.cfg.Egress.DrainTimeout, HostPrefixes: a.cfg.Egress.ServiceCIDRs, Log: log, Synced: synced,
 	}
 	if bs, ok := a.st.(store.BeatStore); ok {
 		hb := &egressagent.Heartbeats{Store: bs, Node: a.cfg.NodeName, Beating: ea.IsGateway,
@@ -105,6 +109,7 @@ func (a *Agent) startEgress(ctx context.Context) {
 	}
 	a.bg.Add(1)
 	go func() { defer a.bg.Done(); _ = ea.Run(ctx) }()
+	return synced
 }
 
 // uplinkAddr adds (or removes) a dedicated egress address as a /32 on the

@@ -24,15 +24,18 @@ var errDataPlaneClosed = errors.New("data plane closed")
 // subpackages) when the store has services: the syncer programming the
 // hosted VPCs' frontends, a candidate for the cluster's backend resolver
 // (store.LeaderElector), and the conntrack GC with its metrics. All stop
-// with ctx.
-func (a *Agent) startServices(ctx context.Context) {
+// with ctx. The channel is closed once the hosted VPCs' services are
+// programmed (at once without services).
+func (a *Agent) startServices(ctx context.Context) <-chan struct{} {
+	synced := make(chan struct{})
 	ss, ok := a.st.(store.ServiceStore)
 	if !ok {
 		a.log.Info("services disabled: the store has no service records")
-		return
+		close(synced)
+		return synced
 	}
 	log := a.log.With("component", "services")
-	sy := &svcagent.Syncer{Store: ss, DP: agentServiceDP{a}, Hosted: a.hostedVNIs, Log: log}
+	sy := &svcagent.Syncer{Store: ss, DP: agentServiceDP{a}, Hosted: a.hostedVNIs, Log: log, Synced: synced}
 	go func() { _ = sy.Run(ctx) }()
 	if _, ok := a.st.(store.LeaderElector); ok {
 		r := &resolver.Resolver{Store: a.st, ID: a.cfg.NodeName, Log: log}
@@ -43,13 +46,14 @@ func (a *Agent) startServices(ctx context.Context) {
 	ct, err := datapath.OpenConntrack(a.cfg.PinDir)
 	if err != nil {
 		log.Error("conntrack gc disabled", "err", err)
-		return
+		return synced
 	}
 	report := a.conntrackMetrics()
 	go func() {
 		defer ct.Close()
 		svcagent.RunGC(ctx, ct, conntrackGCInterval, report, log)
 	}()
+	return synced
 }
 
 // hostedVNIs returns the VPCs hosted here and their VNIs.

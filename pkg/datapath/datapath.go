@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/cilium/ebpf"
 )
 
 // EncapOverhead is the number of bytes the Geneve encapsulation adds to every
@@ -124,6 +126,10 @@ type Datapath struct {
 	// pmtuFD is the raw socket that lets the kernel learn path MTUs
 	// (pmtu.go), opened by AttachUplink; -1 until then.
 	pmtuFD int
+	// specs are the loaded objects' specs; up is a pending upgrade
+	// (migrate.go), nil when none.
+	specs []*ebpf.CollectionSpec
+	up    *upgrade
 }
 
 // Open loads the BPF programs and maps for cfg. Maps already pinned under

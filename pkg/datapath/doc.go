@@ -89,7 +89,7 @@
 // built in BPF (bpf/lib/icmp.h), so TCP lowers its MSS instead of
 // blackholing.
 //
-// # Maps (bpf/lib/maps.h; all pinned by name under Config.PinDir)
+// # Maps (bpf/lib/maps.h; pinned by name under Config.PinDir, except the per-CPU scratch maps)
 //
 //	genie_lxc        host ifindex -> {vni, ip, mac, flags}      the pod behind a veth
 //	genie_endpoints  {vni, ip} -> {ifindex | node ip, mac}      where an endpoint lives
@@ -119,6 +119,39 @@
 // survive the agent; links are pinned under PinDir/links, so the programs stay
 // attached when the agent exits. Open re-adopts the pins and Attach* replaces
 // the programs atomically through the pinned link (no gap in forwarding).
+//
+// # Upgrades (migrate.go)
+//
+// A new data plane version, or other map sizes (--max-endpoints ...), may
+// find pinned maps it cannot use: another key or value size, another
+// max_entries. Open then migrates them before loading, by the role
+// mapRoles gives every map of the objects (TestMapRoles fails on a map
+// without one):
+//
+//   - derived: state the agent rebuilds anyway (endpoints, pods, VNIs,
+//     config, services, QoS buckets, the directory's maps, the egress
+//     policies and routes). If one changed, all are replaced by empty maps
+//     as a group, because they refer to each other (genie_vnis counts
+//     genie_endpoints' local entries, genie_svc names genie_maglev's tables).
+//   - flow: state nobody can rebuild (genie_ct's NAT and chosen backend,
+//     genie_egress_flows' gateway). Entries are converted field by field by
+//     BTF member name: a kept field is copied, a new one is zero, a removed
+//     or resized one makes the entry unconvertible (lost, counted).
+//   - counter: genie_drops, genie_dir_stats. Values are carried over where
+//     the index exists in both, so metrics do not go backwards.
+//   - transient: ring buffers and per-CPU scratch maps. Replaced alone when
+//     changed; unread events are lost.
+//
+// Replaced maps are pinned in place by rename(2), so a path never dangles.
+// The programs still attached keep the old maps (a program holds its maps
+// by reference) and keep forwarding on them: the caller must fill the new
+// maps first and only then attach (UpgradePending says so), and then call
+// FinishUpgrade, which copies the flow entries and adds the counts the old
+// programs made meanwhile (kept for that under PinDir/upgrade) and unpins
+// the old maps; the kernel frees them with the last old program. A
+// derived map shrunk below what it holds is refused before anything
+// changes. An agent killed half-way finds the upgrade dir, or an
+// incompatible map again, and finishes the job.
 //
 // # Drops
 //

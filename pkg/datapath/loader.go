@@ -31,16 +31,29 @@ func open(cfg Config) (*Datapath, error) {
 
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
 	d := &Datapath{cfg: cfg, pmtuFD: -1}
-	// Both objects declare the same maps pinned by name: the first load
-	// creates (or re-adopts) the pins, the second re-adopts them, so both
-	// programs share one set of maps.
-	if err := loadSized(loadLxc, cfg.MapSizes, &d.lxc, opts); err != nil {
-		return nil, fmt.Errorf("open datapath: load lxc objects: %w", loadErr(err))
+	lxc, err := sizedSpec(loadLxc, cfg.MapSizes)
+	if err != nil {
+		return nil, fmt.Errorf("open datapath: lxc objects: %w", err)
 	}
-	if err := loadSized(loadUplink, cfg.MapSizes, &d.uplink, opts); err != nil {
-		d.lxc.Close()
-		return nil, fmt.Errorf("open datapath: load uplink objects: %w", loadErr(err))
+	uplink, err := sizedSpec(loadUplink, cfg.MapSizes)
+	if err != nil {
+		return nil, fmt.Errorf("open datapath: uplink objects: %w", err)
 	}
+	d.specs = []*ebpf.CollectionSpec{lxc, uplink}
+	err = d.load(lxc, uplink, opts)
+	var up *upgrade
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Pinned by another data plane version (or other map sizes):
+		// replace those maps as their roles say and load again.
+		if up, err = migrate(cfg.PinDir, lxc, uplink); err != nil {
+			return nil, fmt.Errorf("open datapath: %w", err)
+		}
+		err = d.load(lxc, uplink, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open datapath: %w", err)
+	}
+	d.up = pendingUpgrade(cfg.PinDir, up)
 	if err := d.writeConfig(); err != nil {
 		d.close()
 		return nil, fmt.Errorf("open datapath: %w", err)
@@ -48,27 +61,43 @@ func open(cfg Config) (*Datapath, error) {
 	return d, nil
 }
 
-// loadSized loads an object's collection with the map capacities of sizes.
-func loadSized(load func() (*ebpf.CollectionSpec, error), sizes MapSizes, obj any, opts *ebpf.CollectionOptions) error {
+// sizedSpec returns an object's collection spec with the map capacities of
+// sizes.
+func sizedSpec(load func() (*ebpf.CollectionSpec, error), sizes MapSizes) (*ebpf.CollectionSpec, error) {
 	spec, err := load()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := sizes.apply(spec); err != nil {
-		return err
+		return nil, err
 	}
-	return spec.LoadAndAssign(obj, opts)
+	return spec, nil
+}
+
+// load loads both objects. They declare the same maps pinned by name: the
+// first load creates (or re-adopts) the pins, the second re-adopts them,
+// so both programs share one set of maps.
+func (d *Datapath) load(lxc, uplink *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	if err := lxc.LoadAndAssign(&d.lxc, opts); err != nil {
+		return fmt.Errorf("load lxc objects: %w", loadErr(err))
+	}
+	if err := uplink.LoadAndAssign(&d.uplink, opts); err != nil {
+		d.lxc.Close()
+		d.lxc = lxcObjects{}
+		return fmt.Errorf("load uplink objects: %w", loadErr(err))
+	}
+	return nil
 }
 
 // loadErr adds the verifier log to a load error and explains a pinned map
-// left by an incompatible data plane version.
+// Open could not migrate.
 func loadErr(err error) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
 		return fmt.Errorf("%w: %+v", err, ve)
 	}
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return fmt.Errorf("%w (pinned by an incompatible data plane version or with other map sizes: use the pinned sizes, or Remove the pin dir, which interrupts traffic, or migrate the map)", err)
+		return fmt.Errorf("%w (pinned by another data plane version or with other map sizes: Open migrates such maps, see MapMigration)", err)
 	}
 	return err
 }
@@ -120,6 +149,7 @@ func (d *Datapath) close() error {
 		err = unix.Close(d.pmtuFD)
 		d.pmtuFD = -1
 	}
+	d.up = nil
 	return errors.Join(err, d.lxc.Close(), d.uplink.Close())
 }
 

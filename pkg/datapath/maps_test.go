@@ -220,7 +220,8 @@ func TestPrivilegedMapFull(t *testing.T) {
 }
 
 // A map pinned by another data plane version with a different layout is
-// refused with an explanation instead of being silently replaced.
+// migrated by its role (migrate.go), not refused: here a derived one,
+// replaced by an empty map of the new layout, the reason reported.
 func TestPrivilegedIncompatiblePin(t *testing.T) {
 	needBPF(t)
 	pin := testPinDir(t)
@@ -235,9 +236,28 @@ func TestPrivilegedIncompatiblePin(t *testing.T) {
 	if err := m.Pin(filepath.Join(pin, "genie_lxc")); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(testConfig(pin))
-	if !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "incompatible data plane version") {
+	if err := m.Put(uint32(7), uint32(42)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(testConfig(pin))
+	if err != nil {
 		t.Fatalf("open over an incompatible pin: %v", err)
+	}
+	defer d.Close()
+	var mig *MapMigration
+	for _, mm := range d.Migrations() {
+		if mm.Map == "genie_lxc" {
+			mig = &mm
+		}
+	}
+	if mig == nil || mig.Role != MapDerived || !strings.Contains(mig.Reason, "ValueSize") || mig.Entries != 1 || mig.Kept != 0 {
+		t.Fatalf("migration of the foreign genie_lxc: %+v (all: %v)", mig, d.Migrations())
+	}
+	if vs := d.lxc.GenieLxc.ValueSize(); vs == 4 {
+		t.Errorf("genie_lxc still has the foreign layout")
+	}
+	if _, err := d.FinishUpgrade(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -4,10 +4,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
-
-	"github.com/cilium/ebpf"
 )
 
 func TestDefaultMapSizes(t *testing.T) {
@@ -25,7 +24,7 @@ func TestDefaultMapSizes(t *testing.T) {
 
 // Configured sizes reach the kernel maps (all programs share them), a full
 // endpoints map gives ErrMapFull naming it, and a pinned map of another
-// size is refused with a hint instead of being replaced.
+// size is migrated to the new size.
 func TestPrivilegedMapSizes(t *testing.T) {
 	needBPF(t)
 	pin := testPinDir(t)
@@ -58,20 +57,30 @@ func TestPrivilegedMapSizes(t *testing.T) {
 	}
 	d.Close()
 
+	// Other sizes over the pinned maps migrate them (derived maps are
+	// rebuilt empty for the agent to refill); a shrink below the entries
+	// is refused (TestPrivilegedUpgradeShrinkRefused).
 	cfg.MapSizes.Endpoints = 16
 	d2, err := Open(cfg)
-	if err == nil {
-		d2.Close()
-		t.Fatal("open with a bigger endpoints map over the pinned one succeeded")
+	if err != nil {
+		t.Fatalf("open with a bigger endpoints map over the pinned one: %v", err)
 	}
-	if !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "map sizes") {
-		t.Fatalf("open with other sizes over pinned maps: %v", err)
+	if got := d2.MapSizes().Endpoints; got != 16 || !slices.ContainsFunc(d2.Migrations(), func(m MapMigration) bool {
+		return m.Map == "genie_endpoints" && m.Old.MaxEntries == 8 && m.New.MaxEntries == 16
+	}) {
+		t.Fatalf("endpoints size %d after a resize, migrations %v", got, d2.Migrations())
 	}
-	// The pinned sizes still work.
-	cfg.MapSizes.Endpoints = 8
+	if _, err := d2.FinishUpgrade(); err != nil {
+		t.Fatal(err)
+	}
+	d2.Close()
+	// The pinned sizes are re-adopted without a migration.
 	d3, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("reopen with the pinned sizes: %v", err)
+	}
+	if d3.Migrations() != nil || d3.UpgradePending() {
+		t.Errorf("reopen with the pinned sizes migrated %v", d3.Migrations())
 	}
 	d3.Close()
 }

@@ -81,6 +81,9 @@ type Agent struct {
 	// Poll is how often the local pods are re-read (default 250 ms).
 	Poll time.Duration
 	Log  *slog.Logger
+	// Synced, if not nil, is closed once the first reconcile has run (an
+	// upgrading agent attaches its new programs after that).
+	Synced chan struct{}
 
 	mu       sync.Mutex
 	gateways map[string]egress.Gateway
@@ -190,6 +193,10 @@ func (a *Agent) run(ctx context.Context) error {
 	for {
 		if err := a.reconcile(ctx); err != nil {
 			a.log().Error("egress: programming failed", "err", err)
+		}
+		if a.Synced != nil {
+			close(a.Synced)
+			a.Synced = nil
 		}
 		select {
 		case <-ctx.Done():

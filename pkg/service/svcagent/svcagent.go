@@ -41,6 +41,9 @@ type Syncer struct {
 	Poll time.Duration
 	// Log gets errors and changes; nil discards.
 	Log *slog.Logger
+	// Synced, if not nil, is closed once the first listing is programmed
+	// (an upgrading agent attaches its new programs after that).
+	Synced chan struct{}
 
 	services map[string]service.Service
 	backends map[string]service.Backends
@@ -112,6 +115,10 @@ func (s *Syncer) run(ctx context.Context) error {
 	defer tick.Stop()
 	if err := s.reconcile(); err != nil {
 		return err
+	}
+	if s.Synced != nil {
+		close(s.Synced)
+		s.Synced = nil
 	}
 	for {
 		select {
