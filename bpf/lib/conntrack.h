@@ -6,8 +6,7 @@
  *
  * Timeouts follow the TCP state seen on each direction: a new flow (SYN, or
  * the first packet of any flow) lives CT_SYN_TIMEOUT, an established one
- * CT_TCP_TIMEOUT, a closing one (FIN or RST seen) CT_CLOSE_TIMEOUT (an egress
- * SNAT flow CT_EGRESS_CLOSE_TIMEOUT, for the server's TIME_WAIT); UDP
+ * CT_TCP_TIMEOUT, a closing one (FIN or RST seen) CT_CLOSE_TIMEOUT; UDP
  * CT_UDP_TIMEOUT from its last packet. The data path only moves deadlines;
  * expired pairs are deleted by the GC in pkg/datapath (conntrack.go), and
  * the LRU evicts the least recently used entries if the map fills anyway.
@@ -28,14 +27,6 @@
 #endif
 #ifndef CT_CLOSE_TIMEOUT
 #define CT_CLOSE_TIMEOUT (10 * NSEC)
-#endif
-/* An egress SNAT flow's port pair is held this long after its close: the
- * outside server keeps the closed connection in TIME_WAIT for 60 s (Linux's
- * TCP_TIMEWAIT_LEN), and a new SYN from the same address and port in that
- * time is ignored or refused (measured: sequential connections from a pod
- * through its node fell to 2-30/s with ports reused after 10 s). */
-#ifndef CT_EGRESS_CLOSE_TIMEOUT
-#define CT_EGRESS_CLOSE_TIMEOUT (60 * NSEC)
 #endif
 #ifndef CT_UDP_TIMEOUT
 #define CT_UDP_TIMEOUT (60 * NSEC)
@@ -127,7 +118,7 @@ __inline void ct_next(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 		t = CT_TCP_TIMEOUT;
 		break;
 	case CT_CLOSING:
-		t = (e->flags & CT_F_EGRESS) ? CT_EGRESS_CLOSE_TIMEOUT : CT_CLOSE_TIMEOUT;
+		t = CT_CLOSE_TIMEOUT;
 		break;
 	default:
 		t = CT_SYN_TIMEOUT;

@@ -539,34 +539,3 @@ func TestPrivilegedEgressDrain(t *testing.T) {
 		t.Errorf("32 new flows over two gateways: %v", seen)
 	}
 }
-
-// TestPrivilegedEgressCloseHoldsPort: a closed egress flow keeps its SNAT
-// port pair for the outside server's TIME_WAIT (60 s), not the 10 s of a
-// service flow: a new SYN from the same address and port inside TIME_WAIT
-// is ignored by the server (sequential connections through a gateway fell
-// to 2-30/s when ports came back after 10 s).
-func TestPrivilegedEgressCloseHoldsPort(t *testing.T) {
-	d := newEgressWorld(t)
-	tu := Tuple{VNI: vniRed, Src: ip3, Dst: extIP, SPort: 41010, DPort: 80, Proto: TCP}
-	for _, flags := range []byte{tcpSYN, tcpACK, tcpFIN | tcpACK} {
-		in := geneveFrame(nodeB, vniRed, tcpIP(ip3, 41010, extIP, 80, flags, nil), geneveOpts{})
-		if ret, _ := runSKB(t, d.uplink.FromUplink, in, uplinkIdx); ret != tcActRedirect {
-			t.Fatalf("flags %#x: verdict %d", flags, int32(ret))
-		}
-	}
-	ct, err := d.Conntrack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ct {
-		if e.Tuple != tu {
-			continue
-		}
-		ttl := e.Expires - monotonicNow()
-		if e.State != ConntrackClosing || ttl > 60*time.Second || ttl < 55*time.Second {
-			t.Fatalf("after FIN: state %s, expires in %v, want closing for about 60s", e.State, ttl)
-		}
-		return
-	}
-	t.Fatalf("no conntrack entry for %s", tu)
-}
