@@ -46,8 +46,6 @@
 #include "eth.h"
 #include "fib.h"
 #include "geneve.h"
-#include "icmp.h"
-#include "qos.h"
 
 
 #define DIR_MAC0	0x06
