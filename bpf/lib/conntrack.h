@@ -6,7 +6,8 @@
  *
  * Timeouts follow the TCP state seen on each direction: a new flow (SYN, or
  * the first packet of any flow) lives CT_SYN_TIMEOUT, an established one
- * CT_TCP_TIMEOUT, a closing one (FIN or RST seen) CT_CLOSE_TIMEOUT; UDP
+ * CT_TCP_TIMEOUT, a closing one (FIN or RST seen) CT_CLOSE_TIMEOUT (an egress
+ * SNAT flow CT_EGRESS_CLOSE_TIMEOUT, the server's TIME_WAIT); UDP
  * CT_UDP_TIMEOUT from its last packet. The data path only moves deadlines;
  * expired pairs are deleted by the GC in pkg/datapath (conntrack.go), and
  * the LRU evicts the least recently used entries if the map fills anyway.
@@ -27,6 +28,15 @@
 #endif
 #ifndef CT_CLOSE_TIMEOUT
 #define CT_CLOSE_TIMEOUT (10 * NSEC)
+#endif
+/* A closed egress SNAT flow keeps its port pair this long: the outside
+ * server holds the connection in TIME_WAIT for 60 s (Linux's
+ * TCP_TIMEWAIT_LEN) and answers a SYN on the same tuple inside it with the
+ * old connection's ACK unless the SYN's timestamp is later than the old
+ * one's; egress_reclaim (egress.h) hands a held pair on early only to such
+ * a SYN. */
+#ifndef CT_EGRESS_CLOSE_TIMEOUT
+#define CT_EGRESS_CLOSE_TIMEOUT (60 * NSEC)
 #endif
 #ifndef CT_UDP_TIMEOUT
 #define CT_UDP_TIMEOUT (60 * NSEC)
@@ -118,7 +128,7 @@ __inline void ct_next(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 		t = CT_TCP_TIMEOUT;
 		break;
 	case CT_CLOSING:
-		t = CT_CLOSE_TIMEOUT;
+		t = (e->flags & CT_F_EGRESS) ? CT_EGRESS_CLOSE_TIMEOUT : CT_CLOSE_TIMEOUT;
 		break;
 	default:
 		t = CT_SYN_TIMEOUT;

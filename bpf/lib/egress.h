@@ -110,6 +110,76 @@ __inline void egress_pull(struct __sk_buff *skb, __u32 len)
 		bpf_skb_pull_data(skb, len);
 }
 
+/* Linux's TCP timestamp clock ticks in milliseconds (microseconds with
+ * tcp_usec_ts); a SYN takes a held pair over only this far past its FIN,
+ * so late ACKs of the old connection cannot have moved the server's
+ * ts_recent past the SYN's. */
+#define EGRESS_TS_MARGIN 4096
+
+/* egress_ts_walk is where egress_ts_step is in the options of a TCP
+ * header (loaded into this CPU's scratch, opt). */
+struct egress_ts_walk {
+	__u32 i;	/* the next option's offset */
+	__u32 len;	/* the options' length, 10-40 */
+};
+
+/* egress_ts_step reads the option at walk->i: a timestamp goes to the
+ * scratch (tsval, ts_ok) and ends the walk, as do the end of the options
+ * and a malformed one. A bpf_loop callback: verified once, where an
+ * open-coded loop forked the verifier at every option (over a million
+ * instructions). */
+static long egress_ts_step(__u64 n, void *ctx)
+{
+	struct egress_scratch *w = egress_scratch_get();
+	struct egress_ts_walk *t = ctx;
+	__u32 i = t->i, j;
+	__u8 kind, olen;
+
+	if (!w || i + 10 > t->len)	/* no room left for a timestamp */
+		return 1;
+	j = i & 31;			/* == i: i <= len - 10 <= 30 */
+	kind = w->opt[j];
+	if (kind == 0)			/* end of options */
+		return 1;
+	if (kind == 1) {		/* NOP */
+		t->i = i + 1;
+		return 0;
+	}
+	olen = w->opt[j + 1];
+	if (kind == 8 && olen == 10) {
+		w->tsval = (__u32)w->opt[j + 2] << 24 | (__u32)w->opt[j + 3] << 16 |
+			   (__u32)w->opt[j + 4] << 8 | w->opt[j + 5];
+		w->ts_ok = 1;
+		return 1;
+	}
+	if (kind == 8 || olen < 2)
+		return 1;
+	t->i = i + olen;
+	return 0;
+}
+
+/* egress_tcp_ts finds the timestamp option (RFC 7323) among the options
+ * of the TCP header at l4off (data offset doff, in 32-bit words) and leaves
+ * its TSval in this CPU's scratch (tsval, ts_ok). A BPF-to-BPF call out of
+ * its callers' frames. */
+static __attribute__((noinline)) void egress_tcp_ts(struct __sk_buff *skb, __u32 l4off, __u32 doff)
+{
+	struct egress_scratch *w = egress_scratch_get();
+	__u64 len = (__u64)(doff & 0xf) << 2;	/* header length, 20-60 */
+	struct egress_ts_walk t = { 0 };
+
+	if (!w)
+		return;
+	w->ts_ok = 0;
+	if (len < 20 + 10)		/* options too short for a timestamp */
+		return;
+	len -= 20;			/* 10-40: sizeof(w->opt) */
+	if (bpf_skb_load_bytes(skb, l4off + 20, w->opt, len))
+		return;
+	t.len = len;
+	bpf_loop(sizeof(w->opt), egress_ts_step, &t, 0);
+}
+
 /* egress_parse fills p for an unfragmented TCP, UDP or ICMP echo packet
  * (IPv4 at l3off) of VPC vni, like ct_parse. ICMP echo: the identifier is
  * the source port of a request and the destination port of a reply, the
@@ -166,6 +236,10 @@ __inline int egress_parse(struct __sk_buff *skb, __u32 l3off, __u32 vni, struct 
 		if ((void *)(l4 + 14) > data_end)
 			return 0;
 		p->tcp_flags = l4[13];
+		/* A SYN's and a FIN's timestamp decide whether a port pair
+		 * may be reused inside the server's TIME_WAIT. */
+		if (l4[13] & (TCPF_SYN | TCPF_FIN))
+			egress_tcp_ts(skb, l4off, l4[12] >> 4);
 	}
 	return 1;
 }
@@ -210,19 +284,37 @@ __inline int egress_nat(struct __sk_buff *skb, __u32 l3off, const struct ct_pkt 
 			   old_port, new_port);
 }
 
-/* egress_reclaim frees the SNAT port of reply key w->rk if its flow is
- * over: the reply entry and its forward partner both expired (or the
- * partner is gone), as the Go GC would decide; the expired pair goes.
- * Without it a port stays taken until the GC's next pass (30 s), which at a
- * few hundred new connections a second to one destination exhausted the
- * range. A flow with one live side keeps its port: stealing it would hand
- * its replies to another flow. Returns 1 if the port is free now. */
-__inline int egress_reclaim(struct egress_scratch *w, __u64 now)
+/* egress_reclaim frees the SNAT port of reply key w->rk for new flow p if
+ * its old flow is over:
+ * - the reply entry and its forward partner both expired (or the partner
+ *   is gone), as the Go GC would decide. Without it a port stays taken
+ *   until the GC's next pass (30 s), which at a few hundred new connections
+ *   a second to one destination exhausted the range.
+ * - or both sides closed (a closed pair is held CT_EGRESS_CLOSE_TIMEOUT,
+ *   for the server's TIME_WAIT), the pod side's FIN carried a timestamp,
+ *   and p is a SYN whose timestamp is later by EGRESS_TS_MARGIN: a server
+ *   in TIME_WAIT accepts such a SYN as a new connection (RFC 6191; Linux's
+ *   tcp_timewait_state_process), and answers any other with the old
+ *   connection's ACK (the pod resets, retries a second later, and its
+ *   retry may meet another such pair: the collapse to 8-17 connections a
+ *   second once ports came round). Linux picks its own ports the same way
+ *   (tcp_twsk_unique); the SNAT must because pod sockets behind one
+ *   address have unrelated timestamp offsets.
+ * A flow with a live side keeps its port: stealing it would hand its
+ * replies to another flow. The old pair goes. Returns 1 if the port is
+ * free now. */
+__inline int egress_reclaim(struct egress_scratch *w, const struct ct_pkt *p, __u64 now)
 {
 	struct ct_entry *old, *fwd;
+	int closed;
 
 	old = bpf_map_lookup_elem(&genie_ct, &w->rk);
-	if (!old || now <= old->expires || !(old->flags & CT_F_EGRESS))
+	if (!old || !(old->flags & CT_F_EGRESS))
+		return 0;
+	closed = old->state == CT_CLOSING && (old->flags & CT_F_EGRESS_FIN) && w->ts_ok &&
+		 (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
+		 (__s32)(w->tsval - old->fin_tsval) > EGRESS_TS_MARGIN;
+	if (now <= old->expires && !closed)
 		return 0;
 	w->pk.vni = old->vni;
 	w->pk.saddr = old->dst_addr;
@@ -233,7 +325,7 @@ __inline int egress_reclaim(struct egress_scratch *w, __u64 now)
 	w->pk.pad[0] = w->pk.pad[1] = w->pk.pad[2] = 0;
 	fwd = bpf_map_lookup_elem(&genie_ct, &w->pk);
 	if (fwd) {
-		if (now <= fwd->expires)
+		if (now <= fwd->expires && !(closed && fwd->state == CT_CLOSING))
 			return 0;
 		if (fwd->src_port == w->rk.dport && fwd->src_addr == w->rk.daddr)
 			bpf_map_delete_elem(&genie_ct, &w->pk);
@@ -242,11 +334,35 @@ __inline int egress_reclaim(struct egress_scratch *w, __u64 now)
 	return 1;
 }
 
+/* egress_note_fin keeps the timestamp of the pod side's FIN of flow p
+ * (its forward entry in w->fwd) in the flow's reply entry, for
+ * egress_reclaim. */
+__inline void egress_note_fin(struct egress_scratch *w, const struct ct_pkt *p)
+{
+	struct ct_entry *rev;
+
+	w->rk.vni = 0;
+	w->rk.saddr = p->key.daddr;
+	w->rk.sport = p->key.dport;
+	w->rk.daddr = w->fwd.src_addr;
+	w->rk.dport = w->fwd.src_port;
+	w->rk.proto = p->key.proto;
+	w->rk.pad[0] = w->rk.pad[1] = w->rk.pad[2] = 0;
+	rev = bpf_map_lookup_elem(&genie_ct, &w->rk);
+	if (!rev || !(rev->flags & CT_F_EGRESS))
+		return;
+	/* A retransmitted FIN carries a later timestamp: keep the latest. */
+	if (!(rev->flags & CT_F_EGRESS_FIN) || (__s32)(w->tsval - rev->fin_tsval) > 0)
+		rev->fin_tsval = w->tsval;
+	rev->flags |= CT_F_EGRESS_FIN;
+}
+
 /* egress_snat_prepare finds or creates the SNAT of flow p (parsed by
  * egress_parse with its VPC's VNI) to egress_ip: a live flow keeps its
  * port, a new one allocates a free one (see the top of the file). The
- * forward entry is left in this CPU's scratch (fwd) for egress_snat_apply.
- * Touches no packet byte. Returns 0 or a DROP_* code. */
+ * forward entry is left in this CPU's scratch (fwd) for egress_snat_apply;
+ * the pod side's FIN leaves its timestamp in the reply entry
+ * (egress_note_fin). Touches no packet byte. Returns 0 or a DROP_* code. */
 __inline int egress_snat_prepare(const struct ct_pkt *p, __be32 egress_ip)
 {
 	struct egress_scratch *w = egress_scratch_get();
@@ -297,7 +413,7 @@ __inline int egress_snat_prepare(const struct ct_pkt *p, __be32 egress_ip)
 			ret = ct_create_pair(&p->key, &w->fwd, &w->rk, &w->rev);
 			if (ret != -EEXIST)
 				break;
-			if (!egress_reclaim(w, now))
+			if (!egress_reclaim(w, p, now))
 				continue;
 			ret = ct_create_pair(&p->key, &w->fwd, &w->rk, &w->rev);
 			if (ret != -EEXIST)
@@ -307,6 +423,8 @@ __inline int egress_snat_prepare(const struct ct_pkt *p, __be32 egress_ip)
 			return DROP_EGRESS_NO_PORT;
 		if (ret)
 			return ret;
+	} else if ((p->tcp_flags & TCPF_FIN) && w->ts_ok) {
+		egress_note_fin(w, p);
 	}
 	return 0;
 }

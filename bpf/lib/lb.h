@@ -120,7 +120,7 @@ __inline int lb_first_frag_of_service(struct __sk_buff *skb, __u32 l3off, __u32 
 	if (!(lb_port(k.dport) & LB_PORT_FRONTEND) && !(lb_port(k.sport) & LB_PORT_TARGET))
 		return 0;
 	e = bpf_map_lookup_elem(&genie_ct, &k);
-	return e && e->svc_table;
+	return e && e->svc_table && !(e->flags & CT_F_EGRESS);
 }
 
 /* lb_pick chooses the backend of a new flow of service svc. */
@@ -231,8 +231,9 @@ __inline int lb_from_pod(struct __sk_buff *skb, const struct lxc_info *ep, __be3
 	if (ct_lookup(&p, now, &e)) {
 		/* A service flow's entry, either direction (a hairpin reply
 		 * may go to a frontend port); other features' entries (egress
-		 * SNAT) have no table and are not ours to apply. */
-		if (!e.svc_table)
+		 * SNAT, whose union member is the FIN's timestamp) are not
+		 * ours to apply. */
+		if (!e.svc_table || (e.flags & CT_F_EGRESS))
 			return LB_PASS;
 		return lb_nat(skb, ETH_HLEN, &p, &e, daddr);
 	}

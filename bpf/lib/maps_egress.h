@@ -38,6 +38,10 @@
  * reply key has VNI 0 (the outside has none; ct_entry.vni keeps the VPC);
  * in genie_egress_flows a pod-side pin (dst_addr = the gateway). */
 #define CT_F_EGRESS 0x80
+/* An egress reply entry whose pod side sent a FIN with a TCP timestamp,
+ * kept in fin_tsval: a new SYN with a later timestamp may take its port
+ * pair over inside the server's TIME_WAIT (egress.h, egress_reclaim). */
+#define CT_F_EGRESS_FIN 0x40
 
 /* lxc_info.flags bit 2 (bits 0-1 and 4-15 are QoS's, lib/qos.h): the
  * attachment is its pod's default network in a VPC that may be one
@@ -176,6 +180,9 @@ struct egress_scratch {
 	__u64 fib[8];		/* a struct bpf_fib_lookup (bpf2go cannot render its unions) */
 	__u32 neigh[5];		/* a struct bpf_redir_neigh (a union again) */
 	__u8 eth[16];		/* the Ethernet header of an SNATed packet (14 used) */
+	__u32 tsval;		/* the TCP timestamp of the last SYN or FIN egress_parse saw, */
+	__u32 ts_ok;		/* if this is 1 */
+	__u8 opt[40];		/* that packet's TCP options (egress_tcp_ts) */
 };
 _Static_assert(sizeof(struct bpf_fib_lookup) == 8 * sizeof(__u64), "bpf_fib_lookup size");
 

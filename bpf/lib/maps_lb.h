@@ -78,7 +78,11 @@ struct ct_entry {
 	__u8 state;		/* CT_NEW, CT_ESTABLISHED, CT_CLOSING */
 	__u16 pad;
 	__u32 vni;		/* the flow's VPC (for keys of traffic without one) */
-	__u32 svc_table;	/* the Maglev table the backend came from, 0 if none */
+	union {
+		__u32 svc_table;	/* a service flow's: the Maglev table the backend came from, 0 if none */
+		__u32 fin_tsval;	/* an egress reply entry's with CT_F_EGRESS_FIN: the TCP
+					 * timestamp of the pod side's FIN (egress.h) */
+	};
 };
 
 #define LB_PORT_FRONTEND 0x1	/* some frontend listens on this port */

@@ -88,6 +88,9 @@ type lxcEgressScratch struct {
 	Fib   [8]uint64
 	Neigh [5]uint32
 	Eth   [16]uint8
+	Tsval uint32
+	TsOk  uint32
+	Opt   [40]uint8
 	_     [4]byte
 }
 
