@@ -96,6 +96,7 @@ func (a *Agent) startEgress(ctx context.Context) <-chan struct{} {
 		Unserve:      a.releaseVPC,
 		Own:          func(ip netip.Addr) error { return a.uplinkAddr(ip, true) },
 		Disown:       func(ip netip.Addr) error { return a.uplinkAddr(ip, false) },
+		Owned:        a.ownedUplinkAddrs,
 		DrainTimeout: a.cfg.Egress.DrainTimeout, HostPrefixes: a.cfg.Egress.ServiceCIDRs, Log: log, Synced: synced,
 	}
 	if bs, ok := a.st.(store.BeatStore); ok {
@@ -112,15 +113,30 @@ func (a *Agent) startEgress(ctx context.Context) <-chan struct{} {
 	return synced
 }
 
+// egressAddrLabel is the address label that marks the dedicated egress
+// addresses the agent added to uplink, so that a later agent adopts them
+// (and removes them once unwanted) even after an upgrade rebuilt the
+// gateway map that used to tell it. Linux keeps IPv4 labels that start with
+// the device's name, at most 15 bytes: ":genie" where it fits, else ":g",
+// else none (such an uplink's addresses are not adopted).
+func egressAddrLabel(uplink string) string {
+	for _, sfx := range []string{":genie", ":g"} {
+		if len(uplink)+len(sfx) <= 15 {
+			return uplink + sfx
+		}
+	}
+	return ""
+}
+
 // uplinkAddr adds (or removes) a dedicated egress address as a /32 on the
-// uplink: the node then answers ARP for it, and replies to it reach the
-// uplink's program. Idempotent.
+// uplink, labelled egressAddrLabel: the node then answers ARP for it, and
+// replies to it reach the uplink's program. Idempotent.
 func (a *Agent) uplinkAddr(ip netip.Addr, add bool) error {
 	l, err := netlink.LinkByName(a.cfg.Uplink)
 	if err != nil {
 		return fmt.Errorf("uplink %s: %w", a.cfg.Uplink, err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: egressAddrLabel(a.cfg.Uplink)}
 	if add {
 		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add %s to %s: %w", ip, a.cfg.Uplink, err)
@@ -131,6 +147,33 @@ func (a *Agent) uplinkAddr(ip netip.Addr, add bool) error {
 		return fmt.Errorf("remove %s from %s: %w", ip, a.cfg.Uplink, err)
 	}
 	return nil
+}
+
+// ownedUplinkAddrs returns the dedicated egress addresses an agent added
+// to the uplink (labelled egressAddrLabel).
+func (a *Agent) ownedUplinkAddrs() ([]netip.Addr, error) {
+	label := egressAddrLabel(a.cfg.Uplink)
+	if label == "" {
+		return nil, nil
+	}
+	l, err := netlink.LinkByName(a.cfg.Uplink)
+	if err != nil {
+		return nil, fmt.Errorf("uplink %s: %w", a.cfg.Uplink, err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("addresses of %s: %w", a.cfg.Uplink, err)
+	}
+	var out []netip.Addr
+	for _, ad := range addrs {
+		if ones, _ := ad.Mask.Size(); ad.Label != label || ones != 32 {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(ad.IP.To4()); ok {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
 }
 
 // localEndpoints returns the node's complete VPC attachments with labels.

@@ -74,6 +74,10 @@ type Agent struct {
 	// ARP for it and replies reach the uplink); Disown removes it. Nil:
 	// the operator provides the addresses.
 	Own, Disown func(netip.Addr) error
+	// Owned returns the dedicated addresses a previous agent added (Own
+	// marks them): adopted with those in the pinned gateway map, which an
+	// upgrade may have rebuilt empty, so they go when no longer wanted.
+	Owned func() ([]netip.Addr, error)
 	// DrainTimeout: see DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// HostPrefixes are the cluster's Service CIDRs (egress.Input).
@@ -354,12 +358,24 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if a.owned == nil {
 		// Dedicated addresses a previous agent added are in the pinned
 		// gateway map: adopt them, so they go when no longer wanted.
-		a.owned = map[netip.Addr]bool{}
+		owned := map[netip.Addr]bool{}
 		for _, ip := range a.gws {
 			if ip != self && self.IsValid() && a.Own != nil {
-				a.owned[ip] = true
+				owned[ip] = true
 			}
 		}
+		if a.Owned != nil && a.Own != nil {
+			ips, err := a.Owned()
+			if err != nil {
+				return fmt.Errorf("adopt egress addresses: %w", err)
+			}
+			for _, ip := range ips {
+				if ip != self {
+					owned[ip] = true
+				}
+			}
+		}
+		a.owned = owned
 	}
 	wantOwned := map[netip.Addr]bool{}
 	for _, ip := range wantGws {
