@@ -154,11 +154,42 @@ func TestPrivilegedEgressTimeWaitReuse(t *testing.T) {
 	}
 }
 
-func mustConntrack(t *testing.T, d *Datapath) []ConntrackEntry {
+func mustConntrack(t testing.TB, d *Datapath) []ConntrackEntry {
 	t.Helper()
 	ct, err := d.Conntrack()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ct
+}
+
+// BenchmarkEgressGateway: an established TCP segment (1400 bytes) of a
+// pod's flow on the gateway: decapsulation, conntrack, SNAT, FIB lookup
+// and redirect out (compare BenchmarkUplinkDecap, the overlay's own
+// delivery, in the same run).
+func BenchmarkEgressGateway(b *testing.B) {
+	d := newEgressWorld(b)
+	inWorld(b, func() {
+		runSKB(b, d.uplink.FromUplink, geneveFrame(nodeB, vniRed, tcpIP(ip3, 41500, extIP, 80, tcpSYN, nil), geneveOpts{}), uplinkIdx)
+	})
+	benchProg(b, d.uplink.FromUplink, geneveFrame(nodeB, vniRed, tcpIP(ip3, 41500, extIP, 80, tcpACK, payload(1400)), geneveOpts{}),
+		uplinkIdx, tcActRedirect, nil)
+}
+
+// BenchmarkEgressReply: the reply direction on the gateway: conntrack,
+// reverse SNAT and encapsulation back to the pod's node.
+func BenchmarkEgressReply(b *testing.B) {
+	d := newEgressWorld(b)
+	tu := Tuple{VNI: vniRed, Src: ip3, Dst: extIP, SPort: 41501, DPort: 80, Proto: TCP}
+	inWorld(b, func() {
+		runSKB(b, d.uplink.FromUplink, geneveFrame(nodeB, vniRed, tcpIP(ip3, 41501, extIP, 80, tcpSYN, nil), geneveOpts{}), uplinkIdx)
+	})
+	var port uint16
+	for _, e := range mustConntrack(b, d) {
+		if e.Tuple == tu {
+			port = e.SrcNAT.Port()
+		}
+	}
+	benchProg(b, d.uplink.FromUplink, fromOutside(tcpIP(extIP, 80, egressA, port, tcpACK, payload(1400))),
+		uplinkIdx, tcActRedirect, nil)
 }

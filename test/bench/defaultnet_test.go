@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -73,28 +72,8 @@ func TestPrivilegedDefaultNetworkBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	l, err := sandbox.ListenTCP(ext.Endpoint(), ":7002")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					_, _ = c.Write(b)
-				}
-			}()
-		}
-	}()
 	podEP := sandbox.Endpoint{Netns: pod.Netns}
-	if err := waitConn(ctx, podEP, ext, 15*time.Second); err != nil {
+	if err := waitConn(ctx, podEP, startEcho(t, ext, 7002), 15*time.Second); err != nil {
 		t.Fatalf("the pod never reached the outside: %v", err)
 	}
 	// (The SNAT to node1's address is checked end to end by
@@ -104,10 +83,11 @@ func TestPrivilegedDefaultNetworkBench(t *testing.T) {
 		name         string
 		netns        string
 		gbps, connps []float64
+		echo         netip.AddrPort // one server port per mode: see TestPrivilegedEgressBench
 	}
 	modes := []*mode{
-		{name: "pod via its node (BPF SNAT)", netns: pod.Netns},
-		{name: "the node's own", netns: n1ns},
+		{name: "pod via its node (BPF SNAT)", netns: pod.Netns, echo: startEcho(t, ext, 7010)},
+		{name: "the node's own", netns: n1ns, echo: startEcho(t, ext, 7011)},
 	}
 	for r := range rounds {
 		for i := range modes {
@@ -117,7 +97,7 @@ func TestPrivilegedDefaultNetworkBench(t *testing.T) {
 				t.Fatalf("%s: %v", m.name, err)
 			}
 			m.gbps = append(m.gbps, bps/1e9)
-			cps, err := connRate(ctx, sandbox.Endpoint{Netns: m.netns}, ext, 2*time.Second)
+			cps, err := connRate(ctx, sandbox.Endpoint{Netns: m.netns}, m.echo, 2*time.Second)
 			if err != nil {
 				t.Fatalf("%s: %v", m.name, err)
 			}

@@ -96,9 +96,8 @@ func TestPrivilegedEgressBench(t *testing.T) {
 		}
 	}
 	for _, g := range []egress.Gateway{
-		// A dedicated egress address: the full port range (a few hundred
-		// new connections a second to one destination exhaust the
-		// node address's 4,536 ports within the 10 s close timeout).
+		// A dedicated egress address: the full port range (1024-65535;
+		// the node's own address has 4,536 ports).
 		{VPC: "blue", Name: "out", Destinations: []netip.Prefix{sandbox.ExternalPrefix}, Nodes: []string{"node2"},
 			EgressIPs: map[string]netip.Addr{"node2": netip.MustParseAddr("172.30.0.202")}},
 		{VPC: "red", Name: "out", Destinations: []netip.Prefix{sandbox.ExternalPrefix}, Nodes: []string{"node2", "node3"}},
@@ -144,30 +143,15 @@ func TestPrivilegedEgressBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	l, err := sandbox.ListenTCP(ext.Endpoint(), ":7002")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					_, _ = c.Write(b)
-				}
-			}()
-		}
-	}()
+	// One echo port per mode (7002 also serves failover): modes that
+	// share an address (node2's: its own connections and the nft
+	// masquerade's) would otherwise meet each other's TIME_WAIT at the
+	// server, with unrelated timestamps, and be answered with old ACKs.
+	echo := startEcho(t, ext, 7002)
 
 	blueEP := sandbox.Endpoint{Netns: pods["blue"].Netns}
 	// Wait for the agents to program the gateway.
-	if err := waitConn(ctx, blueEP, ext, 15*time.Second); err != nil {
+	if err := waitConn(ctx, blueEP, echo, 15*time.Second); err != nil {
 		t.Fatalf("the pod never reached the outside: %v", err)
 	}
 
@@ -177,12 +161,13 @@ func TestPrivilegedEgressBench(t *testing.T) {
 		gbps   []float64
 		connps []float64 // sequential
 		parps  []float64 // 8 clients in parallel
+		echo   netip.AddrPort
 	}
 	modes := []*mode{
-		{name: "pod via gateway (BPF SNAT)", netns: pods["blue"].Netns},
-		{name: "gateway node's own", netns: n2ns},
-		{name: "pod via nft masquerade", netns: nftNs},
-		{name: "pod via gateway, + XDP", netns: pods["blue"].Netns},
+		{name: "pod via gateway (BPF SNAT)", netns: pods["blue"].Netns, echo: startEcho(t, ext, 7010)},
+		{name: "gateway node's own", netns: n2ns, echo: startEcho(t, ext, 7011)},
+		{name: "pod via nft masquerade", netns: nftNs, echo: startEcho(t, ext, 7012)},
+		{name: "pod via gateway, + XDP", netns: pods["blue"].Netns, echo: startEcho(t, ext, 7013)},
 	}
 	xdpMode := modes[3]
 	for r := range rounds {
@@ -202,13 +187,13 @@ func TestPrivilegedEgressBench(t *testing.T) {
 				t.Fatalf("%s: %v", m.name, err)
 			}
 			m.gbps = append(m.gbps, bps/1e9)
-			pps, err := connRateParallel(ctx, sandbox.Endpoint{Netns: m.netns}, ext, 8, 2*time.Second)
+			pps, err := connRateParallel(ctx, sandbox.Endpoint{Netns: m.netns}, m.echo, 8, 2*time.Second)
 			if err != nil {
 				t.Fatalf("%s: parallel connections: %v", m.name, err)
 			}
 			m.parps = append(m.parps, pps)
 			{
-				cps, err := connRate(ctx, sandbox.Endpoint{Netns: m.netns}, ext, 2*time.Second)
+				cps, err := connRate(ctx, sandbox.Endpoint{Netns: m.netns}, m.echo, 2*time.Second)
 				if err != nil {
 					for _, n := range []string{"node1", "node2"} {
 						mm, _ := sb.Metrics(ctx, n)
@@ -270,11 +255,39 @@ func rounded(v []float64) string {
 	return strings.Join(s, " ")
 }
 
-// connOnce makes one connection from e to the external 1-byte echo.
-func connOnce(ctx context.Context, e sandbox.Endpoint, ext *sandbox.External, timeout time.Duration) (netip.AddrPort, error) {
+// startEcho serves a 1-byte echo on port of the external namespace (it
+// reads one byte, writes it back and closes first, so the server holds
+// the TIME_WAIT) until the test ends, and returns its address.
+func startEcho(t *testing.T, ext *sandbox.External, port uint16) netip.AddrPort {
+	t.Helper()
+	l, err := sandbox.ListenTCP(ext.Endpoint(), fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(c, b); err == nil {
+					_, _ = c.Write(b)
+				}
+			}()
+		}
+	}()
+	return netip.AddrPortFrom(ext.IP, port)
+}
+
+// connOnce makes one connection from e to the 1-byte echo at dst.
+func connOnce(ctx context.Context, e sandbox.Endpoint, dst netip.AddrPort, timeout time.Duration) (netip.AddrPort, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := sandbox.DialTCP(ctx, e, netip.AddrPortFrom(ext.IP, 7002).String())
+	c, err := sandbox.DialTCP(ctx, e, dst.String())
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -287,14 +300,23 @@ func connOnce(ctx context.Context, e sandbox.Endpoint, ext *sandbox.External, ti
 	if _, err := io.ReadFull(c, b); err != nil {
 		return netip.AddrPort{}, err
 	}
+	// The server closes first; closing only at its EOF keeps the client
+	// out of TIME_WAIT. Closing at once raced the server's FIN, more often
+	// the longer the path: a pod behind an extra hop left two thirds of
+	// its connections in TIME_WAIT and, past 14k of them (the even half
+	// of its ephemeral range), spent 2 ms per connect() finding a port,
+	// which measured the client's kernel, not the path.
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		return netip.AddrPort{}, err
+	}
 	la, _ := netip.ParseAddrPort(c.LocalAddr().String())
 	return la, nil
 }
 
-func waitConn(ctx context.Context, e sandbox.Endpoint, ext *sandbox.External, limit time.Duration) error {
+func waitConn(ctx context.Context, e sandbox.Endpoint, dst netip.AddrPort, limit time.Duration) error {
 	var err error
 	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if _, err = connOnce(ctx, e, ext, time.Second); err == nil {
+		if _, err = connOnce(ctx, e, dst, time.Second); err == nil {
 			return nil
 		}
 	}
@@ -307,12 +329,12 @@ var connFailures atomic.Int64
 
 // connRate makes sequential connections for d and returns the rate of
 // those that succeeded; it fails only if none did.
-func connRate(ctx context.Context, e sandbox.Endpoint, ext *sandbox.External, d time.Duration) (float64, error) {
+func connRate(ctx context.Context, e sandbox.Endpoint, dst netip.AddrPort, d time.Duration) (float64, error) {
 	n := 0
 	var last error
 	start := time.Now()
 	for time.Since(start) < d {
-		if _, err := connOnce(ctx, e, ext, 3*time.Second); err != nil {
+		if _, err := connOnce(ctx, e, dst, 3*time.Second); err != nil {
 			connFailures.Add(1)
 			last = err
 			continue
@@ -327,7 +349,7 @@ func connRate(ctx context.Context, e sandbox.Endpoint, ext *sandbox.External, d 
 
 // connRateParallel runs n clients of connRate at once and returns their
 // total rate.
-func connRateParallel(ctx context.Context, e sandbox.Endpoint, ext *sandbox.External, n int, d time.Duration) (float64, error) {
+func connRateParallel(ctx context.Context, e sandbox.Endpoint, dst netip.AddrPort, n int, d time.Duration) (float64, error) {
 	type res struct {
 		r   float64
 		err error
@@ -335,7 +357,7 @@ func connRateParallel(ctx context.Context, e sandbox.Endpoint, ext *sandbox.Exte
 	ch := make(chan res, n)
 	for range n {
 		go func() {
-			r, err := connRate(ctx, e, ext, d)
+			r, err := connRate(ctx, e, dst, d)
 			ch <- res{r, err}
 		}()
 	}
@@ -388,7 +410,7 @@ func killAndMeasure(ctx context.Context, sb *sandbox.Sandbox, e sandbox.Endpoint
 	var runStart time.Time
 	for time.Since(start) < 15*time.Second {
 		t0 := time.Now()
-		_, err := connOnce(ctx, e, ext, 300*time.Millisecond)
+		_, err := connOnce(ctx, e, netip.AddrPortFrom(ext.IP, 7002), 300*time.Millisecond)
 		if err == nil {
 			if first == 0 {
 				first = t0.Sub(start)
