@@ -7,10 +7,20 @@
  * Timeouts follow the TCP state seen on each direction: a new flow (SYN, or
  * the first packet of any flow) lives CT_SYN_TIMEOUT, an established one
  * CT_TCP_TIMEOUT, a closing one (FIN or RST seen) CT_CLOSE_TIMEOUT (an egress
- * SNAT flow CT_EGRESS_CLOSE_TIMEOUT, the server's TIME_WAIT); UDP
- * CT_UDP_TIMEOUT from its last packet. The data path only moves deadlines;
- * expired pairs are deleted by the GC in pkg/datapath (conntrack.go), and
- * the LRU evicts the least recently used entries if the map fills anyway.
+ * SNAT flow closed by FINs CT_EGRESS_CLOSE_TIMEOUT, the server's TIME_WAIT);
+ * UDP CT_UDP_TIMEOUT from its last packet. The data path only moves
+ * deadlines; expired pairs are deleted by the GC in pkg/datapath
+ * (conntrack.go), and the LRU evicts the least recently used entries if the
+ * map fills anyway.
+ *
+ * A RST crosses one direction only, and the other side sends nothing more:
+ * its entry would stay established for CT_TCP_TIMEOUT, and an egress SNAT
+ * port with it (4,536 aborted connections to one server took a node
+ * address's ports for six hours). So the direction that carried it is
+ * marked CT_F_RST, and a pair one of whose entries is so marked and expired
+ * is over (the GC, egress_reclaim), CT_CLOSE_TIMEOUT after the RST: the
+ * peer that received it has no TIME_WAIT to respect, as with nf_conntrack's
+ * CLOSE state. Neither FIN nor RST is checked against the window.
  */
 #pragma once
 
@@ -119,6 +129,8 @@ __inline void ct_next(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 		e->expires = now + CT_UDP_TIMEOUT;
 		return;
 	}
+	if (p->tcp_flags & TCPF_RST)
+		e->flags |= CT_F_RST;
 	if (p->tcp_flags & (TCPF_FIN | TCPF_RST))
 		e->state = CT_CLOSING;
 	else if (!(p->tcp_flags & TCPF_SYN) && e->state == CT_NEW)
@@ -128,7 +140,8 @@ __inline void ct_next(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 		t = CT_TCP_TIMEOUT;
 		break;
 	case CT_CLOSING:
-		t = (e->flags & CT_F_EGRESS) ? CT_EGRESS_CLOSE_TIMEOUT : CT_CLOSE_TIMEOUT;
+		t = (e->flags & (CT_F_EGRESS | CT_F_RST)) == CT_F_EGRESS ?
+			    CT_EGRESS_CLOSE_TIMEOUT : CT_CLOSE_TIMEOUT;
 		break;
 	default:
 		t = CT_SYN_TIMEOUT;
@@ -152,6 +165,21 @@ __inline void ct_new_init(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 	}
 }
 
+/* ct_store writes the state and deadline of n, e's copy after ct_next, back
+ * into e when the state changes or the deadline moved enough (no write per
+ * packet), and its CT_F_RST: only that bit, so a flag another CPU set in
+ * the meantime (egress_note_fin's) is not undone. */
+__inline void ct_store(struct ct_entry *e, const struct ct_entry *n)
+{
+	if (n->state != e->state || n->expires > e->expires + CT_REFRESH_NS ||
+	    n->expires < e->expires) {
+		e->state = n->state;
+		e->expires = n->expires;
+	}
+	if ((n->flags & CT_F_RST) && !(e->flags & CT_F_RST))
+		e->flags |= CT_F_RST;
+}
+
 /* ct_lookup copies the live entry for p's tuple into *out and moves its
  * state and deadline. Returns 0 if there is none, it has expired, or it is
  * a closed TCP flow that a new SYN reopens (the caller then creates a new
@@ -169,12 +197,7 @@ __inline int ct_lookup(const struct ct_pkt *p, __u64 now, struct ct_entry *out)
 	if (n.state == CT_CLOSING && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
 		return 0;
 	ct_next(&n, p, now);
-	/* Write only when the state changes or the deadline moved enough. */
-	if (n.state != e->state || n.expires > e->expires + CT_REFRESH_NS ||
-	    n.expires < e->expires) {
-		e->state = n.state;
-		e->expires = n.expires;
-	}
+	ct_store(e, &n);
 	*out = n;
 	return 1;
 }
@@ -245,11 +268,7 @@ __inline int ct_touch(struct ct_entry *e, const struct ct_pkt *p, __u64 now,
 	if (n.state == CT_CLOSING && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
 		return 0;
 	ct_next(&n, p, now);
-	if (n.state != e->state || n.expires > e->expires + CT_REFRESH_NS ||
-	    n.expires < e->expires) {
-		e->state = n.state;
-		e->expires = n.expires;
-	}
+	ct_store(e, &n);
 	*out = n;
 	return 1;
 }

@@ -300,9 +300,13 @@ __inline int egress_nat(struct __sk_buff *skb, __u32 l3off, const struct ct_pkt 
  *   second once ports came round). Linux picks its own ports the same way
  *   (tcp_twsk_unique); the SNAT must because pod sockets behind one
  *   address have unrelated timestamp offsets.
+ * - or a RST ended it: either entry carries CT_F_RST and has expired
+ *   (CT_CLOSE_TIMEOUT after the RST; the other side, which sends nothing
+ *   more, would otherwise hold the port for CT_TCP_TIMEOUT).
  * A flow with a live side keeps its port: stealing it would hand its
- * replies to another flow. The old pair goes. Returns 1 if the port is
- * free now. */
+ * replies to another flow. The old pair goes (its forward entry only if it
+ * still is this pair's: the pod's tuple may have a newer flow). Returns 1
+ * if the port is free now. */
 __inline int egress_reclaim(struct egress_scratch *w, const struct ct_pkt *p, __u64 now)
 {
 	struct ct_entry *old, *fwd;
@@ -310,11 +314,6 @@ __inline int egress_reclaim(struct egress_scratch *w, const struct ct_pkt *p, __
 
 	old = bpf_map_lookup_elem(&genie_ct, &w->rk);
 	if (!old || !(old->flags & CT_F_EGRESS))
-		return 0;
-	closed = old->state == CT_CLOSING && (old->flags & CT_F_EGRESS_FIN) && w->ts_ok &&
-		 (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
-		 (__s32)(w->tsval - old->fin_tsval) > EGRESS_TS_MARGIN;
-	if (now <= old->expires && !closed)
 		return 0;
 	w->pk.vni = old->vni;
 	w->pk.saddr = old->dst_addr;
@@ -324,12 +323,20 @@ __inline int egress_reclaim(struct egress_scratch *w, const struct ct_pkt *p, __
 	w->pk.proto = w->rk.proto;
 	w->pk.pad[0] = w->pk.pad[1] = w->pk.pad[2] = 0;
 	fwd = bpf_map_lookup_elem(&genie_ct, &w->pk);
-	if (fwd) {
-		if (now <= fwd->expires && !(closed && fwd->state == CT_CLOSING))
+	if (fwd && (fwd->src_port != w->rk.dport || fwd->src_addr != w->rk.daddr))
+		fwd = NULL;
+	if (!((old->flags & CT_F_RST) && now > old->expires) &&
+	    !(fwd && (fwd->flags & CT_F_RST) && now > fwd->expires)) {
+		closed = old->state == CT_CLOSING && (old->flags & CT_F_EGRESS_FIN) && w->ts_ok &&
+			 (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
+			 (__s32)(w->tsval - old->fin_tsval) > EGRESS_TS_MARGIN;
+		if (now <= old->expires && !closed)
 			return 0;
-		if (fwd->src_port == w->rk.dport && fwd->src_addr == w->rk.daddr)
-			bpf_map_delete_elem(&genie_ct, &w->pk);
+		if (fwd && now <= fwd->expires && !(closed && fwd->state == CT_CLOSING))
+			return 0;
 	}
+	if (fwd)
+		bpf_map_delete_elem(&genie_ct, &w->pk);
 	bpf_map_delete_elem(&genie_ct, &w->rk);
 	return 1;
 }

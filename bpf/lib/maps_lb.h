@@ -61,6 +61,9 @@ struct ct_key {
 #define CT_F_SNAT	0x1	/* rewrite the source to src_addr:src_port */
 #define CT_F_DNAT	0x2	/* rewrite the destination to dst_addr:dst_port */
 #define CT_F_REPLY	0x4	/* this entry matches the reply direction */
+#define CT_F_RST	0x8	/* TCP: a RST crossed this direction: the flow is over on
+				 * both sides, and once this entry expires
+				 * (CT_CLOSE_TIMEOUT after the RST) its pair goes too */
 
 #define CT_NEW		0	/* TCP: SYN seen (or a UDP flow) */
 #define CT_ESTABLISHED	1	/* TCP: a packet without SYN/FIN/RST after the first */

@@ -16,6 +16,9 @@ const (
 	ctFlagSNAT  = 0x1
 	ctFlagDNAT  = 0x2
 	ctFlagReply = 0x4
+	// ctFlagRST marks the direction a TCP RST crossed: once that entry
+	// expires the pair is over, whatever its partner's deadline.
+	ctFlagRST = 0x8
 	// ctFlagEgress marks egress SNAT pairs, whose reply key has VNI 0
 	// (CT_F_EGRESS in bpf/lib/maps_egress.h).
 	ctFlagEgress = 0x80
@@ -75,6 +78,9 @@ type ConntrackEntry struct {
 	// Egress marks an egress gateway's SNAT pair; its reply entry is keyed
 	// with VNI 0 (the outside has none) and VNI gives the VPC.
 	Egress bool
+	// Reset: a TCP RST crossed this direction; the pair goes when this
+	// entry expires.
+	Reset bool
 }
 
 func tupleFrom(k lxcCtKey) Tuple {
@@ -93,6 +99,7 @@ func entryFrom(k lxcCtKey, v lxcCtEntry) ConntrackEntry {
 		Expires: time.Duration(v.Expires),
 		VNI:     v.Vni,
 		Egress:  v.Flags&ctFlagEgress != 0,
+		Reset:   v.Flags&ctFlagRST != 0,
 	}
 }
 
@@ -165,8 +172,12 @@ const ctBatch = 4096
 // GCConntrack deletes the expired flows from the conntrack map: an entry
 // goes when its deadline has passed and its partner's has too (or the
 // partner is gone), so a one-way flow's quiet reply side never takes the
-// live side with it. Safe while the data plane runs; a flow that becomes
-// active during the pass just recreates its entries.
+// live side with it. An expired entry that carried a RST takes its partner
+// with it (the other side of a reset flow sends nothing more and would
+// stay established for hours). An entry whose partner key holds another,
+// newer flow's entry counts as alone.
+// Safe while the data plane runs; a flow that becomes active during the
+// pass just recreates its entries.
 func (d *Datapath) GCConntrack() (ConntrackStats, error) {
 	return gcConntrackAll(d.lxc.GenieCt, d.lxc.GenieDrops, d.lxc.GenieEgressFlows)
 }
@@ -229,8 +240,10 @@ func gcConntrack(m, dropsMap *ebpf.Map) (ConntrackStats, error) {
 		}
 		pk := partnerKey(k, v)
 		var pv lxcCtEntry
-		if err := m.Lookup(&pk, &pv); err == nil {
-			if !expired(pv) {
+		// An entry under the partner key that does not point back belongs
+		// to a newer flow (the pod reused its tuple): k is alone.
+		if err := m.Lookup(&pk, &pv); err == nil && partnerKey(pk, pv) == k {
+			if !expired(pv) && v.Flags&ctFlagRST == 0 {
 				return
 			}
 			doomed[pk] = true

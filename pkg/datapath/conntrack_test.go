@@ -8,7 +8,8 @@ import (
 )
 
 // TestPrivilegedConntrackGC: expired pairs go, a pair with one live side
-// stays, a lone expired entry goes; fill is reported.
+// stays unless the expired side carried a RST, a lone expired entry goes;
+// fill is reported.
 func TestPrivilegedConntrackGC(t *testing.T) {
 	d := newWorld(t)
 	now := monotonicNow()
@@ -37,24 +38,43 @@ func TestPrivilegedConntrackGC(t *testing.T) {
 	liveF, liveR := pair(1002, future, future)
 	lone, _ := pair(1003, past, past)
 	_ = d.lxc.GenieCt.Delete(partnerKey(lone, lxcCtEntry{Flags: ctFlagDNAT, DstAddr: ip4(ip2), DstPort: htons(8080)}))
+	// A reset flow: its expired RST direction takes the live other one.
+	reset := func(k lxcCtKey) {
+		t.Helper()
+		var v lxcCtEntry
+		if err := d.lxc.GenieCt.Lookup(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		v.Flags |= ctFlagRST
+		put(k, v)
+	}
+	resetF, resetR := pair(1004, past, future)
+	reset(resetF)
+	// ... but not a live entry of another flow under its partner key: the
+	// expired entry is alone then, and goes by itself.
+	strangerF, strangerR := pair(1005, past, future)
+	reset(strangerF)
+	put(strangerR, lxcCtEntry{Expires: future, Flags: ctFlagSNAT | ctFlagReply, SrcAddr: ip4(vipWeb), SrcPort: htons(81), Vni: vniRed})
 
 	st, err := d.GCConntrack()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Deleted != 3 || st.Entries != 4 || st.Capacity != int(d.lxc.GenieCt.MaxEntries()) {
-		t.Errorf("stats %+v, want 3 deleted, 4 left", st)
+	if st.Deleted != 6 || st.Entries != 5 || st.Capacity != int(d.lxc.GenieCt.MaxEntries()) {
+		t.Errorf("stats %+v, want 6 deleted, 5 left", st)
 	}
 	present := func(k lxcCtKey) bool {
 		var v lxcCtEntry
 		return d.lxc.GenieCt.Lookup(&k, &v) == nil
 	}
-	for name, k := range map[string]lxcCtKey{"expired forward": deadF, "expired reply": deadR, "lone expired": lone} {
+	for name, k := range map[string]lxcCtKey{"expired forward": deadF, "expired reply": deadR, "lone expired": lone,
+		"expired reset forward": resetF, "live reply of a reset flow": resetR, "expired reset forward of a stranger": strangerF} {
 		if present(k) {
 			t.Errorf("%s entry survived gc", name)
 		}
 	}
-	for name, k := range map[string]lxcCtKey{"quiet forward of a live reply": halfF, "live reply": halfR, "live forward": liveF, "live reply of a live flow": liveR} {
+	for name, k := range map[string]lxcCtKey{"quiet forward of a live reply": halfF, "live reply": halfR, "live forward": liveF, "live reply of a live flow": liveR,
+		"another flow's live entry under a reset entry's partner key": strangerR} {
 		if !present(k) {
 			t.Errorf("%s entry was deleted", name)
 		}
