@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -254,10 +255,23 @@ func TestPrivilegedEgressBench(t *testing.T) {
 
 	// Failover, from the red pod (gateways node2 and node3).
 	redEP := sandbox.Endpoint{Netns: pods["red"].Netns}
+	streamSrv := startStreamEcho(t, ext, 7003)
 	for k := range kills {
+		// The moonshot, measured: what an established connection through
+		// the killed gateway sees.
+		var stream *gatewayStream
+		if k == 0 {
+			if stream, err = streamVia(ctx, redEP, streamSrv, n2.UnderlayIP); err != nil {
+				t.Fatal(err)
+			}
+			stream.watch()
+		}
 		first, stable, err := killAndMeasure(ctx, sb, redEP, ext, "node2", n2.UnderlayIP)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if stream != nil {
+			t.Logf("RESULT kill %d: an established connection through the killed gateway: %s", k+1, stream.outcome())
 		}
 		t.Logf("RESULT kill %d: first new connection after %v, every new connection after %v (target <= 2s)", k+1, first.Round(time.Millisecond), stable.Round(time.Millisecond))
 		if k+1 < kills {
@@ -270,6 +284,112 @@ func TestPrivilegedEgressBench(t *testing.T) {
 			time.Sleep(3 * time.Second) // node2 beats again, every node sees it
 		}
 	}
+}
+
+// startStreamEcho serves, on port of the external namespace, connections
+// that first get the address the server sees them from (a line), then an
+// echo of every byte, until the test ends.
+func startStreamEcho(t *testing.T, ext *sandbox.External, port uint16) netip.AddrPort {
+	t.Helper()
+	l, err := sandbox.ListenTCP(ext.Endpoint(), fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := fmt.Fprintf(c, "%s\n", c.RemoteAddr()); err == nil {
+					_, _ = io.Copy(c, c)
+				}
+			}()
+		}
+	}()
+	return netip.AddrPortFrom(ext.IP, port)
+}
+
+// gatewayStream is an established connection through one gateway, pinged
+// every 50 ms from watch on.
+type gatewayStream struct {
+	c     net.Conn
+	start time.Time
+	done  chan struct{}
+	res   string
+}
+
+// streamVia opens connections from e to the stream echo at dst until one
+// leaves through the gateway whose egress address is via (the server
+// names the address it sees).
+func streamVia(ctx context.Context, e sandbox.Endpoint, dst netip.AddrPort, via netip.Addr) (*gatewayStream, error) {
+	for range 32 {
+		c, err := sandbox.DialTCP(ctx, e, dst.String())
+		if err != nil {
+			return nil, err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("stream echo: %w", err)
+		}
+		if ap, err := netip.ParseAddrPort(strings.TrimSpace(line)); err == nil && ap.Addr() == via {
+			return &gatewayStream{c: c, done: make(chan struct{})}, nil
+		}
+		c.Close()
+	}
+	return nil, fmt.Errorf("no connection of 32 left through %s", via)
+}
+
+// watch pings the stream every 50 ms (1 byte out, its echo back, 200 ms
+// each) for 10 s or until the connection fails for good.
+func (g *gatewayStream) watch() {
+	g.start = time.Now()
+	go func() {
+		defer close(g.done)
+		defer g.c.Close()
+		var lastOK time.Time
+		stalls := 0
+		b := make([]byte, 1)
+		for time.Since(g.start) < 10*time.Second {
+			_ = g.c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+			_, err := g.c.Write(b)
+			if err == nil {
+				_, err = io.ReadFull(g.c, b)
+			}
+			var ne net.Error
+			switch {
+			case err == nil:
+				lastOK = time.Now()
+			case errors.As(err, &ne) && ne.Timeout():
+				stalls++
+			default:
+				g.res = fmt.Sprintf("failed %v after the kill (%v; last echo %s, %d pings stalled)",
+					time.Since(g.start).Round(time.Millisecond), err, g.since(lastOK), stalls)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		g.res = fmt.Sprintf("still open 10 s after the kill, last echo %s, %d pings stalled",
+			g.since(lastOK), stalls)
+	}()
+}
+
+func (g *gatewayStream) since(t time.Time) string {
+	if t.IsZero() {
+		return "none"
+	}
+	return fmt.Sprintf("%v after the kill", t.Sub(g.start).Round(time.Millisecond))
+}
+
+// outcome waits for watch to end and says what the connection saw.
+func (g *gatewayStream) outcome() string {
+	<-g.done
+	return g.res
 }
 
 func rounded(v []float64) string {
