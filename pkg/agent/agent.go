@@ -185,7 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Metrics and the probes' endpoints come up before start-up, so a
 	// liveness probe does not kill an agent waiting for its store.
 	if a.cfg.MetricsAddr != "" {
-		addr, err := a.m.serve(ctx, a.cfg.MetricsAddr, a.log, a.probeReady)
+		addr, err := a.m.serve(ctx, a.cfg.MetricsAddr, a.cfg.Pprof, a.log, a.probeReady)
 		if err != nil {
 			a.log.Error("metrics disabled", "err", err)
 		} else {

@@ -39,6 +39,9 @@ type Config struct {
 	StateDir string
 	// MetricsAddr serves Prometheus metrics on /metrics; empty disables.
 	MetricsAddr string
+	// Pprof also serves Go's /debug/pprof/ on MetricsAddr (heap, CPU and
+	// goroutine profiles of the agent), off by default.
+	Pprof bool
 	// GatewayMAC is the MAC the data plane answers the subnet gateways'
 	// ARP with (empty: a fixed locally administered default).
 	GatewayMAC string
@@ -137,6 +140,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.registerStoreFlags(fs)
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for IPAM state and attachment records")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus /metrics on (empty disables)")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "also serve Go's /debug/pprof/ profiles on --metrics-addr (for diagnosing the agent)")
 	fs.BoolVar(&c.XDPPrefilter, "xdp-prefilter", c.XDPPrefilter, "also attach the XDP prefilter to the uplink (drops foreign Geneve before an skb is built)")
 	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC of the virtual subnet gateways answered by BPF")
 	fs.StringVar(&c.ProcSysNet, "proc-sys-net", c.ProcSysNet, "where to write net sysctls (empty: /proc/sys/net); a writable mount of the host's /proc/sys/net when /proc/sys is read-only (a container without privileged)")

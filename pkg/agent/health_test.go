@@ -17,7 +17,7 @@ func TestProbeEndpoints(t *testing.T) {
 	var ready atomic.Bool
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, err := newMetrics(nil).serve(ctx, "127.0.0.1:0", slog.Default(), func(context.Context) (bool, string) {
+	addr, err := newMetrics(nil).serve(ctx, "127.0.0.1:0", false, slog.Default(), func(context.Context) (bool, string) {
 		return ready.Load(), "connecting to store"
 	})
 	if err != nil {
@@ -44,5 +44,28 @@ func TestProbeEndpoints(t *testing.T) {
 	}
 	if code, _ := get("/metrics"); code != 200 {
 		t.Fatalf("/metrics %d", code)
+	}
+	if code, _ := get("/debug/pprof/heap"); code != 404 {
+		t.Fatalf("/debug/pprof/heap without --pprof: %d, want 404", code)
+	}
+}
+
+// TestPprofEndpoint: with --pprof the metrics address also serves Go's
+// profiles.
+func TestPprofEndpoint(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, err := newMetrics(nil).serve(ctx, "127.0.0.1:0", true, slog.Default(), func(context.Context) (bool, string) { return true, "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr.String() + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "heap profile") {
+		t.Fatalf("/debug/pprof/heap: %d %.80q", resp.StatusCode, b)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/datapath"
@@ -106,8 +107,8 @@ func (m *metrics) countMapFull(scope string, err error) {
 
 // serve serves /metrics, and the probes' /healthz (200 while the process
 // serves) and /readyz (200 when ready reports so, else 503 with the
-// reason), on addr until ctx ends.
-func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger, ready func(context.Context) (bool, string)) (net.Addr, error) {
+// reason), and with withPprof Go's /debug/pprof/, on addr until ctx ends.
+func (m *metrics) serve(ctx context.Context, addr string, withPprof bool, log *slog.Logger, ready func(context.Context) (bool, string)) (net.Addr, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
@@ -122,6 +123,13 @@ func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger, read
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

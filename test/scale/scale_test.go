@@ -142,7 +142,13 @@ func BenchmarkScale(b *testing.B) {
 	samples := envInt("GENIE_SCALE_SAMPLES", 200)
 	const fakes = 10
 	capacity := nVPC*perVPC + nVPC + samples + 4096
-	sb := newSandbox(b, "scale", 1, "--max-endpoints", strconv.Itoa(capacity))
+	// GENIE_SCALE_HEAP=<file>: the agent's heap profile after the load.
+	heapOut := os.Getenv("GENIE_SCALE_HEAP")
+	args := []string{"--max-endpoints", strconv.Itoa(capacity)}
+	if heapOut != "" {
+		args = append(args, "--pprof")
+	}
+	sb := newSandbox(b, "scale", 1, args...)
 	node := sb.Nodes()[0]
 	ctx := context.Background()
 	st, err := sb.Store(ctx)
@@ -257,6 +263,19 @@ func BenchmarkScale(b *testing.B) {
 	say(b, "agent RSS %.1f MiB (peak %.1f MiB; %.1f MiB with the %d pods before the load), Go heap in use %.1f MiB, goroutines %.0f, VPC watches %.0f",
 		mib(rss), mib(hwm), mib(rssPods), nVPC, mets["go_memstats_heap_inuse_bytes"]/(1<<20), mets["go_goroutines"], mets["genie_vpc_watches"])
 	say(b, "endpoints map: %d entries, %.1f MiB kernel memory (memlock), capacity %d", entries, mib(memlock), m.MaxEntries())
+	if heapOut != "" {
+		f, err := os.Create(heapOut)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := sb.AgentHeapProfile(ctx, node.Name, f); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+		say(b, "agent heap profile in %s (go tool pprof -top -sample_index inuse_space)", heapOut)
+	}
 
 	// Propagation: a new endpoint in a random VPC, from PutEndpoint
 	// returning (and from the call) to the entry in the node's map; then

@@ -1,7 +1,8 @@
 // Package resolver turns service selectors into backend records, once per
 // cluster: the elected leader (store.LeaderElector) lists and watches every
-// service and endpoint and writes each service's resolved backends
-// (service.Backends) when they change. Agents read only those records for
+// service and endpoint, keeps the endpoints of the VPCs that have a service
+// (a VPC is listed when its first service appears), and writes each
+// service's resolved backends (service.Backends) when they change. Agents read only those records for
 // the VPCs they host, so no agent needs a copy of every endpoint, and N
 // agents do not each evaluate every selector.
 //
@@ -68,12 +69,49 @@ func (r *Resolver) RunElected(ctx context.Context) error {
 	})
 }
 
-// state is the leader's view: services, endpoints and records by VPC.
+// state is the leader's view: services, records, and the endpoints of
+// the VPCs that have a service (only those: at 100k endpoints a copy of
+// every one was half of the leader's heap, and each pass scanned all of
+// them once per changed VPC).
 type state struct {
-	services  map[string]service.Service  // key vpc/name
-	endpoints map[string]vpc.Endpoint     // key vpc/id
-	records   map[string]service.Backends // key vpc/name
-	dirty     map[string]bool             // VPCs to re-resolve
+	services map[string]service.Service  // key vpc/name
+	records  map[string]service.Backends // key vpc/name
+	tracked  map[string]*vpcEndpoints    // VPCs with a service
+	dirty    map[string]bool             // VPCs to re-resolve
+}
+
+// vpcEndpoints are one tracked VPC's endpoints, as of its listing at rev
+// and the watch events after it.
+type vpcEndpoints struct {
+	rev int64
+	eps map[string]vpc.Endpoint // key endpoint ID
+}
+
+func (st *state) hasService(v string) bool {
+	for _, s := range st.services {
+		if s.VPC == v {
+			return true
+		}
+	}
+	return false
+}
+
+// track starts following VPC v (it got its first service): its endpoints
+// from a listing, watch events up to that listing's revision skipped.
+func (r *Resolver) track(ctx context.Context, st *state, v string) error {
+	if st.tracked[v] != nil {
+		return nil
+	}
+	eps, rev, err := r.Store.ListEndpoints(ctx, v)
+	if err != nil {
+		return fmt.Errorf("list endpoints of VPC %q: %w", v, err)
+	}
+	t := &vpcEndpoints{rev: rev, eps: make(map[string]vpc.Endpoint, len(eps))}
+	for _, e := range eps {
+		t.eps[e.ID] = e
+	}
+	st.tracked[v] = t
+	return nil
 }
 
 // Run resolves until ctx ends or a watch fails (then it returns the error;
@@ -85,7 +123,8 @@ func (r *Resolver) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st := state{services: map[string]service.Service{}, endpoints: map[string]vpc.Endpoint{}, records: map[string]service.Backends{}, dirty: map[string]bool{}}
+	st := state{services: map[string]service.Service{}, records: map[string]service.Backends{},
+		tracked: map[string]*vpcEndpoints{}, dirty: map[string]bool{}}
 	svcs, srev, err := ss.ListServices(ctx, "")
 	if err != nil {
 		return err
@@ -94,6 +133,8 @@ func (r *Resolver) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The watch of every endpoint starts at this listing; of it, only the
+	// VPCs with a service are kept (the rest is garbage at once).
 	eps, erev, err := r.Store.ListEndpoints(ctx, "")
 	if err != nil {
 		return err
@@ -101,12 +142,17 @@ func (r *Resolver) Run(ctx context.Context) error {
 	for _, s := range svcs {
 		st.services[s.Key()] = s
 		st.dirty[s.VPC] = true
+		if st.tracked[s.VPC] == nil {
+			st.tracked[s.VPC] = &vpcEndpoints{rev: erev, eps: map[string]vpc.Endpoint{}}
+		}
+	}
+	for _, e := range eps {
+		if t := st.tracked[e.VPC]; t != nil {
+			t.eps[e.ID] = e
+		}
 	}
 	for _, b := range recs {
 		st.records[b.Key()] = b
-	}
-	for _, e := range eps {
-		st.endpoints[e.Key()] = e
 	}
 	svcCh := ss.WatchServices(ctx, "", srev)
 	epCh := r.Store.WatchEndpoints(ctx, "", erev)
@@ -125,12 +171,19 @@ func (r *Resolver) Run(ctx context.Context) error {
 			}
 			switch {
 			case ev.Service != nil:
-				st.dirty[ev.Service.VPC] = true
+				v := ev.Service.VPC
+				st.dirty[v] = true
 				if ev.Type == store.EventPut {
 					st.services[ev.Service.Key()] = *ev.Service
+					if err := r.track(ctx, &st, v); err != nil {
+						return err
+					}
 				} else {
 					delete(st.services, ev.Service.Key())
 					delete(st.records, ev.Service.Key())
+					if !st.hasService(v) {
+						delete(st.tracked, v)
+					}
 				}
 			case ev.Backends != nil && ev.Type == store.EventPut:
 				st.records[ev.Backends.Key()] = *ev.Backends
@@ -141,11 +194,15 @@ func (r *Resolver) Run(ctx context.Context) error {
 			if !ok || ev.Type == store.EventError {
 				return fmt.Errorf("endpoint watch: %v", ev.Err)
 			}
+			t := st.tracked[ev.Endpoint.VPC]
+			if t == nil || ev.Revision <= t.rev {
+				continue // no service in its VPC, or in its listing already
+			}
 			st.dirty[ev.Endpoint.VPC] = true
 			if ev.Type == store.EventPut {
-				st.endpoints[ev.Endpoint.Key()] = ev.Endpoint
+				t.eps[ev.Endpoint.ID] = ev.Endpoint
 			} else {
-				delete(st.endpoints, ev.Endpoint.Key())
+				delete(t.eps, ev.Endpoint.ID)
 			}
 		case <-timer.C:
 			if err := r.flush(ctx, ss, &st); err != nil {
@@ -162,8 +219,9 @@ func (r *Resolver) Run(ctx context.Context) error {
 func (r *Resolver) flush(ctx context.Context, ss store.ServiceStore, st *state) error {
 	for v := range st.dirty {
 		var eps []vpc.Endpoint
-		for _, e := range st.endpoints {
-			if e.VPC == v {
+		if t := st.tracked[v]; t != nil {
+			eps = make([]vpc.Endpoint, 0, len(t.eps))
+			for _, e := range t.eps {
 				eps = append(eps, e)
 			}
 		}

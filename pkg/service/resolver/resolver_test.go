@@ -102,3 +102,50 @@ func TestResolverElectedFailover(t *testing.T) {
 	waitBackends(t, ss, "blue", "10.0.0.21")
 	waitBackends(t, ss, "red", "10.0.0.3")
 }
+
+// The leader keeps only the endpoints of VPCs that have a service: a VPC
+// whose first service comes later is listed then (endpoints from before
+// included) and follows its watch events from that listing on; after its
+// last service went (its endpoints dropped), the next is resolved from a
+// fresh listing. (Fails when track does not list: nothing from before the
+// service is found.)
+func TestResolverTracksVPCsWithServices(t *testing.T) {
+	prefix := etcdtest.UniquePrefix(t)
+	s := srv.NewStore(t, prefix)
+	var ss store.ServiceStore = s
+	storetest.MustVPC(t, s, "green", "10.0.0.0/16")
+	storetest.MustSubnet(t, s, "green", "pods", "10.0.0.0/24")
+	putEndpoint(t, s, "green", "c1/eth1", "10.0.0.2", "n1", map[string]string{"app": "web"})
+
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r := &Resolver{Store: srv.NewStore(t, prefix), ID: "n1", Settle: 10 * time.Millisecond}
+		_ = r.Run(ctx)
+	}()
+	defer func() { stop(); <-done }()
+	// An endpoint event while green has no service: not tracked.
+	putEndpoint(t, s, "green", "c2/eth1", "10.0.0.3", "n1", map[string]string{"app": "web"})
+	sv := service.Service{VPC: "green", Name: "web", Ports: []service.Port{{Port: 80, Protocol: service.TCP}}, Selector: map[string]string{"app": "web"}}
+	if _, err := ss.CreateService(t.Context(), sv); err != nil {
+		t.Fatal(err)
+	}
+	waitBackends(t, ss, "green", "10.0.0.2", "10.0.0.3")
+	putEndpoint(t, s, "green", "c3/eth1", "10.0.0.4", "n1", map[string]string{"app": "web"})
+	waitBackends(t, ss, "green", "10.0.0.2", "10.0.0.3", "10.0.0.4")
+	// The last service goes, an endpoint goes meanwhile, the service
+	// comes back: the new listing has no trace of the removed endpoint.
+	if err := ss.DeleteService(t.Context(), "green", "web"); err != nil {
+		t.Fatal(err)
+	}
+	waitBackends(t, ss, "green")
+	if err := s.DeleteEndpoint(t.Context(), "green", "c1/eth1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ss.CreateService(t.Context(), sv); err != nil {
+		t.Fatal(err)
+	}
+	waitBackends(t, ss, "green", "10.0.0.3", "10.0.0.4")
+}
