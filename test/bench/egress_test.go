@@ -291,25 +291,11 @@ func TestPrivilegedEgressBench(t *testing.T) {
 // echo of every byte, until the test ends.
 func startStreamEcho(t *testing.T, ext *sandbox.External, port uint16) netip.AddrPort {
 	t.Helper()
-	l, err := sandbox.ListenTCP(ext.Endpoint(), fmt.Sprintf(":%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := fmt.Fprintf(c, "%s\n", c.RemoteAddr()); err == nil {
-					_, _ = io.Copy(c, c)
-				}
-			}()
+	sandboxtest.ServeTCP(t, ext.Endpoint(), fmt.Sprintf(":%d", port), func(c net.Conn) {
+		if _, err := fmt.Fprintf(c, "%s\n", c.RemoteAddr()); err == nil {
+			_, _ = io.Copy(c, c)
 		}
-	}()
+	})
 	return netip.AddrPortFrom(ext.IP, port)
 }
 
@@ -405,26 +391,12 @@ func rounded(v []float64) string {
 // the TIME_WAIT) until the test ends, and returns its address.
 func startEcho(t *testing.T, ext *sandbox.External, port uint16) netip.AddrPort {
 	t.Helper()
-	l, err := sandbox.ListenTCP(ext.Endpoint(), fmt.Sprintf(":%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					_, _ = c.Write(b)
-				}
-			}()
+	sandboxtest.ServeTCP(t, ext.Endpoint(), fmt.Sprintf(":%d", port), func(c net.Conn) {
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err == nil {
+			_, _ = c.Write(b)
 		}
-	}()
+	})
 	return netip.AddrPortFrom(ext.IP, port)
 }
 

@@ -38,24 +38,10 @@ var (
 // "<name> <remote addr>", then every line back.
 func serveNamed(t *testing.T, netns, name string, port int) {
 	t.Helper()
-	l, err := sandbox.ListenTCP(sandbox.Endpoint{Netns: netns}, fmt.Sprintf(":%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	sandboxtest.ServeTCP(t, sandbox.Endpoint{Netns: netns}, fmt.Sprintf(":%d", port), func(c net.Conn) {
+		fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
+		_, _ = io.Copy(c, c)
+	})
 }
 
 // dialIdentity connects from the namespace at netns to dst, checks the

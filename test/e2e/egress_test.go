@@ -15,6 +15,7 @@ import (
 
 	"github.com/cni-genie/cni-genie/pkg/egress"
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
 	"github.com/cni-genie/cni-genie/pkg/store"
 )
 
@@ -34,24 +35,10 @@ const extPort = 7001
 // serveEcho runs the identity echo in the external namespace.
 func serveEcho(t *testing.T, ext *sandbox.External) {
 	t.Helper()
-	l, err := sandbox.ListenTCP(ext.Endpoint(), fmt.Sprintf(":%d", extPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", c.RemoteAddr())
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	sandboxtest.ServeTCP(t, ext.Endpoint(), fmt.Sprintf(":%d", extPort), func(c net.Conn) {
+		fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+		_, _ = io.Copy(c, c)
+	})
 }
 
 // extConn is a connection to the external echo and the source it saw.

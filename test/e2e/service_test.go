@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cni-genie/cni-genie/pkg/sandbox"
+	"github.com/cni-genie/cni-genie/pkg/sandbox/sandboxtest"
 	"github.com/cni-genie/cni-genie/pkg/service"
 	"github.com/cni-genie/cni-genie/pkg/store"
 )
@@ -31,25 +32,11 @@ var svcVIP = netip.MustParseAddr("10.10.200.1")
 // server that answers every datagram with p's name.
 func serveIdentity(t *testing.T, p *sandbox.Pod) {
 	t.Helper()
-	l, err := sandbox.ListenTCP(ep(p, ""), fmt.Sprintf(":%d", svcPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", p.Name)
-				n, _ := io.Copy(io.Discard, c)
-				_ = binary.Write(c, binary.BigEndian, n)
-			}()
-		}
-	}()
+	sandboxtest.ServeTCP(t, ep(p, ""), fmt.Sprintf(":%d", svcPort), func(c net.Conn) {
+		fmt.Fprintf(c, "%s\n", p.Name)
+		n, _ := io.Copy(io.Discard, c)
+		_ = binary.Write(c, binary.BigEndian, n)
+	})
 	u, err := sandbox.ListenUDP(ep(p, ""), fmt.Sprintf(":%d", svcPort))
 	if err != nil {
 		t.Fatal(err)

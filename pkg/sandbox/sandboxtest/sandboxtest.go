@@ -143,6 +143,31 @@ func EchoUDP(t testing.TB, e sandbox.Endpoint, addr string) net.PacketConn {
 	return srv
 }
 
+// ServeTCP listens on addr in e's namespace and runs handle on every
+// connection (in its own goroutine, the connection closed after it) until
+// the listener is closed (by the caller, or at the end of the test).
+func ServeTCP(t testing.TB, e sandbox.Endpoint, addr string, handle func(net.Conn)) net.Listener {
+	t.Helper()
+	l, err := sandbox.ListenTCP(e, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return l
+}
+
 // TailLines returns the last n lines of s.
 func TailLines(s string, n int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")

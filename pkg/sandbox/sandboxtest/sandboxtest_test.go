@@ -2,7 +2,10 @@ package sandboxtest_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,5 +88,43 @@ func TestPrivilegedEchoUDP(t *testing.T) {
 	srv.Close()
 	if err := ask(); err == nil {
 		t.Fatal("echo after close")
+	}
+}
+
+// ServeTCP runs its handler on connections to it inside a namespace of
+// the test's own, each closed after its handler, and stops when closed.
+func TestPrivilegedServeTCP(t *testing.T) {
+	testenv.RequireRoot(t, "creates a network namespace")
+	n := testenv.NewNS(t)
+	if err := n.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e := sandbox.Endpoint{Netns: n.Path()}
+	l := sandboxtest.ServeTCP(t, e, "127.0.0.1:7101", func(c net.Conn) {
+		fmt.Fprintf(c, "hi %s\n", c.RemoteAddr())
+	})
+	dial := func() (string, error) {
+		c, err := sandbox.DialTCP(t.Context(), e, "127.0.0.1:7101")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		b, err := io.ReadAll(c) // EOF: the server closed after the handler
+		return string(b), err
+	}
+	got, err := dial()
+	if err != nil || !strings.HasPrefix(got, "hi 127.0.0.1:") {
+		t.Fatalf("answer %q, %v; want the handler's line, then EOF", got, err)
+	}
+	l.Close()
+	if _, err := dial(); err == nil {
+		t.Fatal("connected after close")
 	}
 }
